@@ -1,0 +1,44 @@
+//! Listening sockets: one SO_REUSEPORT socket per listener per shard, so the kernel spreads
+//! connections over shards and no accept crosses cores.
+
+use crate::error::EngineError;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+
+/// What to listen on.
+#[derive(Clone, Debug)]
+pub struct ListenerSpec {
+    /// Address and port.
+    pub addr: SocketAddr,
+    /// listen(2) backlog.
+    pub backlog: i32,
+}
+
+/// Creates a non-blocking, SO_REUSEPORT listening socket.
+pub fn bind(spec: &ListenerSpec) -> Result<OwnedFd, EngineError> {
+    let err = |source: std::io::Error| {
+        if source.kind() == std::io::ErrorKind::AddrInUse {
+            EngineError::AddrInUse { addr: spec.addr }
+        } else {
+            EngineError::Listen {
+                addr: spec.addr,
+                source,
+            }
+        }
+    };
+    let socket = Socket::new(
+        Domain::for_address(spec.addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )
+    .map_err(err)?;
+    socket.set_reuse_address(true).map_err(err)?;
+    socket.set_reuse_port(true).map_err(err)?;
+    if spec.addr.is_ipv6() {
+        socket.set_only_v6(true).map_err(err)?;
+    }
+    socket.bind(&spec.addr.into()).map_err(err)?;
+    socket.listen(spec.backlog).map_err(err)?;
+    Ok(socket.into())
+}

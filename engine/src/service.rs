@@ -1,0 +1,222 @@
+//! The contract between the engine and the protocol service running on each shard.
+//!
+//! The engine owns sockets, buffers and timers; a [`Service`] sees a connection as a byte stream
+//! through [`ConnCx`]: input arrives as `&[u8]` (straight from a provided buffer when nothing is
+//! buffered), output is appended to a per-connection buffer the engine sends, and one timer per
+//! connection can be set. The service's per-connection state (`Service::Conn`) is stored inline in
+//! the connection slab, so it must stay small: what only busy connections need belongs behind a
+//! `Box` that is dropped when the connection goes idle.
+//!
+//! Invariants: callbacks run on the shard's thread, never re-entrantly; a connection's callbacks
+//! stop once the engine calls [`Service::on_close`].
+
+use crate::wheel::{TimerKey, Wheel};
+use std::time::{Duration, Instant};
+
+/// Why a connection was closed (a label in the metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CloseReason {
+    /// The peer closed its side.
+    PeerClosed = 0,
+    /// The peer reset the connection or a socket error occurred.
+    PeerReset,
+    /// The service finished (e.g. `Connection: close`).
+    Done,
+    /// No request arrived within the keep-alive timeout.
+    KeepAliveTimeout,
+    /// A request did not arrive completely in time.
+    RequestTimeout,
+    /// The peer stopped reading or sending mid-exchange.
+    ClientTimeout,
+    /// The peer sent something the protocol rejects.
+    ProtocolError,
+    /// The server is shutting down.
+    Shutdown,
+    /// The connection exceeded a limit (e.g. too much buffered input).
+    Overflow,
+}
+
+impl CloseReason {
+    /// Every reason, in discriminant order.
+    pub const ALL: [CloseReason; 9] = [
+        CloseReason::PeerClosed,
+        CloseReason::PeerReset,
+        CloseReason::Done,
+        CloseReason::KeepAliveTimeout,
+        CloseReason::RequestTimeout,
+        CloseReason::ClientTimeout,
+        CloseReason::ProtocolError,
+        CloseReason::Shutdown,
+        CloseReason::Overflow,
+    ];
+
+    /// A stable snake_case label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::PeerClosed => "peer_closed",
+            CloseReason::PeerReset => "peer_reset",
+            CloseReason::Done => "done",
+            CloseReason::KeepAliveTimeout => "keepalive_timeout",
+            CloseReason::RequestTimeout => "request_timeout",
+            CloseReason::ClientTimeout => "client_timeout",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::Shutdown => "shutdown",
+            CloseReason::Overflow => "overflow",
+        }
+    }
+}
+
+/// A protocol service: one instance per shard, created on the shard's thread.
+pub trait Service: 'static {
+    /// Per-connection state, stored inline in the slab. Keep it to a few words.
+    type Conn: Default;
+    /// The statistics snapshot the admin endpoint aggregates.
+    type Stats: Send + 'static;
+
+    /// A connection was accepted on listener `listener` (index into the runtime's listeners).
+    fn on_accept(&mut self, cx: &mut ConnCx<'_>, conn: &mut Self::Conn, listener: usize);
+
+    /// Bytes arrived. `input` is everything received and not yet consumed. Returns how many bytes
+    /// were consumed; the engine keeps the rest and presents it again with the next bytes (or after
+    /// output drains, when the service paused input).
+    fn on_input(&mut self, cx: &mut ConnCx<'_>, conn: &mut Self::Conn, input: &[u8]) -> usize;
+
+    /// The peer shut down its sending side (EOF). The default closes the connection.
+    fn on_peer_closed(&mut self, cx: &mut ConnCx<'_>, _conn: &mut Self::Conn) {
+        cx.close(CloseReason::PeerClosed);
+    }
+
+    /// All output handed to the engine has been sent.
+    fn on_drained(&mut self, _cx: &mut ConnCx<'_>, _conn: &mut Self::Conn) {}
+
+    /// The connection's timer fired.
+    fn on_timer(&mut self, cx: &mut ConnCx<'_>, conn: &mut Self::Conn);
+
+    /// Graceful stop began: finish what is in flight and close.
+    fn on_shutdown(&mut self, cx: &mut ConnCx<'_>, conn: &mut Self::Conn);
+
+    /// The connection is gone; last look at its state.
+    fn on_close(&mut self, conn: Self::Conn, reason: CloseReason);
+
+    /// A statistics snapshot.
+    fn stats(&mut self) -> Self::Stats;
+}
+
+/// Requests a callback made; the engine carries them out after the callback returns.
+pub(crate) mod flags {
+    pub const CLOSE: u16 = 1 << 0;
+    pub const CLOSE_AFTER_FLUSH: u16 = 1 << 1;
+    pub const PAUSE: u16 = 1 << 2;
+}
+
+/// Buffers a connection holds only while busy. Returned to the shard's pool when it goes idle.
+#[derive(Default)]
+pub(crate) struct ConnIo {
+    pub input: Vec<u8>,
+    pub out: Vec<u8>,
+    pub spare: Vec<u8>,
+    pub in_flight: usize,
+}
+
+/// Largest buffer capacity kept when a connection goes idle.
+pub(crate) const KEEP_CAPACITY: usize = 64 * 1024;
+
+impl ConnIo {
+    pub fn is_idle(&self) -> bool {
+        self.input.is_empty() && self.out.is_empty() && self.in_flight == 0
+    }
+
+    pub fn trim(&mut self) {
+        for v in [&mut self.input, &mut self.out, &mut self.spare] {
+            v.clear();
+            if v.capacity() > KEEP_CAPACITY {
+                *v = Vec::new();
+            }
+        }
+    }
+}
+
+/// A connection as a callback sees it.
+pub struct ConnCx<'a> {
+    pub(crate) now: Instant,
+    pub(crate) now_ms: u64,
+    pub(crate) index: u32,
+    pub(crate) io: &'a mut Option<Box<ConnIo>>,
+    pub(crate) io_pool: &'a mut Vec<Box<ConnIo>>,
+    pub(crate) timer: &'a mut TimerKey,
+    pub(crate) wheel: &'a mut Wheel,
+    pub(crate) requests: u16,
+    pub(crate) reason: CloseReason,
+    pub(crate) stopping: bool,
+}
+
+impl ConnCx<'_> {
+    /// The shard's clock for this loop turn.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// The output buffer; append bytes to send.
+    pub fn output(&mut self) -> &mut Vec<u8> {
+        if self.io.is_none() {
+            *self.io = Some(self.io_pool.pop().unwrap_or_default());
+        }
+        &mut self.io.as_mut().expect("just set").out
+    }
+
+    /// Bytes handed to the engine and not yet acknowledged by the kernel.
+    pub fn pending_output(&self) -> usize {
+        self.io.as_ref().map_or(0, |io| io.out.len() + io.in_flight)
+    }
+
+    /// Sets (or replaces) the connection's single timer.
+    pub fn set_timer(&mut self, after: Duration) {
+        if self.timer.is_some() {
+            self.wheel.cancel(*self.timer);
+        }
+        let ms = after.as_millis().min(u64::MAX as u128) as u64;
+        *self.timer = self.wheel.insert(self.now_ms.saturating_add(ms), self.index);
+    }
+
+    /// Cancels the connection's timer, if set.
+    pub fn clear_timer(&mut self) {
+        if self.timer.is_some() {
+            self.wheel.cancel(*self.timer);
+            *self.timer = TimerKey::NONE;
+        }
+    }
+
+    /// True when a timer is set.
+    pub fn has_timer(&self) -> bool {
+        self.timer.is_some()
+    }
+
+    /// Closes now, dropping unsent output.
+    pub fn close(&mut self, reason: CloseReason) {
+        self.requests |= flags::CLOSE;
+        self.reason = reason;
+    }
+
+    /// Sends what is pending, then shuts down the sending side, discards input for a short linger
+    /// period (so the peer reads the response instead of a reset) and closes.
+    pub fn close_after_flush(&mut self, reason: CloseReason) {
+        self.requests |= flags::CLOSE_AFTER_FLUSH;
+        self.reason = reason;
+    }
+
+    /// Stops reading until all output is sent; unconsumed input is presented again then.
+    pub fn pause_input(&mut self) {
+        self.requests |= flags::PAUSE;
+    }
+
+    /// True once a close was requested in this callback.
+    pub fn is_closing(&self) -> bool {
+        self.requests & (flags::CLOSE | flags::CLOSE_AFTER_FLUSH) != 0
+    }
+
+    /// True once the shard is shutting down.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping
+    }
+}

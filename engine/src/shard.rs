@@ -1,0 +1,807 @@
+//! One shard: a thread pinned to a core that owns a ring, its listening sockets, a connection slab,
+//! a provided-buffer ring, a timer wheel, a pool of connection buffers and its counters.
+//!
+//! The loop: advance the wheel and run due timers, submit everything queued and wait (one
+//! `io_uring_enter`, bounded by the next timer), then dispatch the completions.
+//!
+//! Connection life: accepted -> a multishot receive is armed (no user buffer while idle) -> input is
+//! handed to the service straight from the provided buffer -> output is sent from the connection's
+//! buffer -> the connection goes back to idle and returns its buffers to the pool. Closing cancels
+//! the connection's operations and waits for their completions before the descriptor is closed and
+//! the slot freed, so no late completion can reach a reused slot or a freed buffer.
+//!
+//! The shard is split into the `ring` and everything else (`Core`), so input can be read straight
+//! out of a ring buffer while the service (inside `Core`) runs.
+
+use crate::control::{Control, ShardInbox, ShardReport};
+use crate::service::{flags, CloseReason, ConnCx, ConnIo, Service, KEEP_CAPACITY};
+use crate::stats::EngineStats;
+use crate::sys::{fd::from_accept_result, Completion, Ring, SendOutcome};
+use crate::table::{Id, Table};
+use crate::token::{self, OP_ACCEPT, OP_CANCEL, OP_RECV, OP_SEND, OP_WAKE};
+use crate::wheel::{TimerKey, Wheel};
+use socket2::SockRef;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// Sizing and behaviour of one shard.
+#[derive(Clone, Debug)]
+pub struct ShardConfig {
+    /// Connections this shard may hold; at the limit it stops accepting.
+    pub max_connections: usize,
+    /// Submission queue entries.
+    pub ring_entries: u32,
+    /// Provided buffers (power of two).
+    pub buffers: u16,
+    /// Bytes per provided buffer.
+    pub buffer_size: u32,
+    /// How long a closing connection keeps draining input after its last response.
+    pub linger: Duration,
+    /// Input a connection may buffer before it is closed as overflowing.
+    pub max_input: usize,
+}
+
+/// Connection state bits kept by the engine.
+mod state {
+    pub const RECV_ARMED: u16 = 1 << 0;
+    pub const SENDING: u16 = 1 << 1;
+    pub const CLOSING: u16 = 1 << 2;
+    pub const FLUSH_THEN_CLOSE: u16 = 1 << 3;
+    pub const LINGER: u16 = 1 << 4;
+    pub const PAUSED: u16 = 1 << 5;
+    pub const PEER_EOF: u16 = 1 << 6;
+}
+
+struct Conn<C> {
+    fd: OwnedFd,
+    state: u16,
+    reason: CloseReason,
+    timer: TimerKey,
+    io: Option<Box<ConnIo>>,
+    app: C,
+}
+
+struct Listener {
+    fd: Option<OwnedFd>,
+    armed: bool,
+}
+
+/// Internal timer tokens (connection timers use the slot index, always below these).
+const TIMER_ACCEPT_RETRY: u32 = u32::MAX - 1;
+const TIMER_STOP_DEADLINE: u32 = u32::MAX - 2;
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+const IO_POOL_MAX: usize = 1024;
+
+/// What a callback asked for, carried out by the shard afterwards.
+#[derive(Clone, Copy)]
+struct Requests {
+    bits: u16,
+    reason: CloseReason,
+}
+
+/// Everything a shard owns except its ring.
+struct Core<S: Service> {
+    conns: Table<Conn<S::Conn>>,
+    wheel: Wheel,
+    io_pool: Vec<Box<ConnIo>>,
+    service: S,
+    stats: EngineStats,
+    now: Instant,
+    now_ms: u64,
+    stopping: bool,
+    max_input: usize,
+}
+
+impl<S: Service> Core<S> {
+    /// Runs a service callback on connection `id` with a fresh [`ConnCx`].
+    fn call<R>(
+        &mut self,
+        id: Id,
+        f: impl FnOnce(&mut S, &mut ConnCx<'_>, &mut S::Conn) -> R,
+    ) -> Option<(R, Requests)> {
+        let conn = self.conns.get_mut(id)?;
+        let mut cx = ConnCx {
+            now: self.now,
+            now_ms: self.now_ms,
+            index: id.index,
+            io: &mut conn.io,
+            io_pool: &mut self.io_pool,
+            timer: &mut conn.timer,
+            wheel: &mut self.wheel,
+            requests: 0,
+            reason: CloseReason::Done,
+            stopping: self.stopping,
+        };
+        let r = f(&mut self.service, &mut cx, &mut conn.app);
+        let req = Requests {
+            bits: cx.requests,
+            reason: cx.reason,
+        };
+        Some((r, req))
+    }
+
+    /// Hands `data` (new bytes, possibly empty) plus anything buffered to the service.
+    fn deliver(&mut self, id: Id, data: &[u8]) -> Option<Requests> {
+        let conn = self.conns.get_mut(id)?;
+        let buffered = conn.io.as_ref().is_some_and(|io| !io.input.is_empty());
+        if !buffered {
+            if data.is_empty() {
+                return None;
+            }
+            let (consumed, req) =
+                self.call(id, |svc, cx, app| svc.on_input(cx, app, data))?;
+            let consumed = consumed.min(data.len());
+            if consumed < data.len() && req.bits & flags::CLOSE == 0 {
+                let conn = self.conns.get_mut(id)?;
+                let io = conn
+                    .io
+                    .get_or_insert_with(|| self.io_pool.pop().unwrap_or_default());
+                io.input.extend_from_slice(&data[consumed..]);
+            }
+            return Some(self.check_overflow(id, req));
+        }
+        let io = conn.io.as_mut().expect("buffered input implies io");
+        io.input.extend_from_slice(data);
+        let input = std::mem::take(&mut io.input);
+        let (consumed, req) = match self.call(id, |svc, cx, app| svc.on_input(cx, app, &input)) {
+            Some(r) => r,
+            None => return None,
+        };
+        let mut input = input;
+        input.drain(..consumed.min(input.len()));
+        let conn = self.conns.get_mut(id)?;
+        let io = conn
+            .io
+            .get_or_insert_with(|| self.io_pool.pop().unwrap_or_default());
+        io.input = input;
+        Some(self.check_overflow(id, req))
+    }
+
+    fn check_overflow(&mut self, id: Id, mut req: Requests) -> Requests {
+        let over = self
+            .conns
+            .get(id)
+            .and_then(|c| c.io.as_ref())
+            .is_some_and(|io| io.input.len() > self.max_input);
+        if over && req.bits & flags::CLOSE == 0 {
+            req.bits |= flags::CLOSE;
+            req.reason = CloseReason::Overflow;
+        }
+        req
+    }
+
+    fn release_io(&mut self, mut io: Box<ConnIo>) {
+        if self.io_pool.len() < IO_POOL_MAX {
+            io.trim();
+            self.io_pool.push(io);
+        }
+    }
+}
+
+/// A running shard.
+pub(crate) struct Shard<S: Service> {
+    id: usize,
+    ring: Ring,
+    core: Core<S>,
+    max_connections: usize,
+    linger: Duration,
+    listeners: Vec<Listener>,
+    inbox: ShardInbox<S::Stats>,
+    epoch: Instant,
+    accept_paused: bool,
+    accept_retry: TimerKey,
+    fired: Vec<u32>,
+}
+
+impl<S: Service> Shard<S> {
+    pub(crate) fn new(
+        id: usize,
+        cfg: &ShardConfig,
+        ring: Ring,
+        listeners: Vec<OwnedFd>,
+        service: S,
+        inbox: ShardInbox<S::Stats>,
+    ) -> Shard<S> {
+        // Headroom above max_connections absorbs accepts already completing when accepting pauses.
+        let slots = cfg.max_connections + cfg.ring_entries as usize;
+        let now = Instant::now();
+        Shard {
+            id,
+            core: Core {
+                conns: Table::with_capacity(slots),
+                wheel: Wheel::with_capacity(slots + 16),
+                io_pool: Vec::new(),
+                service,
+                stats: EngineStats {
+                    slab_capacity: cfg.max_connections as u64,
+                    slab_slot_bytes: Table::<Conn<S::Conn>>::slot_size() as u64,
+                    buffers_total: cfg.buffers as u64,
+                    ..Default::default()
+                },
+                now,
+                now_ms: 0,
+                stopping: false,
+                max_input: cfg.max_input,
+            },
+            ring,
+            max_connections: cfg.max_connections,
+            linger: cfg.linger,
+            listeners: listeners
+                .into_iter()
+                .map(|fd| Listener {
+                    fd: Some(fd),
+                    armed: false,
+                })
+                .collect(),
+            inbox,
+            epoch: now,
+            accept_paused: false,
+            accept_retry: TimerKey::NONE,
+            fired: Vec::new(),
+        }
+    }
+
+    /// Runs until stopped and every connection is closed.
+    pub(crate) fn run(mut self) {
+        let wake_fd = self.inbox.wake.as_raw_fd();
+        self.ring
+            .poll_multi(wake_fd, token::pack_index(OP_WAKE, 0));
+        self.arm_accepts();
+        let mut cqes: Vec<Completion> = Vec::with_capacity(1024);
+        loop {
+            self.tick();
+            if self.core.stopping
+                && self.core.conns.is_empty()
+                && self.listeners.iter().all(|l| !l.armed)
+            {
+                break;
+            }
+            let timeout = self.core.wheel.next_deadline().map(|d| {
+                Duration::from_millis(d.saturating_sub(self.core.now_ms).max(1))
+            });
+            if let Err(e) = self.ring.submit_and_wait(timeout) {
+                tracing::error!(shard = self.id, "io_uring_enter failed: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            self.core.stats.loop_turns += 1;
+            cqes.clear();
+            self.ring.drain(&mut cqes);
+            self.core.stats.completions += cqes.len() as u64;
+            self.set_clock();
+            for c in &cqes {
+                self.dispatch(*c);
+            }
+        }
+        tracing::debug!(shard = self.id, "shard stopped");
+    }
+
+    fn set_clock(&mut self) {
+        self.core.now = Instant::now();
+        self.core.now_ms = self.core.now.duration_since(self.epoch).as_millis() as u64;
+    }
+
+    fn tick(&mut self) {
+        self.set_clock();
+        let mut fired = std::mem::take(&mut self.fired);
+        self.core.wheel.poll(self.core.now_ms, &mut fired);
+        for &t in &fired {
+            self.on_timer(t);
+        }
+        fired.clear();
+        self.fired = fired;
+    }
+
+    fn dispatch(&mut self, c: Completion) {
+        match token::op(c.user_data) {
+            OP_RECV => self.on_recv(c),
+            OP_SEND => self.on_send(c),
+            OP_ACCEPT => self.on_accept(c),
+            OP_WAKE => self.on_wake(c),
+            OP_CANCEL => {}
+            _ => tracing::warn!(shard = self.id, "completion with unknown tag {:#x}", c.user_data),
+        }
+    }
+
+    // ---- accept -------------------------------------------------------------------------------
+
+    fn arm_accepts(&mut self) {
+        for (i, l) in self.listeners.iter_mut().enumerate() {
+            if let Some(fd) = &l.fd {
+                if !l.armed {
+                    l.armed = true;
+                    self.ring
+                        .accept_multi(fd.as_raw_fd(), token::pack_index(OP_ACCEPT, i as u32));
+                }
+            }
+        }
+    }
+
+    fn cancel_accepts(&mut self) {
+        for (i, l) in self.listeners.iter().enumerate() {
+            if l.armed {
+                self.ring.cancel(
+                    token::pack_index(OP_ACCEPT, i as u32),
+                    token::pack_index(OP_CANCEL, 0),
+                );
+            }
+        }
+    }
+
+    fn on_accept(&mut self, c: Completion) {
+        let li = c.user_data as u32 as usize;
+        if !c.more() {
+            if let Some(l) = self.listeners.get_mut(li) {
+                l.armed = false;
+                if self.core.stopping {
+                    l.fd = None; // close the listening socket: new clients are refused
+                }
+            }
+        }
+        match from_accept_result(c.result) {
+            Some(fd) => self.accepted(fd, li),
+            None => {
+                let errno = -c.result;
+                let e = &mut self.core.stats.accept_errors;
+                match errno {
+                    libc::ECANCELED => {}
+                    libc::EMFILE => e.emfile += 1,
+                    libc::ENFILE => e.enfile += 1,
+                    libc::ENOMEM | libc::ENOBUFS => e.enomem += 1,
+                    _ => e.other += 1,
+                }
+                if errno != libc::ECANCELED && !c.more() && !self.core.stopping {
+                    // Out of descriptors or memory: retry shortly instead of spinning; the kernel
+                    // backlog holds new clients meanwhile.
+                    if !self.accept_retry.is_some() {
+                        let at = self.core.now_ms + ACCEPT_RETRY.as_millis() as u64;
+                        self.accept_retry = self.core.wheel.insert(at, TIMER_ACCEPT_RETRY);
+                    }
+                    return;
+                }
+            }
+        }
+        if !c.more()
+            && !self.core.stopping
+            && !self.accept_paused
+            && !self.accept_retry.is_some()
+        {
+            self.arm_accepts();
+        }
+    }
+
+    fn accepted(&mut self, fd: OwnedFd, listener: usize) {
+        if self.core.stopping {
+            return; // dropped, so closed
+        }
+        let _ = SockRef::from(&fd).set_nodelay(true);
+        let raw = fd.as_raw_fd();
+        let conn = Conn {
+            fd,
+            state: state::RECV_ARMED,
+            reason: CloseReason::Done,
+            timer: TimerKey::NONE,
+            io: None,
+            app: S::Conn::default(),
+        };
+        let Ok(id) = self.core.conns.insert(conn) else {
+            // Beyond the headroom (more accepts in flight than ring entries): closed on drop.
+            self.core.stats.accept_errors.other += 1;
+            return;
+        };
+        self.core.stats.accepted += 1;
+        self.ring.recv_multi(raw, token::pack(OP_RECV, id));
+        if let Some(((), req)) = self
+            .core
+            .call(id, |svc, cx, app| svc.on_accept(cx, app, listener))
+        {
+            self.apply(id, req);
+        }
+        if self.core.conns.len() >= self.max_connections && !self.accept_paused {
+            self.accept_paused = true;
+            self.core.stats.accept_paused += 1;
+            self.cancel_accepts();
+        }
+    }
+
+    fn maybe_resume_accepting(&mut self) {
+        if self.accept_paused
+            && !self.core.stopping
+            && self.core.conns.len() < self.max_connections
+        {
+            self.accept_paused = false;
+            if !self.accept_retry.is_some() {
+                self.arm_accepts();
+            }
+        }
+    }
+
+    // ---- receive ------------------------------------------------------------------------------
+
+    fn on_recv(&mut self, c: Completion) {
+        let id = token::id(c.user_data);
+        let buf = self.ring.bufs().take(c.flags, c.result);
+        let Some(conn) = self.core.conns.get_mut(id) else {
+            if let Some(b) = buf {
+                self.ring.bufs().recycle(b);
+            }
+            return;
+        };
+        if !c.more() {
+            conn.state &= !state::RECV_ARMED;
+        }
+        let st = conn.state;
+        if c.result > 0 {
+            self.core.stats.bytes_in += c.result as u64;
+            if let Some(b) = buf {
+                let mut req = None;
+                if st & (state::CLOSING | state::LINGER) == 0 {
+                    let data = self.ring.bufs_ref().data(&b);
+                    req = self.core.deliver(id, data);
+                }
+                self.ring.bufs().recycle(b);
+                if let Some(req) = req {
+                    self.apply(id, req);
+                }
+            }
+        } else if c.result == 0 {
+            self.peer_eof(id);
+        } else {
+            match -c.result {
+                libc::ENOBUFS => self.core.stats.recv_no_buffers += 1,
+                libc::ECANCELED => {}
+                _ => self.begin_close(id, CloseReason::PeerReset),
+            }
+        }
+        self.after_recv(id);
+    }
+
+    /// Re-arms a receive that ended, or finishes a close that waited for it.
+    fn after_recv(&mut self, id: Id) {
+        let Some(conn) = self.core.conns.get_mut(id) else {
+            return;
+        };
+        let st = conn.state;
+        if st & state::RECV_ARMED != 0 {
+            return;
+        }
+        if st & state::CLOSING != 0 {
+            self.maybe_finalize(id);
+        } else if st & state::PEER_EOF == 0
+            && (st & state::LINGER != 0 || st & state::PAUSED == 0)
+        {
+            conn.state |= state::RECV_ARMED;
+            let fd = conn.fd.as_raw_fd();
+            self.ring.recv_multi(fd, token::pack(OP_RECV, id));
+        }
+    }
+
+    fn peer_eof(&mut self, id: Id) {
+        let Some(conn) = self.core.conns.get_mut(id) else {
+            return;
+        };
+        conn.state |= state::PEER_EOF;
+        if conn.state & state::LINGER != 0 {
+            let reason = conn.reason;
+            self.begin_close(id, reason);
+            return;
+        }
+        if conn.state & state::CLOSING != 0 {
+            return;
+        }
+        if let Some(((), req)) = self
+            .core
+            .call(id, |svc, cx, app| svc.on_peer_closed(cx, app))
+        {
+            self.apply(id, req);
+        }
+    }
+
+    // ---- send ---------------------------------------------------------------------------------
+
+    /// Starts a send of pending output when none is in flight; starts the linger phase when a
+    /// close-after-flush connection has nothing left to send.
+    fn flush(&mut self, id: Id) {
+        let Some(conn) = self.core.conns.get_mut(id) else {
+            return;
+        };
+        if conn.state & (state::SENDING | state::CLOSING | state::LINGER) != 0 {
+            return;
+        }
+        let has_out = conn.io.as_ref().is_some_and(|io| !io.out.is_empty());
+        if has_out {
+            let io = conn.io.as_mut().expect("checked");
+            let spare = std::mem::take(&mut io.spare);
+            let buf = std::mem::replace(&mut io.out, spare);
+            io.in_flight = buf.len();
+            conn.state |= state::SENDING;
+            let fd = conn.fd.as_raw_fd();
+            self.ring.send(fd, buf, token::pack(OP_SEND, id));
+        } else if conn.state & state::FLUSH_THEN_CLOSE != 0 {
+            self.start_linger(id);
+        }
+    }
+
+    fn on_send(&mut self, c: Completion) {
+        let Some(outcome) = self.ring.complete_send(c.user_data, c.result) else {
+            return;
+        };
+        match outcome {
+            SendOutcome::Partial { owner, sent } => {
+                self.core.stats.bytes_out += sent as u64;
+                if let Some(io) = self
+                    .core
+                    .conns
+                    .get_mut(token::id(owner))
+                    .and_then(|c| c.io.as_mut())
+                {
+                    io.in_flight = io.in_flight.saturating_sub(sent);
+                }
+            }
+            SendOutcome::Failed { owner, buf, errno } => {
+                let id = token::id(owner);
+                self.sent_back(id, buf);
+                let reason = if errno == libc::ECANCELED {
+                    CloseReason::Shutdown
+                } else {
+                    CloseReason::PeerReset
+                };
+                self.begin_close(id, reason);
+                self.maybe_finalize(id);
+            }
+            SendOutcome::Done { owner, buf, sent } => {
+                self.core.stats.bytes_out += sent as u64;
+                let id = token::id(owner);
+                self.sent_back(id, buf);
+                self.drained(id);
+            }
+        }
+    }
+
+    fn sent_back(&mut self, id: Id, buf: Vec<u8>) {
+        if let Some(conn) = self.core.conns.get_mut(id) {
+            conn.state &= !state::SENDING;
+            if let Some(io) = conn.io.as_mut() {
+                io.in_flight = 0;
+                if buf.capacity() <= KEEP_CAPACITY && io.spare.capacity() < buf.capacity() {
+                    io.spare = buf;
+                }
+            }
+        }
+    }
+
+    fn drained(&mut self, id: Id) {
+        let Some(conn) = self.core.conns.get_mut(id) else {
+            return;
+        };
+        if conn.state & state::CLOSING != 0 {
+            self.maybe_finalize(id);
+            return;
+        }
+        if conn.io.as_ref().is_some_and(|io| !io.out.is_empty()) {
+            self.flush(id);
+            return;
+        }
+        if conn.state & state::FLUSH_THEN_CLOSE != 0 {
+            self.start_linger(id);
+            return;
+        }
+        if conn.state & state::PAUSED != 0 {
+            conn.state &= !state::PAUSED;
+            if let Some(req) = self.core.deliver(id, &[]) {
+                self.apply(id, req);
+            }
+            self.after_recv(id);
+        }
+        if let Some(((), req)) = self.core.call(id, |svc, cx, app| svc.on_drained(cx, app)) {
+            self.apply(id, req);
+        }
+    }
+
+    // ---- requests from callbacks --------------------------------------------------------------
+
+    fn apply(&mut self, id: Id, req: Requests) {
+        if req.bits & flags::CLOSE != 0 {
+            self.begin_close(id, req.reason);
+            self.maybe_finalize(id);
+            return;
+        }
+        let Some(conn) = self.core.conns.get_mut(id) else {
+            return;
+        };
+        if req.bits & flags::CLOSE_AFTER_FLUSH != 0 && conn.state & state::FLUSH_THEN_CLOSE == 0 {
+            conn.state |= state::FLUSH_THEN_CLOSE;
+            conn.reason = req.reason;
+        }
+        if req.bits & flags::PAUSE != 0
+            && conn.state & state::PAUSED == 0
+            && conn.state & state::FLUSH_THEN_CLOSE == 0
+        {
+            conn.state |= state::PAUSED;
+            if conn.state & state::RECV_ARMED != 0 {
+                self.ring
+                    .cancel(token::pack(OP_RECV, id), token::pack_index(OP_CANCEL, 0));
+            }
+        }
+        self.flush(id);
+        self.settle(id);
+    }
+
+    /// Returns an idle connection's buffers to the pool.
+    fn settle(&mut self, id: Id) {
+        let Some(conn) = self.core.conns.get_mut(id) else {
+            return;
+        };
+        if conn.state & (state::SENDING | state::CLOSING) != 0 {
+            return;
+        }
+        if conn.io.as_ref().is_some_and(|io| io.is_idle()) {
+            let io = conn.io.take().expect("checked");
+            self.core.release_io(io);
+        }
+    }
+
+    // ---- close --------------------------------------------------------------------------------
+
+    fn start_linger(&mut self, id: Id) {
+        let Some(conn) = self.core.conns.get_mut(id) else {
+            return;
+        };
+        conn.state |= state::LINGER;
+        conn.state &= !state::PAUSED;
+        let _ = SockRef::from(&conn.fd).shutdown(std::net::Shutdown::Write);
+        if conn.state & state::PEER_EOF != 0 || self.linger.is_zero() {
+            let reason = conn.reason;
+            self.begin_close(id, reason);
+            self.maybe_finalize(id);
+            return;
+        }
+        if conn.timer.is_some() {
+            self.core.wheel.cancel(conn.timer);
+        }
+        let at = self.core.now_ms + self.linger.as_millis() as u64;
+        conn.timer = self.core.wheel.insert(at, id.index);
+        if let Some(io) = conn.io.take() {
+            self.core.release_io(io);
+        }
+        self.after_recv(id);
+    }
+
+    /// Marks a connection closing and cancels its operations; `maybe_finalize` frees it once they
+    /// have completed.
+    fn begin_close(&mut self, id: Id, reason: CloseReason) {
+        let Some(conn) = self.core.conns.get_mut(id) else {
+            return;
+        };
+        if conn.state & state::CLOSING != 0 {
+            return;
+        }
+        conn.state |= state::CLOSING;
+        conn.reason = reason;
+        if conn.timer.is_some() {
+            self.core.wheel.cancel(conn.timer);
+            conn.timer = TimerKey::NONE;
+        }
+        if conn.state & (state::RECV_ARMED | state::SENDING) != 0 {
+            let fd = conn.fd.as_raw_fd();
+            self.ring.cancel_fd(fd, token::pack_index(OP_CANCEL, 0));
+        }
+    }
+
+    fn maybe_finalize(&mut self, id: Id) {
+        let Some(conn) = self.core.conns.get(id) else {
+            return;
+        };
+        if conn.state & state::CLOSING == 0
+            || conn.state & (state::RECV_ARMED | state::SENDING) != 0
+        {
+            return;
+        }
+        let conn = self.core.conns.remove(id).expect("checked");
+        self.core.stats.closed[conn.reason as usize] += 1;
+        if let Some(io) = conn.io {
+            self.core.release_io(io);
+        }
+        drop(conn.fd);
+        self.core.service.on_close(conn.app, conn.reason);
+        self.maybe_resume_accepting();
+    }
+
+    // ---- timers -------------------------------------------------------------------------------
+
+    fn on_timer(&mut self, token: u32) {
+        match token {
+            TIMER_ACCEPT_RETRY => {
+                self.accept_retry = TimerKey::NONE;
+                if !self.accept_paused && !self.core.stopping {
+                    self.arm_accepts();
+                }
+            }
+            TIMER_STOP_DEADLINE => {
+                for id in self.core.conns.ids() {
+                    self.begin_close(id, CloseReason::Shutdown);
+                    self.maybe_finalize(id);
+                }
+            }
+            index => {
+                let Some(id) = self.core.conns.id_at(index) else {
+                    return;
+                };
+                let conn = self.core.conns.get_mut(id).expect("id_at");
+                if !conn.timer.is_some() {
+                    return;
+                }
+                conn.timer = TimerKey::NONE;
+                if conn.state & state::LINGER != 0 {
+                    let reason = conn.reason;
+                    self.begin_close(id, reason);
+                    self.maybe_finalize(id);
+                    return;
+                }
+                if conn.state & state::CLOSING != 0 {
+                    return;
+                }
+                if let Some(((), req)) = self.core.call(id, |svc, cx, app| svc.on_timer(cx, app)) {
+                    self.apply(id, req);
+                }
+            }
+        }
+    }
+
+    // ---- control ------------------------------------------------------------------------------
+
+    fn on_wake(&mut self, c: Completion) {
+        let _ = self.inbox.wake.read();
+        if !c.more() {
+            let fd = self.inbox.wake.as_raw_fd();
+            self.ring.poll_multi(fd, token::pack_index(OP_WAKE, 0));
+        }
+        while let Ok(msg) = self.inbox.rx.try_recv() {
+            match msg {
+                Control::Stats(reply) => {
+                    let report = self.report();
+                    let _ = reply.send(report);
+                }
+                Control::Stop { grace } => self.begin_stop(grace),
+            }
+        }
+    }
+
+    fn report(&mut self) -> ShardReport<S::Stats> {
+        let s = &mut self.core.stats;
+        s.connections = self.core.conns.len() as u64;
+        s.slab_used = self.core.conns.len() as u64;
+        s.timers = self.core.wheel.len() as u64;
+        s.buffers_outstanding = self.ring.bufs_ref().outstanding() as u64;
+        ShardReport {
+            shard: self.id,
+            engine: s.clone(),
+            service: self.core.service.stats(),
+        }
+    }
+
+    fn begin_stop(&mut self, grace: Duration) {
+        if self.core.stopping {
+            return;
+        }
+        self.core.stopping = true;
+        self.cancel_accepts();
+        for l in self.listeners.iter_mut().filter(|l| !l.armed) {
+            l.fd = None;
+        }
+        let at = self.core.now_ms + grace.as_millis() as u64;
+        self.core.wheel.insert(at, TIMER_STOP_DEADLINE);
+        for id in self.core.conns.ids() {
+            let closing = self
+                .core
+                .conns
+                .get(id)
+                .is_none_or(|c| c.state & (state::CLOSING | state::LINGER) != 0);
+            if closing {
+                continue;
+            }
+            if let Some(((), req)) = self.core.call(id, |svc, cx, app| svc.on_shutdown(cx, app)) {
+                self.apply(id, req);
+            }
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! The operating-system layer: the only module of the workspace that contains `unsafe`.
+//!
+//! Everything that hands memory or descriptors to the kernel lives here, behind safe types:
+//! - [`Ring`]: one io_uring per shard. Send buffers are moved into the ring and handed back only when
+//!   their completion arrives, so a buffer can never be freed or reused while the kernel reads it.
+//! - [`BufRing`]: the provided-buffer ring that multishot receives pick from. A buffer leaves the
+//!   kernel's ownership only through a completion ([`RecvBuf`]) and goes back through `recycle`.
+//! - [`fd`]: turning raw descriptors returned by completions into owned ones.
+//!
+//! Invariant: every `unsafe` block carries a `// SAFETY:` line naming what makes it sound.
+
+mod bufring;
+pub mod fd;
+mod ring;
+
+pub use bufring::{BufRing, RecvBuf};
+pub use ring::{Completion, Ring, RingError, RingFeatures, SendOutcome};

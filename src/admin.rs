@@ -1,0 +1,137 @@
+//! The admin endpoint: `/metrics` (Prometheus text) and `/health`, served by one plain blocking
+//! thread outside the shards. A scrape asks every shard for a snapshot over the control channels and
+//! merges them; nothing on the shards' hot path is shared or locked.
+
+use crate::http::HttpStats;
+use crate::metrics;
+use coreplex_engine::RuntimeHandle;
+use coreplex_protocol::h1::{parse_request, HeadScanner, Limits, Method, Scan};
+use std::io::{Read, Write};
+use std::mem::MaybeUninit;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Starts the admin thread on an already bound listener.
+pub fn spawn(
+    listener: TcpListener,
+    handle: RuntimeHandle<HttpStats>,
+    stopping: Arc<AtomicBool>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("coreplex-admin".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(s) => {
+                        if let Err(e) = serve(s, &handle, &stopping) {
+                            tracing::debug!("admin connection: {e}");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("admin accept failed: {e}");
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            }
+        })
+        .map(|_| ())
+}
+
+/// Binds the admin address, with an error that names the fix.
+pub fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            format!("cannot listen on admin.bind {addr}: address already in use (another process holds the port: stop it or change admin.bind)")
+        } else {
+            format!("cannot listen on admin.bind {addr}: {e}")
+        }
+    })
+}
+
+fn serve(
+    mut s: TcpStream,
+    handle: &RuntimeHandle<HttpStats>,
+    stopping: &AtomicBool,
+) -> std::io::Result<()> {
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let limits = Limits::default();
+    let mut buf = Vec::with_capacity(1024);
+    let mut scanner = HeadScanner::new();
+    let mut chunk = [0u8; 4096];
+    let head_len = loop {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        match scanner.scan(&buf, &limits) {
+            Ok(Scan::Complete { head_len }) => break head_len,
+            Ok(Scan::Incomplete) => continue,
+            Err(e) => return respond(&mut s, e.status(), "text/plain", "bad request\n", false),
+        }
+    };
+    let mut headers = [const { MaybeUninit::uninit() }; 64];
+    let head = match parse_request(&buf[..head_len], &limits, &mut headers) {
+        Ok(Some(h)) => h,
+        Ok(None) => return respond(&mut s, 400, "text/plain", "bad request\n", false),
+        Err(e) => return respond(&mut s, e.status(), "text/plain", "bad request\n", false),
+    };
+    let is_head = head.method == Method::Head;
+    if !matches!(head.method, Method::Get | Method::Head) {
+        return respond(&mut s, 405, "text/plain", "method not allowed\n", is_head);
+    }
+    match head.path {
+        "/metrics" => {
+            let reports = handle.stats(Duration::from_secs(2));
+            let body = metrics::render(&reports, handle.shards());
+            respond(&mut s, 200, "text/plain; version=0.0.4; charset=utf-8", &body, is_head)
+        }
+        "/health" => {
+            if stopping.load(Ordering::Relaxed) {
+                respond(&mut s, 503, "text/plain", "stopping\n", is_head)
+            } else {
+                respond(&mut s, 200, "text/plain", "ok\n", is_head)
+            }
+        }
+        "/" => respond(
+            &mut s,
+            200,
+            "text/plain",
+            "coreplex admin: /metrics (Prometheus), /health\n",
+            is_head,
+        ),
+        _ => respond(&mut s, 404, "text/plain", "not found\n", is_head),
+    }
+}
+
+fn respond(
+    s: &mut TcpStream,
+    status: u16,
+    ctype: &str,
+    body: &str,
+    head_only: bool,
+) -> std::io::Result<()> {
+    let reason = coreplex_protocol::h1::reason_phrase(status);
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\nServer: coreplex\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if !head_only {
+        out.extend_from_slice(body.as_bytes());
+    }
+    s.write_all(&out)?;
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    // Drain what the client may still send so the close does not turn into a reset.
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut sink = [0u8; 1024];
+    while let Ok(n) = s.read(&mut sink) {
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(())
+}

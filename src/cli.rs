@@ -1,0 +1,101 @@
+//! The command line: `coreplex run [-c FILE]` and `coreplex check -c FILE`.
+
+use crate::config;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "coreplex", version, about = "io_uring thread-per-core server engine and reverse proxy")]
+struct Cli {
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: tracing::Level,
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server (with no -c, the embedded default: a hello listener on 127.0.0.1:8080 and
+    /// the admin endpoint on 127.0.0.1:9090).
+    Run {
+        /// Configuration file (TOML).
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+        /// CPUs to run shards on, one shard each, e.g. "0-3,6" (overrides global.cpus).
+        #[arg(long)]
+        cpus: Option<String>,
+        /// Number of shards (overrides global.shards).
+        #[arg(long)]
+        shards: Option<usize>,
+    },
+    /// Check a configuration file and report every error with its key path.
+    Check {
+        /// Configuration file (TOML).
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(cli.log_level)
+        .with_target(false)
+        .init();
+    match cli.cmd {
+        Command::Run {
+            config,
+            cpus,
+            shards,
+        } => crate::run::run(config.as_deref(), cpus.as_deref(), shards),
+        Command::Check { config } => check(&config),
+    }
+}
+
+/// Reads a config file and validates it; prints every error.
+pub fn load_file(path: &std::path::Path) -> Result<config::Config, ExitCode> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", path.display());
+            return Err(ExitCode::from(2));
+        }
+    };
+    config::load(&text).map_err(|errors| {
+        for e in &errors {
+            eprintln!("error: {}: {e}", path.display());
+        }
+        eprintln!(
+            "{}: {} error{} found",
+            path.display(),
+            errors.len(),
+            if errors.len() == 1 { "" } else { "s" }
+        );
+        ExitCode::from(2)
+    })
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match load_file(path) {
+        Ok(c) => {
+            let routes: usize = c.listeners.iter().map(|l| l.routes.len()).sum();
+            println!(
+                "{}: configuration OK ({} listener{}, {} route{}, {} shard{}, admin {})",
+                path.display(),
+                c.listeners.len(),
+                if c.listeners.len() == 1 { "" } else { "s" },
+                routes,
+                if routes == 1 { "" } else { "s" },
+                c.global.cpus.len(),
+                if c.global.cpus.len() == 1 { "" } else { "s" },
+                c.admin.map_or("off".to_string(), |a| a.to_string()),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}

@@ -1,0 +1,423 @@
+//! The per-shard HTTP/1.1 service.
+//!
+//! Connection phases: `Idle` (between requests: keep-alive timer, or the http-request timer before
+//! the first request) -> `Head` (a partial head is buffered: http-request timer) -> `Body` (a request
+//! body is being read and discarded: client timer) -> back to `Idle` once the response is queued, or
+//! `Closing` after an error or `Connection: close`.
+//!
+//! The common case, a whole request in one read, allocates nothing: the head is scanned and parsed
+//! in place from the receive buffer and the pre-rendered response is appended to the output. Only a
+//! request split across reads gets an `InFlight` box (scanner state, start time, body decoder), freed
+//! when it completes, so an idle connection's state is a few bytes.
+
+use super::response::{DateCache, ErrorPages, Persist, Rendered, CONTINUE};
+use super::stats::HttpStats;
+use crate::config::{Listener, PathMatch, Timeouts};
+use coreplex_engine::{CloseReason, ConnCx, Service};
+use coreplex_protocol::h1::{
+    parse_request, BodyDecoder, BodyKind, HeadScanner, Limits, Method, RequestHead, Scan, Version,
+};
+use std::mem::MaybeUninit;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Most header lines a request may have (the configurable limit is capped at this).
+pub const MAX_HEADERS_CAP: usize = 256;
+
+/// Output queued for a connection above which it stops reading (pipelining backpressure).
+const MAX_PENDING_OUTPUT: usize = 256 * 1024;
+
+/// A listener's routes and settings, shared read-only by all shards.
+pub struct ListenerRuntime {
+    routes: Vec<(Option<String>, PathMatch, Rendered)>,
+    timeouts: Timeouts,
+    limits: Limits,
+}
+
+impl ListenerRuntime {
+    /// Pre-renders a configured listener.
+    pub fn new(l: &Listener) -> ListenerRuntime {
+        ListenerRuntime {
+            routes: l
+                .routes
+                .iter()
+                .map(|r| (r.host.clone(), r.path.clone(), Rendered::new(&r.respond)))
+                .collect(),
+            timeouts: l.timeouts,
+            limits: Limits {
+                max_headers: l.limits.max_headers.min(MAX_HEADERS_CAP),
+                ..l.limits
+            },
+        }
+    }
+
+    fn route(&self, head: &RequestHead<'_, '_>) -> Option<usize> {
+        let host = head.host.map(strip_port);
+        self.routes.iter().position(|(h, p, _)| {
+            let host_ok = match (h, host) {
+                (None, _) => true,
+                (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
+                (Some(_), None) => false,
+            };
+            let path_ok = match p {
+                PathMatch::Exact(x) => head.path == x,
+                PathMatch::Prefix(x) => head.path.starts_with(x.as_str()),
+            };
+            host_ok && path_ok
+        })
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host
+            .split_once(']')
+            .map_or(host, |(h, _)| h)
+            .trim_start_matches('[');
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Phase {
+    #[default]
+    Idle,
+    Head,
+    Body,
+    Closing,
+}
+
+/// What to answer once a request's body has been read.
+struct Pending {
+    route: Option<usize>,
+    persist: Persist,
+    with_body: bool,
+}
+
+/// State of a request that spans several reads.
+struct InFlight {
+    scanner: HeadScanner,
+    started: Instant,
+    body: Option<(BodyDecoder, Pending)>,
+}
+
+/// Per-connection state, stored inline in the engine's slab.
+#[derive(Default)]
+pub struct HttpConn {
+    listener: u8,
+    phase: Phase,
+    draining: bool,
+    requests: u32,
+    req: Option<Box<InFlight>>,
+}
+
+/// The service instance of one shard.
+pub struct HttpService {
+    listeners: Arc<Vec<ListenerRuntime>>,
+    errors: ErrorPages,
+    not_found: Rendered,
+    date: DateCache,
+    stats: HttpStats,
+}
+
+impl HttpService {
+    /// A service for one shard over the shared listener table.
+    pub fn new(listeners: Arc<Vec<ListenerRuntime>>) -> HttpService {
+        HttpService {
+            listeners,
+            errors: ErrorPages::new(),
+            not_found: Rendered::text(404, "Not Found\n"),
+            date: DateCache::new(Instant::now()),
+            stats: HttpStats::default(),
+        }
+    }
+
+    fn timeouts(&self, conn: &HttpConn) -> Timeouts {
+        self.listeners[conn.listener as usize].timeouts
+    }
+
+    /// Answers with an error page and closes after it is sent.
+    fn fail(&mut self, cx: &mut ConnCx<'_>, conn: &mut HttpConn, status: u16, reason: CloseReason) {
+        let started = conn.req.as_ref().map_or(cx.now(), |r| r.started);
+        let date = self.date.get(cx.now());
+        self.errors
+            .get(status)
+            .write(cx.output(), date, Persist::Close, true);
+        self.stats.response(status);
+        self.stats
+            .latency_us(cx.now().duration_since(started).as_micros() as u64);
+        conn.phase = Phase::Closing;
+        conn.req = None;
+        cx.clear_timer();
+        cx.close_after_flush(reason);
+    }
+
+    /// Queues the response of a complete request and returns to `Idle` (or `Closing`).
+    fn respond(
+        &mut self,
+        cx: &mut ConnCx<'_>,
+        conn: &mut HttpConn,
+        route: Option<usize>,
+        persist: Persist,
+        with_body: bool,
+        started: Instant,
+    ) {
+        let listener = &self.listeners[conn.listener as usize];
+        let page = match route {
+            Some(i) => &listener.routes[i].2,
+            None => &self.not_found,
+        };
+        let date = self.date.get(cx.now());
+        page.write(cx.output(), date, persist, with_body);
+        self.stats.response(page.status);
+        self.stats
+            .latency_us(cx.now().duration_since(started).as_micros() as u64);
+        conn.requests = conn.requests.saturating_add(1);
+        conn.req = None;
+        if persist == Persist::Close {
+            conn.phase = Phase::Closing;
+            cx.clear_timer();
+            cx.close_after_flush(if conn.draining || cx.is_stopping() {
+                CloseReason::Shutdown
+            } else {
+                CloseReason::Done
+            });
+        } else {
+            conn.phase = Phase::Idle;
+        }
+    }
+
+    /// Reads the body of the current request; returns bytes consumed and whether it is complete.
+    fn read_body(&mut self, cx: &mut ConnCx<'_>, conn: &mut HttpConn, buf: &[u8]) -> Option<usize> {
+        let req = conn.req.as_mut().expect("body phase has a request");
+        let (decoder, _) = req.body.as_mut().expect("body phase has a decoder");
+        let mut pos = 0;
+        loop {
+            match decoder.decode(&buf[pos..]) {
+                Ok(step) => {
+                    pos += step.consumed;
+                    if step.done {
+                        let req = conn.req.take().expect("checked");
+                        let (_, p) = req.body.expect("checked");
+                        self.respond(cx, conn, p.route, p.persist, p.with_body, req.started);
+                        return Some(pos);
+                    }
+                    if step.consumed == 0 || pos == buf.len() {
+                        return Some(pos);
+                    }
+                }
+                Err(e) => {
+                    self.stats.body_error(e);
+                    self.fail(cx, conn, e.status(), CloseReason::ProtocolError);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Handles a complete head at the start of `buf`; returns bytes consumed, or `None` after an error.
+    fn on_head(
+        &mut self,
+        cx: &mut ConnCx<'_>,
+        conn: &mut HttpConn,
+        buf: &[u8],
+        head_len: usize,
+        remaining_after: usize,
+    ) -> Option<usize> {
+        let li = conn.listener as usize;
+        let listeners = self.listeners.clone();
+        let listener = &listeners[li];
+        let mut headers: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS_CAP] =
+            [const { MaybeUninit::uninit() }; MAX_HEADERS_CAP];
+        let head = match parse_request(&buf[..head_len], &listener.limits, &mut headers) {
+            Ok(Some(h)) => h,
+            Ok(None) => {
+                self.fail(cx, conn, 400, CloseReason::ProtocolError);
+                return None;
+            }
+            Err(e) => {
+                self.stats.request_error(e);
+                self.fail(cx, conn, e.status(), CloseReason::ProtocolError);
+                return None;
+            }
+        };
+        let route = listener.route(&head);
+        let persist = if !head.keep_alive || conn.draining || cx.is_stopping() {
+            Persist::Close
+        } else if head.version == Version::Http10 {
+            Persist::KeepAlive10
+        } else {
+            Persist::KeepAlive11
+        };
+        let with_body = head.method != Method::Head;
+        let started = conn.req.as_ref().map_or(cx.now(), |r| r.started);
+        match head.body {
+            BodyKind::None => {
+                self.respond(cx, conn, route, persist, with_body, started);
+            }
+            kind => {
+                if head.expect_continue && remaining_after == 0 {
+                    cx.output().extend_from_slice(CONTINUE);
+                    self.stats.continues += 1;
+                }
+                let decoder = BodyDecoder::new(kind, listener.limits.max_body);
+                let pending = Pending {
+                    route,
+                    persist,
+                    with_body,
+                };
+                let req = conn.req.get_or_insert_with(|| {
+                    Box::new(InFlight {
+                        scanner: HeadScanner::new(),
+                        started,
+                        body: None,
+                    })
+                });
+                req.body = Some((decoder, pending));
+                conn.phase = Phase::Body;
+                cx.set_timer(listener.timeouts.client);
+            }
+        }
+        Some(head_len)
+    }
+}
+
+impl Service for HttpService {
+    type Conn = HttpConn;
+    type Stats = HttpStats;
+
+    fn on_accept(&mut self, cx: &mut ConnCx<'_>, conn: &mut HttpConn, listener: usize) {
+        conn.listener = listener as u8;
+        cx.set_timer(self.timeouts(conn).http_request);
+    }
+
+    fn on_input(&mut self, cx: &mut ConnCx<'_>, conn: &mut HttpConn, input: &[u8]) -> usize {
+        let mut pos = 0;
+        let limits = self.listeners[conn.listener as usize].limits;
+        while pos < input.len() {
+            if conn.phase == Phase::Closing {
+                return input.len(); // after an error or `close`, input is discarded
+            }
+            if cx.pending_output() > MAX_PENDING_OUTPUT {
+                cx.pause_input();
+                break;
+            }
+            let buf = &input[pos..];
+            if conn.phase == Phase::Body {
+                match self.read_body(cx, conn, buf) {
+                    Some(n) if n > 0 => {
+                        pos += n;
+                        continue;
+                    }
+                    Some(_) => break,
+                    None => return input.len(),
+                }
+            }
+            if conn.phase == Phase::Idle {
+                conn.phase = Phase::Head;
+                if conn.requests > 0 {
+                    cx.set_timer(self.timeouts(conn).http_request);
+                }
+            }
+            let scan = match conn.req.as_mut() {
+                Some(r) => r.scanner.scan(buf, &limits),
+                None => {
+                    let mut scanner = HeadScanner::new();
+                    let r = scanner.scan(buf, &limits);
+                    if matches!(r, Ok(Scan::Incomplete)) {
+                        conn.req = Some(Box::new(InFlight {
+                            scanner,
+                            started: cx.now(),
+                            body: None,
+                        }));
+                    }
+                    r
+                }
+            };
+            match scan {
+                Err(e) => {
+                    self.stats.request_error(e);
+                    self.fail(cx, conn, e.status(), CloseReason::ProtocolError);
+                    return input.len();
+                }
+                Ok(Scan::Incomplete) => break,
+                Ok(Scan::Complete { head_len }) => {
+                    let after = buf.len() - head_len;
+                    match self.on_head(cx, conn, buf, head_len, after) {
+                        Some(n) => pos += n,
+                        None => return input.len(),
+                    }
+                }
+            }
+        }
+        match conn.phase {
+            Phase::Idle if !cx.is_closing() => cx.set_timer(self.timeouts(conn).client),
+            Phase::Body => cx.set_timer(self.timeouts(conn).client),
+            _ => {}
+        }
+        pos
+    }
+
+    fn on_peer_closed(&mut self, cx: &mut ConnCx<'_>, _conn: &mut HttpConn) {
+        if cx.pending_output() > 0 {
+            cx.close_after_flush(CloseReason::PeerClosed);
+        } else {
+            cx.close(CloseReason::PeerClosed);
+        }
+    }
+
+    fn on_drained(&mut self, cx: &mut ConnCx<'_>, conn: &mut HttpConn) {
+        if conn.phase == Phase::Idle {
+            if conn.draining {
+                cx.close(CloseReason::Shutdown);
+            } else {
+                cx.set_timer(self.timeouts(conn).http_keep_alive);
+            }
+        }
+    }
+
+    fn on_timer(&mut self, cx: &mut ConnCx<'_>, conn: &mut HttpConn) {
+        match conn.phase {
+            Phase::Idle if cx.pending_output() > 0 => cx.close(CloseReason::ClientTimeout),
+            Phase::Idle if conn.requests == 0 => cx.close(CloseReason::RequestTimeout),
+            Phase::Idle => cx.close(CloseReason::KeepAliveTimeout),
+            Phase::Head => self.fail(cx, conn, 408, CloseReason::RequestTimeout),
+            Phase::Body => self.fail(cx, conn, 408, CloseReason::ClientTimeout),
+            Phase::Closing => cx.close(CloseReason::ClientTimeout),
+        }
+    }
+
+    fn on_shutdown(&mut self, cx: &mut ConnCx<'_>, conn: &mut HttpConn) {
+        conn.draining = true;
+        if conn.phase == Phase::Idle {
+            if cx.pending_output() == 0 {
+                cx.close(CloseReason::Shutdown);
+            } else {
+                cx.close_after_flush(CloseReason::Shutdown);
+            }
+        }
+    }
+
+    fn on_close(&mut self, _conn: HttpConn, _reason: CloseReason) {}
+
+    fn stats(&mut self) -> HttpStats {
+        self.stats.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_connection_state_is_small() {
+        assert!(std::mem::size_of::<HttpConn>() <= 16, "{}", std::mem::size_of::<HttpConn>());
+    }
+
+    #[test]
+    fn strips_ports() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:80"), "::1");
+    }
+}

@@ -1,0 +1,77 @@
+//! Per-shard HTTP statistics: requests by status class, parse errors by kind, request latency.
+
+use coreplex_protocol::h1::{BodyError, RequestError};
+use hdrhistogram::Histogram;
+
+/// Highest latency the histogram tracks, in microseconds (larger values are clamped).
+pub const LATENCY_MAX_US: u64 = 3_600_000_000;
+
+/// A snapshot of one shard's HTTP counters (also the accumulator, merged across shards).
+#[derive(Clone, Debug)]
+pub struct HttpStats {
+    /// Requests answered, by status class (index 0 = 1xx ... 4 = 5xx).
+    pub responses: [u64; 5],
+    /// Request parse errors, by `RequestError::ALL` index.
+    pub request_errors: Vec<u64>,
+    /// Body errors, by `BodyError::ALL` index.
+    pub body_errors: Vec<u64>,
+    /// `100 Continue` interim responses sent.
+    pub continues: u64,
+    /// Request latency in microseconds: first byte of the request to its response being queued.
+    pub latency: Histogram<u64>,
+}
+
+impl Default for HttpStats {
+    fn default() -> Self {
+        HttpStats {
+            responses: [0; 5],
+            request_errors: vec![0; RequestError::ALL.len()],
+            body_errors: vec![0; BodyError::ALL.len()],
+            continues: 0,
+            latency: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)
+                .expect("valid histogram bounds"),
+        }
+    }
+}
+
+impl HttpStats {
+    /// Counts a response with `status`.
+    pub fn response(&mut self, status: u16) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.responses[class] += 1;
+    }
+
+    /// Records a request latency.
+    pub fn latency_us(&mut self, us: u64) {
+        self.latency.saturating_record(us.clamp(1, LATENCY_MAX_US));
+    }
+
+    /// Counts a request parse error.
+    pub fn request_error(&mut self, e: RequestError) {
+        if let Some(i) = RequestError::ALL.iter().position(|x| *x == e) {
+            self.request_errors[i] += 1;
+        }
+    }
+
+    /// Counts a body error.
+    pub fn body_error(&mut self, e: BodyError) {
+        if let Some(i) = BodyError::ALL.iter().position(|x| *x == e) {
+            self.body_errors[i] += 1;
+        }
+    }
+
+    /// Adds another shard's counters.
+    pub fn merge(&mut self, o: &HttpStats) {
+        for (a, b) in self.responses.iter_mut().zip(o.responses.iter()) {
+            *a += b;
+        }
+        for (a, b) in self.request_errors.iter_mut().zip(o.request_errors.iter()) {
+            *a += b;
+        }
+        for (a, b) in self.body_errors.iter_mut().zip(o.body_errors.iter()) {
+            *a += b;
+        }
+        self.continues += o.continues;
+        let _ = self.latency.add(&o.latency);
+    }
+}
