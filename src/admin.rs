@@ -87,7 +87,13 @@ fn serve(
         "/metrics" => {
             let reports = handle.stats(Duration::from_secs(2));
             let body = metrics::render(&reports, handle.shards());
-            respond(&mut s, 200, "text/plain; version=0.0.4; charset=utf-8", &body, is_head)
+            respond(
+                &mut s,
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                &body,
+                is_head,
+            )
         }
         "/health" => {
             if stopping.load(Ordering::Relaxed) {

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "coreplex", version, about = "io_uring thread-per-core server engine and reverse proxy")]
+#[command(
+    name = "coreplex",
+    version,
+    about = "io_uring thread-per-core server engine and reverse proxy"
+)]
 struct Cli {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, global = true, default_value = "info")]

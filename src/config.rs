@@ -244,7 +244,10 @@ pub fn load(text: &str) -> Result<Config, Vec<ConfigError>> {
             "version" => {
                 version_seen = true;
                 if value.as_integer() != Some(1) {
-                    errors.push(err("version", format!("unsupported version {value}: this coreplex reads version = 1")));
+                    errors.push(err(
+                        "version",
+                        format!("unsupported version {value}: this coreplex reads version = 1"),
+                    ));
                 }
             }
             "global" => {
@@ -261,10 +264,17 @@ pub fn load(text: &str) -> Result<Config, Vec<ConfigError>> {
             "listener" => match value {
                 toml::Value::Array(items) => {
                     for (i, item) in items.into_iter().enumerate() {
-                        listeners.push(section::<RawListener>(&format!("listener[{i}]"), item, &mut errors));
+                        listeners.push(section::<RawListener>(
+                            &format!("listener[{i}]"),
+                            item,
+                            &mut errors,
+                        ));
                     }
                 }
-                _ => errors.push(err("listener", "expected an array of tables: write [[listener]]")),
+                _ => errors.push(err(
+                    "listener",
+                    "expected an array of tables: write [[listener]]",
+                )),
             },
             other => errors.push(err(
                 other,
@@ -273,7 +283,10 @@ pub fn load(text: &str) -> Result<Config, Vec<ConfigError>> {
         }
     }
     if !version_seen {
-        errors.push(err("version", "missing: the file must start with `version = 1`"));
+        errors.push(err(
+            "version",
+            "missing: the file must start with `version = 1`",
+        ));
     }
     let config = validate(global, defaults, admin, listeners, &mut errors);
     if errors.is_empty() {
@@ -297,7 +310,10 @@ fn section<T: for<'de> Deserialize<'de>>(
             } else {
                 format!("{path}.{inner}")
             };
-            errors.push(err(full, e.into_inner().to_string()));
+            // toml appends "in `key`" context lines; the path already says where.
+            let msg = e.into_inner().to_string();
+            let msg = msg.lines().next().unwrap_or_default().trim().to_string();
+            errors.push(err(full, msg));
             None
         }
     }
@@ -312,18 +328,29 @@ fn validate(
 ) -> Config {
     let global = validate_global(&g, errors);
     let base_timeouts = merge_timeouts(&DEFAULT_TIMEOUTS, &defaults.timeouts);
-    let base_limits = merge_limits(&Limits::default(), &defaults.limits, "defaults.limits", errors);
+    let base_limits = merge_limits(
+        &Limits::default(),
+        &defaults.limits,
+        "defaults.limits",
+        errors,
+    );
     let admin = admin.and_then(|a| match a.bind.parse::<SocketAddr>() {
         Ok(addr) => Some(addr),
         Err(_) => {
-            errors.push(err("admin.bind", format!("invalid address {:?}: expected ip:port such as \"127.0.0.1:9090\"", a.bind)));
+            errors.push(err(
+                "admin.bind",
+                format!(
+                    "invalid address {:?}: expected ip:port such as \"127.0.0.1:9090\"",
+                    a.bind
+                ),
+            ));
             None
         }
     });
     let mut out = Vec::new();
     let mut names = HashSet::new();
     let mut binds = HashSet::new();
-    if let Some(a) = admin {
+    if let Some(a) = admin.filter(|a| a.port() != 0) {
         binds.insert(a);
     }
     for (i, raw) in listeners.into_iter().enumerate() {
@@ -331,17 +358,30 @@ fn validate(
         let p = format!("listener[{i}]");
         let name = raw.name.clone().unwrap_or_else(|| format!("listener{i}"));
         if !names.insert(name.clone()) {
-            errors.push(err(format!("{p}.name"), format!("duplicate listener name {name:?}")));
+            errors.push(err(
+                format!("{p}.name"),
+                format!("duplicate listener name {name:?}"),
+            ));
         }
         let bind = match raw.bind.parse::<SocketAddr>() {
             Ok(a) => {
-                if !binds.insert(a) {
-                    errors.push(err(format!("{p}.bind"), format!("{a} is already used by another listener or the admin endpoint")));
+                // Port 0 means "any free port": it never collides.
+                if a.port() != 0 && !binds.insert(a) {
+                    errors.push(err(
+                        format!("{p}.bind"),
+                        format!("{a} is already used by another listener or the admin endpoint"),
+                    ));
                 }
                 a
             }
             Err(_) => {
-                errors.push(err(format!("{p}.bind"), format!("invalid address {:?}: expected ip:port such as \"127.0.0.1:8080\"", raw.bind)));
+                errors.push(err(
+                    format!("{p}.bind"),
+                    format!(
+                        "invalid address {:?}: expected ip:port such as \"127.0.0.1:8080\"",
+                        raw.bind
+                    ),
+                ));
                 SocketAddr::from(([127, 0, 0, 1], 0))
             }
         };
@@ -401,19 +441,31 @@ fn validate_global(g: &RawGlobal, errors: &mut Vec<ConfigError>) -> Global {
     }
     let max_connections = g.max_connections;
     if max_connections.is_some_and(|m| !(1..=16_000_000).contains(&m)) {
-        errors.push(err("global.max_connections", "must be between 1 and 16000000 (per shard)"));
+        errors.push(err(
+            "global.max_connections",
+            "must be between 1 and 16000000 (per shard)",
+        ));
     }
     let ring_entries = g.ring_entries.unwrap_or(4096);
     if !ring_entries.is_power_of_two() || !(64..=32768).contains(&ring_entries) {
-        errors.push(err("global.ring_entries", "must be a power of two between 64 and 32768"));
+        errors.push(err(
+            "global.ring_entries",
+            "must be a power of two between 64 and 32768",
+        ));
     }
     let buffers = g.buffers.unwrap_or(1024);
     if !buffers.is_power_of_two() || !(16..=32768).contains(&buffers) {
-        errors.push(err("global.buffers", "must be a power of two between 16 and 32768"));
+        errors.push(err(
+            "global.buffers",
+            "must be a power of two between 16 and 32768",
+        ));
     }
     let buffer_size = g.buffer_size.map_or(4096, |b| b.0);
     if !(512..=1 << 20).contains(&buffer_size) {
-        errors.push(err("global.buffer_size", "must be between 512 bytes and 1MiB"));
+        errors.push(err(
+            "global.buffer_size",
+            "must be between 512 bytes and 1MiB",
+        ));
     }
     Global {
         cpus,
@@ -436,21 +488,34 @@ fn merge_timeouts(base: &Timeouts, raw: &RawTimeouts) -> Timeouts {
 
 fn merge_limits(base: &Limits, raw: &RawLimits, p: &str, errors: &mut Vec<ConfigError>) -> Limits {
     let mut l = Limits {
-        max_request_line: raw.max_request_line.map_or(base.max_request_line, |b| b.0 as usize),
-        max_header_bytes: raw.max_header_bytes.map_or(base.max_header_bytes, |b| b.0 as usize),
+        max_request_line: raw
+            .max_request_line
+            .map_or(base.max_request_line, |b| b.0 as usize),
+        max_header_bytes: raw
+            .max_header_bytes
+            .map_or(base.max_header_bytes, |b| b.0 as usize),
         max_headers: raw.max_headers.unwrap_or(base.max_headers),
         max_body: raw.max_body.map_or(base.max_body, |b| b.0),
     };
     if !(64..=1 << 20).contains(&l.max_request_line) {
-        errors.push(err(format!("{p}.max_request_line"), "must be between 64 bytes and 1MiB"));
+        errors.push(err(
+            format!("{p}.max_request_line"),
+            "must be between 64 bytes and 1MiB",
+        ));
         l.max_request_line = base.max_request_line;
     }
     if !(256..=1 << 20).contains(&l.max_header_bytes) {
-        errors.push(err(format!("{p}.max_header_bytes"), "must be between 256 bytes and 1MiB"));
+        errors.push(err(
+            format!("{p}.max_header_bytes"),
+            "must be between 256 bytes and 1MiB",
+        ));
         l.max_header_bytes = base.max_header_bytes;
     }
     if !(1..=1000).contains(&l.max_headers) {
-        errors.push(err(format!("{p}.max_headers"), "must be between 1 and 1000"));
+        errors.push(err(
+            format!("{p}.max_headers"),
+            "must be between 1 and 1000",
+        ));
         l.max_headers = base.max_headers;
     }
     l
@@ -458,7 +523,8 @@ fn merge_limits(base: &Limits, raw: &RawLimits, p: &str, errors: &mut Vec<Config
 
 fn is_token(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn validate_route(
@@ -479,7 +545,10 @@ fn validate_route(
     };
     let (PathMatch::Exact(s) | PathMatch::Prefix(s)) = &path;
     if !s.starts_with('/') {
-        errors.push(err(format!("{p}.path"), format!("{s:?} must start with '/'")));
+        errors.push(err(
+            format!("{p}.path"),
+            format!("{s:?} must start with '/'"),
+        ));
     }
     let host = r.host.map(|h| h.to_ascii_lowercase());
     if let Some(h) = &host {
@@ -489,7 +558,10 @@ fn validate_route(
     }
     let status = r.respond.status;
     if !(200..=599).contains(&status) {
-        errors.push(err(format!("{p}.respond.status"), format!("{status} is not a final status code (200-599)")));
+        errors.push(err(
+            format!("{p}.respond.status"),
+            format!("{status} is not a final status code (200-599)"),
+        ));
     }
     let mut headers = Vec::new();
     for (name, value) in r.respond.headers {
@@ -503,8 +575,14 @@ fn validate_route(
             continue;
         }
         let lname = name.to_ascii_lowercase();
-        if matches!(lname.as_str(), "content-length" | "transfer-encoding" | "connection" | "date") {
-            errors.push(err(hp, format!("{name} is set by coreplex and cannot be configured")));
+        if matches!(
+            lname.as_str(),
+            "content-length" | "transfer-encoding" | "connection" | "date"
+        ) {
+            errors.push(err(
+                hp,
+                format!("{name} is set by coreplex and cannot be configured"),
+            ));
             continue;
         }
         if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
@@ -514,7 +592,10 @@ fn validate_route(
         headers.push((name, v.to_string()));
     }
     if r.respond.body.len() > 1 << 20 {
-        errors.push(err(format!("{p}.respond.body"), "direct response bodies are limited to 1MiB"));
+        errors.push(err(
+            format!("{p}.respond.body"),
+            "direct response bodies are limited to 1MiB",
+        ));
     }
     if errors.len() > before {
         return None;
@@ -572,13 +653,20 @@ colour = "red"
             "listener[0].route[0].path",
             "listener[0].route[0].respond.status",
             "listener[0].route[0].respond.headers.Bad Name",
-            "listener[1]",
+            "listener[1].colour",
         ] {
             assert!(paths.contains(&want), "missing {want} in {errs:#?}");
         }
         // `global` fails as a section only if a key is of the wrong type; here values are checked.
-        let joined = errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
-        assert!(joined.contains("global.max_connections") || joined.contains("defaults"), "{joined}");
+        let joined = errs
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            joined.contains("global.max_connections") || joined.contains("defaults"),
+            "{joined}"
+        );
     }
 
     #[test]
@@ -586,7 +674,14 @@ colour = "red"
         let text = "version = 1\n[global]\nmax_connections = 0\nring_entries = 100\nbuffers = 3\n[[listener]]\nbind = \"127.0.0.1:1\"\n";
         let errs = load(text).unwrap_err();
         let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, vec!["global.max_connections", "global.ring_entries", "global.buffers"]);
+        assert_eq!(
+            paths,
+            vec![
+                "global.max_connections",
+                "global.ring_entries",
+                "global.buffers"
+            ]
+        );
     }
 
     #[test]

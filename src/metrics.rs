@@ -15,57 +15,212 @@ pub fn render(reports: &[ShardReport<HttpStats>], shards_expected: usize) -> Str
     }
     let mut out = String::with_capacity(8 * 1024);
     let o = &mut out;
-    gauge(o, "coreplex_shards", "Shards running.", shards_expected as u64);
-    gauge(o, "coreplex_shards_reporting", "Shards that answered this scrape.", reports.len() as u64);
-    gauge(o, "coreplex_connections_current", "Open client connections.", e.connections);
-    header(o, "coreplex_shard_connections", "Open client connections per shard.", "gauge");
+    gauge(
+        o,
+        "coreplex_shards",
+        "Shards running.",
+        shards_expected as u64,
+    );
+    gauge(
+        o,
+        "coreplex_shards_reporting",
+        "Shards that answered this scrape.",
+        reports.len() as u64,
+    );
+    gauge(
+        o,
+        "coreplex_connections_current",
+        "Open client connections.",
+        e.connections,
+    );
+    header(
+        o,
+        "coreplex_shard_connections",
+        "Open client connections per shard.",
+        "gauge",
+    );
     for r in reports {
-        let _ = writeln!(o, "coreplex_shard_connections{{shard=\"{}\"}} {}", r.shard, r.engine.connections);
+        let _ = writeln!(
+            o,
+            "coreplex_shard_connections{{shard=\"{}\"}} {}",
+            r.shard, r.engine.connections
+        );
     }
-    counter(o, "coreplex_connections_accepted_total", "Connections accepted.", e.accepted);
-    header(o, "coreplex_connections_closed_total", "Connections closed, by reason.", "counter");
+    counter(
+        o,
+        "coreplex_connections_accepted_total",
+        "Connections accepted.",
+        e.accepted,
+    );
+    header(
+        o,
+        "coreplex_connections_closed_total",
+        "Connections closed, by reason.",
+        "counter",
+    );
     for reason in CloseReason::ALL {
-        let _ = writeln!(o, "coreplex_connections_closed_total{{reason=\"{}\"}} {}", reason.label(), e.closed[reason as usize]);
+        let _ = writeln!(
+            o,
+            "coreplex_connections_closed_total{{reason=\"{}\"}} {}",
+            reason.label(),
+            e.closed[reason as usize]
+        );
     }
-    counter(o, "coreplex_bytes_received_total", "Bytes received from clients.", e.bytes_in);
-    counter(o, "coreplex_bytes_sent_total", "Bytes sent to clients.", e.bytes_out);
-    header(o, "coreplex_requests_total", "Responses sent, by status class.", "counter");
+    counter(
+        o,
+        "coreplex_bytes_received_total",
+        "Bytes received from clients.",
+        e.bytes_in,
+    );
+    counter(
+        o,
+        "coreplex_bytes_sent_total",
+        "Bytes sent to clients.",
+        e.bytes_out,
+    );
+    header(
+        o,
+        "coreplex_requests_total",
+        "Responses sent, by status class.",
+        "counter",
+    );
     for (i, n) in h.responses.iter().enumerate() {
         let _ = writeln!(o, "coreplex_requests_total{{class=\"{}xx\"}} {}", i + 1, n);
     }
-    header(o, "coreplex_parse_errors_total", "Rejected requests, by kind of error.", "counter");
+    header(
+        o,
+        "coreplex_parse_errors_total",
+        "Rejected requests, by kind of error.",
+        "counter",
+    );
     for (i, err) in RequestError::ALL.iter().enumerate() {
-        let _ = writeln!(o, "coreplex_parse_errors_total{{kind=\"{}\"}} {}", err.label(), h.request_errors[i]);
+        let _ = writeln!(
+            o,
+            "coreplex_parse_errors_total{{kind=\"{}\"}} {}",
+            err.label(),
+            h.request_errors[i]
+        );
     }
     for (i, err) in BodyError::ALL.iter().enumerate() {
-        let _ = writeln!(o, "coreplex_parse_errors_total{{kind=\"body_{}\"}} {}", err.label(), h.body_errors[i]);
+        let _ = writeln!(
+            o,
+            "coreplex_parse_errors_total{{kind=\"body_{}\"}} {}",
+            err.label(),
+            h.body_errors[i]
+        );
     }
-    counter(o, "coreplex_continue_total", "100 Continue interim responses sent.", h.continues);
-    header(o, "coreplex_accept_errors_total", "Failed accepts, by cause.", "counter");
+    counter(
+        o,
+        "coreplex_continue_total",
+        "100 Continue interim responses sent.",
+        h.continues,
+    );
+    header(
+        o,
+        "coreplex_accept_errors_total",
+        "Failed accepts, by cause.",
+        "counter",
+    );
     let a = e.accept_errors;
-    for (k, v) in [("emfile", a.emfile), ("enfile", a.enfile), ("enomem", a.enomem), ("other", a.other)] {
+    for (k, v) in [
+        ("emfile", a.emfile),
+        ("enfile", a.enfile),
+        ("enomem", a.enomem),
+        ("other", a.other),
+    ] {
         let _ = writeln!(o, "coreplex_accept_errors_total{{kind=\"{k}\"}} {v}");
     }
-    counter(o, "coreplex_accept_paused_total", "Times accepting paused because a shard's connection table was full.", e.accept_paused);
-    counter(o, "coreplex_recv_no_buffers_total", "Receives that found the provided-buffer ring empty.", e.recv_no_buffers);
-    gauge(o, "coreplex_timers", "Timers scheduled in the shards' timer wheels.", e.timers);
-    gauge(o, "coreplex_slab_used", "Connection slots in use.", e.slab_used);
-    gauge(o, "coreplex_slab_capacity", "Connection slots available (max_connections x shards).", e.slab_capacity);
-    gauge(o, "coreplex_slab_slot_bytes", "Bytes per connection slot.", e.slab_slot_bytes);
-    gauge(o, "coreplex_buffers_outstanding", "Provided receive buffers held by user space.", e.buffers_outstanding);
-    gauge(o, "coreplex_buffers_total", "Provided receive buffers.", e.buffers_total);
-    counter(o, "coreplex_loop_turns_total", "Event loop turns (io_uring_enter calls).", e.loop_turns);
-    counter(o, "coreplex_completions_total", "io_uring completions processed.", e.completions);
+    counter(
+        o,
+        "coreplex_accept_paused_total",
+        "Times accepting paused because a shard's connection table was full.",
+        e.accept_paused,
+    );
+    counter(
+        o,
+        "coreplex_recv_no_buffers_total",
+        "Receives that found the provided-buffer ring empty.",
+        e.recv_no_buffers,
+    );
+    gauge(
+        o,
+        "coreplex_timers",
+        "Timers scheduled in the shards' timer wheels.",
+        e.timers,
+    );
+    gauge(
+        o,
+        "coreplex_slab_used",
+        "Connection slots in use.",
+        e.slab_used,
+    );
+    gauge(
+        o,
+        "coreplex_slab_capacity",
+        "Connection slots available (max_connections x shards).",
+        e.slab_capacity,
+    );
+    gauge(
+        o,
+        "coreplex_slab_slot_bytes",
+        "Bytes per connection slot.",
+        e.slab_slot_bytes,
+    );
+    gauge(
+        o,
+        "coreplex_buffers_outstanding",
+        "Provided receive buffers held by user space.",
+        e.buffers_outstanding,
+    );
+    gauge(
+        o,
+        "coreplex_buffers_total",
+        "Provided receive buffers.",
+        e.buffers_total,
+    );
+    counter(
+        o,
+        "coreplex_loop_turns_total",
+        "Event loop turns (io_uring_enter calls).",
+        e.loop_turns,
+    );
+    counter(
+        o,
+        "coreplex_completions_total",
+        "io_uring completions processed.",
+        e.completions,
+    );
     let l = &h.latency;
-    header(o, "coreplex_request_duration_seconds", "Time from a request's first byte to its response being queued.", "summary");
+    header(
+        o,
+        "coreplex_request_duration_seconds",
+        "Time from a request's first byte to its response being queued.",
+        "summary",
+    );
     for q in [0.5, 0.9, 0.99, 0.999] {
-        let v = if l.is_empty() { 0 } else { l.value_at_quantile(q) };
-        let _ = writeln!(o, "coreplex_request_duration_seconds{{quantile=\"{q}\"}} {}", secs(v));
+        let v = if l.is_empty() {
+            0
+        } else {
+            l.value_at_quantile(q)
+        };
+        let _ = writeln!(
+            o,
+            "coreplex_request_duration_seconds{{quantile=\"{q}\"}} {}",
+            secs(v)
+        );
     }
-    let sum: f64 = l.iter_recorded().map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64).sum();
+    let sum: f64 = l
+        .iter_recorded()
+        .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
+        .sum();
     let _ = writeln!(o, "coreplex_request_duration_seconds_sum {}", sum / 1e6);
     let _ = writeln!(o, "coreplex_request_duration_seconds_count {}", l.len());
-    gauge_f(o, "coreplex_request_duration_seconds_max", "Longest request seen.", secs(l.max()));
+    gauge_f(
+        o,
+        "coreplex_request_duration_seconds_max",
+        "Longest request seen.",
+        secs(l.max()),
+    );
     out
 }
 
@@ -98,18 +253,31 @@ mod tests {
 
     #[test]
     fn renders_merged_counters() {
-        let mut a = ShardReport { shard: 0, engine: EngineStats::default(), service: HttpStats::default() };
+        let mut a = ShardReport {
+            shard: 0,
+            engine: EngineStats::default(),
+            service: HttpStats::default(),
+        };
         a.engine.accepted = 3;
         a.service.response(200);
         a.service.latency_us(100);
-        let mut b = ShardReport { shard: 1, engine: EngineStats::default(), service: HttpStats::default() };
+        let mut b = ShardReport {
+            shard: 1,
+            engine: EngineStats::default(),
+            service: HttpStats::default(),
+        };
         b.engine.accepted = 4;
         b.service.response(404);
         let text = render(&[a, b], 2);
-        assert!(text.contains("coreplex_connections_accepted_total 7\n"), "{text}");
+        assert!(
+            text.contains("coreplex_connections_accepted_total 7\n"),
+            "{text}"
+        );
         assert!(text.contains("coreplex_requests_total{class=\"2xx\"} 1\n"));
         assert!(text.contains("coreplex_requests_total{class=\"4xx\"} 1\n"));
         assert!(text.contains("coreplex_request_duration_seconds_count 1\n"));
-        assert!(text.contains("coreplex_connections_closed_total{reason=\"keepalive_timeout\"} 0\n"));
+        assert!(
+            text.contains("coreplex_connections_closed_total{reason=\"keepalive_timeout\"} 0\n")
+        );
     }
 }

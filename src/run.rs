@@ -18,7 +18,9 @@ pub fn run(path: Option<&Path>, cpus_arg: Option<&str>, shards: Option<usize>) -
             Ok(c) => c,
             Err(code) => return code,
         },
-        None => config::load(config::EMBEDDED_DEFAULT).expect("the embedded default config is valid"),
+        None => {
+            config::load(config::EMBEDDED_DEFAULT).expect("the embedded default config is valid")
+        }
     };
     if let Some(list) = cpus_arg {
         match cpus::parse_cpu_list(list) {
@@ -79,7 +81,11 @@ fn max_connections(cfg: &Config, fd: &limits::FdLimit) -> usize {
 fn start(cfg: Config, signals: SigSet) -> Result<(), String> {
     let fd = limits::raise_nofile();
     if fd.soft != fd.before {
-        tracing::info!("raised the open-files limit from {} to {}", fd.before, fd.soft);
+        tracing::info!(
+            "raised the open-files limit from {} to {}",
+            fd.before,
+            fd.soft
+        );
     }
     let max_conn = max_connections(&cfg, &fd);
     let admin_listener = match cfg.admin {
@@ -117,6 +123,7 @@ fn start(cfg: Config, signals: SigSet) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let handle = runtime.handle();
     let stopping = Arc::new(AtomicBool::new(false));
+    let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
     if let Some(l) = admin_listener {
         admin::spawn(l, handle.clone(), stopping.clone())
             .map_err(|e| format!("cannot start the admin thread: {e}"))?;
@@ -124,7 +131,7 @@ fn start(cfg: Config, signals: SigSet) -> Result<(), String> {
     for (l, addr) in cfg.listeners.iter().zip(runtime.listener_addrs()) {
         tracing::info!("listener {} on http://{addr}", l.name);
     }
-    if let Some(a) = cfg.admin {
+    if let Some(a) = admin_addr {
         tracing::info!("admin on http://{a}/metrics");
     }
     let f = runtime.features();

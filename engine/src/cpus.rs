@@ -95,7 +95,10 @@ mod tests {
         assert_eq!(parse_cpu_list("1").unwrap(), vec![1]);
         assert_eq!(parse_cpu_list("2,1,2").unwrap(), vec![1, 2]);
         assert_eq!(parse_cpu_list(""), Err(CpuListError::Empty));
-        assert!(matches!(parse_cpu_list("3-1"), Err(CpuListError::Reversed(_))));
+        assert!(matches!(
+            parse_cpu_list("3-1"),
+            Err(CpuListError::Reversed(_))
+        ));
         assert!(matches!(parse_cpu_list("a"), Err(CpuListError::Syntax(_))));
         assert!(matches!(parse_cpu_list("0-"), Err(CpuListError::Syntax(_))));
     }

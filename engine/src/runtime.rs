@@ -116,14 +116,14 @@ impl<St: Send + 'static> Runtime<St> {
         let mut handles = Vec::new();
         let mut threads = Vec::new();
         for (shard, (cpu, fds)) in cfg.cpus.iter().copied().zip(per_shard).enumerate() {
-            let (handle, inbox) = control::channel::<St>()
-                .map_err(|source| EngineError::Spawn { shard, source })?;
+            let (handle, inbox) =
+                control::channel::<St>().map_err(|source| EngineError::Spawn { shard, source })?;
             handles.push(handle);
             let factory = factory.clone();
             let ready = ready_tx.clone();
             let scfg = cfg.shard.clone();
             let t = std::thread::Builder::new()
-                .name(format!("coreplex-shard-{shard}"))
+                .name(format!("cpx-shard-{shard}"))
                 .spawn(move || {
                     if let Err(source) = cpus::pin_current_thread(cpu) {
                         let _ = ready.send(Err(EngineError::Pin { shard, cpu, source }));

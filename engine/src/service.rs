@@ -4,8 +4,9 @@
 //! through [`ConnCx`]: input arrives as `&[u8]` (straight from a provided buffer when nothing is
 //! buffered), output is appended to a per-connection buffer the engine sends, and one timer per
 //! connection can be set. The service's per-connection state (`Service::Conn`) is stored inline in
-//! the connection slab, so it must stay small: what only busy connections need belongs behind a
-//! `Box` that is dropped when the connection goes idle.
+//! the connection slab, so it must stay a few bytes: what only busy connections need
+//! (`Service::Busy`) lives in the connection's busy box, beside its buffers, which goes back to the
+//! shard's pool when the connection is idle again.
 //!
 //! Invariants: callbacks run on the shard's thread, never re-entrantly; a connection's callbacks
 //! stop once the engine calls [`Service::on_close`].
@@ -69,32 +70,44 @@ impl CloseReason {
 
 /// A protocol service: one instance per shard, created on the shard's thread.
 pub trait Service: 'static {
-    /// Per-connection state, stored inline in the slab. Keep it to a few words.
+    /// Per-connection state, stored inline in the slab. Keep it to a few bytes, without pointers.
     type Conn: Default;
+    /// State of a busy connection (a request in progress), kept in the busy box while set.
+    type Busy: 'static;
     /// The statistics snapshot the admin endpoint aggregates.
     type Stats: Send + 'static;
 
     /// A connection was accepted on listener `listener` (index into the runtime's listeners).
-    fn on_accept(&mut self, cx: &mut ConnCx<'_>, conn: &mut Self::Conn, listener: usize);
+    fn on_accept(
+        &mut self,
+        cx: &mut ConnCx<'_, Self::Busy>,
+        conn: &mut Self::Conn,
+        listener: usize,
+    );
 
     /// Bytes arrived. `input` is everything received and not yet consumed. Returns how many bytes
     /// were consumed; the engine keeps the rest and presents it again with the next bytes (or after
     /// output drains, when the service paused input).
-    fn on_input(&mut self, cx: &mut ConnCx<'_>, conn: &mut Self::Conn, input: &[u8]) -> usize;
+    fn on_input(
+        &mut self,
+        cx: &mut ConnCx<'_, Self::Busy>,
+        conn: &mut Self::Conn,
+        input: &[u8],
+    ) -> usize;
 
     /// The peer shut down its sending side (EOF). The default closes the connection.
-    fn on_peer_closed(&mut self, cx: &mut ConnCx<'_>, _conn: &mut Self::Conn) {
+    fn on_peer_closed(&mut self, cx: &mut ConnCx<'_, Self::Busy>, _conn: &mut Self::Conn) {
         cx.close(CloseReason::PeerClosed);
     }
 
     /// All output handed to the engine has been sent.
-    fn on_drained(&mut self, _cx: &mut ConnCx<'_>, _conn: &mut Self::Conn) {}
+    fn on_drained(&mut self, _cx: &mut ConnCx<'_, Self::Busy>, _conn: &mut Self::Conn) {}
 
     /// The connection's timer fired.
-    fn on_timer(&mut self, cx: &mut ConnCx<'_>, conn: &mut Self::Conn);
+    fn on_timer(&mut self, cx: &mut ConnCx<'_, Self::Busy>, conn: &mut Self::Conn);
 
     /// Graceful stop began: finish what is in flight and close.
-    fn on_shutdown(&mut self, cx: &mut ConnCx<'_>, conn: &mut Self::Conn);
+    fn on_shutdown(&mut self, cx: &mut ConnCx<'_, Self::Busy>, conn: &mut Self::Conn);
 
     /// The connection is gone; last look at its state.
     fn on_close(&mut self, conn: Self::Conn, reason: CloseReason);
@@ -110,24 +123,38 @@ pub(crate) mod flags {
     pub const PAUSE: u16 = 1 << 2;
 }
 
-/// Buffers a connection holds only while busy. Returned to the shard's pool when it goes idle.
-#[derive(Default)]
-pub(crate) struct ConnIo {
+/// What a connection holds only while busy: buffers and the service's busy state. Returned to the
+/// shard's pool when the connection goes idle.
+pub(crate) struct ConnIo<B> {
     pub input: Vec<u8>,
     pub out: Vec<u8>,
     pub spare: Vec<u8>,
     pub in_flight: usize,
+    pub busy: Option<B>,
+}
+
+impl<B> Default for ConnIo<B> {
+    fn default() -> Self {
+        ConnIo {
+            input: Vec::new(),
+            out: Vec::new(),
+            spare: Vec::new(),
+            in_flight: 0,
+            busy: None,
+        }
+    }
 }
 
 /// Largest buffer capacity kept when a connection goes idle.
 pub(crate) const KEEP_CAPACITY: usize = 64 * 1024;
 
-impl ConnIo {
+impl<B> ConnIo<B> {
     pub fn is_idle(&self) -> bool {
-        self.input.is_empty() && self.out.is_empty() && self.in_flight == 0
+        self.input.is_empty() && self.out.is_empty() && self.in_flight == 0 && self.busy.is_none()
     }
 
     pub fn trim(&mut self) {
+        self.busy = None;
         for v in [&mut self.input, &mut self.out, &mut self.spare] {
             v.clear();
             if v.capacity() > KEEP_CAPACITY {
@@ -137,13 +164,13 @@ impl ConnIo {
     }
 }
 
-/// A connection as a callback sees it.
-pub struct ConnCx<'a> {
+/// A connection as a callback sees it. `B` is the service's busy state.
+pub struct ConnCx<'a, B> {
     pub(crate) now: Instant,
     pub(crate) now_ms: u64,
     pub(crate) index: u32,
-    pub(crate) io: &'a mut Option<Box<ConnIo>>,
-    pub(crate) io_pool: &'a mut Vec<Box<ConnIo>>,
+    pub(crate) io: &'a mut Option<Box<ConnIo<B>>>,
+    pub(crate) io_pool: &'a mut Vec<Box<ConnIo<B>>>,
     pub(crate) timer: &'a mut TimerKey,
     pub(crate) wheel: &'a mut Wheel,
     pub(crate) requests: u16,
@@ -151,18 +178,42 @@ pub struct ConnCx<'a> {
     pub(crate) stopping: bool,
 }
 
-impl ConnCx<'_> {
+impl<B> ConnCx<'_, B> {
     /// The shard's clock for this loop turn.
     pub fn now(&self) -> Instant {
         self.now
     }
 
-    /// The output buffer; append bytes to send.
-    pub fn output(&mut self) -> &mut Vec<u8> {
+    fn io(&mut self) -> &mut ConnIo<B> {
         if self.io.is_none() {
             *self.io = Some(self.io_pool.pop().unwrap_or_default());
         }
-        &mut self.io.as_mut().expect("just set").out
+        self.io.as_mut().expect("just set")
+    }
+
+    /// The output buffer; append bytes to send.
+    pub fn output(&mut self) -> &mut Vec<u8> {
+        &mut self.io().out
+    }
+
+    /// The busy state, if set.
+    pub fn busy(&mut self) -> Option<&mut B> {
+        self.io.as_mut().and_then(|io| io.busy.as_mut())
+    }
+
+    /// The busy state, shared.
+    pub fn busy_ref(&self) -> Option<&B> {
+        self.io.as_ref().and_then(|io| io.busy.as_ref())
+    }
+
+    /// Sets the busy state (the connection is busy until it is taken back).
+    pub fn set_busy(&mut self, busy: B) -> &mut B {
+        self.io().busy.insert(busy)
+    }
+
+    /// Takes the busy state out.
+    pub fn take_busy(&mut self) -> Option<B> {
+        self.io.as_mut().and_then(|io| io.busy.take())
     }
 
     /// Bytes handed to the engine and not yet acknowledged by the kernel.
@@ -176,7 +227,9 @@ impl ConnCx<'_> {
             self.wheel.cancel(*self.timer);
         }
         let ms = after.as_millis().min(u64::MAX as u128) as u64;
-        *self.timer = self.wheel.insert(self.now_ms.saturating_add(ms), self.index);
+        *self.timer = self
+            .wheel
+            .insert(self.now_ms.saturating_add(ms), self.index);
     }
 
     /// Cancels the connection's timer, if set.

@@ -52,13 +52,13 @@ mod state {
     pub const PEER_EOF: u16 = 1 << 6;
 }
 
-struct Conn<C> {
+struct Conn<C, B> {
     fd: OwnedFd,
+    timer: TimerKey,
     state: u16,
     reason: CloseReason,
-    timer: TimerKey,
-    io: Option<Box<ConnIo>>,
     app: C,
+    io: Option<Box<ConnIo<B>>>,
 }
 
 struct Listener {
@@ -70,7 +70,7 @@ struct Listener {
 const TIMER_ACCEPT_RETRY: u32 = u32::MAX - 1;
 const TIMER_STOP_DEADLINE: u32 = u32::MAX - 2;
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-const IO_POOL_MAX: usize = 1024;
+const IO_POOL_MAX: usize = 256;
 
 /// What a callback asked for, carried out by the shard afterwards.
 #[derive(Clone, Copy)]
@@ -81,9 +81,11 @@ struct Requests {
 
 /// Everything a shard owns except its ring.
 struct Core<S: Service> {
-    conns: Table<Conn<S::Conn>>,
+    conns: Table<Conn<S::Conn, S::Busy>>,
     wheel: Wheel,
-    io_pool: Vec<Box<ConnIo>>,
+    // Boxes, not values: a pooled box moves into a connection's `Option<Box<_>>` without copying.
+    #[allow(clippy::vec_box)]
+    io_pool: Vec<Box<ConnIo<S::Busy>>>,
     service: S,
     stats: EngineStats,
     now: Instant,
@@ -97,7 +99,7 @@ impl<S: Service> Core<S> {
     fn call<R>(
         &mut self,
         id: Id,
-        f: impl FnOnce(&mut S, &mut ConnCx<'_>, &mut S::Conn) -> R,
+        f: impl FnOnce(&mut S, &mut ConnCx<'_, S::Busy>, &mut S::Conn) -> R,
     ) -> Option<(R, Requests)> {
         let conn = self.conns.get_mut(id)?;
         let mut cx = ConnCx {
@@ -128,8 +130,7 @@ impl<S: Service> Core<S> {
             if data.is_empty() {
                 return None;
             }
-            let (consumed, req) =
-                self.call(id, |svc, cx, app| svc.on_input(cx, app, data))?;
+            let (consumed, req) = self.call(id, |svc, cx, app| svc.on_input(cx, app, data))?;
             let consumed = consumed.min(data.len());
             if consumed < data.len() && req.bits & flags::CLOSE == 0 {
                 let conn = self.conns.get_mut(id)?;
@@ -143,10 +144,7 @@ impl<S: Service> Core<S> {
         let io = conn.io.as_mut().expect("buffered input implies io");
         io.input.extend_from_slice(data);
         let input = std::mem::take(&mut io.input);
-        let (consumed, req) = match self.call(id, |svc, cx, app| svc.on_input(cx, app, &input)) {
-            Some(r) => r,
-            None => return None,
-        };
+        let (consumed, req) = self.call(id, |svc, cx, app| svc.on_input(cx, app, &input))?;
         let mut input = input;
         input.drain(..consumed.min(input.len()));
         let conn = self.conns.get_mut(id)?;
@@ -170,7 +168,7 @@ impl<S: Service> Core<S> {
         req
     }
 
-    fn release_io(&mut self, mut io: Box<ConnIo>) {
+    fn release_io(&mut self, mut io: Box<ConnIo<S::Busy>>) {
         if self.io_pool.len() < IO_POOL_MAX {
             io.trim();
             self.io_pool.push(io);
@@ -214,7 +212,7 @@ impl<S: Service> Shard<S> {
                 service,
                 stats: EngineStats {
                     slab_capacity: cfg.max_connections as u64,
-                    slab_slot_bytes: Table::<Conn<S::Conn>>::slot_size() as u64,
+                    slab_slot_bytes: Table::<Conn<S::Conn, S::Busy>>::slot_size() as u64,
                     buffers_total: cfg.buffers as u64,
                     ..Default::default()
                 },
@@ -244,8 +242,7 @@ impl<S: Service> Shard<S> {
     /// Runs until stopped and every connection is closed.
     pub(crate) fn run(mut self) {
         let wake_fd = self.inbox.wake.as_raw_fd();
-        self.ring
-            .poll_multi(wake_fd, token::pack_index(OP_WAKE, 0));
+        self.ring.poll_multi(wake_fd, token::pack_index(OP_WAKE, 0));
         self.arm_accepts();
         let mut cqes: Vec<Completion> = Vec::with_capacity(1024);
         loop {
@@ -256,9 +253,11 @@ impl<S: Service> Shard<S> {
             {
                 break;
             }
-            let timeout = self.core.wheel.next_deadline().map(|d| {
-                Duration::from_millis(d.saturating_sub(self.core.now_ms).max(1))
-            });
+            let timeout = self
+                .core
+                .wheel
+                .next_deadline()
+                .map(|d| Duration::from_millis(d.saturating_sub(self.core.now_ms).max(1)));
             if let Err(e) = self.ring.submit_and_wait(timeout) {
                 tracing::error!(shard = self.id, "io_uring_enter failed: {e}");
                 std::thread::sleep(Duration::from_millis(10));
@@ -298,7 +297,11 @@ impl<S: Service> Shard<S> {
             OP_ACCEPT => self.on_accept(c),
             OP_WAKE => self.on_wake(c),
             OP_CANCEL => {}
-            _ => tracing::warn!(shard = self.id, "completion with unknown tag {:#x}", c.user_data),
+            _ => tracing::warn!(
+                shard = self.id,
+                "completion with unknown tag {:#x}",
+                c.user_data
+            ),
         }
     }
 
@@ -360,11 +363,7 @@ impl<S: Service> Shard<S> {
                 }
             }
         }
-        if !c.more()
-            && !self.core.stopping
-            && !self.accept_paused
-            && !self.accept_retry.is_some()
-        {
+        if !c.more() && !self.core.stopping && !self.accept_paused && !self.accept_retry.is_some() {
             self.arm_accepts();
         }
     }
@@ -404,9 +403,7 @@ impl<S: Service> Shard<S> {
     }
 
     fn maybe_resume_accepting(&mut self) {
-        if self.accept_paused
-            && !self.core.stopping
-            && self.core.conns.len() < self.max_connections
+        if self.accept_paused && !self.core.stopping && self.core.conns.len() < self.max_connections
         {
             self.accept_paused = false;
             if !self.accept_retry.is_some() {
@@ -466,8 +463,7 @@ impl<S: Service> Shard<S> {
         }
         if st & state::CLOSING != 0 {
             self.maybe_finalize(id);
-        } else if st & state::PEER_EOF == 0
-            && (st & state::LINGER != 0 || st & state::PAUSED == 0)
+        } else if st & state::PEER_EOF == 0 && (st & state::LINGER != 0 || st & state::PAUSED == 0)
         {
             conn.state |= state::RECV_ARMED;
             let fd = conn.fd.as_raw_fd();
@@ -803,5 +799,17 @@ impl<S: Service> Shard<S> {
                 self.apply(id, req);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_slot_is_small() {
+        // An idle connection costs its slot (record + generation) and one timer entry.
+        assert_eq!(std::mem::size_of::<Option<Conn<[u8; 4], ()>>>(), 24);
+        assert_eq!(Table::<Conn<[u8; 4], ()>>::slot_size(), 28);
     }
 }

@@ -17,17 +17,12 @@ pub struct Id {
 /// Generations wrap at 28 bits so an id packs into `user_data` next to a 4-bit op code.
 pub const GEN_MASK: u32 = (1 << 28) - 1;
 
-enum Slot<T> {
-    Occupied { gen: u32, value: T },
-    Vacant { gen: u32, next_free: u32 },
-}
-
-const NO_FREE: u32 = u32::MAX;
-
-/// The table.
+/// The table. Generations and values live in two parallel vectors, so a slot costs
+/// `4 + size_of::<Option<T>>()` bytes with no padding between the two.
 pub struct Table<T> {
-    slots: Vec<Slot<T>>,
-    free_head: u32,
+    gens: Vec<u32>,
+    values: Vec<Option<T>>,
+    free: Vec<u32>,
     len: usize,
     capacity: usize,
 }
@@ -37,8 +32,9 @@ impl<T> Table<T> {
     /// only as slots are used.
     pub fn with_capacity(capacity: usize) -> Table<T> {
         Table {
-            slots: Vec::with_capacity(capacity),
-            free_head: NO_FREE,
+            gens: Vec::with_capacity(capacity),
+            values: Vec::with_capacity(capacity),
+            free: Vec::new(),
             len: 0,
             capacity,
         }
@@ -66,92 +62,75 @@ impl<T> Table<T> {
 
     /// Inserts a value, or hands it back when the table is full.
     pub fn insert(&mut self, value: T) -> Result<Id, T> {
-        if self.free_head != NO_FREE {
-            let index = self.free_head;
-            let slot = &mut self.slots[index as usize];
-            let (gen, next) = match *slot {
-                Slot::Vacant { gen, next_free } => (gen, next_free),
-                Slot::Occupied { .. } => unreachable!("free list points at an occupied slot"),
-            };
-            *slot = Slot::Occupied { gen, value };
-            self.free_head = next;
+        if let Some(index) = self.free.pop() {
+            let slot = &mut self.values[index as usize];
+            debug_assert!(slot.is_none(), "free list points at an occupied slot");
+            *slot = Some(value);
             self.len += 1;
-            return Ok(Id { index, gen });
+            return Ok(Id {
+                index,
+                gen: self.gens[index as usize],
+            });
         }
-        if self.slots.len() >= self.capacity {
+        if self.values.len() >= self.capacity {
             return Err(value);
         }
-        let index = self.slots.len() as u32;
-        self.slots.push(Slot::Occupied { gen: 0, value });
+        let index = self.values.len() as u32;
+        self.values.push(Some(value));
+        self.gens.push(0);
         self.len += 1;
         Ok(Id { index, gen: 0 })
     }
 
     /// The entry for `id`, if it is still the same entry.
     pub fn get(&self, id: Id) -> Option<&T> {
-        match self.slots.get(id.index as usize)? {
-            Slot::Occupied { gen, value } if *gen == id.gen => Some(value),
-            _ => None,
+        if *self.gens.get(id.index as usize)? != id.gen {
+            return None;
         }
+        self.values[id.index as usize].as_ref()
     }
 
     /// The entry for `id`, mutably, if it is still the same entry.
     pub fn get_mut(&mut self, id: Id) -> Option<&mut T> {
-        match self.slots.get_mut(id.index as usize)? {
-            Slot::Occupied { gen, value } if *gen == id.gen => Some(value),
-            _ => None,
+        if *self.gens.get(id.index as usize)? != id.gen {
+            return None;
         }
+        self.values[id.index as usize].as_mut()
     }
 
     /// Removes the entry for `id`, bumping the slot's generation.
     pub fn remove(&mut self, id: Id) -> Option<T> {
-        let slot = self.slots.get_mut(id.index as usize)?;
-        match slot {
-            Slot::Occupied { gen, .. } if *gen == id.gen => {}
-            _ => return None,
+        if *self.gens.get(id.index as usize)? != id.gen {
+            return None;
         }
-        let next_gen = (id.gen + 1) & GEN_MASK;
-        let old = std::mem::replace(
-            slot,
-            Slot::Vacant {
-                gen: next_gen,
-                next_free: self.free_head,
-            },
-        );
-        self.free_head = id.index;
+        let value = self.values[id.index as usize].take()?;
+        self.gens[id.index as usize] = (id.gen + 1) & GEN_MASK;
+        if self.free.capacity() == 0 {
+            self.free.reserve_exact(self.capacity);
+        }
+        self.free.push(id.index);
         self.len -= 1;
-        match old {
-            Slot::Occupied { value, .. } => Some(value),
-            Slot::Vacant { .. } => unreachable!("checked occupied above"),
-        }
+        Some(value)
     }
 
     /// The id of the entry in slot `index`, if occupied.
     pub fn id_at(&self, index: u32) -> Option<Id> {
-        match self.slots.get(index as usize)? {
-            Slot::Occupied { gen, .. } => Some(Id { index, gen: *gen }),
-            Slot::Vacant { .. } => None,
-        }
+        self.values.get(index as usize)?.as_ref().map(|_| Id {
+            index,
+            gen: self.gens[index as usize],
+        })
     }
 
     /// Ids of all entries (a snapshot, for shutdown sweeps).
     pub fn ids(&self) -> Vec<Id> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| match s {
-                Slot::Occupied { gen, .. } => Some(Id {
-                    index: i as u32,
-                    gen: *gen,
-                }),
-                Slot::Vacant { .. } => None,
-            })
+        (0..self.values.len() as u32)
+            .filter_map(|i| self.id_at(i))
             .collect()
     }
 
-    /// Size in bytes of one slot (for memory accounting and tests).
+    /// Bytes one slot costs (for memory accounting and tests).
     pub const fn slot_size() -> usize {
-        std::mem::size_of::<Slot<T>>()
+        std::mem::size_of::<Option<T>>() + std::mem::size_of::<u32>()
     }
 }
 

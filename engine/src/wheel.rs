@@ -306,7 +306,9 @@ mod tests {
                     model.insert(token, deadline.max(now + 1));
                 }
                 2 => {
-                    if let Some((&t, _)) = model.iter().nth(((x >> 8) as usize) % model.len().max(1)) {
+                    if let Some((&t, _)) =
+                        model.iter().nth(((x >> 8) as usize) % model.len().max(1))
+                    {
                         w.cancel(keys.remove(&t).unwrap());
                         model.remove(&t);
                     }
@@ -316,8 +318,11 @@ mod tests {
                     let mut fired = Vec::new();
                     w.poll(now, &mut fired);
                     fired.sort();
-                    let mut due: Vec<u32> =
-                        model.iter().filter(|(_, &d)| d <= now).map(|(&t, _)| t).collect();
+                    let mut due: Vec<u32> = model
+                        .iter()
+                        .filter(|(_, &d)| d <= now)
+                        .map(|(&t, _)| t)
+                        .collect();
                     due.sort();
                     assert_eq!(fired, due, "at {now}");
                     for t in due {
@@ -328,7 +333,10 @@ mod tests {
             }
             assert_eq!(w.len(), model.len());
             if let (Some(next), Some(min)) = (w.next_deadline(), model.values().min()) {
-                assert!(next <= *min, "wheel wakes no later than the earliest deadline");
+                assert!(
+                    next <= *min,
+                    "wheel wakes no later than the earliest deadline"
+                );
             }
         }
     }

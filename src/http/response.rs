@@ -179,13 +179,18 @@ mod tests {
         let mut out = Vec::new();
         r.write(&mut out, date, Persist::Close, false);
         let s = String::from_utf8(out).unwrap();
-        assert!(s.ends_with("Content-Length: 13\r\nConnection: close\r\n\r\n"), "{s}");
+        assert!(
+            s.ends_with("Content-Length: 13\r\nConnection: close\r\n\r\n"),
+            "{s}"
+        );
     }
 
     #[test]
     fn date_is_imf_fixdate() {
         let mut d = DateCache::new(Instant::now());
-        let v = std::str::from_utf8(d.get(Instant::now())).unwrap().to_string();
+        let v = std::str::from_utf8(d.get(Instant::now()))
+            .unwrap()
+            .to_string();
         assert!(v.ends_with(" GMT") && v.len() == 29, "{v}");
     }
 

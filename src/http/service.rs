@@ -7,8 +7,9 @@
 //!
 //! The common case, a whole request in one read, allocates nothing: the head is scanned and parsed
 //! in place from the receive buffer and the pre-rendered response is appended to the output. Only a
-//! request split across reads gets an `InFlight` box (scanner state, start time, body decoder), freed
-//! when it completes, so an idle connection's state is a few bytes.
+//! request split across reads keeps `InFlight` state (scanner, start time, body decoder) in the
+//! engine's busy box, which returns to the pool when the request completes, so an idle
+//! connection's state is three bytes.
 
 use super::response::{DateCache, ErrorPages, Persist, Rendered, CONTINUE};
 use super::stats::HttpStats;
@@ -94,8 +95,8 @@ struct Pending {
     with_body: bool,
 }
 
-/// State of a request that spans several reads.
-struct InFlight {
+/// State of a request that spans several reads (the service's busy state).
+pub struct InFlight {
     scanner: HeadScanner,
     started: Instant,
     body: Option<(BodyDecoder, Pending)>,
@@ -107,9 +108,10 @@ pub struct HttpConn {
     listener: u8,
     phase: Phase,
     draining: bool,
-    requests: u32,
-    req: Option<Box<InFlight>>,
+    served: bool,
 }
+
+type Cx<'a> = ConnCx<'a, InFlight>;
 
 /// The service instance of one shard.
 pub struct HttpService {
@@ -137,8 +139,8 @@ impl HttpService {
     }
 
     /// Answers with an error page and closes after it is sent.
-    fn fail(&mut self, cx: &mut ConnCx<'_>, conn: &mut HttpConn, status: u16, reason: CloseReason) {
-        let started = conn.req.as_ref().map_or(cx.now(), |r| r.started);
+    fn fail(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, status: u16, reason: CloseReason) {
+        let started = cx.busy_ref().map_or(cx.now(), |r| r.started);
         let date = self.date.get(cx.now());
         self.errors
             .get(status)
@@ -147,7 +149,7 @@ impl HttpService {
         self.stats
             .latency_us(cx.now().duration_since(started).as_micros() as u64);
         conn.phase = Phase::Closing;
-        conn.req = None;
+        cx.take_busy();
         cx.clear_timer();
         cx.close_after_flush(reason);
     }
@@ -155,13 +157,19 @@ impl HttpService {
     /// Queues the response of a complete request and returns to `Idle` (or `Closing`).
     fn respond(
         &mut self,
-        cx: &mut ConnCx<'_>,
+        cx: &mut Cx<'_>,
         conn: &mut HttpConn,
         route: Option<usize>,
         persist: Persist,
         with_body: bool,
         started: Instant,
     ) {
+        // A stop that began while the request was read turns keep-alive into close.
+        let persist = if conn.draining || cx.is_stopping() {
+            Persist::Close
+        } else {
+            persist
+        };
         let listener = &self.listeners[conn.listener as usize];
         let page = match route {
             Some(i) => &listener.routes[i].2,
@@ -172,8 +180,8 @@ impl HttpService {
         self.stats.response(page.status);
         self.stats
             .latency_us(cx.now().duration_since(started).as_micros() as u64);
-        conn.requests = conn.requests.saturating_add(1);
-        conn.req = None;
+        conn.served = true;
+        cx.take_busy();
         if persist == Persist::Close {
             conn.phase = Phase::Closing;
             cx.clear_timer();
@@ -188,16 +196,16 @@ impl HttpService {
     }
 
     /// Reads the body of the current request; returns bytes consumed and whether it is complete.
-    fn read_body(&mut self, cx: &mut ConnCx<'_>, conn: &mut HttpConn, buf: &[u8]) -> Option<usize> {
-        let req = conn.req.as_mut().expect("body phase has a request");
-        let (decoder, _) = req.body.as_mut().expect("body phase has a decoder");
+    fn read_body(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, buf: &[u8]) -> Option<usize> {
         let mut pos = 0;
         loop {
+            let req = cx.busy().expect("body phase has a request");
+            let (decoder, _) = req.body.as_mut().expect("body phase has a decoder");
             match decoder.decode(&buf[pos..]) {
                 Ok(step) => {
                     pos += step.consumed;
                     if step.done {
-                        let req = conn.req.take().expect("checked");
+                        let req = cx.take_busy().expect("checked");
                         let (_, p) = req.body.expect("checked");
                         self.respond(cx, conn, p.route, p.persist, p.with_body, req.started);
                         return Some(pos);
@@ -218,7 +226,7 @@ impl HttpService {
     /// Handles a complete head at the start of `buf`; returns bytes consumed, or `None` after an error.
     fn on_head(
         &mut self,
-        cx: &mut ConnCx<'_>,
+        cx: &mut Cx<'_>,
         conn: &mut HttpConn,
         buf: &[u8],
         head_len: usize,
@@ -250,7 +258,7 @@ impl HttpService {
             Persist::KeepAlive11
         };
         let with_body = head.method != Method::Head;
-        let started = conn.req.as_ref().map_or(cx.now(), |r| r.started);
+        let started = cx.busy_ref().map_or(cx.now(), |r| r.started);
         match head.body {
             BodyKind::None => {
                 self.respond(cx, conn, route, persist, with_body, started);
@@ -266,14 +274,16 @@ impl HttpService {
                     persist,
                     with_body,
                 };
-                let req = conn.req.get_or_insert_with(|| {
-                    Box::new(InFlight {
-                        scanner: HeadScanner::new(),
-                        started,
-                        body: None,
-                    })
-                });
-                req.body = Some((decoder, pending));
+                match cx.busy() {
+                    Some(req) => req.body = Some((decoder, pending)),
+                    None => {
+                        cx.set_busy(InFlight {
+                            scanner: HeadScanner::new(),
+                            started,
+                            body: Some((decoder, pending)),
+                        });
+                    }
+                }
                 conn.phase = Phase::Body;
                 cx.set_timer(listener.timeouts.client);
             }
@@ -284,14 +294,15 @@ impl HttpService {
 
 impl Service for HttpService {
     type Conn = HttpConn;
+    type Busy = InFlight;
     type Stats = HttpStats;
 
-    fn on_accept(&mut self, cx: &mut ConnCx<'_>, conn: &mut HttpConn, listener: usize) {
+    fn on_accept(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, listener: usize) {
         conn.listener = listener as u8;
         cx.set_timer(self.timeouts(conn).http_request);
     }
 
-    fn on_input(&mut self, cx: &mut ConnCx<'_>, conn: &mut HttpConn, input: &[u8]) -> usize {
+    fn on_input(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, input: &[u8]) -> usize {
         let mut pos = 0;
         let limits = self.listeners[conn.listener as usize].limits;
         while pos < input.len() {
@@ -315,21 +326,22 @@ impl Service for HttpService {
             }
             if conn.phase == Phase::Idle {
                 conn.phase = Phase::Head;
-                if conn.requests > 0 {
+                if conn.served {
                     cx.set_timer(self.timeouts(conn).http_request);
                 }
             }
-            let scan = match conn.req.as_mut() {
+            let now = cx.now();
+            let scan = match cx.busy() {
                 Some(r) => r.scanner.scan(buf, &limits),
                 None => {
                     let mut scanner = HeadScanner::new();
                     let r = scanner.scan(buf, &limits);
                     if matches!(r, Ok(Scan::Incomplete)) {
-                        conn.req = Some(Box::new(InFlight {
+                        cx.set_busy(InFlight {
                             scanner,
-                            started: cx.now(),
+                            started: now,
                             body: None,
-                        }));
+                        });
                     }
                     r
                 }
@@ -358,7 +370,7 @@ impl Service for HttpService {
         pos
     }
 
-    fn on_peer_closed(&mut self, cx: &mut ConnCx<'_>, _conn: &mut HttpConn) {
+    fn on_peer_closed(&mut self, cx: &mut Cx<'_>, _conn: &mut HttpConn) {
         if cx.pending_output() > 0 {
             cx.close_after_flush(CloseReason::PeerClosed);
         } else {
@@ -366,7 +378,7 @@ impl Service for HttpService {
         }
     }
 
-    fn on_drained(&mut self, cx: &mut ConnCx<'_>, conn: &mut HttpConn) {
+    fn on_drained(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
         if conn.phase == Phase::Idle {
             if conn.draining {
                 cx.close(CloseReason::Shutdown);
@@ -376,10 +388,10 @@ impl Service for HttpService {
         }
     }
 
-    fn on_timer(&mut self, cx: &mut ConnCx<'_>, conn: &mut HttpConn) {
+    fn on_timer(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
         match conn.phase {
             Phase::Idle if cx.pending_output() > 0 => cx.close(CloseReason::ClientTimeout),
-            Phase::Idle if conn.requests == 0 => cx.close(CloseReason::RequestTimeout),
+            Phase::Idle if !conn.served => cx.close(CloseReason::RequestTimeout),
             Phase::Idle => cx.close(CloseReason::KeepAliveTimeout),
             Phase::Head => self.fail(cx, conn, 408, CloseReason::RequestTimeout),
             Phase::Body => self.fail(cx, conn, 408, CloseReason::ClientTimeout),
@@ -387,7 +399,7 @@ impl Service for HttpService {
         }
     }
 
-    fn on_shutdown(&mut self, cx: &mut ConnCx<'_>, conn: &mut HttpConn) {
+    fn on_shutdown(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
         conn.draining = true;
         if conn.phase == Phase::Idle {
             if cx.pending_output() == 0 {
@@ -411,7 +423,7 @@ mod tests {
 
     #[test]
     fn idle_connection_state_is_small() {
-        assert!(std::mem::size_of::<HttpConn>() <= 16, "{}", std::mem::size_of::<HttpConn>());
+        assert_eq!(std::mem::size_of::<HttpConn>(), 4);
     }
 
     #[test]

@@ -148,10 +148,7 @@ impl BufRing {
         // no longer writes to this buffer: it handed it over with the completion and gets it back only
         // through `recycle`, which consumes the RecvBuf this borrow depends on.
         unsafe {
-            std::slice::from_raw_parts(
-                self.data.add(buf.bid as usize * self.size as usize),
-                len,
-            )
+            std::slice::from_raw_parts(self.data.add(buf.bid as usize * self.size as usize), len)
         }
     }
 

@@ -20,7 +20,9 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum RingError {
     /// The kernel has no io_uring (ENOSYS).
-    #[error("io_uring is not available in this kernel (ENOSYS); coreplex needs Linux 6.1 or newer")]
+    #[error(
+        "io_uring is not available in this kernel (ENOSYS); coreplex needs Linux 6.1 or newer"
+    )]
     Unsupported,
     /// io_uring is disabled by sysctl or blocked by a seccomp filter (EPERM).
     #[error("io_uring is blocked (EPERM): kernel.io_uring_disabled={disabled}; set `sysctl kernel.io_uring_disabled=0` or, in a container, allow io_uring_setup/io_uring_enter/io_uring_register in the seccomp profile (`coreplex tune` diagnoses this)")]
@@ -234,7 +236,9 @@ impl Ring {
 
     /// Cancels the operation(s) submitted with `target` as user_data.
     pub fn cancel(&mut self, target: u64, user_data: u64) {
-        let e = opcode::AsyncCancel::new(target).build().user_data(user_data);
+        let e = opcode::AsyncCancel::new(target)
+            .build()
+            .user_data(user_data);
         self.push(e);
     }
 

@@ -1472,22 +1472,69 @@ GET /three HTTP/1.1\r\nHost: c\r\nConnection: close\r\n\r\n";
 
     #[test]
     fn errors_cover_all_request_variants() {
-        // Every variant is produced by some input above; double-check a
-        // representative for each in one place.
+        let long_line = with_line(9000);
+        let many = with_fields(101);
+        let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        big.resize(40_000, b'x');
         let cases: &[(&[u8], RequestError)] = &[
+            (&long_line, RequestError::RequestLineTooLong),
+            (&big, RequestError::HeadersTooLarge),
+            (&many, RequestError::TooManyHeaders),
             (b"GET / HTTP/2.0\r\n\r\n", RequestError::UnsupportedVersion),
-            (
-                b"GET / HTTP/1.1\r\nHost: a\r\n x\r\n\r\n",
-                RequestError::ObsFold,
-            ),
-            (
-                b"GET * HTTP/1.1\r\nHost: a\r\n\r\n",
-                RequestError::InvalidTarget,
-            ),
+            (b"GET / HTTX/1.1\r\n\r\n", RequestError::Syntax),
+            (b"GET / HTTP/1.1\nHost: a\r\n\r\n", RequestError::BareLf),
+            (b"GET / HTTP/1.1\rHost: a\r\n\r\n", RequestError::BareCr),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n x\r\n\r\n", RequestError::ObsFold),
+            (b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", RequestError::InvalidTarget),
             (b"GET / HTTP/1.1\r\n\r\n", RequestError::MissingHost),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", RequestError::DuplicateHost),
+            (b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", RequestError::InvalidHost),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+                RequestError::InvalidContentLength,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1,1\r\n\r\n",
+                RequestError::DuplicateContentLength,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                RequestError::ContentLengthWithTransferEncoding,
+            ),
+            (
+                b"GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+                RequestError::TransferEncodingHttp10,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                RequestError::ChunkedNotFinal,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+                RequestError::DuplicateChunked,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n\r\n",
+                RequestError::InvalidTransferEncoding,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                RequestError::UnsupportedTransferCoding,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 2000000\r\n\r\n",
+                RequestError::BodyTooLarge,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nExpect: x\r\n\r\n",
+                RequestError::ExpectationFailed,
+            ),
         ];
         for (buf, want) in cases {
-            assert_eq!(err(buf), *want);
+            assert_eq!(err(buf), *want, "{:?}", String::from_utf8_lossy(buf));
+        }
+        for e in RequestError::ALL {
+            assert!(cases.iter().any(|(_, w)| w == e), "{e:?} not covered");
         }
     }
 

@@ -91,8 +91,9 @@ impl HeadScanner {
             self.reset();
         }
         let max_head = limits.max_header_bytes.min(u32::MAX as usize);
-        let end = buf.len().min(max_head);
         let mut i = self.pos as usize;
+        // `max(i)`: never slice backwards, even if the limits shrank.
+        let end = buf.len().min(max_head).max(i);
         loop {
             if self.cr_pending {
                 if i >= end {
@@ -167,45 +168,35 @@ impl HeadScanner {
     }
 }
 
-/// Index of the first CR or LF in `hay`, sixteen bytes per branch.
+/// Index of the first CR or LF in `hay`, eight bytes at a time (SWAR).
 #[inline]
 pub(crate) fn find_cr_or_lf(hay: &[u8]) -> Option<usize> {
-    let mut chunks = hay.chunks_exact(16);
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const CR: u64 = LO * b'\r' as u64;
+    const LF: u64 = LO * b'\n' as u64;
+    let mut chunks = hay.chunks_exact(8);
     let mut base = 0;
     for chunk in &mut chunks {
-        let (lo, hi) = chunk.split_at(8);
-        let (m0, m1) = (cr_lf_mask(lo), cr_lf_mask(hi));
-        if m0 | m1 != 0 {
-            return Some(if m0 != 0 {
-                base + (m0.trailing_zeros() / 8) as usize
-            } else {
-                base + 8 + (m1.trailing_zeros() / 8) as usize
-            });
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let v = u64::from_le_bytes(word);
+        let a = v ^ CR;
+        let b = v ^ LF;
+        // The lowest flagged byte of each term is exactly the first zero byte
+        // (borrows only propagate upwards), so the lowest bit set is exact;
+        // bits above it may be spurious and are never used.
+        let m = (a.wrapping_sub(LO) & !a & HI) | (b.wrapping_sub(LO) & !b & HI);
+        if m != 0 {
+            return Some(base + (m.trailing_zeros() / 8) as usize);
         }
-        base += 16;
+        base += 8;
     }
     chunks
         .remainder()
         .iter()
         .position(|&b| b == b'\r' || b == b'\n')
         .map(|p| base + p)
-}
-
-/// SWAR: a mask whose lowest set bit is the high bit of the first CR or LF
-/// byte of the 8-byte `word` (0 if none). Bits above the first match may be
-/// spurious (borrow propagation), so only the lowest one is meaningful.
-#[inline(always)]
-fn cr_lf_mask(word: &[u8]) -> u64 {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    const CR: u64 = LO * b'\r' as u64;
-    const LF: u64 = LO * b'\n' as u64;
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(word);
-    let v = u64::from_le_bytes(bytes);
-    let a = v ^ CR;
-    let b = v ^ LF;
-    (a.wrapping_sub(LO) & !a & HI) | (b.wrapping_sub(LO) & !b & HI)
 }
 
 #[cfg(test)]
@@ -427,6 +418,17 @@ mod tests {
         assert_eq!(s.scan(&REQ[..30], &l), Ok(Scan::Incomplete));
         assert_eq!(s.scan(&REQ[..10], &l), Ok(Scan::Incomplete));
         assert_eq!(s.scan(REQ, &l), complete(REQ.len()));
+    }
+
+    #[test]
+    fn shrinking_limits_do_not_panic() {
+        let mut s = HeadScanner::new();
+        assert_eq!(s.scan(&REQ[..40], &Limits::default()), Ok(Scan::Incomplete));
+        let tight = Limits {
+            max_header_bytes: 10,
+            ..Limits::default()
+        };
+        assert_eq!(s.scan(REQ, &tight), Err(RequestError::HeadersTooLarge));
     }
 
     #[test]

@@ -1,0 +1,12 @@
+//! Black-box end-to-end tests of the `coreplex` binary: each test starts its own server process
+//! on `127.0.0.1:0` through [`harness::Server`] and talks to it over raw sockets, curl, the admin
+//! endpoint, `/proc` and signals. Run `tests/setup.sh` first on a fresh machine (it installs curl).
+
+mod cli;
+mod harness;
+mod http1;
+mod malformed;
+mod metrics;
+mod runtime;
+mod shutdown;
+mod timeouts;

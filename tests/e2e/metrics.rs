@@ -1,0 +1,73 @@
+//! The admin endpoint: `/health`, unknown paths, and the Prometheus counters and gauges moving
+//! with real traffic (requests by class, connections, bytes, latency count, slab capacity).
+
+use crate::harness::{config, get, metric_in, metrics_text, parse_responses, raw, Conn, Server};
+use std::time::Duration;
+
+fn m(text: &str, key: &str) -> f64 {
+    metric_in(text, key).unwrap_or_else(|| panic!("{key} missing from:\n{text}"))
+}
+
+#[test]
+fn health_is_ok() {
+    let s = Server::start(&config("", ""));
+    let (bytes, closed) = raw(
+        s.admin(),
+        b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n",
+        Duration::from_secs(3),
+    );
+    let rs = parse_responses(&bytes, &[]);
+    assert_eq!(rs.len(), 1, "{:?}", String::from_utf8_lossy(&bytes));
+    assert_eq!(rs[0].status, 200);
+    assert_eq!(rs[0].text(), "ok\n");
+    assert!(closed);
+}
+
+#[test]
+fn unknown_admin_path_is_404() {
+    let s = Server::start(&config("", ""));
+    let (bytes, _) = raw(
+        s.admin(),
+        b"GET /nope HTTP/1.1\r\nHost: a\r\n\r\n",
+        Duration::from_secs(3),
+    );
+    assert!(
+        bytes.starts_with(b"HTTP/1.1 404 "),
+        "{:?}",
+        String::from_utf8_lossy(&bytes)
+    );
+}
+
+#[test]
+fn counters_follow_traffic() {
+    let shards = if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+        2
+    } else {
+        1
+    };
+    let s = Server::start(&config(
+        &format!("shards = {shards}\nmax_connections = 64"),
+        "",
+    ));
+    let before = metrics_text(s.admin());
+    const N: usize = 25;
+    let mut c = Conn::connect(s.addr());
+    for _ in 0..N {
+        c.send(&get("/"));
+        assert_eq!(c.response().status, 200);
+    }
+    c.send(&get("/missing"));
+    assert_eq!(c.response().status, 404);
+    drop(c);
+    let after = metrics_text(s.admin());
+    let delta = |k: &str| m(&after, k) - m(&before, k);
+    assert_eq!(delta("coreplex_requests_total{class=\"2xx\"}"), N as f64);
+    assert_eq!(delta("coreplex_requests_total{class=\"4xx\"}"), 1.0);
+    assert!(delta("coreplex_connections_accepted_total") >= 1.0);
+    assert!(delta("coreplex_bytes_received_total") >= (N * get("/").len()) as f64);
+    assert!(delta("coreplex_bytes_sent_total") >= (N * 13) as f64);
+    assert!(m(&after, "coreplex_request_duration_seconds_count") >= N as f64);
+    assert_eq!(m(&after, "coreplex_slab_capacity"), (64 * shards) as f64);
+    assert_eq!(m(&after, "coreplex_shards"), shards as f64);
+    assert_eq!(m(&after, "coreplex_shards_reporting"), shards as f64);
+}

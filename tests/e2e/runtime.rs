@@ -1,0 +1,175 @@
+//! Process-level runtime behaviour seen from outside: shard threads pinned one per CPU
+//! (`/proc/PID/task`), one io_uring per shard (`/proc/PID/fd`), `--cpus`/`--shards` overrides, a
+//! clear error when the port is taken, and `global.max_connections` pausing and resuming accepts.
+
+use crate::harness::{config, config_bind, get, metric, Conn, Server};
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::time::Duration;
+
+/// Parses a kernel CPU list such as `0-2,5`.
+fn parse_cpu_list(s: &str) -> BTreeSet<usize> {
+    let mut out = BTreeSet::new();
+    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.parse().unwrap(), b.parse().unwrap());
+                out.extend(a..=b);
+            }
+            None => {
+                out.insert(part.parse().unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// `Cpus_allowed_list` of a status file.
+fn cpus_allowed(status: &str) -> BTreeSet<usize> {
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list in status");
+    parse_cpu_list(line)
+}
+
+/// The CPUs this test process may run on.
+fn my_cpus() -> BTreeSet<usize> {
+    cpus_allowed(&std::fs::read_to_string("/proc/self/status").unwrap())
+}
+
+/// `(tid, comm, allowed cpus)` of the process's shard threads (named `cpx-shard-N`).
+fn shard_threads(pid: u32) -> Vec<(String, String, BTreeSet<usize>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let tid = entry.unwrap().file_name().to_string_lossy().into_owned();
+        let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")) else {
+            continue;
+        };
+        let comm = comm.trim().to_string();
+        if !comm.starts_with("cpx-shard-") {
+            continue;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
+        out.push((tid, comm, cpus_allowed(&status)));
+    }
+    out
+}
+
+/// Number of io_uring file descriptors the process holds.
+fn io_uring_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|t| t.to_string_lossy().contains("anon_inode:[io_uring]"))
+        .count()
+}
+
+#[test]
+fn shards_are_pinned_one_cpu_each() {
+    let cpus = my_cpus();
+    let shards = cpus.len().min(2);
+    let s = Server::start(&config(&format!("shards = {shards}"), ""));
+    let threads = shard_threads(s.pid());
+    assert_eq!(threads.len(), shards, "shard threads: {threads:?}");
+    let mut used = BTreeSet::new();
+    for (tid, comm, allowed) in &threads {
+        assert_eq!(
+            allowed.len(),
+            1,
+            "thread {tid} ({comm}) is not pinned to one cpu: {allowed:?}"
+        );
+        let cpu = *allowed.iter().next().unwrap();
+        assert!(
+            cpus.contains(&cpu),
+            "thread {tid} pinned to cpu {cpu} outside {cpus:?}"
+        );
+        assert!(used.insert(cpu), "two shards share cpu {cpu}: {threads:?}");
+    }
+    let rings = io_uring_fds(s.pid());
+    assert!(rings >= shards, "{rings} io_uring fds for {shards} shards");
+    // Both shards serve the shared port.
+    for _ in 0..4 {
+        let mut c = Conn::connect(s.addr());
+        c.send(&get("/"));
+        assert_eq!(c.response().status, 200);
+    }
+}
+
+#[test]
+fn cpus_and_shards_flags_pin_the_shard() {
+    let cpu = *my_cpus().iter().next_back().unwrap(); // CPU 1 on a 2-CPU machine
+    let cpu_arg = cpu.to_string();
+    let s = Server::start_with_args(
+        &config("shards = 0", ""),
+        &["--cpus", &cpu_arg, "--shards", "1"],
+    );
+    let threads = shard_threads(s.pid());
+    assert_eq!(threads.len(), 1, "shard threads: {threads:?}");
+    assert_eq!(
+        threads[0].2,
+        BTreeSet::from([cpu]),
+        "shard affinity: {threads:?}"
+    );
+    assert!(io_uring_fds(s.pid()) >= 1);
+}
+
+#[test]
+fn port_in_use_is_reported() {
+    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = holder.local_addr().unwrap();
+    let mut s = Server::spawn(&config_bind(&addr.to_string(), "", ""), &[]);
+    let st = s
+        .wait_exit(Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("still running with {addr} taken; stderr:\n{}", s.log_text()));
+    assert!(!st.success(), "exited with {st}");
+    let logs = s.log_text();
+    assert!(logs.contains("address already in use"), "stderr:\n{logs}");
+    assert!(
+        logs.contains(&addr.to_string()),
+        "stderr does not name {addr}:\n{logs}"
+    );
+    drop(holder);
+}
+
+#[test]
+fn max_connections_pauses_and_resumes_accepting() {
+    let s = Server::start(&config("max_connections = 5", ""));
+    let mut first: Vec<Conn> = (0..5)
+        .map(|i| {
+            let mut c = Conn::connect(s.addr());
+            c.send(&get("/"));
+            let r = c.response();
+            assert_eq!(r.status, 200, "connection {i}");
+            c
+        })
+        .collect();
+    let mut rest: Vec<Conn> = (0..3)
+        .map(|_| {
+            let mut c = Conn::connect(s.addr());
+            c.send(&get("/api"));
+            c
+        })
+        .collect();
+    for (i, c) in rest.iter_mut().enumerate() {
+        let r = c.try_response(Duration::from_millis(300), false);
+        assert!(
+            r.is_none(),
+            "connection {} served beyond max_connections: {r:?}",
+            5 + i
+        );
+        let (closed, _) = c.expect_eof(Duration::from_millis(1));
+        assert!(!closed, "connection {} closed instead of waiting", 5 + i);
+    }
+    // The first 5 still work while the others wait.
+    first[0].send(&get("/"));
+    assert_eq!(first[0].response().status, 200);
+    first.truncate(2); // closes 3
+    for (i, c) in rest.iter_mut().enumerate() {
+        let r = c.try_response(Duration::from_secs(3), false);
+        let r = r.unwrap_or_else(|| panic!("connection {} not served after 3 closed", 5 + i));
+        assert_eq!((r.status, r.text().as_str()), (201, "api"));
+    }
+    let paused = metric(s.admin(), "coreplex_accept_paused_total");
+    assert!(paused >= 1.0, "coreplex_accept_paused_total = {paused}");
+}

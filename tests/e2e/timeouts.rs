@@ -1,0 +1,105 @@
+//! Timers, with `http_request = 300ms`, `http_keep_alive = 400ms`, `client = 500ms`: a slow
+//! request head gets 408, a silent connection and an idle keep-alive connection are closed
+//! without a response, a stalled body gets 408; each within a bounded window.
+
+use crate::harness::{config, get, metric, Conn, Server, SHORT_TIMEOUTS};
+use std::time::{Duration, Instant};
+
+fn server() -> Server {
+    Server::start(&config(SHORT_TIMEOUTS, ""))
+}
+
+/// Reads until EOF (3 s max) and returns the bytes and when EOF came, measured from `t0`.
+fn until_eof(c: &mut Conn, t0: Instant) -> (Vec<u8>, Option<Duration>) {
+    let (closed, bytes) = c.expect_eof(Duration::from_secs(3));
+    (bytes, closed.then(|| t0.elapsed()))
+}
+
+#[test]
+fn slowloris_head_gets_408() {
+    let s = server();
+    let mut c = Conn::connect(s.addr());
+    let t0 = Instant::now();
+    c.send(b"GET / HTTP/1.1\r\nHost: a\r\n");
+    let r = c.response_within(Duration::from_secs(3), false);
+    let at = t0.elapsed();
+    assert_eq!(r.status, 408, "{}", r.head);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(at >= Duration::from_millis(250), "408 too early: {at:?}");
+    assert!(at <= Duration::from_millis(1000), "408 too late: {at:?}");
+    let (extra, eof) = until_eof(&mut c, t0);
+    assert!(extra.is_empty(), "bytes after the 408: {extra:?}");
+    let eof = eof.expect("no EOF after the 408");
+    assert!(
+        eof <= Duration::from_millis(1500),
+        "EOF after 408 too late: {eof:?}"
+    );
+}
+
+#[test]
+fn silent_connection_is_closed_without_response() {
+    let s = server();
+    let t0 = Instant::now();
+    let mut c = Conn::connect(s.addr());
+    let (bytes, eof) = until_eof(&mut c, t0);
+    assert!(
+        bytes.is_empty(),
+        "silent connection got bytes: {:?}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let eof = eof.expect("silent connection not closed within 3 s");
+    assert!(
+        eof >= Duration::from_millis(250),
+        "closed too early: {eof:?}"
+    );
+    assert!(
+        eof <= Duration::from_millis(1500),
+        "closed too late: {eof:?}"
+    );
+}
+
+#[test]
+fn idle_keep_alive_is_closed_silently() {
+    let s = server();
+    let admin = s.admin();
+    let key = "coreplex_connections_closed_total{reason=\"keepalive_timeout\"}";
+    let before = metric(admin, key);
+    let mut c = Conn::connect(s.addr());
+    c.send(&get("/"));
+    let r = c.response();
+    let t0 = Instant::now();
+    assert_eq!(r.status, 200);
+    let (bytes, eof) = until_eof(&mut c, t0);
+    assert!(
+        bytes.is_empty(),
+        "idle close sent bytes: {:?}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let eof = eof.expect("idle keep-alive connection not closed within 3 s");
+    assert!(
+        eof >= Duration::from_millis(300),
+        "closed too early: {eof:?}"
+    );
+    assert!(
+        eof <= Duration::from_millis(1500),
+        "closed too late: {eof:?}"
+    );
+    let after = metric(admin, key);
+    assert!(after >= before + 1.0, "{key}: {before} -> {after}");
+}
+
+#[test]
+fn stalled_body_gets_408() {
+    let s = server();
+    let mut c = Conn::connect(s.addr());
+    c.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhello");
+    let t0 = Instant::now();
+    let r = c.response_within(Duration::from_secs(3), false);
+    let at = t0.elapsed();
+    assert_eq!(r.status, 408, "{}", r.head);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(at >= Duration::from_millis(400), "408 too early: {at:?}");
+    assert!(at <= Duration::from_millis(1500), "408 too late: {at:?}");
+    let (_, eof) = until_eof(&mut c, t0);
+    assert!(eof.is_some(), "no EOF after the 408");
+}

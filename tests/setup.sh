@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Installs the tools the end-to-end tests and benchmarks use, only where missing:
+# curl, nghttp (nghttp2-client), nginx (nginx-light), haproxy, wrk, and the Python modules
+# h2, httpx and websockets. Idempotent; runs as root (uses sudo otherwise).
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO="sudo"
+fi
+
+# command -> Debian package
+declare -A PKG=(
+    [curl]=curl
+    [nghttp]=nghttp2-client
+    [nginx]=nginx-light
+    [haproxy]=haproxy
+    [wrk]=wrk
+)
+TOOLS=(curl nghttp nginx haproxy wrk)
+
+missing=()
+for tool in "${TOOLS[@]}"; do
+    if ! command -v "$tool" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$tool" ]; then
+        missing+=("${PKG[$tool]}")
+    fi
+done
+
+if ! command -v python3 >/dev/null 2>&1; then
+    missing+=(python3 python3-pip)
+elif ! python3 -m pip --version >/dev/null 2>&1; then
+    missing+=(python3-pip)
+fi
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    $SUDO apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! python3 -c "import h2, httpx, websockets" >/dev/null 2>&1; then
+    # Debian's system Python refuses plain pip installs (PEP 668) unless told otherwise.
+    python3 -m pip install --quiet h2 httpx websockets 2>/dev/null \
+        || python3 -m pip install --quiet --break-system-packages h2 httpx websockets
+fi
+
+version() {
+    local tool=$1
+    shift
+    local path
+    path=$(command -v "$tool" 2>/dev/null || true)
+    if [ -z "$path" ] && [ -x "/usr/sbin/$tool" ]; then
+        path="/usr/sbin/$tool"
+    fi
+    if [ -z "$path" ]; then
+        printf '%-10s MISSING\n' "$tool"
+        return
+    fi
+    printf '%-10s %s\n' "$tool" "$("$path" "$@" 2>&1 | head -n 1)"
+}
+
+version curl --version
+version nghttp --version
+version nginx -v
+version haproxy -v
+version wrk --version
+printf '%-10s %s\n' python3 "$(python3 -c 'import sys, h2, httpx, websockets; print(sys.version.split()[0], "h2", h2.__version__, "httpx", httpx.__version__, "websockets", websockets.__version__)')"
