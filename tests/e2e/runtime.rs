@@ -173,3 +173,19 @@ fn max_connections_pauses_and_resumes_accepting() {
     let paused = metric(s.admin(), "coreplex_accept_paused_total");
     assert!(paused >= 1.0, "coreplex_accept_paused_total = {paused}");
 }
+
+#[test]
+fn fd_limit_below_configured_connections_warns_with_the_fix() {
+    // 1 shard x 1,000,000 connections cannot fit this process's open-files limit (20,000 here, and
+    // never a million in CI): coreplex must still start, raising the soft limit itself, and say how
+    // to fix the limit.
+    let s = Server::start(&config("max_connections = 1000000", ""));
+    let logs = s.log_text();
+    assert!(
+        logs.contains("open-files limit") && logs.contains("ulimit -n"),
+        "no fd-limit warning naming the fix:\n{logs}"
+    );
+    let mut c = Conn::connect(s.addr());
+    c.send(&get("/"));
+    assert_eq!(c.response().status, 200);
+}
