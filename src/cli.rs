@@ -1,4 +1,4 @@
-//! The command line: `coreplex run [-c FILE]` and `coreplex check -c FILE`.
+//! The command line: `coreplex run [-c FILE]`, `coreplex check -c FILE` and `coreplex tune`.
 
 use crate::config;
 use clap::{Parser, Subcommand};
@@ -40,6 +40,18 @@ enum Command {
         #[arg(short = 'c', long = "config")]
         config: PathBuf,
     },
+    /// Diagnose this machine's limits for a number of connections; exits 1 if it cannot hold them.
+    Tune {
+        /// Connections to plan for (default: global.max_connections x shards of --config, else 1000000).
+        #[arg(long)]
+        target_connections: Option<u64>,
+        /// Configuration file to plan for (shards, backlog, max_connections).
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+        /// Raise the sysctls that fall short (root); `tuning/apply.sh --revert` undoes it.
+        #[arg(long)]
+        apply: bool,
+    },
 }
 
 /// Entry point of the binary.
@@ -57,6 +69,17 @@ pub fn main() -> ExitCode {
             shards,
         } => crate::run::run(config.as_deref(), cpus.as_deref(), shards),
         Command::Check { config } => check(&config),
+        Command::Tune {
+            target_connections,
+            config,
+            apply,
+        } => {
+            let cfg = match config.as_deref().map(load_file).transpose() {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            crate::tune::run(target_connections, cfg.as_ref(), apply)
+        }
     }
 }
 

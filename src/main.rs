@@ -2,7 +2,8 @@
 //!
 //! The binary wires the pieces together: the command line ([`cli`]), the configuration file
 //! ([`config`]), the HTTP service that runs inside each shard ([`http`]), the admin endpoint
-//! ([`admin`], [`metrics`]) and process startup and shutdown ([`run`]).
+//! ([`admin`], [`metrics`]), process startup and shutdown ([`run`]) and the machine diagnosis
+//! ([`tune`]).
 
 mod admin;
 mod cli;
@@ -10,6 +11,7 @@ mod config;
 mod http;
 mod metrics;
 mod run;
+mod tune;
 mod units;
 
 fn main() -> std::process::ExitCode {

@@ -67,7 +67,7 @@ fn max_connections(cfg: &Config, fd: &limits::FdLimit) -> usize {
             let needed = (m * shards) as u64 + fixed;
             if fd.soft < needed {
                 tracing::warn!(
-                    "the open-files limit ({} soft, {} hard) is below the {needed} descriptors that {shards} shard(s) x global.max_connections {m} need: accepts beyond it fail with EMFILE and are retried; raise it (ulimit -n, LimitNOFILE=, tuning/limits.d) or lower max_connections",
+                    "the open-files limit ({} soft, {} hard) is below the {needed} descriptors that {shards} shard(s) x global.max_connections {m} need: accepts beyond it fail with EMFILE and are retried; raise it (ulimit -n, LimitNOFILE=, tuning/limits.d; `coreplex tune` diagnoses it) or lower max_connections",
                     fd.soft,
                     fd.hard
                 );

@@ -14,6 +14,7 @@ pub mod cpus;
 pub mod error;
 pub mod limits;
 pub mod listener;
+pub mod probe;
 mod runtime;
 pub mod service;
 mod shard;

@@ -10,3 +10,4 @@ mod metrics;
 mod runtime;
 mod shutdown;
 mod timeouts;
+mod tuning;
