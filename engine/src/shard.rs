@@ -122,6 +122,17 @@ impl<S: Service> Core<S> {
         Some((r, req))
     }
 
+    /// Keeps bytes that arrive while input is paused (completions already in flight when the
+    /// receive was cancelled); the service sees them when output has drained.
+    fn buffer(&mut self, id: Id, data: &[u8]) {
+        if let Some(conn) = self.conns.get_mut(id) {
+            conn.io
+                .get_or_insert_with(|| self.io_pool.pop().unwrap_or_default())
+                .input
+                .extend_from_slice(data);
+        }
+    }
+
     /// Hands `data` (new bytes, possibly empty) plus anything buffered to the service.
     fn deliver(&mut self, id: Id, data: &[u8]) -> Option<Requests> {
         let conn = self.conns.get_mut(id)?;
@@ -161,7 +172,8 @@ impl<S: Service> Core<S> {
             .get(id)
             .and_then(|c| c.io.as_ref())
             .is_some_and(|io| io.input.len() > self.max_input);
-        if over && req.bits & flags::CLOSE == 0 {
+        // Input left behind a pause (pipelined requests waiting for output to drain) is expected.
+        if over && req.bits & (flags::CLOSE | flags::PAUSE) == 0 {
             req.bits |= flags::CLOSE;
             req.reason = CloseReason::Overflow;
         }
@@ -188,6 +200,8 @@ pub(crate) struct Shard<S: Service> {
     epoch: Instant,
     accept_paused: bool,
     accept_retry: TimerKey,
+    /// Sockets accepted while the table was full, served as slots free.
+    held: std::collections::VecDeque<(OwnedFd, usize)>,
     fired: Vec<u32>,
 }
 
@@ -200,8 +214,7 @@ impl<S: Service> Shard<S> {
         service: S,
         inbox: ShardInbox<S::Stats>,
     ) -> Shard<S> {
-        // Headroom above max_connections absorbs accepts already completing when accepting pauses.
-        let slots = cfg.max_connections + cfg.ring_entries as usize;
+        let slots = cfg.max_connections;
         let now = Instant::now();
         Shard {
             id,
@@ -235,6 +248,7 @@ impl<S: Service> Shard<S> {
             epoch: now,
             accept_paused: false,
             accept_retry: TimerKey::NONE,
+            held: std::collections::VecDeque::new(),
             fired: Vec::new(),
         }
     }
@@ -372,6 +386,21 @@ impl<S: Service> Shard<S> {
         if self.core.stopping {
             return; // dropped, so closed
         }
+        if self.core.conns.len() >= self.max_connections {
+            // Accepts that completed in the same batch as the pause: hold the sockets, unserved,
+            // until slots free (as the kernel backlog would), so the table never exceeds the limit.
+            self.held.push_back((fd, listener));
+            return;
+        }
+        self.insert_conn(fd, listener);
+        if self.core.conns.len() >= self.max_connections && !self.accept_paused {
+            self.accept_paused = true;
+            self.core.stats.accept_paused += 1;
+            self.cancel_accepts();
+        }
+    }
+
+    fn insert_conn(&mut self, fd: OwnedFd, listener: usize) {
         let _ = SockRef::from(&fd).set_nodelay(true);
         let raw = fd.as_raw_fd();
         let conn = Conn {
@@ -383,9 +412,7 @@ impl<S: Service> Shard<S> {
             app: S::Conn::default(),
         };
         let Ok(id) = self.core.conns.insert(conn) else {
-            // Beyond the headroom (more accepts in flight than ring entries): closed on drop.
-            self.core.stats.accept_errors.other += 1;
-            return;
+            unreachable!("callers check the table has room");
         };
         self.core.stats.accepted += 1;
         self.ring.recv_multi(raw, token::pack(OP_RECV, id));
@@ -395,15 +422,22 @@ impl<S: Service> Shard<S> {
         {
             self.apply(id, req);
         }
-        if self.core.conns.len() >= self.max_connections && !self.accept_paused {
-            self.accept_paused = true;
-            self.core.stats.accept_paused += 1;
-            self.cancel_accepts();
-        }
     }
 
     fn maybe_resume_accepting(&mut self) {
-        if self.accept_paused && !self.core.stopping && self.core.conns.len() < self.max_connections
+        while self.core.conns.len() < self.max_connections {
+            let Some((fd, listener)) = self.held.pop_front() else {
+                break;
+            };
+            if self.core.stopping {
+                continue; // dropped, so closed
+            }
+            self.insert_conn(fd, listener);
+        }
+        if self.accept_paused
+            && !self.core.stopping
+            && self.held.is_empty()
+            && self.core.conns.len() < self.max_connections
         {
             self.accept_paused = false;
             if !self.accept_retry.is_some() {
@@ -433,7 +467,11 @@ impl<S: Service> Shard<S> {
                 let mut req = None;
                 if st & (state::CLOSING | state::LINGER) == 0 {
                     let data = self.ring.bufs_ref().data(&b);
-                    req = self.core.deliver(id, data);
+                    if st & state::PAUSED != 0 {
+                        self.core.buffer(id, data);
+                    } else {
+                        req = self.core.deliver(id, data);
+                    }
                 }
                 self.ring.bufs().recycle(b);
                 if let Some(req) = req {
@@ -780,6 +818,7 @@ impl<S: Service> Shard<S> {
             return;
         }
         self.core.stopping = true;
+        self.held.clear();
         self.cancel_accepts();
         for l in self.listeners.iter_mut().filter(|l| !l.armed) {
             l.fd = None;

@@ -260,7 +260,7 @@ impl HttpService {
         let with_body = head.method != Method::Head;
         let started = cx.busy_ref().map_or(cx.now(), |r| r.started);
         match head.body {
-            BodyKind::None => {
+            BodyKind::None | BodyKind::Length(0) => {
                 self.respond(cx, conn, route, persist, with_body, started);
             }
             kind => {

@@ -227,3 +227,51 @@ fn absolute_form_target_routes_by_path() {
     let r = c.response();
     assert_eq!((r.status, r.text().as_str()), (201, "api"), "{}", r.head);
 }
+
+#[test]
+fn content_length_zero_is_answered_at_once() {
+    let s = server();
+    let mut c = Conn::connect(s.addr());
+    c.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\nGET /api HTTP/1.1\r\nHost: a\r\n\r\n");
+    let r = c.response_within(Duration::from_millis(500), false);
+    assert_eq!((r.status, r.text().as_str()), (200, "Hello, World!"));
+    let r = c.response_within(Duration::from_millis(500), false);
+    assert_eq!((r.status, r.text().as_str()), (201, "api"));
+}
+
+#[test]
+fn deep_pipeline_is_backpressured_not_dropped() {
+    // 20,000 requests in one write produce ~2.4 MB of responses: far more than the 256 KiB of
+    // unsent output at which coreplex stops reading. The client writes everything before reading;
+    // every response must still arrive, in order, and the connection stay open.
+    const N: usize = 20_000;
+    let s = server();
+    let stream = std::net::TcpStream::connect(s.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut batch = Vec::new();
+    for _ in 0..N {
+        batch.extend_from_slice(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    }
+    let w = std::thread::spawn(move || {
+        use std::io::Write;
+        writer.write_all(&batch).unwrap();
+    });
+    let want = N * b"Hello, World!".len();
+    let mut got = Vec::new();
+    let mut reader = stream;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut bodies = 0;
+    while bodies < want {
+        use std::io::Read;
+        let n = reader.read(&mut buf).expect("read responses");
+        assert!(n > 0, "closed after {} responses", bodies / 13);
+        got.extend_from_slice(&buf[..n]);
+        bodies = got.windows(13).filter(|w| w == b"Hello, World!").count() * 13;
+    }
+    w.join().unwrap();
+    let count = got.windows(15).filter(|w| w == b"HTTP/1.1 200 OK").count();
+    assert_eq!(count, N);
+}

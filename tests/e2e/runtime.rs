@@ -4,7 +4,7 @@
 
 use crate::harness::{config, config_bind, get, metric, Conn, Server};
 use std::collections::BTreeSet;
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
 /// Parses a kernel CPU list such as `0-2,5`.
@@ -185,6 +185,29 @@ fn fd_limit_below_configured_connections_warns_with_the_fix() {
         logs.contains("open-files limit") && logs.contains("ulimit -n"),
         "no fd-limit warning naming the fix:\n{logs}"
     );
+    let mut c = Conn::connect(s.addr());
+    c.send(&get("/"));
+    assert_eq!(c.response().status, 200);
+}
+
+#[test]
+fn a_connect_burst_never_exceeds_max_connections() {
+    // 300 connects in a burst against max_connections = 50: accepts that complete together with
+    // the pause are held unserved, so the table never holds more than 50, and all are served as
+    // earlier connections close.
+    let s = Server::start(&config("max_connections = 50", ""));
+    let conns: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(s.addr()).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let current = metric(s.admin(), "coreplex_connections_current");
+    assert!(
+        current <= 50.0,
+        "connections_current = {current} > max_connections 50"
+    );
+    assert!(current >= 1.0);
+    drop(conns);
+    // Every slot frees; the server is still serving.
     let mut c = Conn::connect(s.addr());
     c.send(&get("/"));
     assert_eq!(c.response().status, 200);
