@@ -4,9 +4,141 @@
 
 use anyhow::{bail, Context, Result};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::io::BufRead;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Options of `hold`.
+pub struct HoldOptions {
+    /// Server address.
+    pub target: SocketAddr,
+    /// Connections in all.
+    pub conns: usize,
+    /// Seconds to hold.
+    pub duration: u64,
+    /// Source addresses.
+    pub sources: u8,
+    /// Request path.
+    pub path: String,
+    /// Fraction of connections that send a request every `interval`.
+    pub active_fraction: f64,
+    /// Seconds between those requests.
+    pub interval: u64,
+    /// Client processes to spread the connections over (each has its own fd limit).
+    pub processes: usize,
+}
+
+/// Runs `hold`: in this process, or spread over child processes. Returns (alive, total).
+pub fn run(o: &HoldOptions) -> Result<(usize, usize)> {
+    if o.processes > 1 {
+        let mut kids = spawn_holders(o)?;
+        let mut alive = 0;
+        for k in kids.iter_mut() {
+            let out = wait_child(k, Duration::from_secs(o.duration + 120))?;
+            alive += out
+                .lines()
+                .find_map(|l| l.strip_prefix("alive after "))
+                .and_then(|l| l.split_once(": "))
+                .and_then(|(_, r)| r.split('/').next())
+                .and_then(|n| n.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+        }
+        return Ok((alive, o.conns));
+    }
+    let mut h = Holder::open(o.target, o.conns, o.sources, &o.path)?;
+    println!("opened {} connections ({} failed)", h.alive(), h.failed);
+    let end = Instant::now() + Duration::from_secs(o.duration);
+    let mut pinged = 0;
+    while Instant::now() < end {
+        let left = end.saturating_duration_since(Instant::now());
+        if o.active_fraction > 0.0 && o.interval > 0 {
+            std::thread::sleep(left.min(Duration::from_secs(o.interval)));
+            if Instant::now() < end {
+                pinged += h.ping(o.active_fraction, &o.path);
+            }
+        } else {
+            std::thread::sleep(left);
+        }
+    }
+    let alive = h.check_alive();
+    if pinged > 0 {
+        println!("requests answered on active connections: {pinged}");
+    }
+    println!("alive after {}s: {alive}/{}", o.duration, o.conns);
+    h.close();
+    Ok((alive, o.conns))
+}
+
+/// Starts `processes` child `hold` processes sharing `conns`, and waits until each has opened its
+/// connections (it prints "opened ..."). The children hold for `duration` seconds.
+pub fn spawn_holders(o: &HoldOptions) -> Result<Vec<Child>> {
+    let exe = std::env::current_exe()?;
+    let mut kids = Vec::new();
+    for i in 0..o.processes {
+        let n = o.conns / o.processes + usize::from(i < o.conns % o.processes);
+        let mut child = Command::new(&exe)
+            .args([
+                "hold",
+                "--target",
+                &o.target.to_string(),
+                "--conns",
+                &n.to_string(),
+                "--duration",
+                &o.duration.to_string(),
+                "--sources",
+                &o.sources.to_string(),
+                "--path",
+                &o.path,
+                "--active-fraction",
+                &o.active_fraction.to_string(),
+                "--interval",
+                &o.interval.to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawning a hold process")?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        let mut lines = std::io::BufReader::new(stdout);
+        let mut first = String::new();
+        lines.read_line(&mut first)?;
+        if !first.starts_with("opened ") {
+            let _ = child.kill();
+            bail!("hold process {i} failed to open its connections: {first:?}");
+        }
+        child.stdout = None;
+        kids.push((child, lines));
+    }
+    // Re-attach the readers so the callers can collect the rest of each child's output.
+    Ok(kids
+        .into_iter()
+        .map(|(mut c, r)| {
+            c.stdout = Some(r.into_inner());
+            c
+        })
+        .collect())
+}
+
+fn wait_child(c: &mut Child, limit: Duration) -> Result<String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if c.try_wait()?.is_some() {
+            let mut s = String::new();
+            if let Some(mut out) = c.stdout.take() {
+                let _ = out.read_to_string(&mut s);
+            }
+            return Ok(s);
+        }
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            bail!("a hold process did not finish in time");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
 
 /// Connections whose requests are in flight together while opening.
 const BATCH: usize = 64;
@@ -77,6 +209,23 @@ impl Holder {
             let _ = s.set_nonblocking(false);
         }
         alive
+    }
+
+    /// Sends one request on every `1/fraction`-th connection and reads its response; returns how
+    /// many were answered. Keeps the exercised connections warm (a fraction of a fleet that talks).
+    pub fn ping(&mut self, fraction: f64, path: &str) -> usize {
+        if fraction <= 0.0 || self.conns.is_empty() {
+            return 0;
+        }
+        let step = (1.0 / fraction.min(1.0)).round().max(1.0) as usize;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
+        let mut ok = 0;
+        for s in self.conns.iter_mut().step_by(step) {
+            if s.write_all(req.as_bytes()).is_ok() && read_response(s).is_ok() {
+                ok += 1;
+            }
+        }
+        ok
     }
 
     /// Closes everything with linger 0 (RST), so no TIME_WAIT state piles up between rounds.

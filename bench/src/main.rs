@@ -1,11 +1,17 @@
 //! coreplex-bench: measurement tools for coreplex and its peers.
 //!
+//! - `load`: HTTP/1.1 keep-alive load, closed or open loop (coordinated-omission corrected),
+//!   pipelining, latency percentiles, errors by kind, its own CPU per request.
+//! - `compare`: coreplex, nginx and haproxy side by side on the same core, ABAB rounds: server
+//!   CPU per request, requests/s, p99, bytes per idle connection, ratios.
 //! - `hold`: open N keep-alive connections spread over source addresses 127.0.0.2..., send one
 //!   request on each, keep them idle for a while, report how many stayed alive, close with linger 0.
 //! - `memprobe`: for a server PID, hold N connections at each of several counts and report the
 //!   server's RSS growth and the kernel's socket memory growth per connection.
 
+mod compare;
 mod hold;
+mod load;
 mod proc_stats;
 
 use anyhow::Result;
@@ -26,6 +32,87 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// HTTP/1.1 keep-alive load (closed loop like wrk, or open loop at --rate like wrk2).
+    Load {
+        /// Target URL (http://host:port/path).
+        url: String,
+        /// Connections.
+        #[arg(short = 'c', long, default_value_t = 100)]
+        connections: usize,
+        /// Threads (each with its own io_uring), pinned round-robin to --cpus.
+        #[arg(short = 't', long, default_value_t = 1)]
+        threads: usize,
+        /// Duration, e.g. 10s, 500ms, 1m.
+        #[arg(short = 'd', long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Open loop: total requests per second (latency from the intended send time).
+        #[arg(short = 'R', long)]
+        rate: Option<f64>,
+        /// Requests outstanding per connection (pipelining depth).
+        #[arg(short = 'p', long, default_value_t = 1)]
+        pipeline: usize,
+        /// Request method.
+        #[arg(short = 'm', long, default_value = "GET")]
+        method: String,
+        /// Extra request header, "Name: value" (repeatable).
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// Request body (sent with Content-Length).
+        #[arg(short = 'b', long)]
+        body: Option<String>,
+        /// A request without a response after this counts as a timeout.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Source addresses 127.0.0.2.. for loopback targets (0: let the kernel choose).
+        #[arg(long, default_value_t = 4)]
+        sources: u8,
+        /// CPUs to pin the threads to, e.g. "1" or "2-5".
+        #[arg(long)]
+        cpus: Option<String>,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare coreplex with nginx and haproxy: same scenario, same core, rounds in turn.
+    Compare {
+        /// Servers to compare (coreplex, nginx, haproxy); ratios are against the first non-coreplex one.
+        #[arg(long, default_value = "coreplex,nginx,haproxy", value_delimiter = ',')]
+        servers: Vec<String>,
+        /// The coreplex binary.
+        #[arg(long, default_value = "target/release/coreplex")]
+        coreplex: std::path::PathBuf,
+        /// Directory with configs/ and peers/.
+        #[arg(long, default_value = env!("CARGO_MANIFEST_DIR"))]
+        bench_dir: std::path::PathBuf,
+        /// Connection counts.
+        #[arg(long, default_value = "100,1000", value_delimiter = ',')]
+        conns: Vec<usize>,
+        /// Pipelining depths.
+        #[arg(long, default_value = "1,16", value_delimiter = ',')]
+        pipeline: Vec<usize>,
+        /// Rounds per scenario (server order alternates).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Measured time per run.
+        #[arg(short = 'd', long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Warm-up time per run.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        warmup: Duration,
+        /// CPU for the server.
+        #[arg(long, default_value_t = 0)]
+        server_cpu: usize,
+        /// CPU for the load.
+        #[arg(long, default_value_t = 1)]
+        client_cpu: usize,
+        /// Idle connections for the bytes-per-connection figure (0 skips it; haproxy's config
+        /// allows 9,900).
+        #[arg(long, default_value_t = 5_000)]
+        idle: usize,
+        /// Print JSON (all runs) instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// Hold N idle keep-alive connections.
     Hold {
         /// Server address.
@@ -43,6 +130,15 @@ enum Cmd {
         /// Request path sent on each connection.
         #[arg(long, default_value = "/")]
         path: String,
+        /// Fraction of the connections that send a request every --interval seconds.
+        #[arg(long, default_value_t = 0.0)]
+        active_fraction: f64,
+        /// Seconds between requests on the active fraction.
+        #[arg(long, default_value_t = 5)]
+        interval: u64,
+        /// Client processes to spread the connections over (each has its own open-files limit).
+        #[arg(long, default_value_t = 1)]
+        processes: usize,
     },
     /// Measure bytes per idle connection (server RSS and kernel socket memory) at several counts.
     Memprobe {
@@ -64,6 +160,9 @@ enum Cmd {
         /// Print JSON lines instead of a table.
         #[arg(long)]
         json: bool,
+        /// Client processes holding the connections (for counts above one process's fd limit).
+        #[arg(long, default_value_t = 1)]
+        processes: usize,
     },
 }
 
@@ -71,20 +170,109 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     raise_nofile();
     match cli.cmd {
+        Cmd::Compare {
+            servers,
+            coreplex,
+            bench_dir,
+            conns,
+            pipeline,
+            rounds,
+            duration,
+            warmup,
+            server_cpu,
+            client_cpu,
+            idle,
+            json,
+        } => {
+            let o = compare::Options {
+                servers,
+                coreplex,
+                bench_dir,
+                conns,
+                pipeline,
+                rounds,
+                duration,
+                warmup,
+                server_cpu,
+                client_cpu,
+                idle,
+            };
+            let (runs, idle) = compare::run(&o)?;
+            if json {
+                println!("{}", serde_json::json!({ "runs": runs, "idle": idle }));
+            } else {
+                print!("{}", compare::table(&o, &runs, &idle));
+            }
+        }
+        Cmd::Load {
+            url,
+            connections,
+            threads,
+            duration,
+            rate,
+            pipeline,
+            method,
+            headers,
+            body,
+            timeout,
+            sources,
+            cpus,
+            json,
+        } => {
+            let cpus = match cpus {
+                Some(c) => coreplex_engine::cpus::parse_cpu_list(&c)?,
+                None => Vec::new(),
+            };
+            use std::io::IsTerminal;
+            let opts = load::Options {
+                url,
+                connections,
+                threads,
+                duration,
+                rate,
+                depth: pipeline,
+                method,
+                headers,
+                body,
+                timeout,
+                sources,
+                cpus,
+                progress: !json
+                    && duration >= Duration::from_secs(3)
+                    && std::io::stderr().is_terminal(),
+            };
+            let report = load::run(&opts)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+        }
         Cmd::Hold {
             target,
             conns,
             duration,
             sources,
             path,
+            active_fraction,
+            interval,
+            processes,
         } => {
-            let mut h = hold::Holder::open(target, conns, sources, &path)?;
-            println!("opened {} connections ({} failed)", h.alive(), h.failed);
-            std::thread::sleep(Duration::from_secs(duration));
-            let alive = h.check_alive();
-            println!("alive after {duration}s: {alive}/{conns}");
-            h.close();
-            if alive < conns {
+            let o = hold::HoldOptions {
+                target,
+                conns,
+                duration,
+                sources,
+                path,
+                active_fraction,
+                interval,
+                processes,
+            };
+            let (alive, total) = hold::run(&o)?;
+            if processes > 1 {
+                println!("alive after {duration}s: {alive}/{total} (over {processes} processes)");
+            }
+            if alive < total {
                 std::process::exit(1);
             }
         }
@@ -95,6 +283,7 @@ fn main() -> Result<()> {
             sources,
             path,
             json,
+            processes,
         } => {
             if !json {
                 println!(
@@ -105,11 +294,34 @@ fn main() -> Result<()> {
             for n in counts {
                 std::thread::sleep(Duration::from_millis(500));
                 let before = proc_stats::Snapshot::take(pid)?;
-                let mut h = hold::Holder::open(target, n, sources, &path)?;
-                std::thread::sleep(Duration::from_millis(500));
-                let alive = h.check_alive();
-                let after = proc_stats::Snapshot::take(pid)?;
-                h.close();
+                let (alive, after) = if processes > 1 {
+                    let o = hold::HoldOptions {
+                        target,
+                        conns: n,
+                        duration: 3600,
+                        sources,
+                        path: path.clone(),
+                        active_fraction: 0.0,
+                        interval: 0,
+                        processes,
+                    };
+                    let mut kids = hold::spawn_holders(&o)?;
+                    std::thread::sleep(Duration::from_millis(500));
+                    let after = proc_stats::Snapshot::take(pid)?;
+                    for k in kids.iter_mut() {
+                        let _ = k.kill();
+                        let _ = k.wait();
+                    }
+                    // Held by the children until measured: count them as opened.
+                    (n, after)
+                } else {
+                    let mut h = hold::Holder::open(target, n, sources, &path)?;
+                    std::thread::sleep(Duration::from_millis(500));
+                    let alive = h.check_alive();
+                    let after = proc_stats::Snapshot::take(pid)?;
+                    h.close();
+                    (alive, after)
+                };
                 let held = alive.max(1) as f64;
                 let user = (after.rss_bytes as f64 - before.rss_bytes as f64) / held;
                 let kernel = after.kernel_bytes as f64 - before.kernel_bytes as f64;
@@ -136,6 +348,26 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: use e.g. 10s, 500ms, 1m"))?;
+    if v.is_nan() || v < 0.0 {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(v * mult))
 }
 
 fn raise_nofile() {

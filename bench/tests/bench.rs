@@ -1,0 +1,324 @@
+//! Black-box tests of `coreplex-bench` against the real coreplex binary and nginx: request counts
+//! add up, the open loop holds its rate, `hold` keeps every connection alive, and failures
+//! (a killed server, nothing listening, garbage answers) end as counted errors, never a hang.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BENCH: &str = env!("CARGO_BIN_EXE_coreplex-bench");
+
+/// The coreplex binary built beside this test (the workspace test build builds it).
+fn coreplex_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let p = dir.join("coreplex");
+    assert!(
+        p.exists(),
+        "{} missing: run the workspace tests (cargo test --workspace)",
+        p.display()
+    );
+    p
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "port {port} did not open");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn start_coreplex() -> (Proc, u16) {
+    let port = free_port();
+    let cfg = std::env::temp_dir().join(format!("cpbench-{}-{port}.toml", std::process::id()));
+    std::fs::write(
+        &cfg,
+        format!(
+            "version = 1\n[global]\nshards = 1\nmax_connections = 4000\n[[listener]]\nbind = \"127.0.0.1:{port}\"\n[[listener.route]]\npath_prefix = \"/\"\nrespond = {{ body = \"Hello, World!\" }}\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new(coreplex_bin())
+        .args(["run", "-c", cfg.to_str().unwrap(), "--log-level", "warn"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(port);
+    (Proc(child), port)
+}
+
+fn start_nginx() -> (Proc, u16, PathBuf) {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("cpbench-nginx-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/peers/nginx-direct.conf"
+    ))
+    .unwrap()
+    .replace("@PORT@", &port.to_string())
+    .replace("@DIR@", dir.to_str().unwrap());
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("nginx is not installed: run tests/setup.sh");
+    let child = Command::new(nginx)
+        .args(["-c", path.to_str().unwrap(), "-p", dir.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(port);
+    (Proc(child), port, dir)
+}
+
+/// Runs coreplex-bench with a hard time limit; returns its output.
+fn bench(args: &[&str], limit: Duration) -> Output {
+    let mut child = Command::new(BENCH)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("coreplex-bench {args:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+}
+
+fn n(v: &serde_json::Value, path: &[&str]) -> u64 {
+    let mut x = v;
+    for p in path {
+        x = &x[*p];
+    }
+    x.as_u64()
+        .unwrap_or_else(|| panic!("{path:?} missing in {v}"))
+}
+
+/// sent = answered + requests lost to errors + requests in flight at the end.
+fn assert_counts_add_up(r: &serde_json::Value) {
+    let lost: u64 = ["timeout", "reset", "closed", "parse"]
+        .iter()
+        .map(|k| n(r, &["errors", k]))
+        .sum();
+    assert_eq!(
+        n(r, &["sent"]),
+        n(r, &["answered"]) + lost + n(r, &["in_flight_at_end"]),
+        "counts do not add up: {r}"
+    );
+}
+
+#[test]
+fn closed_loop_counts_add_up_against_coreplex() {
+    let (_s, port) = start_coreplex();
+    let url = format!("http://127.0.0.1:{port}/");
+    let o = bench(
+        &["load", &url, "-c", "20", "-d", "1s", "--json"],
+        Duration::from_secs(20),
+    );
+    assert!(o.status.success());
+    let r = json(&o);
+    assert_counts_add_up(&r);
+    assert!(n(&r, &["answered"]) > 1000, "{r}");
+    assert_eq!(n(&r, &["errors", "non_2xx"]), 0);
+    assert_eq!(
+        r["status"][1].as_u64(),
+        Some(n(&r, &["answered"])),
+        "all 2xx: {r}"
+    );
+}
+
+#[test]
+fn pipelined_load_against_nginx_counts_add_up() {
+    let (_s, port, dir) = start_nginx();
+    let url = format!("http://127.0.0.1:{port}/");
+    let o = bench(
+        &["load", &url, "-c", "10", "-d", "1s", "-p", "8", "--json"],
+        Duration::from_secs(20),
+    );
+    let r = json(&o);
+    assert_counts_add_up(&r);
+    assert!(n(&r, &["answered"]) > 1000, "{r}");
+    assert_eq!(
+        r["status"][1].as_u64(),
+        Some(n(&r, &["answered"])),
+        "all 2xx: {r}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn open_loop_holds_its_rate() {
+    let (_s, port) = start_coreplex();
+    let url = format!("http://127.0.0.1:{port}/");
+    let o = bench(
+        &["load", &url, "-c", "50", "-d", "3s", "-R", "2000", "--json"],
+        Duration::from_secs(30),
+    );
+    let r = json(&o);
+    assert_counts_add_up(&r);
+    let rps = r["requests_per_sec"].as_f64().unwrap();
+    assert!(
+        (rps - 2000.0).abs() / 2000.0 < 0.05,
+        "open loop at 2000/s delivered {rps:.0}/s: {r}"
+    );
+    assert_eq!(r["mode"], "open");
+}
+
+#[test]
+fn hold_keeps_every_connection_alive() {
+    let (_s, port) = start_coreplex();
+    let target = format!("127.0.0.1:{port}");
+    let o = bench(
+        &[
+            "hold",
+            "--target",
+            &target,
+            "--conns",
+            "1500",
+            "--duration",
+            "2",
+            "--processes",
+            "2",
+            "--active-fraction",
+            "0.1",
+            "--interval",
+            "1",
+        ],
+        Duration::from_secs(60),
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("alive after 2s: 1500/1500"), "{out}");
+}
+
+#[test]
+fn a_killed_server_shows_up_as_errors_not_a_hang() {
+    let (mut s, port) = start_coreplex();
+    let url = format!("http://127.0.0.1:{port}/");
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        let _ = s.0.kill();
+        let _ = s.0.wait();
+    });
+    let t0 = Instant::now();
+    let o = bench(
+        &[
+            "load",
+            &url,
+            "-c",
+            "20",
+            "-d",
+            "3s",
+            "--timeout",
+            "1s",
+            "--json",
+        ],
+        Duration::from_secs(30),
+    );
+    killer.join().unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t0.elapsed()
+    );
+    let r = json(&o);
+    assert_counts_add_up(&r);
+    let e = &r["errors"];
+    let failures: u64 = ["connect", "reset", "closed", "timeout"]
+        .iter()
+        .map(|k| e[*k].as_u64().unwrap())
+        .sum();
+    assert!(failures > 0, "no errors after the server died: {r}");
+    assert!(n(&r, &["answered"]) > 0);
+}
+
+#[test]
+fn nothing_listening_is_a_connect_error() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/");
+    let o = bench(
+        &["load", &url, "-c", "5", "-d", "1s", "--json"],
+        Duration::from_secs(20),
+    );
+    let r = json(&o);
+    assert!(n(&r, &["errors", "connect"]) >= 5, "{r}");
+    assert_eq!(n(&r, &["answered"]), 0);
+}
+
+#[test]
+fn garbage_answers_are_parse_errors() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr: SocketAddr = l.local_addr().unwrap();
+    l.set_nonblocking(true).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let server = std::thread::spawn(move || {
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            match l.accept() {
+                Ok((mut s, _)) => {
+                    let mut b = [0u8; 1024];
+                    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+                    let _ = s.read(&mut b);
+                    let _ = s.write_all(b"SPAM SPAM SPAM\r\n\r\n");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    let url = format!("http://{addr}/");
+    let o = bench(
+        &["load", &url, "-c", "3", "-d", "1s", "--json"],
+        Duration::from_secs(20),
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    server.join().unwrap();
+    let r = json(&o);
+    assert!(n(&r, &["errors", "parse"]) > 0, "{r}");
+    assert_eq!(n(&r, &["answered"]), 0);
+    assert_counts_add_up(&r);
+}
