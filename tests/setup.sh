@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the tools the end-to-end tests and benchmarks use, only where missing:
-# curl, nghttp (nghttp2-client), nginx (nginx-light), haproxy, wrk, and the Python modules
+# curl, nghttp (nghttp2-client), nginx (nginx-light), haproxy, wrk, the DejaVu font (plots), and the Python modules
 # h2, httpx and websockets. Idempotent; runs as root (uses sudo otherwise).
 set -euo pipefail
 
@@ -25,6 +25,11 @@ for tool in "${TOOLS[@]}"; do
         missing+=("${PKG[$tool]}")
     fi
 done
+
+# The font coreplex-bench --plot draws its labels with.
+if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
+    missing+=(fonts-dejavu-core)
+fi
 
 if ! command -v python3 >/dev/null 2>&1; then
     missing+=(python3 python3-pip)

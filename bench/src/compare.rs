@@ -72,6 +72,8 @@ pub struct Run {
     pub p99_us: f64,
     /// Requests lost to errors, and non-2xx answers.
     pub errors: u64,
+    /// (quantile, microseconds) latency curve.
+    pub percentiles: Vec<(f64, f64)>,
 }
 
 /// Bytes per idle connection of one server.
@@ -318,6 +320,7 @@ pub fn run(o: &Options) -> Result<(Vec<Run>, Vec<Idle>)> {
                         cpu_util: (c1 - c0) / r.duration_s,
                         p99_us: r.latency_us.p99,
                         errors: e.timeout + e.reset + e.closed + e.parse + e.non_2xx + e.connect,
+                        percentiles: r.percentiles.clone(),
                     };
                     eprintln!(
                         "  c={conns:<5} pipeline={depth:<3} round={round} {:<9} rps={:>10.0} cpu/req={:.3}us util={:.2} p99={:.0}us errors={}",
@@ -427,4 +430,52 @@ pub fn table(o: &Options, runs: &[Run], idle: &[Idle]) -> String {
         }
     }
     s
+}
+
+/// Writes the charts: latency curves of every server in the first scenario (median round by
+/// p99), and requests/s against connections without pipelining.
+pub fn plot(o: &Options, runs: &[Run], path: &Path) -> Result<()> {
+    use crate::plot::{tail_x, Series};
+    let (c0, d0) = (o.conns[0], o.pipeline[0]);
+    let mut latency = Vec::new();
+    let mut throughput = Vec::new();
+    for name in &o.servers {
+        let mut rs: Vec<&Run> = runs
+            .iter()
+            .filter(|r| &r.server == name && r.conns == c0 && r.pipeline == d0)
+            .collect();
+        rs.sort_by(|a, b| a.p99_us.total_cmp(&b.p99_us));
+        if let Some(r) = rs.get(rs.len() / 2) {
+            latency.push(Series {
+                name: name.clone(),
+                points: r
+                    .percentiles
+                    .iter()
+                    .map(|&(q, us)| (tail_x(q), us / 1000.0))
+                    .collect(),
+            });
+        }
+        let points: Vec<(f64, f64)> = o
+            .conns
+            .iter()
+            .filter_map(|&c| {
+                let v: Vec<f64> = runs
+                    .iter()
+                    .filter(|r| &r.server == name && r.conns == c && r.pipeline == 1)
+                    .map(|r| r.rps)
+                    .collect();
+                (!v.is_empty()).then(|| (c as f64, median(v)))
+            })
+            .collect();
+        throughput.push(Series {
+            name: name.clone(),
+            points,
+        });
+    }
+    crate::plot::latency_and_throughput(
+        path,
+        &format!("latency, {c0} connections, depth {d0}"),
+        &latency,
+        &throughput,
+    )
 }

@@ -12,6 +12,7 @@
 mod compare;
 mod hold;
 mod load;
+mod plot;
 mod proc_stats;
 
 use anyhow::Result;
@@ -72,6 +73,9 @@ enum Cmd {
         /// Print JSON instead of the table.
         #[arg(long)]
         json: bool,
+        /// Write the latency percentile curve to this PNG file.
+        #[arg(long)]
+        plot: Option<std::path::PathBuf>,
     },
     /// Compare coreplex with nginx and haproxy: same scenario, same core, rounds in turn.
     Compare {
@@ -112,6 +116,9 @@ enum Cmd {
         /// Print JSON (all runs) instead of tables.
         #[arg(long)]
         json: bool,
+        /// Write latency curves (first scenario) and throughput vs connections to this PNG file.
+        #[arg(long)]
+        plot: Option<std::path::PathBuf>,
     },
     /// Hold N idle keep-alive connections.
     Hold {
@@ -183,6 +190,7 @@ fn main() -> Result<()> {
             client_cpu,
             idle,
             json,
+            plot,
         } => {
             let o = compare::Options {
                 servers,
@@ -198,6 +206,9 @@ fn main() -> Result<()> {
                 idle,
             };
             let (runs, idle) = compare::run(&o)?;
+            if let Some(path) = plot {
+                compare::plot(&o, &runs, &path)?;
+            }
             if json {
                 println!("{}", serde_json::json!({ "runs": runs, "idle": idle }));
             } else {
@@ -218,6 +229,7 @@ fn main() -> Result<()> {
             sources,
             cpus,
             json,
+            plot,
         } => {
             let cpus = match cpus {
                 Some(c) => coreplex_engine::cpus::parse_cpu_list(&c)?,
@@ -242,6 +254,17 @@ fn main() -> Result<()> {
                     && std::io::stderr().is_terminal(),
             };
             let report = load::run(&opts)?;
+            if let Some(path) = plot {
+                let series = plot::Series {
+                    name: format!("{} connections, depth {}", report.connections, report.depth),
+                    points: report
+                        .percentiles
+                        .iter()
+                        .map(|&(q, us)| (plot::tail_x(q), us / 1000.0))
+                        .collect(),
+                };
+                plot::latency(&path, &format!("latency: {}", report.url), &[series])?;
+            }
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

@@ -322,3 +322,38 @@ fn garbage_answers_are_parse_errors() {
     assert_eq!(n(&r, &["answered"]), 0);
     assert_counts_add_up(&r);
 }
+
+#[test]
+fn plot_writes_a_png() {
+    let (_s, port) = start_coreplex();
+    let url = format!("http://127.0.0.1:{port}/");
+    let out = std::env::temp_dir().join(format!("cpbench-plot-{}-{port}.png", std::process::id()));
+    let o = bench(
+        &[
+            "load",
+            &url,
+            "-c",
+            "10",
+            "-d",
+            "1s",
+            "--plot",
+            out.to_str().unwrap(),
+        ],
+        Duration::from_secs(20),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    assert!(
+        bytes.len() > 10_000,
+        "suspiciously small plot: {} bytes",
+        bytes.len()
+    );
+    let _ = std::fs::remove_file(out);
+    let bad = bench(
+        &["load", &url, "-c", "1", "-d", "1s", "--plot", "/tmp/x.svg"],
+        Duration::from_secs(20),
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("PNG"));
+}

@@ -90,6 +90,8 @@ pub struct Report {
     pub requests_per_sec: f64,
     /// Latency, microseconds (open loop: from the intended send time).
     pub latency_us: Latency,
+    /// (quantile, latency in microseconds) at `plot::QUANTILES`, for curves.
+    pub percentiles: Vec<(f64, f64)>,
     /// Bytes received.
     pub bytes_in: u64,
     /// Bytes sent.
@@ -139,6 +141,10 @@ impl Report {
                 max: if h.is_empty() { 0.0 } else { us(h.max()) },
                 mean: if h.is_empty() { 0.0 } else { h.mean() / 1000.0 },
             },
+            percentiles: crate::plot::QUANTILES
+                .iter()
+                .map(|&x| (x, if x >= 1.0 { us(h.max()) } else { q(x) }))
+                .collect(),
             bytes_in: t.bytes_in,
             bytes_out: t.bytes_out,
             connects: t.connects,
