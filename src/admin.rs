@@ -1,5 +1,5 @@
-//! The admin endpoint: `/metrics` (Prometheus text) and `/health`, served by one plain blocking
-//! thread outside the shards. A scrape asks every shard for a snapshot over the control channels and
+//! The admin endpoint: `/metrics` (Prometheus text) and `/health`, served by plain blocking threads
+//! outside the shards (an accept thread, one short-lived thread per connection, at most 64). A scrape asks every shard for a snapshot over the control channels and
 //! merges them; nothing on the shards' hot path is shared or locked.
 
 use crate::http::HttpStats;
@@ -9,9 +9,12 @@ use coreplex_protocol::h1::{parse_request, HeadScanner, Limits, Method, Scan};
 use std::io::{Read, Write};
 use std::mem::MaybeUninit;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Admin connections served at once; more are closed at accept.
+const MAX_ADMIN_CONNECTIONS: usize = 64;
 
 /// Starts the admin thread on an already bound listener.
 pub fn spawn(
@@ -22,11 +25,30 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("coreplex-admin".into())
         .spawn(move || {
+            let active = Arc::new(AtomicUsize::new(0));
             for stream in listener.incoming() {
                 match stream {
                     Ok(s) => {
-                        if let Err(e) = serve(s, &handle, &stopping) {
-                            tracing::debug!("admin connection: {e}");
+                        // One thread per scrape, a few at a time: a client that connects and says
+                        // nothing delays no one else.
+                        if active.load(Ordering::Relaxed) >= MAX_ADMIN_CONNECTIONS {
+                            drop(s);
+                            continue;
+                        }
+                        active.fetch_add(1, Ordering::Relaxed);
+                        let (handle, stopping, done) =
+                            (handle.clone(), stopping.clone(), active.clone());
+                        let spawned = std::thread::Builder::new()
+                            .name("coreplex-admin-conn".into())
+                            .stack_size(256 * 1024)
+                            .spawn(move || {
+                                if let Err(e) = serve(s, &handle, &stopping) {
+                                    tracing::debug!("admin connection: {e}");
+                                }
+                                done.fetch_sub(1, Ordering::Relaxed);
+                            });
+                        if spawned.is_err() {
+                            active.fetch_sub(1, Ordering::Relaxed);
                         }
                     }
                     Err(e) => {
@@ -55,7 +77,7 @@ fn serve(
     handle: &RuntimeHandle<HttpStats>,
     stopping: &AtomicBool,
 ) -> std::io::Result<()> {
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
     s.set_write_timeout(Some(Duration::from_secs(5)))?;
     let limits = Limits::default();
     let mut buf = Vec::with_capacity(1024);

@@ -159,6 +159,8 @@ where
         .configure_mesh()
         .x_desc("connections")
         .y_desc("requests/s")
+        .x_labels(6)
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(&|y| format!("{:.0}k", y / 1000.0))
         .draw()
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;

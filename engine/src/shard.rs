@@ -522,6 +522,15 @@ impl<S: Service> Shard<S> {
         if conn.state & state::CLOSING != 0 {
             return;
         }
+        if conn.state & state::PAUSED != 0 {
+            // Complete requests may wait behind the pause: `drained` serves them first and
+            // reports the EOF after.
+            return;
+        }
+        self.report_peer_closed(id);
+    }
+
+    fn report_peer_closed(&mut self, id: Id) {
         if let Some(((), req)) = self
             .core
             .call(id, |svc, cx, app| svc.on_peer_closed(cx, app))
@@ -625,6 +634,14 @@ impl<S: Service> Shard<S> {
                 self.apply(id, req);
             }
             self.after_recv(id);
+            let eof_now = self.core.conns.get(id).is_some_and(|c| {
+                c.state & state::PEER_EOF != 0
+                    && c.state & (state::PAUSED | state::CLOSING | state::FLUSH_THEN_CLOSE) == 0
+            });
+            if eof_now {
+                self.report_peer_closed(id);
+                return;
+            }
         }
         if let Some(((), req)) = self.core.call(id, |svc, cx, app| svc.on_drained(cx, app)) {
             self.apply(id, req);

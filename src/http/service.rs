@@ -69,7 +69,12 @@ impl ListenerRuntime {
     }
 }
 
+/// The host without port and without a trailing dot (`a.example.` is `a.example`).
 fn strip_port(host: &str) -> &str {
+    strip_port_only(host).trim_end_matches('.')
+}
+
+fn strip_port_only(host: &str) -> &str {
     if host.starts_with('[') {
         return host
             .split_once(']')
@@ -150,7 +155,8 @@ impl HttpService {
             .latency_us(cx.now().duration_since(started).as_micros() as u64);
         conn.phase = Phase::Closing;
         cx.take_busy();
-        cx.clear_timer();
+        // The client must still read the response: `client` bounds that, then linger takes over.
+        cx.set_timer(self.timeouts(conn).client);
         cx.close_after_flush(reason);
     }
 
@@ -184,7 +190,7 @@ impl HttpService {
         cx.take_busy();
         if persist == Persist::Close {
             conn.phase = Phase::Closing;
-            cx.clear_timer();
+            cx.set_timer(self.timeouts(conn).client);
             cx.close_after_flush(if conn.draining || cx.is_stopping() {
                 CloseReason::Shutdown
             } else {
@@ -370,8 +376,10 @@ impl Service for HttpService {
         pos
     }
 
-    fn on_peer_closed(&mut self, cx: &mut Cx<'_>, _conn: &mut HttpConn) {
+    fn on_peer_closed(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
         if cx.pending_output() > 0 {
+            conn.phase = Phase::Closing;
+            cx.set_timer(self.timeouts(conn).client);
             cx.close_after_flush(CloseReason::PeerClosed);
         } else {
             cx.close(CloseReason::PeerClosed);
@@ -431,5 +439,6 @@ mod tests {
         assert_eq!(strip_port("example.com:8080"), "example.com");
         assert_eq!(strip_port("example.com"), "example.com");
         assert_eq!(strip_port("[::1]:80"), "::1");
+        assert_eq!(strip_port("a.example.:8080"), "a.example");
     }
 }

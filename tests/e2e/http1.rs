@@ -275,3 +275,30 @@ fn deep_pipeline_is_backpressured_not_dropped() {
     let count = got.windows(15).filter(|w| w == b"HTTP/1.1 200 OK").count();
     assert_eq!(count, N);
 }
+
+#[test]
+fn half_close_after_a_deep_pipeline_gets_every_response() {
+    // The client sends 3000 requests and shuts down its side at once: the requests waiting behind
+    // output backpressure must still be answered before the server closes.
+    const N: usize = 3000;
+    let s = server();
+    let stream = std::net::TcpStream::connect(s.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut w = stream.try_clone().unwrap();
+    {
+        use std::io::Write;
+        w.write_all(&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n".repeat(N))
+            .unwrap();
+    }
+    w.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    {
+        use std::io::Read;
+        let mut r = stream;
+        r.read_to_end(&mut got).expect("read to EOF");
+    }
+    let count = got.windows(15).filter(|w| w == b"HTTP/1.1 200 OK").count();
+    assert_eq!(count, N, "responses before EOF");
+}

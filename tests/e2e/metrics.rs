@@ -71,3 +71,25 @@ fn counters_follow_traffic() {
     assert_eq!(m(&after, "coreplex_shards"), shards as f64);
     assert_eq!(m(&after, "coreplex_shards_reporting"), shards as f64);
 }
+
+#[test]
+fn idle_admin_connections_do_not_block_health_checks() {
+    let s = Server::start(&config("", ""));
+    let idle: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| std::net::TcpStream::connect(s.admin()).unwrap())
+        .collect();
+    let t0 = std::time::Instant::now();
+    let (bytes, _) = raw(
+        s.admin(),
+        b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n",
+        std::time::Duration::from_secs(3),
+    );
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(1),
+        "/health took {:?} behind idle admin connections",
+        t0.elapsed()
+    );
+    drop(idle);
+}

@@ -103,3 +103,40 @@ fn stalled_body_gets_408() {
     let (_, eof) = until_eof(&mut c, t0);
     assert!(eof.is_some(), "no EOF after the 408");
 }
+
+#[test]
+fn a_client_that_never_reads_its_final_response_is_closed() {
+    // Three 1 MB responses, the last a final one (`Connection: close`), to a client that never
+    // reads: the output cannot drain, and the client timeout must still end the connection.
+    let big = "x".repeat(1_000_000);
+    let cfg = format!(
+        "{}\n[[listener.route]]\npath = \"/big\"\nrespond = {{ body = \"{big}\" }}\n",
+        config(SHORT_TIMEOUTS, "")
+    );
+    let s = Server::start(&cfg);
+    // A small receive buffer, so the responses cannot all sit in the client's kernel buffers.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&s.addr().into()).unwrap();
+    let mut c: std::net::TcpStream = sock.into();
+    {
+        use std::io::Write;
+        let mut req = b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n".repeat(2);
+        req.extend_from_slice(b"GET /big HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        c.write_all(&req).unwrap();
+    }
+    let t0 = Instant::now();
+    loop {
+        let open = metric(s.admin(), "coreplex_connections_current");
+        if open == 0.0 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "connection still open {:?} after the client stopped reading",
+            t0.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(c);
+}
