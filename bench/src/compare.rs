@@ -127,7 +127,7 @@ fn peers(o: &Options, tmp: &Path) -> Result<Vec<Peer>> {
                         "taskset".into(),
                         "-c".into(),
                         cpu.clone(),
-                        which("nginx")?,
+                        which("nginx", &o.bench_dir)?,
                         "-c".into(),
                         path.display().to_string(),
                         "-p".into(),
@@ -147,7 +147,7 @@ fn peers(o: &Options, tmp: &Path) -> Result<Vec<Peer>> {
                         "taskset".into(),
                         "-c".into(),
                         cpu.clone(),
-                        which("haproxy")?,
+                        which("haproxy", &o.bench_dir)?,
                         "-db".into(),
                         "-f".into(),
                         path.display().to_string(),
@@ -161,14 +161,33 @@ fn peers(o: &Options, tmp: &Path) -> Result<Vec<Peer>> {
     Ok(out)
 }
 
-fn which(tool: &str) -> Result<String> {
-    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
-        let p = Path::new(dir).join(tool);
-        if p.exists() {
-            return Ok(p.display().to_string());
-        }
+fn find(tool: &str) -> Option<String> {
+    ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(tool))
+        .find(|p| p.exists())
+        .map(|p| p.display().to_string())
+}
+
+/// The peer's binary; installs the peers (tests/setup.sh, Debian packages) when it is missing.
+fn which(tool: &str, bench_dir: &Path) -> Result<String> {
+    if let Some(p) = find(tool) {
+        return Ok(p);
     }
-    bail!("{tool} is not installed: run tests/setup.sh")
+    let setup = bench_dir.join("../tests/setup.sh");
+    eprintln!("{tool} is missing: running {}", setup.display());
+    let ok = Command::new("bash")
+        .arg(&setup)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    match find(tool) {
+        Some(p) if ok => Ok(p),
+        _ => bail!(
+            "{tool} is not installed and {} could not install it",
+            setup.display()
+        ),
+    }
 }
 
 /// A running server process.
