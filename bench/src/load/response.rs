@@ -1,7 +1,10 @@
 //! Framing of HTTP/1.1 responses on a client connection: where one response ends and the next
 //! begins (Content-Length, chunked, or until close), and its status.
 
-use coreplex_protocol::h1::{BodyDecoder, BodyKind};
+use coreplex_protocol::h1::{
+    parse_response, BodyDecoder, BodyKind, Limits, Method, ResponseBody,
+    ResponseError as ResponseError2,
+};
 
 /// Why a response could not be framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -88,67 +91,47 @@ impl Parser {
                 }
             }
         }
-        let Some(end) = find_head_end(input) else {
-            if input.len() > MAX_HEAD {
-                return Err(ResponseError::HeadTooLarge);
-            }
-            return Ok(Step::NeedMore { consumed: 0 });
+        let head_only = self.head_only_next;
+        let method = if head_only { Method::Head } else { Method::Get };
+        let limits = Limits {
+            max_header_bytes: MAX_HEAD,
+            max_headers: 64,
+            ..Limits::default()
         };
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut resp = httparse::Response::new(&mut headers);
-        match resp.parse(&input[..end]) {
-            Ok(httparse::Status::Complete(_)) => {}
-            _ => return Err(ResponseError::Head),
-        }
-        let status = resp.code.ok_or(ResponseError::Head)?;
-        let mut length: Option<u64> = None;
-        let mut chunked = false;
-        let mut close = resp.version == Some(0);
-        for h in resp.headers.iter() {
-            if h.name.eq_ignore_ascii_case("content-length") {
-                let v = std::str::from_utf8(h.value).map_err(|_| ResponseError::Head)?;
-                length = Some(v.trim().parse().map_err(|_| ResponseError::Head)?);
-            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = h.value.eq_ignore_ascii_case(b"chunked")
-                    || h.value.to_ascii_lowercase().ends_with(b"chunked");
-            } else if h.name.eq_ignore_ascii_case("connection") {
-                let v = h.value.to_ascii_lowercase();
-                if v.windows(5).any(|w| w == b"close") {
-                    close = true;
-                } else if v.windows(10).any(|w| w == b"keep-alive") {
-                    close = false;
-                }
-            }
-        }
-        let head_only = std::mem::take(&mut self.head_only_next);
-        if (100..200).contains(&status) {
-            // Interim response: not the answer; the caller feeds again after it.
-            self.head_only_next = head_only;
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let head = match parse_response(input, method, &limits, &mut headers) {
+            Ok(Some(h)) => h,
+            Ok(None) => return Ok(Step::NeedMore { consumed: 0 }),
+            Err(ResponseError2::HeadersTooLarge) => return Err(ResponseError::HeadTooLarge),
+            Err(_) => return Err(ResponseError::Head),
+        };
+        let (status, end, close) = (head.status, head.head_len, !head.keep_alive);
+        if head.interim {
+            // Not the answer; the caller feeds again after it.
             return Ok(Step::Done(Done {
                 status,
                 len: end,
                 close: false,
             }));
         }
-        let kind = if head_only || status == 204 || status == 304 {
-            BodyKind::None
-        } else if chunked {
-            BodyKind::Chunked
-        } else if let Some(n) = length {
-            BodyKind::Length(n)
-        } else {
-            self.until_close = Some((status, input.len() - end));
-            return Ok(Step::NeedMore {
-                consumed: input.len(),
-            });
+        self.head_only_next = false;
+        let kind = match head.body {
+            ResponseBody::None | ResponseBody::Tunnel => {
+                return Ok(Step::Done(Done {
+                    status,
+                    len: end,
+                    close,
+                }))
+            }
+            ResponseBody::Length(n) => BodyKind::Length(n),
+            ResponseBody::Chunked => BodyKind::Chunked,
+            ResponseBody::UntilClose => {
+                self.until_close = Some((status, input.len() - end));
+                return Ok(Step::NeedMore {
+                    consumed: input.len(),
+                });
+            }
         };
-        if kind == BodyKind::None || kind == BodyKind::Length(0) {
-            return Ok(Step::Done(Done {
-                status,
-                len: end,
-                close,
-            }));
-        }
         self.body = Some((BodyDecoder::new(kind, u64::MAX), status, close));
         match self.feed(&input[end..])? {
             Step::Done(d) => Ok(Step::Done(Done {
@@ -165,10 +148,6 @@ impl Parser {
     pub fn on_eof(&mut self) -> Option<u16> {
         self.until_close.take().map(|(s, _)| s)
     }
-}
-
-fn find_head_end(b: &[u8]) -> Option<usize> {
-    b.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
 }
 
 #[cfg(test)]

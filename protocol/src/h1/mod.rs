@@ -5,6 +5,7 @@
 //!   head with line-ending and size-limit checks.
 //! - [`request`]: [`parse_request`], which turns a complete head into a
 //!   [`RequestHead`] and interprets the framing-relevant header fields.
+//! - [`response`]: [`parse_response`], a backend's response head and its framing.
 //! - [`body`]: [`BodyDecoder`], for `Content-Length` and `chunked` bodies.
 //! - [`error`]: [`RequestError`] and [`BodyError`], each mapping to a status.
 //! - [`status`]: reason phrases and status classes.
@@ -16,12 +17,14 @@
 pub mod body;
 pub mod error;
 pub mod request;
+pub mod response;
 pub mod scan;
 pub mod status;
 
 pub use body::{BodyDecoder, DecodeStep};
 pub use error::{BodyError, RequestError};
 pub use request::{parse_request, BodyKind, RequestHead};
+pub use response::{parse_response, ResponseBody, ResponseError, ResponseHead};
 pub use scan::{HeadScanner, Scan};
 pub use status::{reason_phrase, StatusClass};
 

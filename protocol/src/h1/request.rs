@@ -178,7 +178,7 @@ pub fn parse_request<'h, 'b>(
 /// Whether `bytes` holds as many CRs as LFs. Counts per byte lane in `i8`
 /// (flushed before it can overflow) so that the loop vectorizes.
 #[inline]
-fn cr_lf_balanced(bytes: &[u8]) -> bool {
+pub(crate) fn cr_lf_balanced(bytes: &[u8]) -> bool {
     const LANES: usize = 32;
     let mut total: i64 = 0;
     let mut lanes = [0i8; LANES];
@@ -458,16 +458,16 @@ struct FieldInfo<'b> {
 
 /// Transfer-Encoding across all its field lines.
 #[derive(Default)]
-struct TransferCodings {
-    present: bool,
-    invalid: bool,
-    chunked: u32,
-    other: bool,
-    last_is_chunked: bool,
+pub(crate) struct TransferCodings {
+    pub(crate) present: bool,
+    pub(crate) invalid: bool,
+    pub(crate) chunked: u32,
+    pub(crate) other: bool,
+    pub(crate) last_is_chunked: bool,
 }
 
 impl TransferCodings {
-    fn add_line(&mut self, value: &[u8]) {
+    pub(crate) fn add_line(&mut self, value: &[u8]) {
         self.present = true;
         if value.is_empty() {
             self.invalid = true;
@@ -630,7 +630,7 @@ fn interpret_fields<'b>(
 }
 
 /// `Content-Length = 1*DIGIT`, at most 19 digits (always fits in `u64`).
-fn parse_content_length(value: &[u8]) -> Result<u64, RequestError> {
+pub(crate) fn parse_content_length(value: &[u8]) -> Result<u64, RequestError> {
     if value.contains(&b',') {
         return Err(RequestError::DuplicateContentLength);
     }
