@@ -65,6 +65,24 @@ fn item(name: &str, have: String, need: String, verdict: Verdict, fix: String) -
     }
 }
 
+/// A numeric sysctl that must be at least `need`; `short` is the verdict when it is not. `None`
+/// when the kernel lacks the knob.
+fn at_least(key: &str, need: u64, why: &str, short: Verdict, hint: &str) -> Option<Item> {
+    let have = sysctl::read_num(key)?;
+    let ok = have >= need;
+    let mut i = item(
+        key,
+        have.to_string(),
+        format!(">= {need}{why}"),
+        if ok { Verdict::Ok } else { short },
+        format!("sysctl -w {key}={need}{hint}"),
+    );
+    if !ok {
+        i.apply = Some((key.to_string(), need.to_string()));
+    }
+    Some(i)
+}
+
 /// Everything `tune` looks at, gathered once.
 pub struct Facts {
     /// Target connections.
@@ -194,41 +212,15 @@ pub fn run(f: &Facts) -> Vec<Item> {
         if hard >= fds { Verdict::Ok } else { Verdict::Fail },
         format!("LimitNOFILE={fds} in tuning/coreplex.service, or `ulimit -Hn {fds}` as root, or tuning/limits.d/coreplex.conf (needs fs.nr_open >= {fds})"),
     ));
-    if let Some(nr_open) = sysctl::read_num("fs.nr_open") {
-        let mut i = item(
-            "fs.nr_open",
-            nr_open.to_string(),
-            format!(">= {fds}"),
-            if nr_open >= fds {
-                Verdict::Ok
-            } else {
-                Verdict::Fail
-            },
-            format!("sysctl -w fs.nr_open={fds} (tuning/apply.sh {pname})"),
-        );
-        if nr_open < fds {
-            i.apply = Some(("fs.nr_open".into(), fds.to_string()));
-        }
-        out.push(i);
-    }
-    if let Some(file_max) = sysctl::read_num("fs.file-max") {
-        let need = fds * 2;
-        let mut i = item(
-            "fs.file-max",
-            file_max.to_string(),
-            format!(">= {need}"),
-            if file_max >= need {
-                Verdict::Ok
-            } else {
-                Verdict::Fail
-            },
-            format!("sysctl -w fs.file-max={need} (tuning/apply.sh {pname})"),
-        );
-        if file_max < need {
-            i.apply = Some(("fs.file-max".into(), need.to_string()));
-        }
-        out.push(i);
-    }
+    let apply_hint = format!(" (tuning/apply.sh {pname})");
+    out.extend(at_least("fs.nr_open", fds, "", Verdict::Fail, &apply_hint));
+    out.extend(at_least(
+        "fs.file-max",
+        fds * 2,
+        "",
+        Verdict::Fail,
+        &apply_hint,
+    ));
 
     // Memory.
     let est = f.target * (USER_BYTES_PER_CONN + KERNEL_BYTES_PER_CONN);
@@ -273,54 +265,25 @@ pub fn run(f: &Facts) -> Vec<Item> {
 
     // Queues and TCP: below the profile works, but degrades under bursts.
     let backlog_need = f.backlog.max(4096);
-    for (key, need_min) in [
-        ("net.core.somaxconn", backlog_need),
-        ("net.ipv4.tcp_max_syn_backlog", backlog_need),
-    ] {
-        if let Some(have) = sysctl::read_num(key) {
-            let mut i = item(
-                key,
-                have.to_string(),
-                format!(">= {need_min} (listener backlog)"),
-                if have >= need_min {
-                    Verdict::Ok
-                } else {
-                    Verdict::Warn
-                },
-                format!("sysctl -w {key}={need_min}"),
-            );
-            if have < need_min {
-                i.apply = Some((key.to_string(), need_min.to_string()));
-            }
-            out.push(i);
-        }
+    for key in ["net.core.somaxconn", "net.ipv4.tcp_max_syn_backlog"] {
+        out.extend(at_least(
+            key,
+            backlog_need,
+            " (listener backlog)",
+            Verdict::Warn,
+            "",
+        ));
     }
     for key in [
         "net.core.netdev_max_backlog",
         "net.ipv4.tcp_max_orphans",
         "net.ipv4.tcp_max_tw_buckets",
     ] {
-        let (Some(have), Some(want)) = (
-            sysctl::read_num(key),
-            sysctl::profile_value(profile, key).and_then(|v| v.parse::<u64>().ok()),
-        ) else {
-            continue;
-        };
-        let mut i = item(
-            key,
-            have.to_string(),
-            format!(">= {want} ({pname})"),
-            if have >= want {
-                Verdict::Ok
-            } else {
-                Verdict::Warn
-            },
-            format!("sysctl -w {key}={want} (tuning/apply.sh {pname})"),
-        );
-        if have < want {
-            i.apply = Some((key.to_string(), want.to_string()));
+        if let Some(want) = sysctl::profile_value(profile, key).and_then(|v| v.parse::<u64>().ok())
+        {
+            let why = format!(" ({pname})");
+            out.extend(at_least(key, want, &why, Verdict::Warn, &apply_hint));
         }
-        out.push(i);
     }
     if let (Some(have), Some(want)) = (
         sysctl::read("net.ipv4.tcp_mem"),
@@ -371,20 +334,13 @@ pub fn run(f: &Facts) -> Vec<Item> {
         }
         out.push(i);
     }
-    if let Some(ct) = sysctl::read_num("net.netfilter.nf_conntrack_max") {
-        let need = f.target * 2;
-        let mut i = item(
-            "net.netfilter.nf_conntrack_max",
-            ct.to_string(),
-            format!(">= {need} (conntrack is loaded: one entry per connection)"),
-            if ct >= need { Verdict::Ok } else { Verdict::Fail },
-            format!("sysctl -w net.netfilter.nf_conntrack_max={need}, or exempt the ports with a NOTRACK rule"),
-        );
-        if ct < need {
-            i.apply = Some(("net.netfilter.nf_conntrack_max".into(), need.to_string()));
-        }
-        out.push(i);
-    }
+    out.extend(at_least(
+        "net.netfilter.nf_conntrack_max",
+        f.target * 2,
+        " (conntrack is loaded: one entry per connection)",
+        Verdict::Fail,
+        ", or exempt the ports with a NOTRACK rule",
+    ));
     out.push(item(
         "cpus",
         format!("{} usable", f.cpus),

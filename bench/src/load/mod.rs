@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 pub use report::Report;
 
 /// Errors by kind; each counts requests that got no (valid) response, except `non_2xx`.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct Errors {
     /// Connection attempts that failed.
     pub connect: u64,

@@ -24,36 +24,6 @@ pub struct Latency {
     pub mean: f64,
 }
 
-/// Errors by kind, for JSON.
-#[derive(Debug, Clone, Serialize)]
-pub struct ErrorCounts {
-    /// Failed connection attempts.
-    pub connect: u64,
-    /// Requests without a response within the timeout.
-    pub timeout: u64,
-    /// Requests lost to resets.
-    pub reset: u64,
-    /// Requests lost to the server closing.
-    pub closed: u64,
-    /// Requests lost to unparseable responses.
-    pub parse: u64,
-    /// Answered with status >= 400.
-    pub non_2xx: u64,
-}
-
-impl From<Errors> for ErrorCounts {
-    fn from(e: Errors) -> Self {
-        ErrorCounts {
-            connect: e.connect,
-            timeout: e.timeout,
-            reset: e.reset,
-            closed: e.closed,
-            parse: e.parse,
-            non_2xx: e.non_2xx,
-        }
-    }
-}
-
 /// A load run's result.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -78,7 +48,7 @@ pub struct Report {
     /// Responses by class, 1xx..5xx.
     pub status: [u64; 5],
     /// Errors by kind.
-    pub errors: ErrorCounts,
+    pub errors: Errors,
     /// Requests sent and without a response when the run ended (not errors). Always
     /// `sent = answered + timeout + reset + closed + parse + in_flight_at_end`.
     pub in_flight_at_end: u64,
@@ -128,7 +98,7 @@ impl Report {
             sent: t.sent,
             answered: t.answered,
             status: t.status,
-            errors: t.errors.into(),
+            errors: t.errors,
             in_flight_at_end: t.in_flight_at_end,
             unsent_at_end: t.unsent_at_end,
             unsolicited: t.unsolicited,
