@@ -52,6 +52,30 @@ pub fn render(reports: &[ShardReport<HttpStats>], shards_expected: usize) -> Str
         "Connections accepted.",
         e.accepted,
     );
+    gauge(
+        o,
+        "coreplex_outbound_connections_current",
+        "Open outbound (backend) connections.",
+        e.outbound,
+    );
+    counter(
+        o,
+        "coreplex_outbound_connections_opened_total",
+        "Outbound connections started.",
+        e.outbound_opened,
+    );
+    counter(
+        o,
+        "coreplex_outbound_connect_errors_total",
+        "Outbound connections that failed to connect.",
+        e.outbound_failed,
+    );
+    counter(
+        o,
+        "coreplex_outbound_refused_total",
+        "Outbound connections refused for lack of a slot.",
+        e.outbound_refused,
+    );
     header(
         o,
         "coreplex_connections_closed_total",

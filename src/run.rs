@@ -117,6 +117,8 @@ fn start(cfg: Config, signals: SigSet) -> Result<(), String> {
                 .max()
                 .unwrap_or(32768)
                 + 64 * 1024,
+            // The direct-response server opens no outbound connections yet.
+            max_outbound: 0,
         },
     };
     let runtime = Runtime::start(rt_cfg, move |_shard| HttpService::new(listeners.clone()))

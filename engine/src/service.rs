@@ -36,11 +36,13 @@ pub enum CloseReason {
     Shutdown,
     /// The connection exceeded a limit (e.g. too much buffered input).
     Overflow,
+    /// An outbound connection could not be established.
+    ConnectFailed,
 }
 
 impl CloseReason {
     /// Every reason, in discriminant order.
-    pub const ALL: [CloseReason; 9] = [
+    pub const ALL: [CloseReason; 10] = [
         CloseReason::PeerClosed,
         CloseReason::PeerReset,
         CloseReason::Done,
@@ -50,6 +52,7 @@ impl CloseReason {
         CloseReason::ProtocolError,
         CloseReason::Shutdown,
         CloseReason::Overflow,
+        CloseReason::ConnectFailed,
     ];
 
     /// A stable snake_case label.
@@ -64,6 +67,7 @@ impl CloseReason {
             CloseReason::ProtocolError => "protocol_error",
             CloseReason::Shutdown => "shutdown",
             CloseReason::Overflow => "overflow",
+            CloseReason::ConnectFailed => "connect_failed",
         }
     }
 }
@@ -103,6 +107,22 @@ pub trait Service: 'static {
     /// All output handed to the engine has been sent.
     fn on_drained(&mut self, _cx: &mut ConnCx<'_, Self::Busy>, _conn: &mut Self::Conn) {}
 
+    /// An outbound connection made with [`ConnCx::connect`] finished connecting (or failed; the
+    /// default then closes it). Its peer is the connection that asked for it.
+    fn on_connected(
+        &mut self,
+        cx: &mut ConnCx<'_, Self::Busy>,
+        _conn: &mut Self::Conn,
+        result: std::io::Result<()>,
+    ) {
+        if result.is_err() {
+            cx.close(CloseReason::ConnectFailed);
+        }
+    }
+
+    /// The connection's peer was closed: the pair is gone. The default does nothing.
+    fn on_unpaired(&mut self, _cx: &mut ConnCx<'_, Self::Busy>, _conn: &mut Self::Conn) {}
+
     /// The connection's timer fired.
     fn on_timer(&mut self, cx: &mut ConnCx<'_, Self::Busy>, conn: &mut Self::Conn);
 
@@ -121,6 +141,24 @@ pub(crate) mod flags {
     pub const CLOSE: u16 = 1 << 0;
     pub const CLOSE_AFTER_FLUSH: u16 = 1 << 1;
     pub const PAUSE: u16 = 1 << 2;
+    pub const PEER_OUTPUT: u16 = 1 << 3;
+    pub const RESUME_PEER: u16 = 1 << 4;
+    pub const UNPAIR: u16 = 1 << 5;
+    pub const CLOSE_PEER: u16 = 1 << 6;
+    pub const CLOSE_PEER_AFTER_FLUSH: u16 = 1 << 7;
+    pub const SHUTDOWN_WRITE: u16 = 1 << 8;
+    pub const SHUTDOWN_PEER_WRITE: u16 = 1 << 9;
+}
+
+/// What a callback asked of the shard beyond its own connection (rare; boxed-free but not Copy).
+#[derive(Default)]
+pub(crate) struct Effects {
+    /// A socket connecting (non-blocking) to pair with the calling connection.
+    pub connect: Option<std::os::fd::OwnedFd>,
+    /// An existing connection to pair with the calling connection.
+    pub pair: Option<crate::table::Id>,
+    /// Close reason for the peer.
+    pub peer_reason: Option<CloseReason>,
 }
 
 /// What a connection holds only while busy: buffers and the service's busy state. Returned to the
@@ -131,6 +169,8 @@ pub(crate) struct ConnIo<B> {
     pub spare: Vec<u8>,
     pub in_flight: usize,
     pub busy: Option<B>,
+    /// The paired connection (a client and its backend, the two ends of a tunnel).
+    pub peer: Option<crate::table::Id>,
 }
 
 impl<B> Default for ConnIo<B> {
@@ -141,6 +181,7 @@ impl<B> Default for ConnIo<B> {
             spare: Vec::new(),
             in_flight: 0,
             busy: None,
+            peer: None,
         }
     }
 }
@@ -150,11 +191,16 @@ pub(crate) const KEEP_CAPACITY: usize = 64 * 1024;
 
 impl<B> ConnIo<B> {
     pub fn is_idle(&self) -> bool {
-        self.input.is_empty() && self.out.is_empty() && self.in_flight == 0 && self.busy.is_none()
+        self.input.is_empty()
+            && self.out.is_empty()
+            && self.in_flight == 0
+            && self.busy.is_none()
+            && self.peer.is_none()
     }
 
     pub fn trim(&mut self) {
         self.busy = None;
+        self.peer = None;
         for v in [&mut self.input, &mut self.out, &mut self.spare] {
             v.clear();
             if v.capacity() > KEEP_CAPACITY {
@@ -176,6 +222,10 @@ pub struct ConnCx<'a, B> {
     pub(crate) requests: u16,
     pub(crate) reason: CloseReason,
     pub(crate) stopping: bool,
+    pub(crate) id: crate::table::Id,
+    pub(crate) outbound: bool,
+    pub(crate) peer: Option<(crate::table::Id, &'a mut Option<Box<ConnIo<B>>>)>,
+    pub(crate) effects: &'a mut Effects,
 }
 
 impl<B> ConnCx<'_, B> {
@@ -271,5 +321,98 @@ impl<B> ConnCx<'_, B> {
     /// True once the shard is shutting down.
     pub fn is_stopping(&self) -> bool {
         self.stopping
+    }
+
+    /// This connection's id (stable for its life; stale ids never reach a reused slot).
+    pub fn id(&self) -> crate::table::Id {
+        self.id
+    }
+
+    /// True for a connection made with [`ConnCx::connect`].
+    pub fn is_outbound(&self) -> bool {
+        self.outbound
+    }
+
+    /// The paired connection, if any.
+    pub fn peer(&self) -> Option<crate::table::Id> {
+        self.peer.as_ref().map(|(id, _)| *id)
+    }
+
+    /// The paired connection's output buffer: bytes appended are sent to the peer.
+    pub fn peer_output(&mut self) -> Option<&mut Vec<u8>> {
+        let (_, io) = self.peer.as_mut()?;
+        self.requests |= flags::PEER_OUTPUT;
+        let io = io.get_or_insert_with(|| self.io_pool.pop().unwrap_or_default());
+        Some(&mut io.out)
+    }
+
+    /// Bytes handed to the peer and not yet sent (0 without a peer).
+    pub fn peer_pending_output(&self) -> usize {
+        self.peer
+            .as_ref()
+            .and_then(|(_, io)| io.as_ref())
+            .map_or(0, |io| io.out.len() + io.in_flight)
+    }
+
+    /// Opens an outbound TCP connection to `addr`, paired with this one. The socket is created and
+    /// the connect started now (errors such as EMFILE return here); completion arrives as
+    /// [`Service::on_connected`] on the new connection. Bytes written to [`ConnCx::peer_output`]
+    /// meanwhile are sent once it is connected.
+    pub fn connect(&mut self, addr: std::net::SocketAddr) -> std::io::Result<()> {
+        if self.peer.is_some() || self.effects.connect.is_some() || self.effects.pair.is_some() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "the connection is already paired",
+            ));
+        }
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM.nonblocking().cloexec(),
+            Some(socket2::Protocol::TCP),
+        )?;
+        match socket.connect(&addr.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        self.effects.connect = Some(socket.into());
+        Ok(())
+    }
+
+    /// Pairs this connection with `other` (e.g. a pooled idle backend connection) after the
+    /// callback returns. Both must be unpaired; otherwise nothing happens.
+    pub fn pair(&mut self, other: crate::table::Id) {
+        self.effects.pair = Some(other);
+    }
+
+    /// Ends the pairing (e.g. to return a backend connection to a pool).
+    pub fn unpair(&mut self) {
+        self.requests |= flags::UNPAIR;
+    }
+
+    /// Closes the peer now, or after its pending output is sent.
+    pub fn close_peer(&mut self, reason: CloseReason, after_flush: bool) {
+        self.requests |= if after_flush {
+            flags::CLOSE_PEER_AFTER_FLUSH
+        } else {
+            flags::CLOSE_PEER
+        };
+        self.effects.peer_reason = Some(reason);
+    }
+
+    /// Half-close: once pending output is sent, shut down the sending side (FIN) and keep reading.
+    /// A connection whose both directions are finished is closed by the engine.
+    pub fn shutdown_write(&mut self) {
+        self.requests |= flags::SHUTDOWN_WRITE;
+    }
+
+    /// [`ConnCx::shutdown_write`] on the peer (e.g. forwarding a client's half-close upstream).
+    pub fn shutdown_peer_write(&mut self) {
+        self.requests |= flags::SHUTDOWN_PEER_WRITE;
+    }
+
+    /// Resumes a peer that paused its input (its buffered input is presented again).
+    pub fn resume_peer(&mut self) {
+        self.requests |= flags::RESUME_PEER;
     }
 }

@@ -14,11 +14,11 @@
 //! out of a ring buffer while the service (inside `Core`) runs.
 
 use crate::control::{Control, ShardInbox, ShardReport};
-use crate::service::{flags, CloseReason, ConnCx, ConnIo, Service, KEEP_CAPACITY};
+use crate::service::{flags, CloseReason, ConnCx, ConnIo, Effects, Service, KEEP_CAPACITY};
 use crate::stats::EngineStats;
 use crate::sys::{fd::from_accept_result, Completion, Ring, SendOutcome};
 use crate::table::{Id, Table};
-use crate::token::{self, OP_ACCEPT, OP_CANCEL, OP_RECV, OP_SEND, OP_WAKE};
+use crate::token::{self, OP_ACCEPT, OP_CANCEL, OP_CONNECT, OP_RECV, OP_SEND, OP_WAKE};
 use crate::wheel::{TimerKey, Wheel};
 use socket2::SockRef;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -39,6 +39,8 @@ pub struct ShardConfig {
     pub linger: Duration,
     /// Input a connection may buffer before it is closed as overflowing.
     pub max_input: usize,
+    /// Outbound connections (`ConnCx::connect`) this shard may hold besides `max_connections`.
+    pub max_outbound: usize,
 }
 
 /// Connection state bits kept by the engine.
@@ -50,6 +52,14 @@ mod state {
     pub const LINGER: u16 = 1 << 4;
     pub const PAUSED: u16 = 1 << 5;
     pub const PEER_EOF: u16 = 1 << 6;
+    /// Made by `ConnCx::connect`.
+    pub const OUTBOUND: u16 = 1 << 7;
+    /// Connect in progress (a POLLOUT poll is armed).
+    pub const CONNECTING: u16 = 1 << 8;
+    /// Shut down the sending side once output is sent.
+    pub const SHUT_WR_PENDING: u16 = 1 << 9;
+    /// The sending side is shut down (FIN sent).
+    pub const WRITE_SHUT: u16 = 1 << 10;
 }
 
 struct Conn<C, B> {
@@ -73,10 +83,10 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 const IO_POOL_MAX: usize = 256;
 
 /// What a callback asked for, carried out by the shard afterwards.
-#[derive(Clone, Copy)]
 struct Requests {
     bits: u16,
     reason: CloseReason,
+    effects: Effects,
 }
 
 /// Everything a shard owns except its ring.
@@ -92,6 +102,8 @@ struct Core<S: Service> {
     now_ms: u64,
     stopping: bool,
     max_input: usize,
+    /// Outbound connections in the table (the rest are accepted ones).
+    outbound: usize,
 }
 
 impl<S: Service> Core<S> {
@@ -101,7 +113,16 @@ impl<S: Service> Core<S> {
         id: Id,
         f: impl FnOnce(&mut S, &mut ConnCx<'_, S::Busy>, &mut S::Conn) -> R,
     ) -> Option<(R, Requests)> {
-        let conn = self.conns.get_mut(id)?;
+        let peer_id = self.conns.get(id)?.io.as_ref().and_then(|io| io.peer);
+        let (conn, peer) = match peer_id {
+            Some(p) => {
+                let (c, p_conn) = self.conns.get2_mut(id, p);
+                (c, p_conn.map(|pc| (p, &mut pc.io)))
+            }
+            None => (self.conns.get_mut(id), None),
+        };
+        let conn = conn?;
+        let mut effects = Effects::default();
         let mut cx = ConnCx {
             now: self.now,
             now_ms: self.now_ms,
@@ -113,11 +134,16 @@ impl<S: Service> Core<S> {
             requests: 0,
             reason: CloseReason::Done,
             stopping: self.stopping,
+            id,
+            outbound: conn.state & state::OUTBOUND != 0,
+            peer,
+            effects: &mut effects,
         };
         let r = f(&mut self.service, &mut cx, &mut conn.app);
         let req = Requests {
             bits: cx.requests,
             reason: cx.reason,
+            effects,
         };
         Some((r, req))
     }
@@ -214,7 +240,7 @@ impl<S: Service> Shard<S> {
         service: S,
         inbox: ShardInbox<S::Stats>,
     ) -> Shard<S> {
-        let slots = cfg.max_connections;
+        let slots = cfg.max_connections + cfg.max_outbound;
         let now = Instant::now();
         Shard {
             id,
@@ -233,6 +259,7 @@ impl<S: Service> Shard<S> {
                 now_ms: 0,
                 stopping: false,
                 max_input: cfg.max_input,
+                outbound: 0,
             },
             ring,
             max_connections: cfg.max_connections,
@@ -310,6 +337,7 @@ impl<S: Service> Shard<S> {
             OP_SEND => self.on_send(c),
             OP_ACCEPT => self.on_accept(c),
             OP_WAKE => self.on_wake(c),
+            OP_CONNECT => self.on_connect(c),
             OP_CANCEL => {}
             _ => tracing::warn!(
                 shard = self.id,
@@ -386,14 +414,14 @@ impl<S: Service> Shard<S> {
         if self.core.stopping {
             return; // dropped, so closed
         }
-        if self.core.conns.len() >= self.max_connections {
+        if self.inbound() >= self.max_connections {
             // Accepts that completed in the same batch as the pause: hold the sockets, unserved,
             // until slots free (as the kernel backlog would), so the table never exceeds the limit.
             self.held.push_back((fd, listener));
             return;
         }
         self.insert_conn(fd, listener);
-        if self.core.conns.len() >= self.max_connections && !self.accept_paused {
+        if self.inbound() >= self.max_connections && !self.accept_paused {
             self.accept_paused = true;
             self.core.stats.accept_paused += 1;
             self.cancel_accepts();
@@ -424,8 +452,13 @@ impl<S: Service> Shard<S> {
         }
     }
 
+    /// Accepted (client) connections in the table.
+    fn inbound(&self) -> usize {
+        self.core.conns.len() - self.core.outbound
+    }
+
     fn maybe_resume_accepting(&mut self) {
-        while self.core.conns.len() < self.max_connections {
+        while self.inbound() < self.max_connections {
             let Some((fd, listener)) = self.held.pop_front() else {
                 break;
             };
@@ -437,7 +470,7 @@ impl<S: Service> Shard<S> {
         if self.accept_paused
             && !self.core.stopping
             && self.held.is_empty()
-            && self.core.conns.len() < self.max_connections
+            && self.inbound() < self.max_connections
         {
             self.accept_paused = false;
             if !self.accept_retry.is_some() {
@@ -528,6 +561,7 @@ impl<S: Service> Shard<S> {
             return;
         }
         self.report_peer_closed(id);
+        self.close_if_both_done(id);
     }
 
     fn report_peer_closed(&mut self, id: Id) {
@@ -547,7 +581,7 @@ impl<S: Service> Shard<S> {
         let Some(conn) = self.core.conns.get_mut(id) else {
             return;
         };
-        if conn.state & (state::SENDING | state::CLOSING | state::LINGER) != 0 {
+        if conn.state & (state::SENDING | state::CLOSING | state::LINGER | state::CONNECTING) != 0 {
             return;
         }
         let has_out = conn.io.as_ref().is_some_and(|io| !io.out.is_empty());
@@ -561,6 +595,22 @@ impl<S: Service> Shard<S> {
             self.ring.send(fd, buf, token::pack(OP_SEND, id));
         } else if conn.state & state::FLUSH_THEN_CLOSE != 0 {
             self.start_linger(id);
+        } else if conn.state & state::SHUT_WR_PENDING != 0 {
+            self.shutdown_write_now(id);
+        }
+    }
+
+    /// Sends FIN; a connection that has also seen the peer's FIN is done and closes.
+    fn shutdown_write_now(&mut self, id: Id) {
+        let Some(conn) = self.core.conns.get_mut(id) else {
+            return;
+        };
+        conn.state &= !state::SHUT_WR_PENDING;
+        conn.state |= state::WRITE_SHUT;
+        let _ = SockRef::from(&conn.fd).shutdown(std::net::Shutdown::Write);
+        if conn.state & state::PEER_EOF != 0 {
+            self.begin_close(id, CloseReason::Done);
+            self.maybe_finalize(id);
         }
     }
 
@@ -628,29 +678,61 @@ impl<S: Service> Shard<S> {
             self.start_linger(id);
             return;
         }
+        if conn.state & state::SHUT_WR_PENDING != 0 {
+            self.shutdown_write_now(id);
+            if self
+                .core
+                .conns
+                .get(id)
+                .is_none_or(|c| c.state & state::CLOSING != 0)
+            {
+                return;
+            }
+        }
+        let Some(conn) = self.core.conns.get_mut(id) else {
+            return;
+        };
         if conn.state & state::PAUSED != 0 {
             conn.state &= !state::PAUSED;
             if let Some(req) = self.core.deliver(id, &[]) {
                 self.apply(id, req);
             }
             self.after_recv(id);
-            let eof_now = self.core.conns.get(id).is_some_and(|c| {
-                c.state & state::PEER_EOF != 0
-                    && c.state & (state::PAUSED | state::CLOSING | state::FLUSH_THEN_CLOSE) == 0
-            });
-            if eof_now {
-                self.report_peer_closed(id);
+            if self.deferred_eof(id) {
                 return;
             }
         }
         if let Some(((), req)) = self.core.call(id, |svc, cx, app| svc.on_drained(cx, app)) {
             self.apply(id, req);
         }
+        // A peer that paused because this connection's output was full may read again.
+        if let Some(peer) = self.peer_of(id) {
+            self.resume(peer);
+        }
     }
 
     // ---- requests from callbacks --------------------------------------------------------------
 
     fn apply(&mut self, id: Id, req: Requests) {
+        const PEER_BITS: u16 = flags::PEER_OUTPUT
+            | flags::RESUME_PEER
+            | flags::UNPAIR
+            | flags::CLOSE_PEER
+            | flags::CLOSE_PEER_AFTER_FLUSH
+            | flags::SHUTDOWN_PEER_WRITE;
+        let Requests {
+            bits,
+            reason,
+            effects,
+        } = req;
+        if bits & PEER_BITS != 0 || effects.connect.is_some() || effects.pair.is_some() {
+            self.apply_peer(id, bits, effects);
+        }
+        let req = Requests {
+            bits,
+            reason,
+            effects: Effects::default(),
+        };
         if req.bits & flags::CLOSE != 0 {
             self.begin_close(id, req.reason);
             self.maybe_finalize(id);
@@ -659,6 +741,9 @@ impl<S: Service> Shard<S> {
         let Some(conn) = self.core.conns.get_mut(id) else {
             return;
         };
+        if req.bits & flags::SHUTDOWN_WRITE != 0 {
+            conn.state |= state::SHUT_WR_PENDING;
+        }
         if req.bits & flags::CLOSE_AFTER_FLUSH != 0 && conn.state & state::FLUSH_THEN_CLOSE == 0 {
             conn.state |= state::FLUSH_THEN_CLOSE;
             conn.reason = req.reason;
@@ -675,6 +760,202 @@ impl<S: Service> Shard<S> {
         }
         self.flush(id);
         self.settle(id);
+    }
+
+    // ---- pairs and outbound connections --------------------------------------------------------
+
+    fn peer_of(&self, id: Id) -> Option<Id> {
+        self.core.conns.get(id)?.io.as_ref()?.peer
+    }
+
+    /// Carries out what a callback on `id` asked of its peer or of new connections.
+    fn apply_peer(&mut self, id: Id, bits: u16, effects: Effects) {
+        if bits & flags::UNPAIR != 0 {
+            self.unlink(id);
+        }
+        if let Some(other) = effects.pair {
+            self.link(id, other);
+        }
+        if let Some(fd) = effects.connect {
+            self.open_outbound(id, fd);
+        }
+        let Some(peer) = self.peer_of(id) else {
+            return;
+        };
+        if bits & flags::CLOSE_PEER != 0 {
+            let reason = effects.peer_reason.unwrap_or(CloseReason::Done);
+            self.begin_close(peer, reason);
+            self.maybe_finalize(peer);
+            return;
+        }
+        if bits & flags::CLOSE_PEER_AFTER_FLUSH != 0 {
+            if let Some(p) = self.core.conns.get_mut(peer) {
+                if p.state & state::FLUSH_THEN_CLOSE == 0 {
+                    p.state |= state::FLUSH_THEN_CLOSE;
+                    p.reason = effects.peer_reason.unwrap_or(CloseReason::Done);
+                }
+            }
+        }
+        if bits & flags::SHUTDOWN_PEER_WRITE != 0 {
+            if let Some(p) = self.core.conns.get_mut(peer) {
+                p.state |= state::SHUT_WR_PENDING;
+            }
+        }
+        if bits & (flags::PEER_OUTPUT | flags::CLOSE_PEER_AFTER_FLUSH | flags::SHUTDOWN_PEER_WRITE)
+            != 0
+        {
+            self.flush(peer);
+        }
+        if bits & flags::RESUME_PEER != 0 {
+            self.resume(peer);
+        }
+    }
+
+    /// Pairs two live, unpaired connections.
+    fn link(&mut self, a: Id, b: Id) {
+        if a == b || self.peer_of(a).is_some() || self.peer_of(b).is_some() {
+            return;
+        }
+        let (Some(x), Some(y)) = self.core.conns.get2_mut(a, b) else {
+            return;
+        };
+        let pool = &mut self.core.io_pool;
+        x.io.get_or_insert_with(|| pool.pop().unwrap_or_default())
+            .peer = Some(b);
+        y.io.get_or_insert_with(|| pool.pop().unwrap_or_default())
+            .peer = Some(a);
+    }
+
+    /// Ends `id`'s pairing on both sides.
+    fn unlink(&mut self, id: Id) {
+        let Some(peer) = self.peer_of(id) else {
+            return;
+        };
+        for x in [id, peer] {
+            if let Some(io) = self.core.conns.get_mut(x).and_then(|c| c.io.as_mut()) {
+                io.peer = None;
+            }
+        }
+        self.settle(peer);
+    }
+
+    fn open_outbound(&mut self, from: Id, fd: OwnedFd) {
+        let raw = fd.as_raw_fd();
+        let conn = Conn {
+            fd,
+            state: state::OUTBOUND | state::CONNECTING,
+            reason: CloseReason::Done,
+            timer: TimerKey::NONE,
+            io: None,
+            app: S::Conn::default(),
+        };
+        match self.core.conns.insert(conn) {
+            Ok(nid) => {
+                self.core.outbound += 1;
+                self.core.stats.outbound_opened += 1;
+                self.link(from, nid);
+                self.ring.poll_out(raw, token::pack(OP_CONNECT, nid));
+            }
+            Err(_) => {
+                // No slot for another outbound connection (global.max_outbound): the socket is
+                // closed on drop and the asking connection learns it has no peer.
+                self.core.stats.outbound_refused += 1;
+                if let Some(((), req)) = self
+                    .core
+                    .call(from, |svc, cx, app| svc.on_unpaired(cx, app))
+                {
+                    self.apply(from, req);
+                }
+            }
+        }
+    }
+
+    fn on_connect(&mut self, c: Completion) {
+        let id = token::id(c.user_data);
+        let Some(conn) = self.core.conns.get_mut(id) else {
+            return;
+        };
+        if conn.state & state::CONNECTING == 0 {
+            return;
+        }
+        conn.state &= !state::CONNECTING;
+        if conn.state & state::CLOSING != 0 {
+            self.maybe_finalize(id);
+            return;
+        }
+        let sock = SockRef::from(&conn.fd);
+        let result = if c.result < 0 {
+            Err(std::io::Error::from_raw_os_error(-c.result))
+        } else {
+            match sock.take_error() {
+                Ok(None) => Ok(()),
+                Ok(Some(e)) | Err(e) => Err(e),
+            }
+        };
+        let ok = result.is_ok();
+        if ok {
+            let _ = sock.set_nodelay(true);
+            conn.state |= state::RECV_ARMED;
+            let fd = conn.fd.as_raw_fd();
+            self.ring.recv_multi(fd, token::pack(OP_RECV, id));
+        } else {
+            self.core.stats.outbound_failed += 1;
+        }
+        if let Some(((), req)) = self
+            .core
+            .call(id, |svc, cx, app| svc.on_connected(cx, app, result))
+        {
+            self.apply(id, req);
+        }
+        if !ok {
+            self.begin_close(id, CloseReason::ConnectFailed);
+            self.maybe_finalize(id);
+        }
+    }
+
+    /// Lets a paused connection read again, presenting its buffered input first.
+    fn resume(&mut self, id: Id) {
+        let Some(conn) = self.core.conns.get_mut(id) else {
+            return;
+        };
+        if conn.state & state::PAUSED == 0 || conn.state & state::CLOSING != 0 {
+            return;
+        }
+        conn.state &= !state::PAUSED;
+        if let Some(req) = self.core.deliver(id, &[]) {
+            self.apply(id, req);
+        }
+        self.after_recv(id);
+        self.deferred_eof(id);
+    }
+
+    /// Reports an EOF that arrived while input was paused, once the buffered input is consumed.
+    /// Returns true when it did.
+    fn deferred_eof(&mut self, id: Id) -> bool {
+        let due = self.core.conns.get(id).is_some_and(|c| {
+            c.state & state::PEER_EOF != 0
+                && c.state
+                    & (state::PAUSED | state::CLOSING | state::FLUSH_THEN_CLOSE | state::LINGER)
+                    == 0
+        });
+        if due {
+            self.report_peer_closed(id);
+            self.close_if_both_done(id);
+        }
+        due
+    }
+
+    /// A connection that has seen the peer's FIN and sent its own is finished.
+    fn close_if_both_done(&mut self, id: Id) {
+        let done = self
+            .core
+            .conns
+            .get(id)
+            .is_some_and(|c| c.state & state::WRITE_SHUT != 0 && c.state & state::CLOSING == 0);
+        if done {
+            self.begin_close(id, CloseReason::PeerClosed);
+            self.maybe_finalize(id);
+        }
     }
 
     /// Returns an idle connection's buffers to the pool.
@@ -732,7 +1013,7 @@ impl<S: Service> Shard<S> {
             self.core.wheel.cancel(conn.timer);
             conn.timer = TimerKey::NONE;
         }
-        if conn.state & (state::RECV_ARMED | state::SENDING) != 0 {
+        if conn.state & (state::RECV_ARMED | state::SENDING | state::CONNECTING) != 0 {
             let fd = conn.fd.as_raw_fd();
             self.ring.cancel_fd(fd, token::pack_index(OP_CANCEL, 0));
         }
@@ -743,17 +1024,38 @@ impl<S: Service> Shard<S> {
             return;
         };
         if conn.state & state::CLOSING == 0
-            || conn.state & (state::RECV_ARMED | state::SENDING) != 0
+            || conn.state & (state::RECV_ARMED | state::SENDING | state::CONNECTING) != 0
         {
             return;
         }
-        let conn = self.core.conns.remove(id).expect("checked");
+        let mut conn = self.core.conns.remove(id).expect("checked");
         self.core.stats.closed[conn.reason as usize] += 1;
+        if conn.state & state::OUTBOUND != 0 {
+            self.core.outbound -= 1;
+        }
+        let peer = conn.io.as_mut().and_then(|io| io.peer.take());
         if let Some(io) = conn.io {
             self.core.release_io(io);
         }
         drop(conn.fd);
         self.core.service.on_close(conn.app, conn.reason);
+        if let Some(p) = peer {
+            if let Some(io) = self.core.conns.get_mut(p).and_then(|c| c.io.as_mut()) {
+                io.peer = None;
+            }
+            let live = self
+                .core
+                .conns
+                .get(p)
+                .is_some_and(|c| c.state & state::CLOSING == 0);
+            if live {
+                if let Some(((), req)) = self.core.call(p, |svc, cx, app| svc.on_unpaired(cx, app))
+                {
+                    self.apply(p, req);
+                }
+                self.settle(p);
+            }
+        }
         self.maybe_resume_accepting();
     }
 
@@ -819,7 +1121,8 @@ impl<S: Service> Shard<S> {
 
     fn report(&mut self) -> ShardReport<S::Stats> {
         let s = &mut self.core.stats;
-        s.connections = self.core.conns.len() as u64;
+        s.connections = (self.core.conns.len() - self.core.outbound) as u64;
+        s.outbound = self.core.outbound as u64;
         s.slab_used = self.core.conns.len() as u64;
         s.timers = self.core.wheel.len() as u64;
         s.buffers_outstanding = self.ring.bufs_ref().outstanding() as u64;

@@ -19,8 +19,16 @@ pub struct AcceptErrors {
 /// A snapshot of one shard's engine counters.
 #[derive(Clone, Debug, Default)]
 pub struct EngineStats {
-    /// Open connections.
+    /// Open client (accepted) connections.
     pub connections: u64,
+    /// Open outbound connections (made by the service, e.g. to backends).
+    pub outbound: u64,
+    /// Outbound connections started.
+    pub outbound_opened: u64,
+    /// Outbound connections that failed to connect.
+    pub outbound_failed: u64,
+    /// Outbound connections refused for lack of a slot (max_outbound).
+    pub outbound_refused: u64,
     /// Connections accepted since start.
     pub accepted: u64,
     /// Connections closed, by [`CloseReason`] discriminant.
@@ -57,6 +65,10 @@ impl EngineStats {
     /// Adds another shard's counters into this one.
     pub fn merge(&mut self, o: &EngineStats) {
         self.connections += o.connections;
+        self.outbound += o.outbound;
+        self.outbound_opened += o.outbound_opened;
+        self.outbound_failed += o.outbound_failed;
+        self.outbound_refused += o.outbound_refused;
         self.accepted += o.accepted;
         for (a, b) in self.closed.iter_mut().zip(o.closed.iter()) {
             *a += b;

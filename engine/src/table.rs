@@ -98,6 +98,21 @@ impl<T> Table<T> {
         self.values[id.index as usize].as_mut()
     }
 
+    /// Two distinct entries at once, each if it is still the same entry (`None` for both when
+    /// `a == b`'s slot).
+    pub fn get2_mut(&mut self, a: Id, b: Id) -> (Option<&mut T>, Option<&mut T>) {
+        if a.index == b.index {
+            return (None, None);
+        }
+        let live = |t: &Self, id: Id| t.gens.get(id.index as usize) == Some(&id.gen);
+        let (la, lb) = (live(self, a), live(self, b));
+        let (lo, hi) = (a.index.min(b.index) as usize, a.index.max(b.index) as usize);
+        let (left, right) = self.values.split_at_mut(hi);
+        let (x, y) = (left[lo].as_mut(), right[0].as_mut());
+        let (ra, rb) = if a.index < b.index { (x, y) } else { (y, x) };
+        (ra.filter(|_| la), rb.filter(|_| lb))
+    }
+
     /// Removes the entry for `id`, bumping the slot's generation.
     pub fn remove(&mut self, id: Id) -> Option<T> {
         if *self.gens.get(id.index as usize)? != id.gen {
@@ -150,6 +165,21 @@ mod tests {
         assert_eq!(t.get(b), Some(&"b"));
         assert!(t.remove(a).is_none());
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn two_entries_at_once() {
+        let mut t = Table::with_capacity(4);
+        let a = t.insert(1).unwrap();
+        let b = t.insert(2).unwrap();
+        let (x, y) = t.get2_mut(b, a);
+        *x.unwrap() += 10;
+        *y.unwrap() += 20;
+        assert_eq!((t.get(a), t.get(b)), (Some(&21), Some(&12)));
+        assert_eq!(t.get2_mut(a, a), (None, None));
+        t.remove(b).unwrap();
+        let (x, y) = t.get2_mut(a, b);
+        assert_eq!((x.copied(), y.copied()), (Some(21), None));
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub const OP_SEND: u64 = 3;
 pub const OP_WAKE: u64 = 4;
 /// Cancellation requests: their completions carry nothing to act on.
 pub const OP_CANCEL: u64 = 5;
+/// Writability of an outbound connection whose connect is in progress.
+pub const OP_CONNECT: u64 = 6;
 
 const OP_SHIFT: u32 = 60;
 

@@ -234,6 +234,14 @@ impl Ring {
         self.push(e);
     }
 
+    /// Arms a one-shot POLLOUT (an outbound connect completing).
+    pub fn poll_out(&mut self, fd: RawFd, user_data: u64) {
+        let e = opcode::PollAdd::new(types::Fd(fd), libc::POLLOUT as u32)
+            .build()
+            .user_data(user_data);
+        self.push(e);
+    }
+
     /// Cancels the operation(s) submitted with `target` as user_data.
     pub fn cancel(&mut self, target: u64, user_data: u64) {
         let e = opcode::AsyncCancel::new(target)
