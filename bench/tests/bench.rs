@@ -34,7 +34,19 @@ fn free_port() -> u16 {
 struct Proc(Child);
 
 impl Drop for Proc {
+    /// SIGTERM first, so nginx's master stops its workers (SIGKILL would orphan them), then
+    /// SIGKILL if it has not exited within 5 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
