@@ -120,6 +120,14 @@ pub trait Service: 'static {
         }
     }
 
+    /// A pair this connection asked for ([`ConnCx::connect`], [`ConnCx::pair`]) is now in place:
+    /// [`ConnCx::peer_output`] works (bytes for a peer still connecting are sent once it is).
+    fn on_paired(&mut self, _cx: &mut ConnCx<'_, Self::Busy>, _conn: &mut Self::Conn) {}
+
+    /// Another connection called [`ConnCx::wake`] with this one's id (e.g. a freed backend slot
+    /// waking a queued request). The default does nothing.
+    fn on_wake(&mut self, _cx: &mut ConnCx<'_, Self::Busy>, _conn: &mut Self::Conn) {}
+
     /// The connection's peer was closed: the pair is gone. The default does nothing.
     fn on_unpaired(&mut self, _cx: &mut ConnCx<'_, Self::Busy>, _conn: &mut Self::Conn) {}
 
@@ -148,6 +156,7 @@ pub(crate) mod flags {
     pub const CLOSE_PEER_AFTER_FLUSH: u16 = 1 << 7;
     pub const SHUTDOWN_WRITE: u16 = 1 << 8;
     pub const SHUTDOWN_PEER_WRITE: u16 = 1 << 9;
+    pub const RESUME: u16 = 1 << 10;
 }
 
 /// What a callback asked of the shard beyond its own connection (rare; boxed-free but not Copy).
@@ -159,6 +168,8 @@ pub(crate) struct Effects {
     pub pair: Option<crate::table::Id>,
     /// Close reason for the peer.
     pub peer_reason: Option<CloseReason>,
+    /// Connections to wake ([`Service::on_wake`]).
+    pub wake: Vec<crate::table::Id>,
 }
 
 /// What a connection holds only while busy: buffers and the service's busy state. Returned to the
@@ -409,6 +420,16 @@ impl<B> ConnCx<'_, B> {
     /// [`ConnCx::shutdown_write`] on the peer (e.g. forwarding a client's half-close upstream).
     pub fn shutdown_peer_write(&mut self) {
         self.requests |= flags::SHUTDOWN_PEER_WRITE;
+    }
+
+    /// Resumes this connection's paused input after the callback (buffered input first).
+    pub fn resume_input(&mut self) {
+        self.requests |= flags::RESUME;
+    }
+
+    /// Calls [`Service::on_wake`] on connection `other` after this callback, if it is still open.
+    pub fn wake(&mut self, other: crate::table::Id) {
+        self.effects.wake.push(other);
     }
 
     /// Resumes a peer that paused its input (its buffered input is presented again).

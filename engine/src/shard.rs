@@ -723,32 +723,54 @@ impl<S: Service> Shard<S> {
         let Requests {
             bits,
             reason,
-            effects,
+            mut effects,
         } = req;
+        // This connection's own state first, so what the peer effects trigger (e.g. `on_paired`
+        // resuming input) sees it.
+        if bits & flags::CLOSE == 0 {
+            self.apply_own(id, bits, reason);
+        }
+        let wake = std::mem::take(&mut effects.wake);
         if bits & PEER_BITS != 0 || effects.connect.is_some() || effects.pair.is_some() {
             self.apply_peer(id, bits, effects);
         }
-        let req = Requests {
-            bits,
-            reason,
-            effects: Effects::default(),
-        };
-        if req.bits & flags::CLOSE != 0 {
-            self.begin_close(id, req.reason);
+        for other in wake {
+            if self
+                .core
+                .conns
+                .get(other)
+                .is_some_and(|c| c.state & state::CLOSING == 0)
+            {
+                if let Some(((), req)) = self.core.call(other, |svc, cx, app| svc.on_wake(cx, app))
+                {
+                    self.apply(other, req);
+                }
+            }
+        }
+        if bits & flags::CLOSE != 0 {
+            self.begin_close(id, reason);
             self.maybe_finalize(id);
             return;
         }
+        if bits & flags::RESUME != 0 {
+            self.resume(id);
+        }
+        self.flush(id);
+        self.settle(id);
+    }
+
+    fn apply_own(&mut self, id: Id, bits: u16, reason: CloseReason) {
         let Some(conn) = self.core.conns.get_mut(id) else {
             return;
         };
-        if req.bits & flags::SHUTDOWN_WRITE != 0 {
+        if bits & flags::SHUTDOWN_WRITE != 0 {
             conn.state |= state::SHUT_WR_PENDING;
         }
-        if req.bits & flags::CLOSE_AFTER_FLUSH != 0 && conn.state & state::FLUSH_THEN_CLOSE == 0 {
+        if bits & flags::CLOSE_AFTER_FLUSH != 0 && conn.state & state::FLUSH_THEN_CLOSE == 0 {
             conn.state |= state::FLUSH_THEN_CLOSE;
-            conn.reason = req.reason;
+            conn.reason = reason;
         }
-        if req.bits & flags::PAUSE != 0
+        if bits & flags::PAUSE != 0
             && conn.state & state::PAUSED == 0
             && conn.state & state::FLUSH_THEN_CLOSE == 0
         {
@@ -758,8 +780,6 @@ impl<S: Service> Shard<S> {
                     .cancel(token::pack(OP_RECV, id), token::pack_index(OP_CANCEL, 0));
             }
         }
-        self.flush(id);
-        self.settle(id);
     }
 
     // ---- pairs and outbound connections --------------------------------------------------------
@@ -773,11 +793,17 @@ impl<S: Service> Shard<S> {
         if bits & flags::UNPAIR != 0 {
             self.unlink(id);
         }
+        let asked = effects.pair.is_some() || effects.connect.is_some();
         if let Some(other) = effects.pair {
             self.link(id, other);
         }
         if let Some(fd) = effects.connect {
             self.open_outbound(id, fd);
+        }
+        if asked && self.peer_of(id).is_some() {
+            if let Some(((), req)) = self.core.call(id, |svc, cx, app| svc.on_paired(cx, app)) {
+                self.apply(id, req);
+            }
         }
         let Some(peer) = self.peer_of(id) else {
             return;

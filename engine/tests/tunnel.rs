@@ -1,6 +1,7 @@
 //! The engine's outbound connections and pairs, through a TCP tunnel service: every accepted
 //! connection is paired with a new connection to an upstream echo server and bytes flow both ways
-//! with backpressure; a refused upstream closes the client; counters return to zero.
+//! with backpressure; a refused upstream closes the client; counters return to zero; one
+//! connection wakes another.
 
 use coreplex_engine::{
     CloseReason, ConnCx, ListenerSpec, Runtime, RuntimeConfig, Service, ShardConfig,
@@ -13,6 +14,8 @@ const HIGH_WATER: usize = 256 * 1024;
 
 struct Tunnel {
     upstream: SocketAddr,
+    /// Wake test (upstream port 1): the first client, waiting to be woken by the second.
+    waiter: Option<coreplex_engine::table::Id>,
 }
 
 impl Service for Tunnel {
@@ -21,20 +24,37 @@ impl Service for Tunnel {
     type Stats = ();
 
     fn on_accept(&mut self, cx: &mut ConnCx<'_, ()>, _: &mut (), _listener: usize) {
+        if let Some(waiter) = self.waiter.take() {
+            // The second client of the wake test: it wakes the first one.
+            cx.wake(waiter);
+            cx.close_after_flush(CloseReason::Done);
+            return;
+        }
+        if self.upstream.port() == 1 {
+            // Wake test: the first client waits to be woken.
+            self.waiter = Some(cx.id());
+            return;
+        }
         match cx.connect(self.upstream) {
-            // Hold the client's bytes until the upstream answers.
+            // Read nothing until the pair is in place.
             Ok(()) => cx.pause_input(),
             Err(_) => cx.close(CloseReason::ConnectFailed),
         }
     }
 
+    fn on_paired(&mut self, cx: &mut ConnCx<'_, ()>, _: &mut ()) {
+        // The upstream may still be connecting: what the client sends now is queued on it.
+        cx.resume_input();
+    }
+
+    fn on_wake(&mut self, cx: &mut ConnCx<'_, ()>, _: &mut ()) {
+        cx.output().extend_from_slice(b"woken\n");
+    }
+
     fn on_connected(&mut self, cx: &mut ConnCx<'_, ()>, _: &mut (), r: std::io::Result<()>) {
-        match r {
-            Ok(()) => cx.resume_peer(),
-            Err(_) => {
-                cx.close_peer(CloseReason::ConnectFailed, false);
-                cx.close(CloseReason::ConnectFailed);
-            }
+        if r.is_err() {
+            cx.close_peer(CloseReason::ConnectFailed, false);
+            cx.close(CloseReason::ConnectFailed);
         }
     }
 
@@ -111,7 +131,11 @@ fn start(upstream: SocketAddr) -> (Runtime<()>, SocketAddr) {
             max_outbound: 64,
         },
     };
-    let rt = Runtime::start(cfg, move |_| Tunnel { upstream }).expect("runtime starts");
+    let rt = Runtime::start(cfg, move |_| Tunnel {
+        upstream,
+        waiter: None,
+    })
+    .expect("runtime starts");
     let addr = rt.listener_addrs()[0];
     (rt, addr)
 }
@@ -201,5 +225,21 @@ fn a_refused_upstream_closes_the_client() {
     let s = &rt.handle().stats(Duration::from_secs(1))[0].engine;
     assert_eq!(s.outbound_failed, 1);
     assert_eq!(s.closed[CloseReason::ConnectFailed as usize], 2);
+    stop(rt);
+}
+
+#[test]
+fn a_connection_wakes_another() {
+    let (rt, addr) = start("127.0.0.1:1".parse().unwrap());
+    let mut first = TcpStream::connect(addr).unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let second = TcpStream::connect(addr).unwrap();
+    let mut buf = [0u8; 6];
+    first.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"woken\n");
+    drop((first, second));
     stop(rt);
 }
