@@ -328,14 +328,14 @@ pub fn run(o: &Options) -> Result<(Vec<Run>, Vec<Idle>)> {
                     let r = load::run(&load_options(o, server.addr, conns, depth, o.duration))?;
                     let c1 = server.cpu_seconds();
                     drop(server);
-                    let e = &r.errors;
+                    let e = &r.counts.errors;
                     let run = Run {
                         server: p.name.clone(),
                         conns,
                         pipeline: depth,
                         round,
                         rps: r.requests_per_sec,
-                        cpu_us_per_req: (c1 - c0) * 1e6 / r.answered.max(1) as f64,
+                        cpu_us_per_req: (c1 - c0) * 1e6 / r.counts.answered.max(1) as f64,
                         cpu_util: (c1 - c0) / r.duration_s,
                         p99_us: r.latency_us.p99,
                         errors: e.timeout + e.reset + e.closed + e.parse + e.non_2xx + e.connect,

@@ -59,7 +59,7 @@ pub fn run(plan: &Plan, thread: usize, conns: usize) -> Tally {
         Err(e) => {
             eprintln!("load thread {thread}: {e}");
             let mut t = Tally::new();
-            t.errors.connect += conns as u64;
+            t.counts.errors.connect += conns as u64;
             return t;
         }
     };
@@ -127,18 +127,18 @@ pub fn run(plan: &Plan, thread: usize, conns: usize) -> Tally {
             last_housekeeping = st.now_ns;
             st.housekeeping(&mut ring);
             plan.progress
-                .fetch_add(st.tally.answered - reported, Ordering::Relaxed);
-            reported = st.tally.answered;
+                .fetch_add(st.tally.counts.answered - reported, Ordering::Relaxed);
+            reported = st.tally.counts.answered;
         }
     }
     plan.progress
-        .fetch_add(st.tally.answered - reported, Ordering::Relaxed);
-    st.tally.in_flight_at_end = st
+        .fetch_add(st.tally.counts.answered - reported, Ordering::Relaxed);
+    st.tally.counts.in_flight_at_end = st
         .conns
         .iter()
         .map(|c| c.outstanding.len() as u64)
         .sum::<u64>();
-    st.tally.unsent_at_end = st.backlog.len() as u64;
+    st.tally.counts.unsent_at_end = st.backlog.len() as u64;
     st.tally
 }
 
@@ -183,9 +183,9 @@ impl State<'_> {
                 c.dead = false;
                 c.input.clear();
                 c.parser = Parser::default();
-                self.tally.connects += 1;
+                self.tally.counts.connects += 1;
             }
-            Err(_) => self.tally.errors.connect += 1,
+            Err(_) => self.tally.counts.errors.connect += 1,
         }
     }
 
@@ -212,7 +212,7 @@ impl State<'_> {
             self.graveyard.push(fd);
         }
         c.gen = c.gen.wrapping_add(1) & coreplex_engine::table::GEN_MASK;
-        let e = &mut self.tally.errors;
+        let e = &mut self.tally.counts.errors;
         match kind {
             ErrorKind::Timeout => e.timeout += lost,
             ErrorKind::Reset => e.reset += lost,
@@ -229,9 +229,9 @@ impl State<'_> {
                     return;
                 };
                 match outcome {
-                    SendOutcome::Partial { sent, .. } => self.tally.bytes_out += sent as u64,
+                    SendOutcome::Partial { sent, .. } => self.tally.counts.bytes_out += sent as u64,
                     SendOutcome::Done { owner, buf, sent } => {
-                        self.tally.bytes_out += sent as u64;
+                        self.tally.counts.bytes_out += sent as u64;
                         let id = token::id(owner);
                         let i = id.index as usize;
                         let conn = &mut self.conns[i];
@@ -269,7 +269,7 @@ impl State<'_> {
             self.conns[i].recv_armed = false;
         }
         if c.result > 0 {
-            self.tally.bytes_in += c.result as u64;
+            self.tally.counts.bytes_in += c.result as u64;
             if let Some(b) = buf {
                 let data = ring.bufs_ref().data(&b);
                 self.on_data(i, data);
@@ -343,15 +343,15 @@ impl State<'_> {
 
     fn complete(&mut self, i: usize, status: u16) {
         let Some(intended) = self.conns[i].outstanding.pop_front() else {
-            self.tally.unsolicited += 1; // a response nobody asked for
+            self.tally.counts.unsolicited += 1; // a response nobody asked for
             return;
         };
         let t = &mut self.tally;
-        t.answered += 1;
+        t.counts.answered += 1;
         let class = (status / 100).clamp(1, 5) as usize - 1;
-        t.status[class] += 1;
+        t.counts.status[class] += 1;
         if status >= 400 {
-            t.errors.non_2xx += 1;
+            t.counts.errors.non_2xx += 1;
         }
         let _ = t.latency.record(
             self.now_ns
@@ -365,7 +365,7 @@ impl State<'_> {
         c.queued.extend_from_slice(&self.plan.request);
         c.outstanding.push_back(intended);
         c.parser.expect_head_response(self.plan.head);
-        self.tally.sent += 1;
+        self.tally.counts.sent += 1;
     }
 
     fn fill_closed_loop(&mut self, i: usize) {

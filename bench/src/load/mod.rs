@@ -33,8 +33,10 @@ pub struct Errors {
     pub non_2xx: u64,
 }
 
-/// What one thread measured.
-pub struct Tally {
+/// Request and byte counts of a run, per thread and then merged. Always
+/// `sent = answered + timeout + reset + closed + parse + in_flight_at_end`.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Counts {
     /// Requests written to connections.
     pub sent: u64,
     /// Responses received.
@@ -43,7 +45,7 @@ pub struct Tally {
     pub status: [u64; 5],
     /// Errors by kind.
     pub errors: Errors,
-    /// Requests sent and still waiting for a response at the end.
+    /// Requests sent and still waiting for a response at the end (not errors).
     pub in_flight_at_end: u64,
     /// Open loop: requests that were due but had no free connection by the end (never sent).
     pub unsent_at_end: u64,
@@ -55,28 +57,10 @@ pub struct Tally {
     pub bytes_out: u64,
     /// Connections opened (including reconnects).
     pub connects: u64,
-    /// Latency in nanoseconds.
-    pub latency: Histogram<u64>,
 }
 
-impl Tally {
-    fn new() -> Tally {
-        Tally {
-            sent: 0,
-            answered: 0,
-            status: [0; 5],
-            errors: Errors::default(),
-            in_flight_at_end: 0,
-            unsent_at_end: 0,
-            unsolicited: 0,
-            bytes_in: 0,
-            bytes_out: 0,
-            connects: 0,
-            latency: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("bounds"),
-        }
-    }
-
-    fn merge(&mut self, o: &Tally) {
+impl Counts {
+    fn merge(&mut self, o: &Counts) {
         self.sent += o.sent;
         self.answered += o.answered;
         for (a, b) in self.status.iter_mut().zip(o.status) {
@@ -95,6 +79,27 @@ impl Tally {
         self.bytes_in += o.bytes_in;
         self.bytes_out += o.bytes_out;
         self.connects += o.connects;
+    }
+}
+
+/// What one thread measured.
+pub struct Tally {
+    /// Counts.
+    pub counts: Counts,
+    /// Latency in nanoseconds.
+    pub latency: Histogram<u64>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            counts: Counts::default(),
+            latency: Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("bounds"),
+        }
+    }
+
+    fn merge(&mut self, o: &Tally) {
+        self.counts.merge(&o.counts);
         let _ = self.latency.add(&o.latency);
     }
 }

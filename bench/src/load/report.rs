@@ -1,6 +1,6 @@
 //! The result of a load run: a human table (default) or JSON (`--json`), and the progress line.
 
-use super::{Errors, Options, Plan, Tally};
+use super::{Counts, Options, Plan, Tally};
 use serde::Serialize;
 use std::io::Write;
 use std::sync::atomic::Ordering;
@@ -41,33 +41,15 @@ pub struct Report {
     pub target_rate: Option<f64>,
     /// Seconds measured.
     pub duration_s: f64,
-    /// Requests written.
-    pub sent: u64,
-    /// Responses received.
-    pub answered: u64,
-    /// Responses by class, 1xx..5xx.
-    pub status: [u64; 5],
-    /// Errors by kind.
-    pub errors: Errors,
-    /// Requests sent and without a response when the run ended (not errors). Always
-    /// `sent = answered + timeout + reset + closed + parse + in_flight_at_end`.
-    pub in_flight_at_end: u64,
-    /// Open loop: requests due but never sent for lack of a free connection.
-    pub unsent_at_end: u64,
-    /// Responses that arrived with no request outstanding.
-    pub unsolicited: u64,
+    /// Request and byte counts.
+    #[serde(flatten)]
+    pub counts: Counts,
     /// Responses per second.
     pub requests_per_sec: f64,
     /// Latency, microseconds (open loop: from the intended send time).
     pub latency_us: Latency,
     /// (quantile, latency in microseconds) at `plot::QUANTILES`, for curves.
     pub percentiles: Vec<(f64, f64)>,
-    /// Bytes received.
-    pub bytes_in: u64,
-    /// Bytes sent.
-    pub bytes_out: u64,
-    /// Connections opened, reconnects included.
-    pub connects: u64,
     /// CPU seconds (user + system) this process spent.
     pub client_cpu_s: f64,
     /// This process's CPU microseconds per response.
@@ -95,14 +77,8 @@ impl Report {
             depth: o.depth,
             target_rate: o.rate,
             duration_s: secs,
-            sent: t.sent,
-            answered: t.answered,
-            status: t.status,
-            errors: t.errors,
-            in_flight_at_end: t.in_flight_at_end,
-            unsent_at_end: t.unsent_at_end,
-            unsolicited: t.unsolicited,
-            requests_per_sec: t.answered as f64 / secs,
+            counts: t.counts,
+            requests_per_sec: t.counts.answered as f64 / secs,
             latency_us: Latency {
                 p50: q(0.5),
                 p90: q(0.9),
@@ -115,17 +91,15 @@ impl Report {
                 .iter()
                 .map(|&x| (x, if x >= 1.0 { us(h.max()) } else { q(x) }))
                 .collect(),
-            bytes_in: t.bytes_in,
-            bytes_out: t.bytes_out,
-            connects: t.connects,
             client_cpu_s: cpu_s,
-            client_cpu_us_per_request: cpu_s * 1e6 / (t.answered.max(1) as f64),
+            client_cpu_us_per_request: cpu_s * 1e6 / (t.counts.answered.max(1) as f64),
         }
     }
 
     /// The human-readable table.
     pub fn table(&self) -> String {
-        let e = &self.errors;
+        let c = &self.counts;
+        let e = &c.errors;
         let l = &self.latency_us;
         let mut s = String::new();
         s.push_str(&format!(
@@ -141,7 +115,7 @@ impl Report {
         ));
         s.push_str(&format!(
             "  requests   {:>12} sent {:>12} answered {:>10.0} req/s over {:.2}s\n",
-            self.sent, self.answered, self.requests_per_sec, self.duration_s
+            c.sent, c.answered, self.requests_per_sec, self.duration_s
         ));
         s.push_str(&format!(
             "  latency    p50 {} p90 {} p99 {} p99.9 {} max {} (mean {})\n",
@@ -154,15 +128,15 @@ impl Report {
         ));
         s.push_str(&format!(
             "  status     1xx {} 2xx {} 3xx {} 4xx {} 5xx {}\n",
-            self.status[0], self.status[1], self.status[2], self.status[3], self.status[4]
+            c.status[0], c.status[1], c.status[2], c.status[3], c.status[4]
         ));
         s.push_str(&format!(
             "  errors     connect {} timeout {} reset {} closed {} parse {} non-2xx {}; in flight at end {}, unsent {}\n",
-            e.connect, e.timeout, e.reset, e.closed, e.parse, e.non_2xx, self.in_flight_at_end, self.unsent_at_end
+            e.connect, e.timeout, e.reset, e.closed, e.parse, e.non_2xx, c.in_flight_at_end, c.unsent_at_end
         ));
         s.push_str(&format!(
             "  bytes      in {} out {}; connections opened {}\n",
-            self.bytes_in, self.bytes_out, self.connects
+            c.bytes_in, c.bytes_out, c.connects
         ));
         s.push_str(&format!(
             "  client CPU {:.2}s, {:.3} us per response\n",
