@@ -104,27 +104,7 @@ where
         .y_label_formatter(&|y| format!("{y:.2}"))
         .draw()
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    for (i, s) in series.iter().enumerate() {
-        let color = palette(i);
-        chart
-            .draw_series(LineSeries::new(
-                s.points.iter().copied(),
-                color.stroke_width(2),
-            ))
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?
-            .label(s.name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    Ok(())
+    draw_series(&mut chart, series, false, SeriesLabelPosition::UpperLeft)
 }
 
 fn draw_throughput<DB: DrawingBackend>(
@@ -164,6 +144,21 @@ where
         .y_label_formatter(&|y| format!("{:.0}k", y / 1000.0))
         .draw()
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    draw_series(&mut chart, series, true, SeriesLabelPosition::LowerRight)
+}
+
+/// Draws each series as a line (with point markers if `markers`) and the legend.
+fn draw_series<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    series: &[Series],
+    markers: bool,
+    legend: SeriesLabelPosition,
+) -> Result<()>
+where
+    DB: DrawingBackend + 'a,
+    DB::ErrorType: 'static,
+    CT: plotters::coord::CoordTranslate<From = (f64, f64)>,
+{
     for (i, s) in series.iter().enumerate() {
         let color = palette(i);
         chart
@@ -176,13 +171,15 @@ where
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });
-        chart
-            .draw_series(s.points.iter().map(|p| Circle::new(*p, 4, color.filled())))
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        if markers {
+            chart
+                .draw_series(s.points.iter().map(|p| Circle::new(*p, 4, color.filled())))
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        }
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(legend)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
