@@ -137,11 +137,44 @@ pub trait Service: 'static {
     /// Graceful stop began: finish what is in flight and close.
     fn on_shutdown(&mut self, cx: &mut ConnCx<'_, Self::Busy>, conn: &mut Self::Conn);
 
-    /// The connection is gone; last look at its state.
-    fn on_close(&mut self, conn: Self::Conn, reason: CloseReason);
+    /// The connection `id` is gone; last look at its state.
+    fn on_close(&mut self, id: crate::table::Id, conn: Self::Conn, reason: CloseReason);
 
     /// A statistics snapshot.
     fn stats(&mut self) -> Self::Stats;
+
+    /// Work due outside any connection's callbacks (shard-level deadlines such as a backend
+    /// pool's queue timeouts and idle expiry, or closes decided in [`Service::on_close`]). The
+    /// engine calls it once per loop turn, before it waits; the service pushes what it wants done
+    /// to `actions` and returns the next instant it must be called at even without I/O. The
+    /// default has no such work.
+    fn poll(&mut self, _now: Instant, _actions: &mut ShardActions) -> Option<Instant> {
+        None
+    }
+}
+
+/// What [`Service::poll`] asks of the shard: connections to close and connections to wake.
+#[derive(Default, Debug)]
+pub struct ShardActions {
+    pub(crate) close: Vec<(crate::table::Id, CloseReason)>,
+    pub(crate) wake: Vec<crate::table::Id>,
+}
+
+impl ShardActions {
+    /// Closes connection `id` now (if it is still open), dropping unsent output.
+    pub fn close(&mut self, id: crate::table::Id, reason: CloseReason) {
+        self.close.push((id, reason));
+    }
+
+    /// Calls [`Service::on_wake`] on connection `id`, if it is still open.
+    pub fn wake(&mut self, id: crate::table::Id) {
+        self.wake.push(id);
+    }
+
+    /// True when nothing was asked.
+    pub fn is_empty(&self) -> bool {
+        self.close.is_empty() && self.wake.is_empty()
+    }
 }
 
 /// Requests a callback made; the engine carries them out after the callback returns.
@@ -237,6 +270,7 @@ pub struct ConnCx<'a, B> {
     pub(crate) outbound: bool,
     pub(crate) peer: Option<(crate::table::Id, &'a mut Option<Box<ConnIo<B>>>)>,
     pub(crate) effects: &'a mut Effects,
+    pub(crate) fd: std::os::fd::BorrowedFd<'a>,
 }
 
 impl<B> ConnCx<'_, B> {
@@ -332,6 +366,11 @@ impl<B> ConnCx<'_, B> {
     /// True once the shard is shutting down.
     pub fn is_stopping(&self) -> bool {
         self.stopping
+    }
+
+    /// The connection's socket, for options such as TCP keepalive.
+    pub fn socket(&self) -> socket2::SockRef<'_> {
+        socket2::SockRef::from(&self.fd)
     }
 
     /// This connection's id (stable for its life; stale ids never reach a reused slot).

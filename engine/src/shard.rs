@@ -14,14 +14,16 @@
 //! out of a ring buffer while the service (inside `Core`) runs.
 
 use crate::control::{Control, ShardInbox, ShardReport};
-use crate::service::{flags, CloseReason, ConnCx, ConnIo, Effects, Service, KEEP_CAPACITY};
+use crate::service::{
+    flags, CloseReason, ConnCx, ConnIo, Effects, Service, ShardActions, KEEP_CAPACITY,
+};
 use crate::stats::EngineStats;
 use crate::sys::{fd::from_accept_result, Completion, Ring, SendOutcome};
 use crate::table::{Id, Table};
 use crate::token::{self, OP_ACCEPT, OP_CANCEL, OP_CONNECT, OP_RECV, OP_SEND, OP_WAKE};
 use crate::wheel::{TimerKey, Wheel};
 use socket2::SockRef;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// Sizing and behaviour of one shard.
@@ -138,6 +140,7 @@ impl<S: Service> Core<S> {
             outbound: conn.state & state::OUTBOUND != 0,
             peer,
             effects: &mut effects,
+            fd: conn.fd.as_fd(),
         };
         let r = f(&mut self.service, &mut cx, &mut conn.app);
         let req = Requests {
@@ -229,6 +232,9 @@ pub(crate) struct Shard<S: Service> {
     /// Sockets accepted while the table was full, served as slots free.
     held: std::collections::VecDeque<(OwnedFd, usize)>,
     fired: Vec<u32>,
+    actions: ShardActions,
+    /// When the service asked to be polled again ([`Service::poll`]).
+    service_deadline: Option<Instant>,
 }
 
 impl<S: Service> Shard<S> {
@@ -277,6 +283,8 @@ impl<S: Service> Shard<S> {
             accept_retry: TimerKey::NONE,
             held: std::collections::VecDeque::new(),
             fired: Vec::new(),
+            actions: ShardActions::default(),
+            service_deadline: None,
         }
     }
 
@@ -288,17 +296,26 @@ impl<S: Service> Shard<S> {
         let mut cqes: Vec<Completion> = Vec::with_capacity(1024);
         loop {
             self.tick();
+            self.poll_service();
             if self.core.stopping
                 && self.core.conns.is_empty()
                 && self.listeners.iter().all(|l| !l.armed)
             {
                 break;
             }
-            let timeout = self
+            let wheel = self
                 .core
                 .wheel
                 .next_deadline()
                 .map(|d| Duration::from_millis(d.saturating_sub(self.core.now_ms).max(1)));
+            let service = self.service_deadline.map(|d| {
+                d.saturating_duration_since(self.core.now)
+                    .max(Duration::from_millis(1))
+            });
+            let timeout = match (wheel, service) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             if let Err(e) = self.ring.submit_and_wait(timeout) {
                 tracing::error!(shard = self.id, "io_uring_enter failed: {e}");
                 std::thread::sleep(Duration::from_millis(10));
@@ -329,6 +346,37 @@ impl<S: Service> Shard<S> {
         }
         fired.clear();
         self.fired = fired;
+    }
+
+    /// Runs [`Service::poll`] and carries out what it asks; repeats (boundedly) while the actions
+    /// it asked for lead to more.
+    fn poll_service(&mut self) {
+        for _ in 0..8 {
+            let mut actions = std::mem::take(&mut self.actions);
+            self.service_deadline = self.core.service.poll(self.core.now, &mut actions);
+            if actions.is_empty() {
+                self.actions = actions;
+                return;
+            }
+            for (id, reason) in actions.close.drain(..) {
+                self.begin_close(id, reason);
+                self.maybe_finalize(id);
+            }
+            for id in actions.wake.drain(..) {
+                let open = self
+                    .core
+                    .conns
+                    .get(id)
+                    .is_some_and(|c| c.state & state::CLOSING == 0);
+                if open {
+                    if let Some(((), req)) = self.core.call(id, |svc, cx, app| svc.on_wake(cx, app))
+                    {
+                        self.apply(id, req);
+                    }
+                }
+            }
+            self.actions = actions;
+        }
     }
 
     fn dispatch(&mut self, c: Completion) {
@@ -1064,7 +1112,7 @@ impl<S: Service> Shard<S> {
             self.core.release_io(io);
         }
         drop(conn.fd);
-        self.core.service.on_close(conn.app, conn.reason);
+        self.core.service.on_close(id, conn.app, conn.reason);
         if let Some(p) = peer {
             if let Some(io) = self.core.conns.get_mut(p).and_then(|c| c.io.as_mut()) {
                 io.peer = None;

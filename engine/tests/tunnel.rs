@@ -91,7 +91,7 @@ impl Service for Tunnel {
         cx.close(CloseReason::Shutdown);
     }
 
-    fn on_close(&mut self, _: (), _: CloseReason) {}
+    fn on_close(&mut self, _: coreplex_engine::Id, _: (), _: CloseReason) {}
 
     fn stats(&mut self) {}
 }

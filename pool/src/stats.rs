@@ -53,7 +53,7 @@ impl CloseStats {
 }
 
 /// Snapshot of one server.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerStats {
     /// Idle shared connections that served one request.
     pub idle: usize,
@@ -84,7 +84,7 @@ pub struct ServerStats {
 }
 
 /// Snapshot of one backend pool.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PoolStats {
     /// Per server, indexed by [`ServerId`](crate::ServerId).
     pub servers: Vec<ServerStats>,
