@@ -7,16 +7,26 @@
 //!
 //! With no file, [`EMBEDDED_DEFAULT`] (the same text as `examples/hello.toml`) is used.
 
+mod backend;
+mod timeouts;
+
+pub use backend::{Backend, TcpKeepalive};
+pub use timeouts::Timeouts;
+#[cfg(test)]
+use timeouts::DEFAULT_TIMEOUTS;
+
 use crate::units::{Bytes, Dur};
+use backend::{RawBackend, RawKeepalive};
 use coreplex_protocol::h1::Limits;
 use serde::Deserialize;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
+use timeouts::RawTimeouts;
 
 /// The configuration used when no file is given: a hello listener and the admin endpoint.
-pub const EMBEDDED_DEFAULT: &str = include_str!("../examples/hello.toml");
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../examples/hello.toml");
 
 /// One problem in a configuration, with the path of the key it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,14 +67,6 @@ struct RawGlobal {
     buffer_size: Option<Bytes>,
     shutdown_timeout: Option<Dur>,
     linger: Option<Dur>,
-}
-
-#[derive(Deserialize, Default, Debug, Clone)]
-#[serde(deny_unknown_fields)]
-struct RawTimeouts {
-    http_request: Option<Dur>,
-    http_keep_alive: Option<Dur>,
-    client: Option<Dur>,
 }
 
 #[derive(Deserialize, Default, Debug, Clone)]
@@ -112,7 +114,8 @@ struct RawRoute {
     host: Option<String>,
     path: Option<String>,
     path_prefix: Option<String>,
-    respond: RawRespond,
+    respond: Option<RawRespond>,
+    backend: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -125,6 +128,7 @@ struct RawListener {
     timeouts: RawTimeouts,
     #[serde(default)]
     limits: RawLimits,
+    tcp_keepalive: Option<RawKeepalive>,
     #[serde(default)]
     route: Vec<RawRoute>,
 }
@@ -151,17 +155,6 @@ pub struct Global {
     pub linger: Duration,
 }
 
-/// The timeouts of a listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// The whole request head must arrive within this (408 otherwise).
-    pub http_request: Duration,
-    /// Wait for the next request after a response (silent close).
-    pub http_keep_alive: Duration,
-    /// Client inactivity while it is expected to send a body or read a response.
-    pub client: Duration,
-}
-
 /// A direct response, as configured.
 #[derive(Debug, Clone)]
 pub struct Respond {
@@ -182,6 +175,15 @@ pub enum PathMatch {
     Prefix(String),
 }
 
+/// What a route does with a request.
+#[derive(Debug, Clone)]
+pub enum RouteAction {
+    /// Answer directly.
+    Respond(Respond),
+    /// Forward to the backend with this index in [`Config::backends`].
+    Backend(usize),
+}
+
 /// A route of a listener.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -189,8 +191,8 @@ pub struct Route {
     pub host: Option<String>,
     /// Path to match.
     pub path: PathMatch,
-    /// What to answer.
-    pub respond: Respond,
+    /// What to do.
+    pub action: RouteAction,
 }
 
 /// A listener.
@@ -206,6 +208,8 @@ pub struct Listener {
     pub timeouts: Timeouts,
     /// Request limits.
     pub limits: Limits,
+    /// TCP keepalive on accepted connections.
+    pub tcp_keepalive: Option<TcpKeepalive>,
     /// Routes, first match wins; no match answers 404.
     pub routes: Vec<Route>,
 }
@@ -219,14 +223,9 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// Listeners.
     pub listeners: Vec<Listener>,
+    /// Backends, sorted by name.
+    pub backends: Vec<Backend>,
 }
-
-/// Built-in timeouts, used where neither `[defaults]` nor the listener sets one.
-pub const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
-    http_request: Duration::from_secs(10),
-    http_keep_alive: Duration::from_secs(75),
-    client: Duration::from_secs(60),
-};
 
 /// Parses and validates a configuration text. Returns every problem found.
 pub fn load(text: &str) -> Result<Config, Vec<ConfigError>> {
@@ -238,6 +237,7 @@ pub fn load(text: &str) -> Result<Config, Vec<ConfigError>> {
     let mut defaults = RawDefaults::default();
     let mut admin = None;
     let mut listeners = Vec::new();
+    let mut backends = Vec::new();
     let mut version_seen = false;
     for (key, value) in table {
         match key.as_str() {
@@ -276,9 +276,22 @@ pub fn load(text: &str) -> Result<Config, Vec<ConfigError>> {
                     "expected an array of tables: write [[listener]]",
                 )),
             },
+            "backend" => match value {
+                toml::Value::Table(items) => {
+                    for (name, item) in items {
+                        let raw =
+                            section::<RawBackend>(&format!("backend.{name}"), item, &mut errors);
+                        backends.push((name, raw));
+                    }
+                }
+                _ => errors.push(err(
+                    "backend",
+                    "expected tables: write [backend.NAME] with servers = [...]",
+                )),
+            },
             other => errors.push(err(
                 other,
-                "unknown key; expected one of: version, global, defaults, admin, listener",
+                "unknown key; expected one of: version, global, defaults, admin, listener, backend",
             )),
         }
     }
@@ -288,7 +301,7 @@ pub fn load(text: &str) -> Result<Config, Vec<ConfigError>> {
             "missing: the file must start with `version = 1`",
         ));
     }
-    let config = validate(global, defaults, admin, listeners, &mut errors);
+    let config = validate(global, defaults, admin, listeners, backends, &mut errors);
     if errors.is_empty() {
         Ok(config)
     } else {
@@ -324,10 +337,16 @@ fn validate(
     defaults: RawDefaults,
     admin: Option<RawAdmin>,
     listeners: Vec<Option<RawListener>>,
+    raw_backends: Vec<(String, Option<RawBackend>)>,
     errors: &mut Vec<ConfigError>,
 ) -> Config {
     let global = validate_global(&g, errors);
-    let base_timeouts = merge_timeouts(&DEFAULT_TIMEOUTS, &defaults.timeouts);
+    let mut backends: BTreeMap<String, Option<Backend>> = BTreeMap::new();
+    for (name, raw) in raw_backends {
+        let b = raw.map(|r| backend::validate(&name, r, &defaults.timeouts, errors));
+        backends.insert(name, b);
+    }
+    let backend_index = |name: &str| backends.keys().position(|k| k == name);
     let base_limits = merge_limits(
         &Limits::default(),
         &defaults.limits,
@@ -389,11 +408,16 @@ fn validate(
         if !(1..=1 << 20).contains(&backlog) {
             errors.push(err(format!("{p}.backlog"), "must be between 1 and 1048576"));
         }
-        let timeouts = merge_timeouts(&base_timeouts, &raw.timeouts);
+        let timeouts = defaults.timeouts.overlay(&raw.timeouts).resolve();
         let limits = merge_limits(&base_limits, &raw.limits, &format!("{p}.limits"), errors);
+        let tcp_keepalive = raw
+            .tcp_keepalive
+            .map(|k| k.validate(&format!("{p}.tcp_keepalive"), errors));
         let mut routes = Vec::new();
         for (j, r) in raw.route.into_iter().enumerate() {
-            if let Some(route) = validate_route(r, &format!("{p}.route[{j}]"), &limits, errors) {
+            if let Some(route) =
+                validate_route(r, &format!("{p}.route[{j}]"), &backend_index, errors)
+            {
                 routes.push(route);
             }
         }
@@ -403,6 +427,7 @@ fn validate(
             backlog,
             timeouts,
             limits,
+            tcp_keepalive,
             routes,
         });
     }
@@ -412,10 +437,14 @@ fn validate(
     if out.len() > 200 {
         errors.push(err("listener", "at most 200 listeners are supported"));
     }
+    if backends.len() > 255 {
+        errors.push(err("backend", "at most 255 backends are supported"));
+    }
     Config {
         global,
         admin,
         listeners: out,
+        backends: backends.into_values().flatten().collect(),
     }
 }
 
@@ -478,14 +507,6 @@ fn validate_global(g: &RawGlobal, errors: &mut Vec<ConfigError>) -> Global {
     }
 }
 
-fn merge_timeouts(base: &Timeouts, raw: &RawTimeouts) -> Timeouts {
-    Timeouts {
-        http_request: raw.http_request.map_or(base.http_request, |d| d.0),
-        http_keep_alive: raw.http_keep_alive.map_or(base.http_keep_alive, |d| d.0),
-        client: raw.client.map_or(base.client, |d| d.0),
-    }
-}
-
 fn merge_limits(base: &Limits, raw: &RawLimits, p: &str, errors: &mut Vec<ConfigError>) -> Limits {
     let mut l = Limits {
         max_request_line: raw
@@ -530,7 +551,7 @@ fn is_token(s: &str) -> bool {
 fn validate_route(
     r: RawRoute,
     p: &str,
-    _limits: &Limits,
+    backend_index: &dyn Fn(&str) -> Option<usize>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Route> {
     let before = errors.len();
@@ -556,7 +577,38 @@ fn validate_route(
             errors.push(err(format!("{p}.host"), format!("invalid host {h:?}")));
         }
     }
-    let status = r.respond.status;
+    let respond = match (r.respond, r.backend) {
+        (Some(_), Some(_)) => {
+            errors.push(err(p, "set either `respond` or `backend`, not both"));
+            return None;
+        }
+        (None, None) => {
+            errors.push(err(
+                p,
+                "a route needs `respond = {...}` or `backend = \"NAME\"`",
+            ));
+            return None;
+        }
+        (None, Some(name)) => {
+            return match backend_index(&name) {
+                Some(i) if errors.len() == before => Some(Route {
+                    host,
+                    path,
+                    action: RouteAction::Backend(i),
+                }),
+                Some(_) => None,
+                None => {
+                    errors.push(err(
+                        format!("{p}.backend"),
+                        format!("unknown backend {name:?}: define it as [backend.{name}]"),
+                    ));
+                    None
+                }
+            };
+        }
+        (Some(r), None) => r,
+    };
+    let status = respond.status;
     if !(200..=599).contains(&status) {
         errors.push(err(
             format!("{p}.respond.status"),
@@ -564,7 +616,7 @@ fn validate_route(
         ));
     }
     let mut headers = Vec::new();
-    for (name, value) in r.respond.headers {
+    for (name, value) in respond.headers {
         let hp = format!("{p}.respond.headers.{name}");
         let Some(v) = value.as_str() else {
             errors.push(err(hp, "header values must be strings"));
@@ -591,7 +643,7 @@ fn validate_route(
         }
         headers.push((name, v.to_string()));
     }
-    if r.respond.body.len() > 1 << 20 {
+    if respond.body.len() > 1 << 20 {
         errors.push(err(
             format!("{p}.respond.body"),
             "direct response bodies are limited to 1MiB",
@@ -603,11 +655,11 @@ fn validate_route(
     Some(Route {
         host,
         path,
-        respond: Respond {
+        action: RouteAction::Respond(Respond {
             status: status as u16,
             headers,
-            body: r.respond.body.into_bytes(),
-        },
+            body: respond.body.into_bytes(),
+        }),
     })
 }
 
@@ -621,7 +673,10 @@ mod tests {
         assert_eq!(c.listeners.len(), 1);
         assert_eq!(c.listeners[0].bind.to_string(), "127.0.0.1:8080");
         assert_eq!(c.admin.unwrap().to_string(), "127.0.0.1:9090");
-        assert_eq!(c.listeners[0].routes[0].respond.body, b"Hello, World!");
+        let RouteAction::Respond(r) = &c.listeners[0].routes[0].action else {
+            panic!("the hello route answers directly");
+        };
+        assert_eq!(r.body, b"Hello, World!");
     }
 
     #[test]
@@ -701,6 +756,100 @@ limits = { max_body = "2MiB" }
         assert_eq!(l.timeouts.client, Duration::from_millis(250));
         assert_eq!(l.timeouts.http_request, DEFAULT_TIMEOUTS.http_request);
         assert_eq!(l.limits.max_body, 2 << 20);
+    }
+
+    #[test]
+    fn backends_and_routes_to_them() {
+        let text = r#"
+version = 1
+[defaults.timeouts]
+connect = "2s"
+server = "30s"
+[[listener]]
+bind = "127.0.0.1:1"
+tcp_keepalive = { idle = "30s" }
+[[listener.route]]
+path_prefix = "/api"
+backend = "api"
+[[listener.route]]
+respond = { body = "x" }
+[backend.api]
+servers = [{ address = "127.0.0.1:9001", maxconn = 10 }, { address = "127.0.0.1:9002", weight = 3 }]
+balance = "leastconn"
+reuse = "always"
+maxconn = 100
+queue_length = 50
+timeouts = { server = "5s" }
+pool = { max_idle_per_server = 8, idle_timeout = "10s", max_reuse = 1000 }
+"#;
+        let c = load(text).unwrap();
+        let b = &c.backends[0];
+        assert_eq!(b.name, "api");
+        assert_eq!(b.servers[1].name, "127.0.0.1:9002");
+        assert_eq!(b.policy.reuse, coreplex_pool::ReuseMode::Always);
+        assert_eq!(b.policy.balance, coreplex_pool::Balance::LeastConn);
+        assert_eq!(b.policy.servers[0].maxconn, Some(10));
+        assert_eq!(b.policy.servers[1].weight, 3);
+        assert_eq!(b.policy.maxconn, Some(100));
+        assert_eq!(b.policy.queue_cap, Some(50));
+        assert_eq!(b.policy.max_idle_per_server, Some(8));
+        assert_eq!(b.timeouts.connect, Duration::from_secs(2));
+        assert_eq!(b.timeouts.server, Duration::from_secs(5));
+        assert_eq!(
+            b.timeouts.queue,
+            Duration::from_secs(2),
+            "queue falls back to connect"
+        );
+        assert_eq!(b.policy.queue_timeout, Duration::from_secs(2));
+        assert!(matches!(
+            c.listeners[0].routes[0].action,
+            RouteAction::Backend(0)
+        ));
+        assert_eq!(
+            c.listeners[0].tcp_keepalive.unwrap().idle,
+            Duration::from_secs(30)
+        );
+        let shard = b.policy_for_shard(1, 4);
+        assert_eq!(shard.maxconn, Some(25));
+        assert_eq!(shard.servers[0].maxconn, Some(3));
+    }
+
+    #[test]
+    fn backend_errors_carry_their_key_paths() {
+        let text = r#"
+version = 1
+[[listener]]
+bind = "127.0.0.1:1"
+[[listener.route]]
+backend = "nope"
+[[listener.route]]
+backend = "app"
+respond = { body = "x" }
+[backend.app]
+servers = [{ address = "localhost" }, { address = "127.0.0.1:2", maxconn = 0 }]
+reuse = "sometimes"
+balance = "random"
+tcp_keepalive = { count = 0 }
+[backend.empty]
+colour = 1
+[backend.none]
+servers = []
+"#;
+        let errs = load(text).unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        for want in [
+            "listener[0].route[0].backend",
+            "listener[0].route[1]",
+            "backend.app.servers[0].address",
+            "backend.app.servers[1].maxconn",
+            "backend.app.reuse",
+            "backend.app.balance",
+            "backend.app.tcp_keepalive.count",
+            "backend.empty.colour",
+            "backend.none.servers",
+        ] {
+            assert!(paths.contains(&want), "missing {want} in {errs:#?}");
+        }
     }
 
     #[test]

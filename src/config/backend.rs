@@ -1,0 +1,330 @@
+//! `[backend.NAME]`: servers, balancing, reuse mode, pool sizing, limits, health, timeouts and
+//! TCP keepalive of one backend, validated into a [`Backend`] whose [`BackendPolicy`] the shards
+//! split with [`Backend::policy_for_shard`].
+
+use super::timeouts::{RawTimeouts, Timeouts};
+use super::{err, ConfigError};
+use crate::units::Dur;
+use coreplex_pool::{BackendPolicy, Balance, ReuseMode, ServerPolicy};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    address: String,
+    name: Option<String>,
+    weight: Option<u32>,
+    maxconn: Option<u32>,
+    maxqueue: Option<u32>,
+    conn_rate: Option<u32>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    max_idle_per_server: Option<usize>,
+    idle_timeout: Option<Dur>,
+    purge_delay: Option<Dur>,
+    max_reuse: Option<u32>,
+    max_private_per_session: Option<usize>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    fail_threshold: Option<u32>,
+    down_for: Option<Dur>,
+}
+
+/// TCP keepalive probes, as written.
+#[derive(Deserialize, Debug, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKeepalive {
+    idle: Option<Dur>,
+    interval: Option<Dur>,
+    count: Option<u32>,
+}
+
+impl RawKeepalive {
+    pub(super) fn validate(&self, p: &str, errors: &mut Vec<ConfigError>) -> TcpKeepalive {
+        let k = TcpKeepalive {
+            idle: self.idle.map_or(Duration::from_secs(60), |d| d.0),
+            interval: self.interval.map_or(Duration::from_secs(10), |d| d.0),
+            count: self.count.unwrap_or(6),
+        };
+        for (key, d) in [("idle", k.idle), ("interval", k.interval)] {
+            if d < Duration::from_secs(1) || d > Duration::from_secs(32767) {
+                errors.push(err(
+                    format!("{p}.{key}"),
+                    "must be between 1s and 32767s (kernel limit, whole seconds)",
+                ));
+            }
+        }
+        if !(1..=127).contains(&k.count) {
+            errors.push(err(format!("{p}.count"), "must be between 1 and 127"));
+        }
+        k
+    }
+}
+
+/// TCP keepalive settings of a socket (`SO_KEEPALIVE`, `TCP_KEEPIDLE/INTVL/CNT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpKeepalive {
+    /// Idle time before the first probe.
+    pub idle: Duration,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Unanswered probes before the connection is dropped.
+    pub count: u32,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBackend {
+    #[serde(default)]
+    servers: Vec<RawServer>,
+    balance: Option<String>,
+    reuse: Option<String>,
+    maxconn: Option<u32>,
+    queue_length: Option<usize>,
+    retries: Option<u32>,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+    #[serde(default)]
+    pool: RawPool,
+    #[serde(default)]
+    health: RawHealth,
+    tcp_keepalive: Option<RawKeepalive>,
+    forwarded_for: Option<bool>,
+    forwarded: Option<bool>,
+}
+
+/// One server of a backend.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Where to connect.
+    pub address: SocketAddr,
+    /// Name in the metrics (default: the address).
+    pub name: String,
+}
+
+/// A validated backend.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// Name (the key under `[backend]`).
+    pub name: String,
+    /// Servers, indexed like the policy's.
+    pub servers: Vec<Server>,
+    /// The whole process's policy; shards take [`Backend::policy_for_shard`].
+    pub policy: BackendPolicy,
+    /// Connect-failure retries of one request (another server preferred).
+    pub retries: u32,
+    /// The backend's timeout profile (`connect`, `server`, `server_fin`, `queue`, `tunnel` apply).
+    pub timeouts: Timeouts,
+    /// TCP keepalive on backend connections.
+    pub tcp_keepalive: Option<TcpKeepalive>,
+    /// Add `X-Forwarded-For` and `X-Forwarded-Proto` (default on).
+    pub forwarded_for: bool,
+    /// Add an RFC 7239 `Forwarded` header (default off).
+    pub forwarded: bool,
+}
+
+/// `total` split over `shards`: shard `i` gets `total / shards`, plus one for the first
+/// `total % shards` shards; at least `min`.
+fn share(total: u64, shards: usize, i: usize, min: u64) -> u64 {
+    let n = shards.max(1) as u64;
+    let base = total / n + u64::from((i as u64) < total % n);
+    base.max(min)
+}
+
+impl Backend {
+    /// This shard's share of the limits (see the `pool` crate's `config` module docs).
+    pub fn policy_for_shard(&self, shard: usize, shards: usize) -> BackendPolicy {
+        let mut p = self.policy.clone();
+        let part32 = |v: Option<u32>, min: u64| {
+            v.map(|x| share(u64::from(x), shards, shard, min).min(u64::from(u32::MAX)) as u32)
+        };
+        let part = |v: Option<usize>, min: u64| {
+            v.map(|x| share(x as u64, shards, shard, min).min(usize::MAX as u64) as usize)
+        };
+        for s in &mut p.servers {
+            s.maxconn = part32(s.maxconn, 1);
+            s.maxqueue = part32(s.maxqueue, 0);
+            s.conn_rate = part32(s.conn_rate, 1);
+        }
+        p.maxconn = part32(p.maxconn, 1);
+        p.queue_cap = part(p.queue_cap, 0);
+        p.max_idle_per_server = part(p.max_idle_per_server, 0);
+        p
+    }
+}
+
+pub(super) fn validate(
+    name: &str,
+    raw: RawBackend,
+    defaults: &RawTimeouts,
+    errors: &mut Vec<ConfigError>,
+) -> Backend {
+    let p = format!("backend.{name}");
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    {
+        errors.push(err(
+            &p,
+            "backend names may use letters, digits, '_', '-' and '.'",
+        ));
+    }
+    if raw.servers.is_empty() {
+        errors.push(err(
+            format!("{p}.servers"),
+            "at least one server is required: servers = [ { address = \"127.0.0.1:8080\" } ]",
+        ));
+    }
+    let mut servers = Vec::new();
+    let mut policies = Vec::new();
+    for (i, s) in raw.servers.iter().enumerate() {
+        let sp = format!("{p}.servers[{i}]");
+        let address = match s.address.parse::<SocketAddr>() {
+            Ok(a) if a.port() != 0 => a,
+            _ => {
+                errors.push(err(
+                    format!("{sp}.address"),
+                    format!(
+                        "invalid address {:?}: expected ip:port such as \"127.0.0.1:8080\"",
+                        s.address
+                    ),
+                ));
+                SocketAddr::from(([127, 0, 0, 1], 1))
+            }
+        };
+        for (key, v) in [("maxconn", s.maxconn), ("conn_rate", s.conn_rate)] {
+            if v == Some(0) {
+                errors.push(err(
+                    format!("{sp}.{key}"),
+                    "must be at least 1 (leave it out for no limit)",
+                ));
+            }
+        }
+        let name = s.name.clone().unwrap_or_else(|| address.to_string());
+        if servers.iter().any(|x: &Server| x.name == name) {
+            errors.push(err(
+                format!("{sp}.name"),
+                format!("duplicate server name {name:?}"),
+            ));
+        }
+        servers.push(Server { address, name });
+        policies.push(ServerPolicy {
+            weight: s.weight.unwrap_or(1),
+            maxconn: s.maxconn,
+            maxqueue: s.maxqueue,
+            conn_rate: s.conn_rate,
+        });
+    }
+    if !policies.is_empty() && policies.iter().all(|s| s.weight == 0) {
+        errors.push(err(
+            format!("{p}.servers"),
+            "at least one server needs a weight above 0",
+        ));
+    }
+    let mut policy = BackendPolicy::new(policies);
+    policy.balance = match raw.balance.as_deref() {
+        None | Some("roundrobin") => Balance::RoundRobin,
+        Some("leastconn") => Balance::LeastConn,
+        Some(other) => {
+            errors.push(err(
+                format!("{p}.balance"),
+                format!("unknown balance {other:?}: expected \"roundrobin\" or \"leastconn\""),
+            ));
+            Balance::RoundRobin
+        }
+    };
+    policy.reuse = match raw.reuse.as_deref() {
+        None | Some("safe") => ReuseMode::Safe,
+        Some("never") => ReuseMode::Never,
+        Some("aggressive") => ReuseMode::Aggressive,
+        Some("always") => ReuseMode::Always,
+        Some(other) => {
+            errors.push(err(
+                format!("{p}.reuse"),
+                format!(
+                    "unknown reuse mode {other:?}: expected \"never\", \"safe\", \"aggressive\" or \"always\""
+                ),
+            ));
+            ReuseMode::Safe
+        }
+    };
+    if raw.maxconn == Some(0) {
+        errors.push(err(
+            format!("{p}.maxconn"),
+            "must be at least 1 (leave it out for no limit)",
+        ));
+    }
+    policy.maxconn = raw.maxconn;
+    policy.queue_cap = raw.queue_length;
+    let timeouts = defaults.overlay(&raw.timeouts).resolve();
+    policy.queue_timeout = timeouts.queue;
+    if timeouts.connect.is_zero() {
+        errors.push(err(format!("{p}.timeouts.connect"), "must be above 0"));
+    }
+    let pool = &raw.pool;
+    policy.max_idle_per_server = pool.max_idle_per_server;
+    if let Some(d) = pool.idle_timeout {
+        policy.idle_timeout = d.0;
+    }
+    if let Some(d) = pool.purge_delay {
+        if d.0.is_zero() {
+            errors.push(err(format!("{p}.pool.purge_delay"), "must be above 0"));
+        } else {
+            policy.purge_delay = d.0;
+        }
+    }
+    policy.max_reuse = pool.max_reuse;
+    if let Some(m) = pool.max_private_per_session {
+        policy.max_private_per_session = m;
+    }
+    if let Some(t) = raw.health.fail_threshold {
+        policy.fail_threshold = t;
+    }
+    if let Some(d) = raw.health.down_for {
+        policy.down_for = d.0;
+    }
+    let retries = raw.retries.unwrap_or(3);
+    if retries > 100 {
+        errors.push(err(format!("{p}.retries"), "must be at most 100"));
+    }
+    let tcp_keepalive = raw
+        .tcp_keepalive
+        .map(|k| k.validate(&format!("{p}.tcp_keepalive"), errors));
+    Backend {
+        name: name.to_string(),
+        servers,
+        policy,
+        retries,
+        timeouts,
+        tcp_keepalive,
+        forwarded_for: raw.forwarded_for.unwrap_or(true),
+        forwarded: raw.forwarded.unwrap_or(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_sum_to_the_total() {
+        let parts: Vec<u64> = (0..8).map(|i| share(100, 8, i, 1)).collect();
+        assert_eq!(parts.iter().sum::<u64>(), 100);
+        assert_eq!(parts[0], 13);
+        assert_eq!(parts[7], 12);
+        assert_eq!(
+            share(3, 8, 7, 1),
+            1,
+            "limits that must admit something stay >= 1"
+        );
+        assert_eq!(share(3, 8, 7, 0), 0);
+    }
+}
