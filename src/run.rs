@@ -3,7 +3,7 @@
 
 use crate::admin;
 use crate::config::{self, Config};
-use crate::http::{HttpService, ListenerRuntime};
+use crate::http::{BackendRuntime, HttpService, ListenerRuntime};
 use coreplex_engine::{cpus, limits, ListenerSpec, Runtime, RuntimeConfig, ShardConfig};
 use nix::sys::signal::{SigSet, Signal};
 use std::path::Path;
@@ -74,7 +74,11 @@ fn max_connections(cfg: &Config, fd: &limits::FdLimit) -> usize {
             }
             m
         }
-        None => (fd.soft.saturating_sub(fixed) as usize / shards).clamp(64, 1_000_000),
+        // A proxied client needs a second descriptor for its backend connection.
+        None => {
+            let per_client = if cfg.backends.is_empty() { 1 } else { 2 };
+            (fd.soft.saturating_sub(fixed) as usize / shards / per_client).clamp(64, 1_000_000)
+        }
     }
 }
 
@@ -94,6 +98,9 @@ fn start(cfg: Config, signals: SigSet) -> Result<(), String> {
     };
     let listeners: Arc<Vec<ListenerRuntime>> =
         Arc::new(cfg.listeners.iter().map(ListenerRuntime::new).collect());
+    let backends: Arc<Vec<BackendRuntime>> =
+        Arc::new(cfg.backends.iter().map(BackendRuntime::new).collect());
+    let shards = cfg.global.cpus.len();
     let rt_cfg = RuntimeConfig {
         cpus: cfg.global.cpus.clone(),
         listeners: cfg
@@ -117,12 +124,14 @@ fn start(cfg: Config, signals: SigSet) -> Result<(), String> {
                 .max()
                 .unwrap_or(32768)
                 + 64 * 1024,
-            // The direct-response server opens no outbound connections yet.
-            max_outbound: 0,
+            // One backend connection per client in flight, plus pooled idle ones.
+            max_outbound: if cfg.backends.is_empty() { 0 } else { max_conn },
         },
     };
-    let runtime = Runtime::start(rt_cfg, move |_shard| HttpService::new(listeners.clone()))
-        .map_err(|e| e.to_string())?;
+    let runtime = Runtime::start(rt_cfg, move |shard| {
+        HttpService::new(listeners.clone(), backends.clone(), shard, shards)
+    })
+    .map_err(|e| e.to_string())?;
     let handle = runtime.handle();
     let stopping = Arc::new(AtomicBool::new(false));
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());

@@ -1,10 +1,12 @@
 //! The HTTP/1.1 server service that runs inside each shard: parses requests with
-//! `coreplex-protocol`, matches routes, writes direct responses, enforces timeouts and limits, and
-//! keeps per-shard statistics.
+//! `coreplex-protocol`, matches routes, writes direct responses or forwards to backends through
+//! the [`proxy`], enforces timeouts and limits, and keeps per-shard statistics.
 
+pub mod proxy;
 mod response;
 mod service;
 mod stats;
 
+pub use proxy::BackendRuntime;
 pub use service::{HttpService, ListenerRuntime};
 pub use stats::HttpStats;

@@ -103,10 +103,12 @@ pub struct ErrorPages {
 impl ErrorPages {
     /// Renders the statuses the server can emit on its own.
     pub fn new() -> ErrorPages {
-        let pages = [400u16, 404, 408, 413, 414, 417, 431, 500, 501, 503, 505]
-            .iter()
-            .map(|&s| Rendered::text(s, &format!("{}\n", reason_phrase(s))))
-            .collect();
+        let pages = [
+            400u16, 404, 408, 413, 414, 417, 431, 500, 501, 502, 503, 504, 505,
+        ]
+        .iter()
+        .map(|&s| Rendered::text(s, &format!("{}\n", reason_phrase(s))))
+        .collect();
         ErrorPages { pages }
     }
 
@@ -197,7 +199,7 @@ mod tests {
     #[test]
     fn error_pages_cover_parser_statuses() {
         let p = ErrorPages::new();
-        for s in [400, 408, 413, 414, 417, 431, 501, 505] {
+        for s in [400, 408, 413, 414, 417, 431, 501, 502, 503, 504, 505] {
             assert_eq!(p.get(s).status, s);
         }
     }

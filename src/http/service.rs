@@ -11,10 +11,11 @@
 //! engine's busy box, which returns to the pool when the request completes, so an idle
 //! connection's state is three bytes.
 
+use super::proxy::{BackendRuntime, ProxyShard};
 use super::response::{DateCache, ErrorPages, Persist, Rendered, CONTINUE};
 use super::stats::HttpStats;
-use crate::config::{Listener, PathMatch, Timeouts};
-use coreplex_engine::{CloseReason, ConnCx, Service};
+use crate::config::{Listener, PathMatch, RouteAction, TcpKeepalive, Timeouts};
+use coreplex_engine::{CloseReason, ConnCx, Id, Service, ShardActions};
 use coreplex_protocol::h1::{
     parse_request, BodyDecoder, BodyKind, HeadScanner, Limits, Method, RequestHead, Scan, Version,
 };
@@ -25,14 +26,24 @@ use std::time::Instant;
 /// Most header lines a request may have (the configurable limit is capped at this).
 pub const MAX_HEADERS_CAP: usize = 256;
 
-/// Output queued for a connection above which it stops reading (pipelining backpressure).
-const MAX_PENDING_OUTPUT: usize = 256 * 1024;
+/// Output queued for a connection above which it stops reading (pipelining backpressure; also
+/// the bound on bytes buffered between a client and its backend in each direction).
+pub(super) const MAX_PENDING_OUTPUT: usize = 256 * 1024;
+
+/// What a matched route does.
+pub(super) enum Target {
+    /// A pre-rendered direct response.
+    Respond(Rendered),
+    /// Forward to the backend with this index.
+    Backend(usize),
+}
 
 /// A listener's routes and settings, shared read-only by all shards.
 pub struct ListenerRuntime {
-    routes: Vec<(Option<String>, PathMatch, Rendered)>,
-    timeouts: Timeouts,
-    limits: Limits,
+    routes: Vec<(Option<String>, PathMatch, Target)>,
+    pub(super) timeouts: Timeouts,
+    pub(super) limits: Limits,
+    tcp_keepalive: Option<TcpKeepalive>,
 }
 
 impl ListenerRuntime {
@@ -42,13 +53,20 @@ impl ListenerRuntime {
             routes: l
                 .routes
                 .iter()
-                .map(|r| (r.host.clone(), r.path.clone(), Rendered::new(&r.respond)))
+                .map(|r| {
+                    let target = match &r.action {
+                        RouteAction::Respond(resp) => Target::Respond(Rendered::new(resp)),
+                        RouteAction::Backend(b) => Target::Backend(*b),
+                    };
+                    (r.host.clone(), r.path.clone(), target)
+                })
                 .collect(),
             timeouts: l.timeouts,
             limits: Limits {
                 max_headers: l.limits.max_headers.min(MAX_HEADERS_CAP),
                 ..l.limits
             },
+            tcp_keepalive: l.tcp_keepalive,
         }
     }
 
@@ -85,16 +103,24 @@ fn strip_port_only(host: &str) -> &str {
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-enum Phase {
+pub(super) enum Phase {
+    /// Between requests.
     #[default]
     Idle,
+    /// A partial request head is buffered.
     Head,
+    /// A request body is read (direct response).
     Body,
+    /// A request is being proxied (an exchange exists for the connection).
+    Proxy,
+    /// A final response is being sent; input is discarded.
     Closing,
+    /// A backend connection (outbound; `listener` is the backend index). Busy while paired.
+    Backend,
 }
 
 /// What to answer once a request's body has been read.
-struct Pending {
+pub(super) struct Pending {
     route: Option<usize>,
     persist: Persist,
     with_body: bool,
@@ -103,48 +129,105 @@ struct Pending {
 /// State of a request that spans several reads (the service's busy state).
 pub struct InFlight {
     scanner: HeadScanner,
-    started: Instant,
-    body: Option<(BodyDecoder, Pending)>,
+    pub(super) started: Instant,
+    /// The request body's decoder while it is read (or forwarded).
+    pub(super) body: Option<BodyDecoder>,
+    /// The direct response due once the body is read.
+    pending: Option<Pending>,
 }
+
+impl InFlight {
+    pub(super) fn new(started: Instant, body: Option<BodyDecoder>) -> InFlight {
+        InFlight {
+            scanner: HeadScanner::new(),
+            started,
+            body,
+            pending: None,
+        }
+    }
+}
+
+/// Connection flag bits in [`HttpConn::flags`].
+const DRAINING: u8 = 1 << 0;
+const SERVED: u8 = 1 << 1;
+const USED_BACKEND: u8 = 1 << 2;
 
 /// Per-connection state, stored inline in the engine's slab.
 #[derive(Default)]
 pub struct HttpConn {
-    listener: u8,
-    phase: Phase,
-    draining: bool,
-    served: bool,
+    /// Listener index; the backend index for backend connections.
+    pub(super) listener: u8,
+    pub(super) phase: Phase,
+    flags: u8,
 }
 
-type Cx<'a> = ConnCx<'a, InFlight>;
+impl HttpConn {
+    /// A graceful stop began: the next response closes.
+    pub(super) fn draining(&self) -> bool {
+        self.flags & DRAINING != 0
+    }
+
+    /// At least one response was sent (the next request is not the session's first).
+    pub(super) fn served(&self) -> bool {
+        self.flags & SERVED != 0
+    }
+
+    pub(super) fn set_served(&mut self) {
+        self.flags |= SERVED;
+    }
+
+    /// A backend pool knows this client session (it must hear about its close).
+    pub(super) fn used_backend(&self) -> bool {
+        self.flags & USED_BACKEND != 0
+    }
+
+    pub(super) fn set_used_backend(&mut self) {
+        self.flags |= USED_BACKEND;
+    }
+}
+
+pub(super) type Cx<'a> = ConnCx<'a, InFlight>;
 
 /// The service instance of one shard.
 pub struct HttpService {
-    listeners: Arc<Vec<ListenerRuntime>>,
-    errors: ErrorPages,
+    pub(super) listeners: Arc<Vec<ListenerRuntime>>,
+    pub(super) errors: ErrorPages,
     not_found: Rendered,
-    date: DateCache,
-    stats: HttpStats,
+    pub(super) date: DateCache,
+    pub(super) stats: HttpStats,
+    pub(super) proxy: ProxyShard,
 }
 
 impl HttpService {
-    /// A service for one shard over the shared listener table.
-    pub fn new(listeners: Arc<Vec<ListenerRuntime>>) -> HttpService {
+    /// A service for shard `shard` of `shards` over the shared listener and backend tables.
+    pub fn new(
+        listeners: Arc<Vec<ListenerRuntime>>,
+        backends: Arc<Vec<BackendRuntime>>,
+        shard: usize,
+        shards: usize,
+    ) -> HttpService {
         HttpService {
             listeners,
             errors: ErrorPages::new(),
             not_found: Rendered::text(404, "Not Found\n"),
             date: DateCache::new(Instant::now()),
             stats: HttpStats::default(),
+            proxy: ProxyShard::new(backends, shard, shards, Instant::now()),
         }
     }
 
-    fn timeouts(&self, conn: &HttpConn) -> Timeouts {
+    pub(super) fn timeouts(&self, conn: &HttpConn) -> Timeouts {
         self.listeners[conn.listener as usize].timeouts
     }
 
     /// Answers with an error page and closes after it is sent.
-    fn fail(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, status: u16, reason: CloseReason) {
+    pub(super) fn fail(
+        &mut self,
+        cx: &mut Cx<'_>,
+        conn: &mut HttpConn,
+        status: u16,
+        reason: CloseReason,
+    ) {
         let started = cx.busy_ref().map_or(cx.now(), |r| r.started);
         let date = self.date.get(cx.now());
         self.errors
@@ -171,27 +254,27 @@ impl HttpService {
         started: Instant,
     ) {
         // A stop that began while the request was read turns keep-alive into close.
-        let persist = if conn.draining || cx.is_stopping() {
+        let persist = if conn.draining() || cx.is_stopping() {
             Persist::Close
         } else {
             persist
         };
         let listener = &self.listeners[conn.listener as usize];
-        let page = match route {
-            Some(i) => &listener.routes[i].2,
-            None => &self.not_found,
+        let page = match route.map(|i| &listener.routes[i].2) {
+            Some(Target::Respond(page)) => page,
+            _ => &self.not_found,
         };
         let date = self.date.get(cx.now());
         page.write(cx.output(), date, persist, with_body);
         self.stats.response(page.status);
         self.stats
             .latency_us(cx.now().duration_since(started).as_micros() as u64);
-        conn.served = true;
+        conn.set_served();
         cx.take_busy();
         if persist == Persist::Close {
             conn.phase = Phase::Closing;
             cx.set_timer(self.timeouts(conn).client);
-            cx.close_after_flush(if conn.draining || cx.is_stopping() {
+            cx.close_after_flush(if conn.draining() || cx.is_stopping() {
                 CloseReason::Shutdown
             } else {
                 CloseReason::Done
@@ -206,13 +289,13 @@ impl HttpService {
         let mut pos = 0;
         loop {
             let req = cx.busy().expect("body phase has a request");
-            let (decoder, _) = req.body.as_mut().expect("body phase has a decoder");
+            let decoder = req.body.as_mut().expect("body phase has a decoder");
             match decoder.decode(&buf[pos..]) {
                 Ok(step) => {
                     pos += step.consumed;
                     if step.done {
                         let req = cx.take_busy().expect("checked");
-                        let (_, p) = req.body.expect("checked");
+                        let p = req.pending.expect("a direct response is pending");
                         self.respond(cx, conn, p.route, p.persist, p.with_body, req.started);
                         return Some(pos);
                     }
@@ -256,7 +339,11 @@ impl HttpService {
             }
         };
         let route = listener.route(&head);
-        let persist = if !head.keep_alive || conn.draining || cx.is_stopping() {
+        let started = cx.busy_ref().map_or(cx.now(), |r| r.started);
+        if let Some(&(_, _, Target::Backend(b))) = route.map(|i| &listener.routes[i]) {
+            return self.proxy_request(cx, conn, &head, b, started);
+        }
+        let persist = if !head.keep_alive || conn.draining() || cx.is_stopping() {
             Persist::Close
         } else if head.version == Version::Http10 {
             Persist::KeepAlive10
@@ -264,7 +351,6 @@ impl HttpService {
             Persist::KeepAlive11
         };
         let with_body = head.method != Method::Head;
-        let started = cx.busy_ref().map_or(cx.now(), |r| r.started);
         match head.body {
             BodyKind::None | BodyKind::Length(0) => {
                 self.respond(cx, conn, route, persist, with_body, started);
@@ -280,16 +366,12 @@ impl HttpService {
                     persist,
                     with_body,
                 };
-                match cx.busy() {
-                    Some(req) => req.body = Some((decoder, pending)),
-                    None => {
-                        cx.set_busy(InFlight {
-                            scanner: HeadScanner::new(),
-                            started,
-                            body: Some((decoder, pending)),
-                        });
-                    }
-                }
+                let req = match cx.busy() {
+                    Some(req) => req,
+                    None => cx.set_busy(InFlight::new(started, None)),
+                };
+                req.body = Some(decoder);
+                req.pending = Some(pending);
                 conn.phase = Phase::Body;
                 cx.set_timer(listener.timeouts.client);
             }
@@ -305,15 +387,25 @@ impl Service for HttpService {
 
     fn on_accept(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, listener: usize) {
         conn.listener = listener as u8;
+        if let Some(k) = &self.listeners[listener].tcp_keepalive {
+            super::proxy::set_keepalive(cx, k);
+        }
         cx.set_timer(self.timeouts(conn).http_request);
     }
 
     fn on_input(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, input: &[u8]) -> usize {
+        if conn.phase == Phase::Backend {
+            return self.backend_input(cx, conn, input);
+        }
         let mut pos = 0;
         let limits = self.listeners[conn.listener as usize].limits;
         while pos < input.len() {
             if conn.phase == Phase::Closing {
                 return input.len(); // after an error or `close`, input is discarded
+            }
+            if conn.phase == Phase::Proxy {
+                pos += self.proxy_input(cx, conn, &input[pos..]);
+                break;
             }
             if cx.pending_output() > MAX_PENDING_OUTPUT {
                 cx.pause_input();
@@ -332,7 +424,7 @@ impl Service for HttpService {
             }
             if conn.phase == Phase::Idle {
                 conn.phase = Phase::Head;
-                if conn.served {
+                if conn.served() {
                     cx.set_timer(self.timeouts(conn).http_request);
                 }
             }
@@ -345,8 +437,7 @@ impl Service for HttpService {
                     if matches!(r, Ok(Scan::Incomplete)) {
                         cx.set_busy(InFlight {
                             scanner,
-                            started: now,
-                            body: None,
+                            ..InFlight::new(now, None)
                         });
                     }
                     r
@@ -377,6 +468,11 @@ impl Service for HttpService {
     }
 
     fn on_peer_closed(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+        match conn.phase {
+            Phase::Backend => return self.backend_closed(cx, conn),
+            Phase::Proxy => return self.proxy_client_eof(cx, conn),
+            _ => {}
+        }
         if cx.pending_output() > 0 {
             conn.phase = Phase::Closing;
             cx.set_timer(self.timeouts(conn).client);
@@ -387,8 +483,11 @@ impl Service for HttpService {
     }
 
     fn on_drained(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+        if conn.phase == Phase::Proxy {
+            self.proxy_drained(cx, conn);
+        }
         if conn.phase == Phase::Idle {
-            if conn.draining {
+            if conn.draining() {
                 cx.close(CloseReason::Shutdown);
             } else {
                 cx.set_timer(self.timeouts(conn).http_keep_alive);
@@ -396,19 +495,52 @@ impl Service for HttpService {
         }
     }
 
+    fn on_connected(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, result: std::io::Result<()>) {
+        self.backend_connected(cx, conn, result);
+    }
+
+    fn on_paired(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+        self.proxy_paired(cx, conn);
+    }
+
+    fn on_wake(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+        if conn.phase == Phase::Proxy {
+            self.proxy_wake(cx, conn);
+        }
+    }
+
+    fn on_unpaired(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+        match conn.phase {
+            Phase::Proxy => self.proxy_unpaired(cx, conn),
+            // A backend connection whose client went away mid-exchange (or one still
+            // connecting): it cannot be reused.
+            _ if cx.is_outbound() => cx.close(CloseReason::Done),
+            _ => {}
+        }
+    }
+
     fn on_timer(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
         match conn.phase {
             Phase::Idle if cx.pending_output() > 0 => cx.close(CloseReason::ClientTimeout),
-            Phase::Idle if !conn.served => cx.close(CloseReason::RequestTimeout),
+            Phase::Idle if !conn.served() => cx.close(CloseReason::RequestTimeout),
             Phase::Idle => cx.close(CloseReason::KeepAliveTimeout),
             Phase::Head => self.fail(cx, conn, 408, CloseReason::RequestTimeout),
             Phase::Body => self.fail(cx, conn, 408, CloseReason::ClientTimeout),
             Phase::Closing => cx.close(CloseReason::ClientTimeout),
+            Phase::Proxy => self.proxy_timer(cx, conn),
+            Phase::Backend => self.backend_timer(cx, conn),
         }
     }
 
     fn on_shutdown(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
-        conn.draining = true;
+        conn.flags |= DRAINING;
+        if cx.is_outbound() {
+            // Idle pooled connections close now; busy ones finish their exchange.
+            if cx.peer().is_none() {
+                cx.close(CloseReason::Shutdown);
+            }
+            return;
+        }
         if conn.phase == Phase::Idle {
             if cx.pending_output() == 0 {
                 cx.close(CloseReason::Shutdown);
@@ -418,10 +550,21 @@ impl Service for HttpService {
         }
     }
 
-    fn on_close(&mut self, _conn: HttpConn, _reason: CloseReason) {}
+    fn on_close(&mut self, id: Id, conn: HttpConn, _reason: CloseReason) {
+        if conn.phase == Phase::Backend {
+            self.proxy.backend_conn_closed(conn.listener as usize, id);
+        } else if conn.used_backend() {
+            self.proxy_client_closed(id);
+        }
+    }
 
     fn stats(&mut self) -> HttpStats {
+        self.stats.backends = self.proxy.stats();
         self.stats.clone()
+    }
+
+    fn poll(&mut self, now: Instant, actions: &mut ShardActions) -> Option<Instant> {
+        self.proxy.poll(now, actions)
     }
 }
 
@@ -431,7 +574,7 @@ mod tests {
 
     #[test]
     fn idle_connection_state_is_small() {
-        assert_eq!(std::mem::size_of::<HttpConn>(), 4);
+        assert_eq!(std::mem::size_of::<HttpConn>(), 3);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Per-shard HTTP statistics: requests by status class, parse errors by kind, request latency.
 
+use super::proxy::stats::BackendStats;
 use coreplex_protocol::h1::{BodyError, RequestError};
 use hdrhistogram::Histogram;
 
@@ -19,6 +20,8 @@ pub struct HttpStats {
     pub continues: u64,
     /// Request latency in microseconds: first byte of the request to its response being queued.
     pub latency: Histogram<u64>,
+    /// Per-backend counters, indexed like the configuration's backends.
+    pub backends: Vec<BackendStats>,
 }
 
 impl Default for HttpStats {
@@ -30,6 +33,7 @@ impl Default for HttpStats {
             continues: 0,
             latency: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)
                 .expect("valid histogram bounds"),
+            backends: Vec::new(),
         }
     }
 }
@@ -73,5 +77,12 @@ impl HttpStats {
         }
         self.continues += o.continues;
         let _ = self.latency.add(&o.latency);
+        if self.backends.len() < o.backends.len() {
+            self.backends
+                .resize_with(o.backends.len(), BackendStats::default);
+        }
+        for (a, b) in self.backends.iter_mut().zip(&o.backends) {
+            a.merge(b);
+        }
     }
 }

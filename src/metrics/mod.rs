@@ -1,5 +1,7 @@
 //! Prometheus text rendering of the shards' aggregated statistics.
 
+mod backend;
+
 use crate::http::HttpStats;
 use coreplex_engine::{CloseReason, EngineStats, ShardReport};
 use coreplex_protocol::h1::{BodyError, RequestError};
@@ -245,6 +247,7 @@ pub fn render(reports: &[ShardReport<HttpStats>], shards_expected: usize) -> Str
         "Longest request seen.",
         secs(l.max()),
     );
+    backend::render(o, &h.backends);
     out
 }
 

@@ -2,11 +2,13 @@
 //! on `127.0.0.1:0` through [`harness::Server`] and talks to it over raw sockets, curl, the admin
 //! endpoint, `/proc` and signals. Run `tests/setup.sh` first on a fresh machine (it installs curl).
 
+mod backend;
 mod cli;
 mod harness;
 mod http1;
 mod malformed;
 mod metrics;
+mod proxy;
 mod runtime;
 mod shutdown;
 mod timeouts;

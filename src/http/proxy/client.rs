@@ -1,0 +1,553 @@
+//! The client side of an exchange: starting it from a parsed request head, acting on the pool's
+//! decisions (reuse, connect, queue, 503), streaming the request body to the backend, the
+//! client-side timers (queue fallback, connect, server wait, client), retries after a failed
+//! connect or a dead reused connection, and finishing once the backend side is done.
+
+use super::rewrite::{self, Forwarding};
+use super::stats::ProxyError;
+use super::{session_id, Exchange, Failure, Resp, Stage, QUEUE_GRACE};
+use crate::http::response::Persist;
+use crate::http::service::{Cx, HttpConn, HttpService, InFlight, Phase, MAX_PENDING_OUTPUT};
+use coreplex_engine::{CloseReason, Id};
+use coreplex_pool::{Acquire, RequestInfo, Unavailable};
+use coreplex_protocol::h1::{BodyDecoder, BodyKind, Method, RequestHead, Version};
+use std::time::Instant;
+
+impl HttpService {
+    /// Starts proxying a request to backend `b`; returns the head's length (consumed), or `None`
+    /// after an error answer.
+    pub(in crate::http) fn proxy_request(
+        &mut self,
+        cx: &mut Cx<'_>,
+        conn: &mut HttpConn,
+        head: &RequestHead<'_, '_>,
+        b: usize,
+        started: Instant,
+    ) -> Option<usize> {
+        if head.method == Method::Connect {
+            self.fail(cx, conn, 501, CloseReason::ProtocolError);
+            return None;
+        }
+        let cfg = self.proxy.config(b);
+        let client = cx
+            .socket()
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.ip());
+        let mut out = Vec::with_capacity(head.head_len + 96);
+        rewrite::request_head(
+            &mut out,
+            head.method_str,
+            head.target,
+            head.headers,
+            &Forwarding {
+                client,
+                forwarded_for: cfg.forwarded_for,
+                forwarded: cfg.forwarded,
+            },
+        );
+        let has_body = !matches!(head.body, BodyKind::None | BodyKind::Length(0));
+        let http10 = head.version == Version::Http10;
+        let persist = if !head.keep_alive || conn.draining() || cx.is_stopping() {
+            Persist::Close
+        } else if http10 {
+            Persist::KeepAlive10
+        } else {
+            Persist::KeepAlive11
+        };
+        let info = RequestInfo {
+            session: session_id(cx.id()),
+            first: !conn.served(),
+            idempotent: head.method.is_idempotent(),
+        };
+        let now = cx.now();
+        let ex = Exchange {
+            backend: b,
+            server: coreplex_pool::ServerId(0),
+            info,
+            stage: Stage::Connecting,
+            head: out,
+            method: head.method,
+            http10,
+            replayable: !has_body && head.method.is_idempotent(),
+            req_done: !has_body,
+            reused: false,
+            connected: false,
+            resp: Resp::Head,
+            resp_seen: false,
+            resp_started: false,
+            persist,
+            backend_keep: false,
+            private: false,
+            status: 0,
+            failure: None,
+            retries_left: cfg.retries,
+            started,
+            since: now,
+            done: false,
+        };
+        let max_body = self.listeners[conn.listener as usize].limits.max_body;
+        let decoder = has_body.then(|| BodyDecoder::new(head.body, max_body));
+        match cx.busy() {
+            Some(r) => r.body = decoder,
+            None if decoder.is_some() => {
+                cx.set_busy(InFlight::new(started, decoder));
+            }
+            None => {}
+        }
+        conn.phase = Phase::Proxy;
+        conn.set_used_backend();
+        let id = cx.id();
+        self.proxy.exchanges.insert(id, ex);
+        let decision = self.proxy.pools[b].acquire(&info, now);
+        self.proceed(cx, conn, decision);
+        Some(head.head_len)
+    }
+
+    /// Acts on a pool decision for the connection's exchange.
+    fn proceed(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, decision: Acquire) {
+        let id = cx.id();
+        let now = cx.now();
+        let Some(ex) = self.proxy.exchanges.get_mut(&id) else {
+            return;
+        };
+        let b = ex.backend;
+        match decision {
+            Acquire::Reuse { server, conn: c } => {
+                ex.server = server;
+                ex.reused = true;
+                ex.connected = true;
+                ex.stage = Stage::Forwarding;
+                cx.pair(super::engine_id(c));
+            }
+            Acquire::Connect { server } => {
+                ex.server = server;
+                ex.reused = false;
+                ex.connected = false;
+                ex.stage = Stage::Connecting;
+                ex.since = now;
+                let addr = self.proxy.addr(b, server);
+                match cx.connect(addr) {
+                    Ok(()) => cx.set_timer(self.proxy.config(b).timeouts.connect),
+                    Err(e) => {
+                        tracing::debug!("connect to {addr}: {e}");
+                        let _ = self.proxy.pools[b].connect_failed(server, now);
+                        self.proxy.dirty = true;
+                        self.proxy.stats[b].error(ProxyError::ConnectFailed);
+                        self.retry_or_fail(cx, conn, 503, ProxyError::ConnectFailed);
+                    }
+                }
+            }
+            Acquire::Queued(t) => {
+                ex.stage = Stage::Queued(t);
+                ex.since = now;
+                self.proxy.tickets.insert((b, t), id);
+                self.proxy.stats[b].queued += 1;
+                self.proxy.dirty = true;
+                cx.set_timer(self.proxy.config(b).timeouts.queue + QUEUE_GRACE);
+            }
+            Acquire::Unavailable(u) => {
+                let e = match u {
+                    Unavailable::QueueFull => ProxyError::QueueFull,
+                    _ => ProxyError::NoServer,
+                };
+                self.proxy_fail(cx, conn, 503, e);
+            }
+        }
+    }
+
+    /// Tries again after a failure before any response byte (another server preferred), or
+    /// answers `status`.
+    fn retry_or_fail(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, status: u16, e: ProxyError) {
+        let id = cx.id();
+        let Some(ex) = self.proxy.exchanges.get_mut(&id) else {
+            return;
+        };
+        if ex.retries_left == 0 {
+            self.proxy_fail(cx, conn, status, e);
+            return;
+        }
+        ex.retries_left -= 1;
+        ex.failure = None;
+        ex.resp = Resp::Head;
+        let (b, info, server) = (ex.backend, ex.info, ex.server);
+        self.proxy.stats[b].retries += 1;
+        let decision = self.proxy.pools[b].retry(&info, server, cx.now());
+        self.proceed(cx, conn, decision);
+    }
+
+    /// Ends the exchange with an error answer (the client connection closes after it).
+    pub(super) fn proxy_fail(
+        &mut self,
+        cx: &mut Cx<'_>,
+        conn: &mut HttpConn,
+        status: u16,
+        e: ProxyError,
+    ) {
+        if let Some(ex) = self.proxy.exchanges.remove(&cx.id()) {
+            let s = &mut self.proxy.stats[ex.backend];
+            s.error(e);
+            s.response(status);
+        }
+        if cx.peer().is_some() {
+            cx.close_peer(CloseReason::Done, false);
+        }
+        self.fail(cx, conn, status, CloseReason::Done);
+    }
+
+    /// Ends the exchange by closing the client connection (no answer possible: the response
+    /// already started, or a dead reused connection is mirrored to the client).
+    fn proxy_abort(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, e: ProxyError, flush: bool) {
+        if let Some(ex) = self.proxy.exchanges.remove(&cx.id()) {
+            self.proxy.stats[ex.backend].error(e);
+        }
+        if cx.peer().is_some() {
+            cx.close_peer(CloseReason::Done, false);
+        }
+        conn.phase = Phase::Closing;
+        cx.take_busy();
+        if flush {
+            cx.set_timer(self.timeouts(conn).client_fin);
+            cx.close_after_flush(CloseReason::PeerReset);
+        } else {
+            cx.close(CloseReason::PeerReset);
+        }
+    }
+
+    /// Client bytes while proxying: the request body goes to the backend once it is paired and
+    /// connected; anything after the request (pipelining) waits until the exchange ends.
+    pub(in crate::http) fn proxy_input(
+        &mut self,
+        cx: &mut Cx<'_>,
+        conn: &mut HttpConn,
+        buf: &[u8],
+    ) -> usize {
+        let id = cx.id();
+        let Some(ex) = self.proxy.exchanges.get_mut(&id) else {
+            return buf.len();
+        };
+        if ex.req_done || ex.stage != Stage::Forwarding || cx.peer().is_none() {
+            cx.pause_input();
+            return 0;
+        }
+        let mut pos = 0;
+        let mut error = None;
+        {
+            let Some(decoder) = cx.busy().and_then(|r| r.body.as_mut()) else {
+                ex.req_done = true;
+                cx.pause_input();
+                return 0;
+            };
+            let mut decoder = decoder.clone();
+            loop {
+                match decoder.decode(&buf[pos..]) {
+                    Ok(step) => {
+                        if step.consumed > 0 {
+                            if let Some(out) = cx.peer_output() {
+                                out.extend_from_slice(&buf[pos..pos + step.consumed]);
+                            }
+                        }
+                        pos += step.consumed;
+                        if step.done {
+                            ex.req_done = true;
+                            break;
+                        }
+                        if step.consumed == 0 || pos == buf.len() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        error = Some(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(r) = cx.busy() {
+                r.body = Some(decoder);
+            }
+        }
+        if let Some(e) = error {
+            self.stats.body_error(e);
+            let started = self
+                .proxy
+                .exchanges
+                .get(&id)
+                .is_some_and(|x| x.resp_started);
+            if started {
+                self.proxy_abort(cx, conn, ProxyError::ClientAbort, false);
+            } else {
+                self.proxy_fail(cx, conn, e.status(), ProxyError::ClientAbort);
+            }
+            return buf.len();
+        }
+        let ex = self.proxy.exchanges.get(&id).expect("checked");
+        let (req_done, resp_started, b) = (ex.req_done, ex.resp_started, ex.backend);
+        if req_done {
+            if let Some(r) = cx.busy() {
+                r.body = None;
+            }
+            if !resp_started {
+                cx.set_timer(self.proxy.config(b).timeouts.server);
+            }
+            if pos < buf.len() {
+                cx.pause_input();
+            }
+        } else {
+            cx.set_timer(self.timeouts(conn).client);
+            if cx.peer_pending_output() > MAX_PENDING_OUTPUT {
+                cx.pause_input();
+            }
+        }
+        pos
+    }
+
+    /// The pair asked for (a reused connection, or a new one still connecting) is in place: the
+    /// request head goes out (a connecting socket sends it once connected).
+    pub(in crate::http) fn proxy_paired(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+        let id = cx.id();
+        let Some(ex) = self.proxy.exchanges.get_mut(&id) else {
+            return;
+        };
+        if let Some(out) = cx.peer_output() {
+            out.extend_from_slice(&ex.head);
+        }
+        if ex.stage == Stage::Forwarding {
+            let (req_done, b) = (ex.req_done, ex.backend);
+            cx.resume_input();
+            let t = if req_done {
+                self.proxy.config(b).timeouts.server
+            } else {
+                self.timeouts(conn).client
+            };
+            cx.set_timer(t);
+        }
+    }
+
+    /// A wake from the pool (a queue decision or timeout) or from the backend side (connected,
+    /// or the exchange is done).
+    pub(in crate::http) fn proxy_wake(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+        let id = cx.id();
+        let now = cx.now();
+        let Some(ex) = self.proxy.exchanges.get_mut(&id) else {
+            return;
+        };
+        if ex.done {
+            self.finish_client(cx, conn);
+            return;
+        }
+        match ex.stage {
+            Stage::Ready(decision) => {
+                let s = &mut self.proxy.stats[ex.backend];
+                s.queue_time_us += now.saturating_duration_since(ex.since).as_micros() as u64;
+                ex.stage = Stage::Connecting;
+                self.proceed(cx, conn, decision);
+            }
+            Stage::TimedOut => self.proxy_fail(cx, conn, 503, ProxyError::QueueTimeout),
+            Stage::Connecting if ex.connected => {
+                ex.stage = Stage::Forwarding;
+                let (req_done, b) = (ex.req_done, ex.backend);
+                cx.resume_input();
+                let t = if req_done {
+                    self.proxy.config(b).timeouts.server
+                } else {
+                    self.timeouts(conn).client
+                };
+                cx.set_timer(t);
+            }
+            _ => {}
+        }
+    }
+
+    /// The response is complete and the backend connection released: back to `Idle` for the
+    /// next request, or close.
+    fn finish_client(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+        let Some(ex) = self.proxy.exchanges.remove(&cx.id()) else {
+            return;
+        };
+        self.proxy.stats[ex.backend].response(ex.status);
+        self.stats.response(ex.status);
+        self.stats
+            .latency_us(cx.now().duration_since(ex.started).as_micros() as u64);
+        conn.set_served();
+        cx.take_busy();
+        let close =
+            ex.persist == Persist::Close || !ex.req_done || conn.draining() || cx.is_stopping();
+        if close {
+            conn.phase = Phase::Closing;
+            cx.set_timer(self.timeouts(conn).client_fin);
+            cx.close_after_flush(if conn.draining() || cx.is_stopping() {
+                CloseReason::Shutdown
+            } else {
+                CloseReason::Done
+            });
+        } else {
+            conn.phase = Phase::Idle;
+            cx.set_timer(self.timeouts(conn).client);
+            cx.resume_input();
+        }
+    }
+
+    /// The backend connection went away before the exchange was done: retry, answer or close.
+    pub(in crate::http) fn proxy_unpaired(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+        let id = cx.id();
+        let now = cx.now();
+        let Some(ex) = self.proxy.exchanges.get_mut(&id) else {
+            return;
+        };
+        if ex.done {
+            return;
+        }
+        let b = ex.backend;
+        let failure = ex.failure.take();
+        match ex.stage {
+            Stage::Connecting if !ex.connected => {
+                if failure.is_none() {
+                    // No slot for the outbound connection: not the server's fault.
+                    let _ = self.proxy.pools[b].connect_aborted(ex.server);
+                    self.proxy.dirty = true;
+                    self.proxy_fail(cx, conn, 503, ProxyError::NoSlot);
+                    return;
+                }
+                let e = if failure == Some(Failure::ConnectTimeout) {
+                    ProxyError::ConnectTimeout
+                } else {
+                    ProxyError::ConnectFailed
+                };
+                let _ = self.proxy.pools[b].connect_failed(ex.server, now);
+                self.proxy.dirty = true;
+                self.proxy.stats[b].error(e);
+                self.retry_or_fail(cx, conn, 503, e);
+            }
+            Stage::Connecting | Stage::Forwarding => {
+                if ex.resp_started {
+                    let until_close = matches!(ex.resp, Resp::UntilClose);
+                    let e = if failure == Some(Failure::ServerTimeout) {
+                        ProxyError::ServerTimeout
+                    } else {
+                        ProxyError::BackendClosed
+                    };
+                    // A body cut short must never look complete: framed bodies show the cut
+                    // at the client, a close-delimited one is reset.
+                    self.proxy_abort(cx, conn, e, !until_close);
+                    return;
+                }
+                match failure {
+                    Some(Failure::ServerTimeout) => {
+                        self.proxy_fail(cx, conn, 504, ProxyError::ServerTimeout)
+                    }
+                    Some(Failure::BadResponse) => {
+                        self.proxy_fail(cx, conn, 502, ProxyError::BadResponse)
+                    }
+                    _ if ex.reused && !ex.resp_seen => {
+                        // A reused connection died before answering (a keep-alive race).
+                        if ex.replayable && ex.retries_left > 0 {
+                            ex.req_done = true;
+                            self.retry_or_fail(cx, conn, 502, ProxyError::BackendClosed);
+                        } else if !ex.info.first {
+                            // Mirror it: the client retries as it would against the server.
+                            self.proxy_abort(cx, conn, ProxyError::BackendClosed, false);
+                        } else {
+                            self.proxy_fail(cx, conn, 502, ProxyError::BackendClosed);
+                        }
+                    }
+                    _ => self.proxy_fail(cx, conn, 502, ProxyError::BackendClosed),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The client connection's timer while proxying.
+    pub(in crate::http) fn proxy_timer(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+        let id = cx.id();
+        let Some(ex) = self.proxy.exchanges.get_mut(&id) else {
+            cx.close(CloseReason::ClientTimeout);
+            return;
+        };
+        match ex.stage {
+            Stage::Queued(t) => {
+                let b = ex.backend;
+                self.proxy.pools[b].cancel(t);
+                self.proxy.tickets.remove(&(b, t));
+                self.proxy.dirty = true;
+                self.proxy_fail(cx, conn, 503, ProxyError::QueueTimeout);
+            }
+            Stage::Connecting if !ex.connected => {
+                ex.failure = Some(Failure::ConnectTimeout);
+                cx.close_peer(CloseReason::ConnectFailed, false);
+            }
+            _ if ex.done => {}
+            _ if !ex.resp_started => {
+                if ex.req_done {
+                    ex.failure = Some(Failure::ServerTimeout);
+                    cx.close_peer(CloseReason::ClientTimeout, false);
+                } else {
+                    self.proxy_fail(cx, conn, 408, ProxyError::ClientAbort);
+                }
+            }
+            _ => {
+                if cx.pending_output() > 0 {
+                    // The client stopped reading the response.
+                    self.proxy_abort(cx, conn, ProxyError::ClientAbort, false);
+                } else {
+                    // Waiting for the backend: its own timer bounds that.
+                    cx.set_timer(self.timeouts(conn).client);
+                }
+            }
+        }
+    }
+
+    /// The client shut its sending side while proxying. Before the response starts that is an
+    /// abort (as nginx's default `proxy_ignore_client_abort off`): the backend connection closes
+    /// and frees its slot. Once the response streams, the client may still be reading it (a
+    /// half-close): it gets the rest, then the connection closes.
+    pub(in crate::http) fn proxy_client_eof(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+        let id = cx.id();
+        let Some(ex) = self.proxy.exchanges.get_mut(&id) else {
+            cx.close(CloseReason::PeerClosed);
+            return;
+        };
+        if ex.resp_started && ex.req_done {
+            ex.persist = Persist::Close;
+        } else {
+            self.proxy_abort(cx, conn, ProxyError::ClientAbort, false);
+        }
+    }
+
+    /// Client output drained while proxying: the client is keeping up.
+    pub(in crate::http) fn proxy_drained(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+        let started = self
+            .proxy
+            .exchanges
+            .get(&cx.id())
+            .is_some_and(|ex| ex.resp_started);
+        if started {
+            cx.set_timer(self.timeouts(conn).client);
+        }
+    }
+
+    /// A client connection that used a backend closed: abandon its exchange and release what
+    /// the pools hold for its session.
+    pub(in crate::http) fn proxy_client_closed(&mut self, id: Id) {
+        if let Some(ex) = self.proxy.exchanges.remove(&id) {
+            let b = ex.backend;
+            if !ex.done {
+                self.proxy.stats[b].error(ProxyError::ClientAbort);
+            }
+            match ex.stage {
+                Stage::Queued(t) => {
+                    self.proxy.tickets.remove(&(b, t));
+                    self.proxy.abandon(b, Acquire::Queued(t));
+                }
+                Stage::Ready(decision) => self.proxy.abandon(b, decision),
+                Stage::Connecting if !ex.connected => self
+                    .proxy
+                    .abandon(b, Acquire::Connect { server: ex.server }),
+                // A paired backend connection learns it through `on_unpaired` and closes.
+                _ => {}
+            }
+        }
+        self.proxy.session_closed(id);
+    }
+}

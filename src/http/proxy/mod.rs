@@ -1,0 +1,342 @@
+//! The reverse proxy inside the HTTP service: one [`ProxyShard`] per shard holds a
+//! [`BackendPool`] per backend (the reuse, limit, queue and health policy, no I/O), the exchanges
+//! in progress and the per-backend counters.
+//!
+//! An exchange is one proxied request. It is keyed by the client connection's id, and a backend
+//! connection finds it through its pair (`ConnCx::peer`). Its life:
+//! `acquire` -> `Queued` (woken by [`ProxyShard::poll`] with a decision) -> `Connecting` (a new
+//! backend connection; request bytes wait) or a reused idle connection -> `Forwarding` (head, then
+//! the body streamed; the response head and body streamed back with backpressure both ways) ->
+//! done: the backend connection is released to its pool (or closed) and the client woken to go
+//! back to `Idle` (or close). Client-side transitions live in [`client`], backend-side ones in
+//! [`upstream`].
+//!
+//! Pool connection ids are engine ids packed into a `u64`; a session is the client connection.
+//! Invariants: every backend connection the pool tracks is open (the engine's close reaches
+//! [`ProxyShard::backend_conn_closed`]); every client that used a pool reports its close
+//! (`session_closed`); a queued exchange's ticket is in `tickets` until it is woken or cancelled.
+
+mod client;
+pub mod rewrite;
+pub mod stats;
+mod upstream;
+
+use crate::config::{Backend, TcpKeepalive};
+use coreplex_engine::{CloseReason, Id, ShardActions};
+use coreplex_pool::{Acquire, BackendPool, ConnId, RequestInfo, ServerId, SessionId, Ticket};
+use coreplex_protocol::h1::{BodyDecoder, Method};
+use stats::BackendStats;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::response::Persist;
+use super::service::Cx;
+
+/// A backend's settings, shared read-only by all shards.
+pub struct BackendRuntime {
+    config: Backend,
+    addrs: Vec<SocketAddr>,
+}
+
+impl BackendRuntime {
+    /// Wraps a validated backend.
+    pub fn new(config: &Backend) -> BackendRuntime {
+        BackendRuntime {
+            addrs: config.servers.iter().map(|s| s.address).collect(),
+            config: config.clone(),
+        }
+    }
+}
+
+/// Where an exchange is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Stage {
+    /// Waiting in a pool queue.
+    Queued(Ticket),
+    /// The queue let it go: the decision waits for the client's `on_wake`.
+    Ready(Acquire),
+    /// `timeout queue` expired (found by the pool): answer 503 on wake.
+    TimedOut,
+    /// A new backend connection is being made (request bytes wait for it).
+    Connecting,
+    /// Paired with a backend connection; forwarding.
+    Forwarding,
+}
+
+/// What went wrong on the backend side, recorded before the backend connection closes so the
+/// client side can answer (or retry) when it learns the pair is gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Failure {
+    ConnectFailed,
+    ConnectTimeout,
+    ServerTimeout,
+    BadResponse,
+}
+
+/// Where the response is.
+#[derive(Clone, Debug)]
+pub(super) enum Resp {
+    /// Waiting for the (final) response head.
+    Head,
+    /// Streaming a framed body; `true`: strip chunked framing (HTTP/1.0 client).
+    Body(BodyDecoder, bool),
+    /// Streaming a body delimited by the backend's close.
+    UntilClose,
+    /// Complete.
+    Done,
+}
+
+/// One proxied request.
+pub(super) struct Exchange {
+    pub backend: usize,
+    pub server: ServerId,
+    pub info: RequestInfo,
+    pub stage: Stage,
+    /// The rewritten request head, kept until the response starts (a connect retry or an
+    /// idempotent resend sends it again).
+    pub head: Vec<u8>,
+    pub method: Method,
+    pub http10: bool,
+    /// The request has no body and an idempotent method: it may be sent again.
+    pub replayable: bool,
+    /// The whole request has been read from the client (and handed to the backend).
+    pub req_done: bool,
+    /// The backend connection was reused from the pool.
+    pub reused: bool,
+    /// The new backend connection is established.
+    pub connected: bool,
+    pub resp: Resp,
+    /// Some response byte arrived from the backend.
+    pub resp_seen: bool,
+    /// The response head was forwarded to the client.
+    pub resp_started: bool,
+    /// How the client connection ends after this response.
+    pub persist: Persist,
+    /// The backend allows another request on its connection.
+    pub backend_keep: bool,
+    /// NTLM/Negotiate: the backend connection becomes private to the session.
+    pub private: bool,
+    pub status: u16,
+    pub failure: Option<Failure>,
+    pub retries_left: u32,
+    pub started: Instant,
+    /// When queueing or connecting began.
+    pub since: Instant,
+    /// The response is complete and the backend released: the client finishes on wake.
+    pub done: bool,
+}
+
+/// Hashes engine ids (already unique small integers) with one multiply.
+#[derive(Default)]
+pub(super) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0.rotate_left(32) ^ u64::from(n)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// An engine id as a pool connection id.
+pub(super) fn conn_id(id: Id) -> ConnId {
+    ConnId((u64::from(id.index) << 32) | u64::from(id.gen))
+}
+
+/// A pool connection id back to the engine id.
+pub(super) fn engine_id(c: ConnId) -> Id {
+    Id {
+        index: (c.0 >> 32) as u32,
+        gen: c.0 as u32,
+    }
+}
+
+/// A client connection as a pool session.
+pub(super) fn session_id(id: Id) -> SessionId {
+    SessionId((u64::from(id.index) << 32) | u64::from(id.gen))
+}
+
+/// Applies TCP keepalive settings to a connection's socket (errors are logged, not fatal).
+pub(super) fn set_keepalive(cx: &Cx<'_>, k: &TcpKeepalive) {
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(k.idle)
+        .with_interval(k.interval)
+        .with_retries(k.count);
+    if let Err(e) = cx.socket().set_tcp_keepalive(&ka) {
+        tracing::debug!("cannot set TCP keepalive: {e}");
+    }
+}
+
+/// The proxy state of one shard.
+pub struct ProxyShard {
+    pub(super) backends: Arc<Vec<BackendRuntime>>,
+    pub(super) pools: Vec<BackendPool>,
+    pub(super) stats: Vec<BackendStats>,
+    pub(super) exchanges: FastMap<Id, Exchange>,
+    pub(super) tickets: HashMap<(usize, Ticket), Id>,
+    /// Backend connections to close at the next poll (private connections of closed sessions).
+    pending_close: Vec<Id>,
+    /// Something freed a slot or changed a deadline: run the pools at the next poll.
+    pub(super) dirty: bool,
+    next_deadline: Option<Instant>,
+}
+
+impl ProxyShard {
+    /// The proxy state of shard `shard` of `shards` (each pool gets the shard's share of limits).
+    pub fn new(
+        backends: Arc<Vec<BackendRuntime>>,
+        shard: usize,
+        shards: usize,
+        now: Instant,
+    ) -> ProxyShard {
+        let pools = backends
+            .iter()
+            .map(|b| {
+                BackendPool::new(b.config.policy_for_shard(shard, shards), now)
+                    .expect("backend policies are validated with the config")
+            })
+            .collect();
+        let stats = backends
+            .iter()
+            .map(|b| BackendStats {
+                name: b.config.name.clone(),
+                servers: b.config.servers.iter().map(|s| s.name.clone()).collect(),
+                ..BackendStats::default()
+            })
+            .collect();
+        ProxyShard {
+            backends,
+            pools,
+            stats,
+            exchanges: FastMap::default(),
+            tickets: HashMap::new(),
+            pending_close: Vec::new(),
+            dirty: false,
+            next_deadline: None,
+        }
+    }
+
+    pub(super) fn config(&self, backend: usize) -> &Backend {
+        &self.backends[backend].config
+    }
+
+    pub(super) fn addr(&self, backend: usize, server: ServerId) -> SocketAddr {
+        self.backends[backend].addrs[server.0 as usize]
+    }
+
+    /// The engine closed backend connection `id` of `backend`: the pool forgets it (freeing its
+    /// request slot if it was in use).
+    pub(super) fn backend_conn_closed(&mut self, backend: usize, id: Id) {
+        if let Some(pool) = self.pools.get_mut(backend) {
+            if pool.conn_closed(conn_id(id)) {
+                self.dirty = true;
+            }
+        }
+    }
+
+    /// A client session ended: its idle private backend connections close at the next poll.
+    pub(super) fn session_closed(&mut self, client: Id) {
+        let session = session_id(client);
+        for pool in &mut self.pools {
+            for c in pool.session_closed(session) {
+                self.pending_close.push(engine_id(c));
+            }
+        }
+        self.dirty = true;
+    }
+
+    /// Queue timeouts, idle expiry, purges and queue wake-ups, due at `now`.
+    pub(super) fn poll(&mut self, now: Instant, actions: &mut ShardActions) -> Option<Instant> {
+        if self.pools.is_empty() {
+            return None;
+        }
+        for id in self.pending_close.drain(..) {
+            actions.close(id, CloseReason::Done);
+        }
+        if !self.dirty && self.next_deadline.is_none_or(|d| d > now) {
+            return self.next_deadline;
+        }
+        self.dirty = false;
+        let mut next: Option<Instant> = None;
+        for b in 0..self.pools.len() {
+            let expired = self.pools[b].expire(now);
+            for t in expired.queue_timeouts {
+                if let Some(client) = self.tickets.remove(&(b, t)) {
+                    if let Some(ex) = self.exchanges.get_mut(&client) {
+                        ex.stage = Stage::TimedOut;
+                    }
+                    actions.wake(client);
+                }
+            }
+            for c in expired.close {
+                actions.close(engine_id(c), CloseReason::KeepAliveTimeout);
+            }
+            for (t, decision) in self.pools[b].poll_queue(now) {
+                match self.tickets.remove(&(b, t)) {
+                    Some(client) => {
+                        if let Some(ex) = self.exchanges.get_mut(&client) {
+                            ex.stage = Stage::Ready(decision);
+                        }
+                        actions.wake(client);
+                    }
+                    None => self.abandon(b, decision),
+                }
+            }
+            if let Some(d) = self.pools[b].next_deadline() {
+                next = Some(next.map_or(d, |n| n.min(d)));
+            }
+        }
+        self.next_deadline = next;
+        next
+    }
+
+    /// Gives back a decision nobody will use (its client left between the queue and the wake).
+    pub(super) fn abandon(&mut self, backend: usize, decision: Acquire) {
+        let pool = &mut self.pools[backend];
+        match decision {
+            Acquire::Reuse { conn, .. } => {
+                if let Ok(coreplex_pool::Release::Close) =
+                    pool.release(conn, true, false, Instant::now())
+                {
+                    self.pending_close.push(engine_id(conn));
+                }
+            }
+            Acquire::Connect { server } => {
+                let _ = pool.connect_aborted(server);
+            }
+            Acquire::Queued(t) => {
+                pool.cancel(t);
+            }
+            Acquire::Unavailable(_) => {}
+        }
+        self.dirty = true;
+    }
+
+    /// Statistics with fresh pool snapshots.
+    pub(super) fn stats(&mut self) -> Vec<BackendStats> {
+        for (s, pool) in self.stats.iter_mut().zip(&self.pools) {
+            s.pool = pool.stats();
+        }
+        self.stats.clone()
+    }
+}
+
+/// A fallback beyond `timeout queue` for a queued client, in case the pool's own expiry is late.
+pub(super) const QUEUE_GRACE: Duration = Duration::from_secs(1);

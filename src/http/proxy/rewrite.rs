@@ -1,0 +1,316 @@
+//! Header rewriting between client and backend (RFC 9110 §7.6.1): hop-by-hop fields are removed
+//! in both directions (`Connection` and every field it names, `Keep-Alive`, `Proxy-Connection`,
+//! `TE`, `Trailer`, `Upgrade`), `X-Forwarded-For`/`X-Forwarded-Proto` and optionally `Forwarded`
+//! are added to requests, and the response gets the client's own connection header.
+//!
+//! Requests always go to the backend as HTTP/1.1 with keep-alive (the pool decides about reuse);
+//! framing fields (`Content-Length`, `Transfer-Encoding: chunked`) pass through unchanged, since
+//! bodies are forwarded byte for byte. Only a chunked response to an HTTP/1.0 client changes
+//! framing: it loses `Transfer-Encoding` and is delimited by close.
+
+use crate::http::response::Persist;
+use httparse::Header;
+use std::net::IpAddr;
+
+/// Fields that never cross the proxy.
+const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// The field names a `Connection` header lists (besides `close`/`keep-alive`), at most 16.
+struct Named<'b> {
+    names: [&'b [u8]; 16],
+    len: usize,
+}
+
+impl<'b> Named<'b> {
+    fn from_headers(headers: &[Header<'b>]) -> Named<'b> {
+        let mut n = Named {
+            names: [&[]; 16],
+            len: 0,
+        };
+        for h in headers {
+            if !h.name.eq_ignore_ascii_case("connection") {
+                continue;
+            }
+            for tok in h.value.split(|&b| b == b',') {
+                let tok = tok.trim_ascii();
+                if !tok.is_empty() && n.len < n.names.len() {
+                    n.names[n.len] = tok;
+                    n.len += 1;
+                }
+            }
+        }
+        n
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.names[..self.len]
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+    }
+}
+
+fn is_hop_by_hop(name: &str, named: &Named<'_>) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) || named.contains(name)
+}
+
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// What the request rewrite adds.
+#[derive(Clone, Copy, Debug)]
+pub struct Forwarding {
+    /// The client's address.
+    pub client: Option<IpAddr>,
+    /// Add `X-Forwarded-For` (appended to the client's) and `X-Forwarded-Proto` (when absent).
+    pub forwarded_for: bool,
+    /// Add an RFC 7239 `Forwarded` element (appended to the client's).
+    pub forwarded: bool,
+}
+
+/// Writes the request head to send to the backend into `out`.
+pub fn request_head(
+    out: &mut Vec<u8>,
+    method: &str,
+    target: &str,
+    headers: &[Header<'_>],
+    fwd: &Forwarding,
+) {
+    let named = Named::from_headers(headers);
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut xff: Option<Vec<u8>> = None;
+    let mut forwarded: Option<Vec<u8>> = None;
+    let mut has_proto = false;
+    for h in headers {
+        if is_hop_by_hop(h.name, &named) {
+            continue;
+        }
+        if fwd.forwarded_for && h.name.eq_ignore_ascii_case("x-forwarded-for") {
+            let v = xff.get_or_insert_with(Vec::new);
+            if !v.is_empty() {
+                v.extend_from_slice(b", ");
+            }
+            v.extend_from_slice(h.value);
+            continue;
+        }
+        if fwd.forwarded && h.name.eq_ignore_ascii_case("forwarded") {
+            let v = forwarded.get_or_insert_with(Vec::new);
+            if !v.is_empty() {
+                v.extend_from_slice(b", ");
+            }
+            v.extend_from_slice(h.value);
+            continue;
+        }
+        has_proto |= h.name.eq_ignore_ascii_case("x-forwarded-proto");
+        push_field(out, h.name.as_bytes(), h.value);
+    }
+    let ip = fwd.client.map(|ip| ip.to_canonical());
+    if fwd.forwarded_for {
+        let mut v = xff.unwrap_or_default();
+        if let Some(ip) = ip {
+            if !v.is_empty() {
+                v.extend_from_slice(b", ");
+            }
+            v.extend_from_slice(ip.to_string().as_bytes());
+        }
+        if !v.is_empty() {
+            push_field(out, b"X-Forwarded-For", &v);
+        }
+        if !has_proto {
+            push_field(out, b"X-Forwarded-Proto", b"http");
+        }
+    }
+    if fwd.forwarded {
+        let mut v = forwarded.unwrap_or_default();
+        if !v.is_empty() {
+            v.extend_from_slice(b", ");
+        }
+        match ip {
+            Some(IpAddr::V6(a)) => v.extend_from_slice(format!("for=\"[{a}]\"").as_bytes()),
+            Some(IpAddr::V4(a)) => v.extend_from_slice(format!("for={a}").as_bytes()),
+            None => v.extend_from_slice(b"for=unknown"),
+        }
+        v.extend_from_slice(b";proto=http");
+        push_field(out, b"Forwarded", &v);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes a response head for the client into `out`. `dechunk`: the body will be sent without
+/// chunked framing (drop `Transfer-Encoding`).
+pub fn response_head(
+    out: &mut Vec<u8>,
+    status: u16,
+    reason: &str,
+    headers: &[Header<'_>],
+    persist: Persist,
+    dechunk: bool,
+) {
+    let named = Named::from_headers(headers);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let code = itoa_status(status);
+    out.extend_from_slice(&code);
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in headers {
+        if is_hop_by_hop(h.name, &named)
+            || (dechunk && h.name.eq_ignore_ascii_case("transfer-encoding"))
+        {
+            continue;
+        }
+        push_field(out, h.name.as_bytes(), h.value);
+    }
+    match persist {
+        Persist::KeepAlive11 => {}
+        Persist::KeepAlive10 => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+        Persist::Close => out.extend_from_slice(b"Connection: close\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn itoa_status(status: u16) -> [u8; 3] {
+    let s = status.clamp(100, 999);
+    [
+        b'0' + (s / 100) as u8,
+        b'0' + (s / 10 % 10) as u8,
+        b'0' + (s % 10) as u8,
+    ]
+}
+
+/// A 401/407 whose authentication challenge binds the connection to the client (NTLM, Negotiate).
+pub fn is_connection_auth(status: u16, headers: &[Header<'_>]) -> bool {
+    let field = match status {
+        401 => "www-authenticate",
+        407 => "proxy-authenticate",
+        _ => return false,
+    };
+    headers.iter().any(|h| {
+        h.name.eq_ignore_ascii_case(field) && {
+            let v = h.value.trim_ascii_start();
+            starts_with_ci(v, b"ntlm") || starts_with_ci(v, b"negotiate")
+        }
+    })
+}
+
+fn starts_with_ci(v: &[u8], prefix: &[u8]) -> bool {
+    v.len() >= prefix.len() && v[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h<'a>(name: &'a str, value: &'a str) -> Header<'a> {
+        Header {
+            name,
+            value: value.as_bytes(),
+        }
+    }
+
+    #[test]
+    fn request_drops_hop_by_hop_and_appends_forwarded_for() {
+        let headers = [
+            h("Host", "example.com"),
+            h("Connection", "keep-alive, X-Secret"),
+            h("X-Secret", "s"),
+            h("Keep-Alive", "timeout=5"),
+            h("TE", "trailers"),
+            h("Upgrade", "websocket"),
+            h("Proxy-Connection", "close"),
+            h("X-Forwarded-For", "10.0.0.1"),
+            h("Content-Length", "3"),
+        ];
+        let mut out = Vec::new();
+        let fwd = Forwarding {
+            client: Some("127.0.0.1".parse().unwrap()),
+            forwarded_for: true,
+            forwarded: true,
+        };
+        request_head(&mut out, "POST", "/a?b", &headers, &fwd);
+        let s = String::from_utf8(out).unwrap();
+        assert_eq!(
+            s,
+            "POST /a?b HTTP/1.1\r\nHost: example.com\r\nContent-Length: 3\r\n\
+             X-Forwarded-For: 10.0.0.1, 127.0.0.1\r\nX-Forwarded-Proto: http\r\n\
+             Forwarded: for=127.0.0.1;proto=http\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn ipv6_forwarded_is_quoted_and_mapped_v4_is_canonical() {
+        let mut out = Vec::new();
+        let fwd = Forwarding {
+            client: Some("::1".parse().unwrap()),
+            forwarded_for: false,
+            forwarded: true,
+        };
+        request_head(&mut out, "GET", "/", &[h("Host", "a")], &fwd);
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("Forwarded: for=\"[::1]\";proto=http\r\n"));
+        let mut out = Vec::new();
+        let fwd = Forwarding {
+            client: Some("::ffff:10.1.2.3".parse().unwrap()),
+            forwarded_for: true,
+            forwarded: false,
+        };
+        request_head(&mut out, "GET", "/", &[h("Host", "a")], &fwd);
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("X-Forwarded-For: 10.1.2.3\r\n"));
+    }
+
+    #[test]
+    fn response_gets_the_clients_connection_header() {
+        let headers = [
+            h("Content-Length", "2"),
+            h("Connection", "keep-alive"),
+            h("Keep-Alive", "timeout=60"),
+            h("Transfer-Encoding", "chunked"),
+        ];
+        let mut out = Vec::new();
+        response_head(&mut out, 200, "OK", &headers, Persist::Close, true);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        response_head(
+            &mut out,
+            204,
+            "No Content",
+            &[],
+            Persist::KeepAlive10,
+            false,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 204 No Content\r\nConnection: keep-alive\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn ntlm_and_negotiate_bind_the_connection() {
+        assert!(is_connection_auth(401, &[h("WWW-Authenticate", "NTLM")]));
+        assert!(is_connection_auth(
+            407,
+            &[h("Proxy-Authenticate", " Negotiate abc")]
+        ));
+        assert!(!is_connection_auth(401, &[h("WWW-Authenticate", "Basic")]));
+        assert!(!is_connection_auth(200, &[h("WWW-Authenticate", "NTLM")]));
+    }
+}

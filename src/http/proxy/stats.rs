@@ -1,0 +1,156 @@
+//! Per-backend statistics: the pool's snapshot (connections new/reused, idle/safe/private lists,
+//! queues, health) plus what the forwarding code counts (responses, errors by kind, retries, queue
+//! and connect times). Summed over shards for `/metrics`.
+
+use coreplex_pool::{PoolStats, ServerStats};
+
+/// Why a proxied request failed (a label in the metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ProxyError {
+    /// A backend connection could not be established.
+    ConnectFailed = 0,
+    /// A backend connection attempt timed out.
+    ConnectTimeout,
+    /// The server did not answer (or stalled) within `timeouts.server`.
+    ServerTimeout,
+    /// The request waited longer than `timeouts.queue`.
+    QueueTimeout,
+    /// The backend queue was full.
+    QueueFull,
+    /// Every server was down.
+    NoServer,
+    /// The backend closed or reset the connection before the response was complete.
+    BackendClosed,
+    /// The backend's response could not be parsed or was framed ambiguously.
+    BadResponse,
+    /// The client went away before the response was complete.
+    ClientAbort,
+    /// No connection slot for another outbound connection (`global.max_outbound`).
+    NoSlot,
+}
+
+impl ProxyError {
+    /// Every kind, in discriminant order.
+    pub const ALL: [ProxyError; 10] = [
+        ProxyError::ConnectFailed,
+        ProxyError::ConnectTimeout,
+        ProxyError::ServerTimeout,
+        ProxyError::QueueTimeout,
+        ProxyError::QueueFull,
+        ProxyError::NoServer,
+        ProxyError::BackendClosed,
+        ProxyError::BadResponse,
+        ProxyError::ClientAbort,
+        ProxyError::NoSlot,
+    ];
+
+    /// A stable snake_case label.
+    pub fn label(self) -> &'static str {
+        match self {
+            ProxyError::ConnectFailed => "connect_failed",
+            ProxyError::ConnectTimeout => "connect_timeout",
+            ProxyError::ServerTimeout => "server_timeout",
+            ProxyError::QueueTimeout => "queue_timeout",
+            ProxyError::QueueFull => "queue_full",
+            ProxyError::NoServer => "no_server",
+            ProxyError::BackendClosed => "backend_closed",
+            ProxyError::BadResponse => "bad_response",
+            ProxyError::ClientAbort => "client_abort",
+            ProxyError::NoSlot => "no_slot",
+        }
+    }
+}
+
+/// One backend's counters on one shard (or summed).
+#[derive(Clone, Debug, Default)]
+pub struct BackendStats {
+    /// Backend name.
+    pub name: String,
+    /// Server names, indexed like the pool's servers.
+    pub servers: Vec<String>,
+    /// The pool's snapshot.
+    pub pool: PoolStats,
+    /// Responses forwarded, by status class (index 0 = 1xx ... 4 = 5xx), including the proxy's
+    /// own 502/503/504.
+    pub responses: [u64; 5],
+    /// Failures by [`ProxyError`] index.
+    pub errors: [u64; ProxyError::ALL.len()],
+    /// Requests sent again (connect-failure retries and idempotent resends).
+    pub retries: u64,
+    /// Requests that waited in a queue, and their total wait in microseconds.
+    pub queued: u64,
+    /// Total queue wait in microseconds.
+    pub queue_time_us: u64,
+    /// Backend connections established, and their total connect time in microseconds.
+    pub connects: u64,
+    /// Total connect time in microseconds.
+    pub connect_time_us: u64,
+}
+
+impl BackendStats {
+    /// Counts a failure.
+    pub fn error(&mut self, e: ProxyError) {
+        self.errors[e as usize] += 1;
+    }
+
+    /// Counts a response with `status`.
+    pub fn response(&mut self, status: u16) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.responses[class] += 1;
+    }
+
+    /// Adds another shard's counters for the same backend.
+    pub fn merge(&mut self, o: &BackendStats) {
+        if self.name.is_empty() {
+            self.name.clone_from(&o.name);
+            self.servers.clone_from(&o.servers);
+        }
+        merge_pool(&mut self.pool, &o.pool);
+        for (a, b) in self.responses.iter_mut().zip(o.responses) {
+            *a += b;
+        }
+        for (a, b) in self.errors.iter_mut().zip(o.errors) {
+            *a += b;
+        }
+        self.retries += o.retries;
+        self.queued += o.queued;
+        self.queue_time_us += o.queue_time_us;
+        self.connects += o.connects;
+        self.connect_time_us += o.connect_time_us;
+    }
+}
+
+fn merge_pool(a: &mut PoolStats, b: &PoolStats) {
+    if a.servers.len() < b.servers.len() {
+        a.servers.resize_with(b.servers.len(), ServerStats::default);
+    }
+    for (x, y) in a.servers.iter_mut().zip(&b.servers) {
+        x.idle += y.idle;
+        x.safe += y.safe;
+        x.private += y.private;
+        x.in_flight += y.in_flight;
+        x.connecting += y.connecting;
+        x.new_conns += y.new_conns;
+        x.reused += y.reused;
+        x.queue.current += y.queue.current;
+        x.queue.max = x.queue.max.max(y.queue.max);
+        x.queue.total += y.queue.total;
+        x.queue.timeouts += y.queue.timeouts;
+        x.connect_failures += y.connect_failures;
+        x.times_down += y.times_down;
+        x.consecutive_failures = x.consecutive_failures.max(y.consecutive_failures);
+    }
+    a.queue.current += b.queue.current;
+    a.queue.max = a.queue.max.max(b.queue.max);
+    a.queue.total += b.queue.total;
+    a.queue.timeouts += b.queue.timeouts;
+    a.in_flight += b.in_flight;
+    a.requests += b.requests;
+    a.reused += b.reused;
+    a.new_conns += b.new_conns;
+    a.queue_full += b.queue_full;
+    a.all_down += b.all_down;
+    a.sessions += b.sessions;
+    a.conns += b.conns;
+}

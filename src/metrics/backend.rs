@@ -1,0 +1,232 @@
+//! Per-backend and per-server series: connections new and reused (the reuse ratio), idle, safe
+//! and private pool lists, requests in flight, queues (current, max, time), connect time,
+//! responses by class, failures by kind, retries and passive health.
+
+use super::header;
+use crate::http::proxy::stats::{BackendStats, ProxyError};
+use std::fmt::Write;
+
+/// One series line per backend: `name{backend="..."} value`.
+fn per_backend(
+    o: &mut String,
+    backends: &[BackendStats],
+    name: &str,
+    help: &str,
+    kind: &str,
+    value: impl Fn(&BackendStats) -> f64,
+) {
+    header(o, name, help, kind);
+    for b in backends {
+        let _ = writeln!(o, "{name}{{backend=\"{}\"}} {}", b.name, value(b));
+    }
+}
+
+/// One series line per server: `name{backend="...",server="..."} value`.
+fn per_server(
+    o: &mut String,
+    backends: &[BackendStats],
+    name: &str,
+    help: &str,
+    kind: &str,
+    value: impl Fn(&coreplex_pool::ServerStats) -> f64,
+) {
+    header(o, name, help, kind);
+    for b in backends {
+        for (s, stats) in b.servers.iter().zip(&b.pool.servers) {
+            let _ = writeln!(
+                o,
+                "{name}{{backend=\"{}\",server=\"{s}\"}} {}",
+                b.name,
+                value(stats)
+            );
+        }
+    }
+}
+
+/// Appends the backend series.
+pub fn render(o: &mut String, backends: &[BackendStats]) {
+    if backends.is_empty() {
+        return;
+    }
+    per_server(
+        o,
+        backends,
+        "coreplex_backend_connections_new_total",
+        "Backend connections established.",
+        "counter",
+        |s| s.new_conns as f64,
+    );
+    per_server(
+        o,
+        backends,
+        "coreplex_backend_connections_reused_total",
+        "Requests sent on a reused backend connection.",
+        "counter",
+        |s| s.reused as f64,
+    );
+    per_backend(
+        o,
+        backends,
+        "coreplex_backend_reuse_ratio",
+        "Share of backend requests that reused a connection (0 before any request).",
+        "gauge",
+        |b| b.pool.reuse_ratio().unwrap_or(0.0),
+    );
+    header(
+        o,
+        "coreplex_backend_connections_idle",
+        "Idle backend connections by pool list (idle: served one request; safe: proven; private: bound to a client).",
+        "gauge",
+    );
+    for b in backends {
+        for (s, st) in b.servers.iter().zip(&b.pool.servers) {
+            for (list, v) in [
+                ("idle", st.idle),
+                ("safe", st.safe),
+                ("private", st.private),
+            ] {
+                let _ = writeln!(
+                    o,
+                    "coreplex_backend_connections_idle{{backend=\"{}\",server=\"{s}\",list=\"{list}\"}} {v}",
+                    b.name
+                );
+            }
+        }
+    }
+    per_server(
+        o,
+        backends,
+        "coreplex_backend_connections_used",
+        "Backend requests in flight (slots counted against maxconn).",
+        "gauge",
+        |s| f64::from(s.in_flight),
+    );
+    per_server(
+        o,
+        backends,
+        "coreplex_backend_connecting",
+        "Backend connection attempts in progress.",
+        "gauge",
+        |s| f64::from(s.connecting),
+    );
+    per_server(
+        o,
+        backends,
+        "coreplex_backend_server_down",
+        "1 while passive health holds the server down.",
+        "gauge",
+        |s| f64::from(u8::from(s.down_until.is_some())),
+    );
+    per_server(
+        o,
+        backends,
+        "coreplex_backend_server_connect_failures_total",
+        "Failed connection attempts per server.",
+        "counter",
+        |s| s.connect_failures as f64,
+    );
+    per_backend(
+        o,
+        backends,
+        "coreplex_backend_requests_total",
+        "Requests that asked the pool for a connection.",
+        "counter",
+        |b| b.pool.requests as f64,
+    );
+    per_backend(
+        o,
+        backends,
+        "coreplex_backend_queue_current",
+        "Requests waiting in the backend and server queues.",
+        "gauge",
+        |b| {
+            (b.pool.queue.current
+                + b.pool
+                    .servers
+                    .iter()
+                    .map(|s| s.queue.current)
+                    .sum::<usize>()) as f64
+        },
+    );
+    per_backend(
+        o,
+        backends,
+        "coreplex_backend_queue_max",
+        "Longest backend queue seen (summed over shards).",
+        "gauge",
+        |b| b.pool.queue.max as f64,
+    );
+    per_backend(
+        o,
+        backends,
+        "coreplex_backend_queued_total",
+        "Requests that waited in a queue.",
+        "counter",
+        |b| b.queued as f64,
+    );
+    per_backend(
+        o,
+        backends,
+        "coreplex_backend_queue_seconds_total",
+        "Total time requests waited in queues.",
+        "counter",
+        |b| b.queue_time_us as f64 / 1e6,
+    );
+    per_backend(
+        o,
+        backends,
+        "coreplex_backend_connect_seconds_total",
+        "Total time spent establishing backend connections.",
+        "counter",
+        |b| b.connect_time_us as f64 / 1e6,
+    );
+    per_backend(
+        o,
+        backends,
+        "coreplex_backend_connects_total",
+        "Backend connections established (denominator of the connect time).",
+        "counter",
+        |b| b.connects as f64,
+    );
+    per_backend(
+        o,
+        backends,
+        "coreplex_backend_retries_total",
+        "Requests sent again after a connect failure or a dead reused connection.",
+        "counter",
+        |b| b.retries as f64,
+    );
+    header(
+        o,
+        "coreplex_backend_responses_total",
+        "Responses to proxied requests by status class (the proxy's own 502/503/504 included).",
+        "counter",
+    );
+    for b in backends {
+        for (i, v) in b.responses.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "coreplex_backend_responses_total{{backend=\"{}\",class=\"{}xx\"}} {v}",
+                b.name,
+                i + 1
+            );
+        }
+    }
+    header(
+        o,
+        "coreplex_backend_errors_total",
+        "Proxied requests that failed, by kind.",
+        "counter",
+    );
+    for b in backends {
+        for e in ProxyError::ALL {
+            let _ = writeln!(
+                o,
+                "coreplex_backend_errors_total{{backend=\"{}\",kind=\"{}\"}} {}",
+                b.name,
+                e.label(),
+                b.errors[e as usize]
+            );
+        }
+    }
+}

@@ -1,0 +1,962 @@
+//! The reverse proxy, black-box: a `[[listener.route]]` with `backend = "app"` forwarding to a
+//! [`TestBackend`] (or to nginx). Covers bodies both ways, hop-by-hop header removal and
+//! `X-Forwarded-For`, the four reuse modes against HAProxy's reference counts, server `maxconn`
+//! queueing and `timeouts.queue`, `conn_rate`, connect failures, retries and connect timeouts,
+//! `timeouts.server`, pooled connections closed by the backend, resets, close-delimited bodies,
+//! 1 GiB each way in bounded memory, client aborts, the backend metrics and `coreplex check`.
+//!
+//! Every proxy runs with `shards = 1` so that connection counts are deterministic, and every
+//! count is taken after the responses it depends on were read in full.
+
+use crate::backend::{wait_until, Client, Framing, TestBackend, FILL_BYTE};
+use crate::harness::{get, metric_in, metrics_text, run_cli, write_temp, Server};
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const GIB: u64 = 1 << 30;
+/// Peak resident memory allowed to the proxy while it moves 1 GiB.
+const MAX_RSS_KIB: u64 = 100 * 1024;
+
+/// One `servers` entry: `{ address = "ADDR", OPTS }`.
+fn srv(addr: SocketAddr, opts: &str) -> String {
+    if opts.is_empty() {
+        format!("{{ address = \"{addr}\" }}")
+    } else {
+        format!("{{ address = \"{addr}\", {opts} }}")
+    }
+}
+
+/// A proxy configuration: one listener `front` routing every path to backend `app` with
+/// `servers`; `listener_extra` goes in the `[[listener]]` table, `backend_extra` in
+/// `[backend.app]`.
+fn proxy_config(servers: &[String], backend_extra: &str, listener_extra: &str) -> String {
+    format!(
+        r#"version = 1
+
+[global]
+shards = 1
+max_connections = 1024
+
+[admin]
+bind = "127.0.0.1:0"
+
+[[listener]]
+name = "front"
+bind = "127.0.0.1:0"
+{listener_extra}
+
+[[listener.route]]
+path_prefix = "/"
+backend = "app"
+
+[backend.app]
+servers = [ {servers} ]
+{backend_extra}
+"#,
+        servers = servers.join(", ")
+    )
+}
+
+/// Starts a proxy in front of `b` alone, with `backend_extra` in `[backend.app]`.
+fn start(b: &TestBackend, backend_extra: &str) -> Server {
+    Server::start(&proxy_config(&[srv(b.addr(), "")], backend_extra, ""))
+}
+
+/// `coreplex_backend_errors_total` of backend `app` for `kind`.
+fn errors_key(kind: &str) -> String {
+    format!("coreplex_backend_errors_total{{backend=\"app\",kind=\"{kind}\"}}")
+}
+
+/// Polls `/metrics` (up to 1 s) until `key` satisfies `ok`; panics with the last scrape if not.
+fn wait_metric(admin: SocketAddr, key: &str, ok: impl Fn(f64) -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let text = metrics_text(admin);
+        let v = metric_in(&text, key);
+        if v.is_some_and(&ok) {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("{key} = {v:?}, expected {what}; metrics:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Asserts `key == want` (allowing the counter up to 1 s to get there).
+fn assert_metric(admin: SocketAddr, key: &str, want: f64) {
+    wait_metric(admin, key, |v| v == want, &format!("{want}"));
+}
+
+/// Asserts `key >= min`.
+fn assert_metric_at_least(admin: SocketAddr, key: &str, min: f64) {
+    wait_metric(admin, key, |v| v >= min, &format!(">= {min}"));
+}
+
+/// `n` requests `GET /` on one client connection, each answered 200 `ok`.
+fn on_one_connection(s: &Server, n: usize) {
+    let mut c = Client::connect(s.addr());
+    for i in 0..n {
+        let r = c.get("/");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "ok"),
+            "request {i}: {}",
+            r.head
+        );
+    }
+}
+
+/// `n` client connections one after another, one `GET /` each, closed after its response.
+fn on_separate_connections(s: &Server, n: usize) {
+    for i in 0..n {
+        let mut c = Client::connect(s.addr());
+        let r = c.get("/");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "ok"),
+            "connection {i}: {}",
+            r.head
+        );
+    }
+}
+
+/// Header fields of an echoed request head (after the request line).
+fn fields(head: &str) -> Vec<(String, String)> {
+    head.split("\r\n")
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect()
+}
+
+/// Every value of header `name` (lowercase) among `f`.
+fn values(f: &[(String, String)], name: &str) -> Vec<String> {
+    f.iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+/// A port on 127.0.0.1 where nothing listens (bound, then released).
+fn closed_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A listener with backlog 1 that never accepts, its accept queue filled so that new SYNs are
+/// dropped: connecting to it hangs until the connect timeout. Returns the socket (keep it), its
+/// address and the connections that filled the queue (keep them too).
+fn unaccepting_listener() -> (socket2::Socket, SocketAddr, Vec<TcpStream>) {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    sock.bind(&any.into()).unwrap();
+    sock.listen(1).unwrap();
+    let addr = sock.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..16 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(s) => fillers.push(s),
+            Err(_) => return (sock, addr, fillers),
+        }
+    }
+    panic!("the accept queue of a backlog-1 listener did not fill after 16 connections");
+}
+
+/// The peak resident set size of process `pid` (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status:\n{status}"))
+}
+
+// ---- forwarding ---------------------------------------------------------------------------------
+
+#[test]
+fn get_head_and_request_bodies_pass_through() {
+    let b = TestBackend::start();
+    let s = start(&b, "");
+    let mut c = Client::connect(s.addr());
+    let r = c.get("/");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"), "{}", r.head);
+
+    c.send(b"HEAD /bytes/1234 HTTP/1.1\r\nHost: a\r\n\r\n");
+    let r = c.response(true, true).expect("response to HEAD");
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(
+        r.header("content-length").as_deref(),
+        Some("1234"),
+        "{}",
+        r.head
+    );
+    assert!(
+        b.last_head().starts_with("HEAD /bytes/1234 HTTP/1.1\r\n"),
+        "{}",
+        b.last_head()
+    );
+
+    c.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhello world");
+    let r = c
+        .response(false, true)
+        .expect("response to a Content-Length POST");
+    assert_eq!((r.status, r.text().as_str()), (200, "11"), "{}", r.head);
+
+    c.send(
+        b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5;ext=1\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nX-Trailer: t\r\n\r\n",
+    );
+    let r = c.response(false, true).expect("response to a chunked POST");
+    assert_eq!((r.status, r.text().as_str()), (200, "21"), "{}", r.head);
+
+    let big = vec![b'b'; 300_000];
+    let mut req = b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 300000\r\n\r\n".to_vec();
+    req.extend_from_slice(&big);
+    c.send(&req);
+    let r = c.response(false, true).expect("response to a 300 kB POST");
+    assert_eq!((r.status, r.text().as_str()), (200, "300000"), "{}", r.head);
+
+    // The HEAD answer carried no body and every body was framed exactly: the connection is
+    // still in step.
+    let r = c.get("/");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"), "{}", r.head);
+    assert_eq!(b.body_bytes(), 11 + 21 + 300_000);
+    assert_eq!(b.requests(), 6);
+}
+
+#[test]
+fn chunked_response_passes_through() {
+    let b = TestBackend::start();
+    let s = start(&b, "");
+    let mut c = Client::connect(s.addr());
+    let n = 100_000;
+    let r = c.get(&format!("/chunked/{n}"));
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert!(r.complete, "chunked body cut short: {} bytes", r.body_len);
+    assert_eq!(r.body.len() as u64, n);
+    assert!(r.body.iter().all(|&x| x == FILL_BYTE), "body corrupted");
+    let r = c.get("/");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "ok"),
+        "after a chunked body"
+    );
+}
+
+#[test]
+fn hop_by_hop_headers_are_removed_and_x_forwarded_for_appended() {
+    let b = TestBackend::start();
+    let s = start(&b, "");
+    let mut c = Client::connect(s.addr());
+    c.send(
+        b"GET /echo HTTP/1.1\r\nHost: example.test\r\nConnection: keep-alive, X-Foo\r\n\
+          Keep-Alive: timeout=5\r\nTE: trailers\r\nTrailer: X-T\r\nUpgrade: h2c\r\n\
+          Proxy-Connection: keep-alive\r\nX-Foo: secret\r\nX-Keep: yes\r\n\
+          X-Forwarded-For: 10.0.0.1\r\n\r\n",
+    );
+    let r = c.response(false, true).expect("response to /echo");
+    assert_eq!(r.status, 200, "{}", r.head);
+    let echoed = r.text();
+    assert!(
+        echoed.starts_with("GET /echo HTTP/1.1\r\n"),
+        "request line: {echoed}"
+    );
+    let f = fields(&echoed);
+    assert_eq!(values(&f, "host"), ["example.test"], "Host: {echoed}");
+    for name in [
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-connection",
+        "x-foo",
+    ] {
+        assert!(
+            values(&f, name).is_empty(),
+            "hop-by-hop header {name} reached the backend:\n{echoed}"
+        );
+    }
+    assert_eq!(values(&f, "x-keep"), ["yes"], "{echoed}");
+    assert_eq!(
+        values(&f, "x-forwarded-for").join(", "),
+        "10.0.0.1, 127.0.0.1",
+        "{echoed}"
+    );
+
+    let r = c.get("/echo");
+    let f = fields(&r.text());
+    assert_eq!(values(&f, "x-forwarded-for"), ["127.0.0.1"], "{}", r.text());
+    assert_eq!(values(&f, "host"), ["a"], "{}", r.text());
+}
+
+#[test]
+fn backend_statuses_pass_through_and_are_counted() {
+    let b = TestBackend::start();
+    let s = start(&b, "");
+    let mut c = Client::connect(s.addr());
+    for code in [404, 500, 503] {
+        let r = c.get(&format!("/status/{code}"));
+        assert_eq!((r.status, r.text().as_str()), (code, "s"), "{}", r.head);
+    }
+    let r = c.get("/");
+    assert_eq!(r.status, 200);
+    let key = |class: &str| {
+        format!("coreplex_backend_responses_total{{backend=\"app\",class=\"{class}\"}}")
+    };
+    assert_metric(s.admin(), &key("2xx"), 1.0);
+    assert_metric(s.admin(), &key("4xx"), 1.0);
+    assert_metric(s.admin(), &key("5xx"), 2.0);
+    assert_eq!(
+        b.accepted(),
+        1,
+        "error statuses must not cost the connection"
+    );
+}
+
+#[test]
+fn backend_connection_close_is_not_reused() {
+    let b = TestBackend::start();
+    let s = start(&b, "");
+    let mut c = Client::connect(s.addr());
+    let r = c.get("/close");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"), "{}", r.head);
+    // The backend's `Connection: close` is hop-by-hop: the client connection stays usable.
+    let r = c.get("/");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"), "{}", r.head);
+    assert_eq!(
+        b.accepted(),
+        2,
+        "a connection the backend closed was reused"
+    );
+}
+
+// ---- connection reuse (HAProxy's reference counts) ----------------------------------------------
+
+#[test]
+fn reuse_safe_counts_and_metrics() {
+    let b = TestBackend::start();
+    let s = start(&b, r#"reuse = "safe""#);
+    let base = b.accepted();
+    on_one_connection(&s, 20);
+    assert_eq!(
+        b.accepted() - base,
+        1,
+        "safe: 20 requests on one client connection"
+    );
+    let server = b.addr();
+    assert_metric(
+        s.admin(),
+        &format!("coreplex_backend_connections_new_total{{backend=\"app\",server=\"{server}\"}}"),
+        1.0,
+    );
+    assert_metric(
+        s.admin(),
+        &format!(
+            "coreplex_backend_connections_reused_total{{backend=\"app\",server=\"{server}\"}}"
+        ),
+        19.0,
+    );
+    assert_metric(
+        s.admin(),
+        "coreplex_backend_responses_total{backend=\"app\",class=\"2xx\"}",
+        20.0,
+    );
+    on_separate_connections(&s, 20);
+    assert_eq!(
+        b.accepted() - base,
+        21,
+        "safe: the first request of each of 20 client connections needs a new connection"
+    );
+}
+
+#[test]
+fn reuse_never_counts() {
+    let b = TestBackend::start();
+    let s = start(&b, r#"reuse = "never""#);
+    let base = b.accepted();
+    on_one_connection(&s, 20);
+    assert_eq!(
+        b.accepted() - base,
+        1,
+        "never: 20 requests on one client connection"
+    );
+    on_separate_connections(&s, 20);
+    assert_eq!(
+        b.accepted() - base,
+        21,
+        "never: 20 client connections, 20 new backend connections"
+    );
+}
+
+#[test]
+fn reuse_aggressive_takes_a_proven_connection() {
+    let b = TestBackend::start();
+    let s = start(&b, r#"reuse = "aggressive""#);
+    let base = b.accepted();
+    // Two requests make the backend connection proven ("safe").
+    on_one_connection(&s, 2);
+    assert_eq!(b.accepted() - base, 1);
+    on_separate_connections(&s, 20);
+    assert_eq!(
+        b.accepted() - base,
+        1,
+        "aggressive: 20 client connections took new backend connections despite a proven one"
+    );
+}
+
+#[test]
+fn reuse_always_shares_one_connection() {
+    let b = TestBackend::start();
+    let s = start(&b, r#"reuse = "always""#);
+    let base = b.accepted();
+    on_separate_connections(&s, 20);
+    assert_eq!(
+        b.accepted() - base,
+        1,
+        "always: 20 client connections, one backend connection"
+    );
+}
+
+#[test]
+fn ntlm_connection_stays_private_even_with_reuse_always() {
+    let b = TestBackend::start();
+    let s = start(&b, r#"reuse = "always""#);
+    let mut a = Client::connect(s.addr());
+    let r = a.get("/ntlm");
+    assert_eq!(r.status, 401, "{}", r.head);
+    assert_eq!(r.header("www-authenticate").as_deref(), Some("NTLM"));
+    assert_eq!(b.accepted(), 1);
+    let mut other = Client::connect(s.addr());
+    assert_eq!(other.get("/").text(), "ok");
+    assert_eq!(
+        b.accepted(),
+        2,
+        "another client took the connection that answered 401 NTLM"
+    );
+    // The NTLM client goes on on its own connection.
+    let r = a.get("/");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    assert_eq!(b.accepted(), 2);
+}
+
+// ---- limits: maxconn, queue, conn_rate ----------------------------------------------------------
+
+#[test]
+fn request_queues_behind_a_busy_server_then_succeeds() {
+    let b = TestBackend::start();
+    let s = Server::start(&proxy_config(
+        &[srv(b.addr(), "maxconn = 1")],
+        r#"timeouts = { queue = "5s", server = "10s" }"#,
+        "",
+    ));
+    let mut a = Client::connect(s.addr());
+    a.send(&get("/delay/1500"));
+    assert!(
+        wait_until(Duration::from_secs(2), || b.requests() == 1),
+        "A's request did not reach the backend"
+    );
+    let t0 = Instant::now();
+    let mut c = Client::connect(s.addr());
+    let r = c.get("/");
+    let waited = t0.elapsed();
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"), "{}", r.head);
+    assert!(
+        waited >= Duration::from_millis(1000),
+        "B was answered after {waited:?}: not queued behind A (maxconn = 1)"
+    );
+    let r = a.response(false, true).expect("A's response");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"), "{}", r.head);
+    assert_eq!(b.requests(), 2);
+}
+
+#[test]
+fn queue_timeout_gives_503() {
+    let b = TestBackend::start();
+    let s = Server::start(&proxy_config(
+        &[srv(b.addr(), "maxconn = 1")],
+        r#"timeouts = { queue = "300ms", server = "10s" }"#,
+        "",
+    ));
+    let mut a = Client::connect(s.addr());
+    a.send(&get("/delay/1500"));
+    assert!(wait_until(Duration::from_secs(2), || b.requests() == 1));
+    let t0 = Instant::now();
+    let mut c = Client::connect(s.addr());
+    let r = c.get("/");
+    let waited = t0.elapsed();
+    assert_eq!(r.status, 503, "{}", r.head);
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_millis(1200),
+        "503 after {waited:?}, expected about 300 ms"
+    );
+    let r = a.response(false, true).expect("A's response");
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(b.requests(), 1, "the timed-out request reached the backend");
+    assert_metric_at_least(s.admin(), &errors_key("queue_timeout"), 1.0);
+}
+
+#[test]
+fn connection_rate_limit_delays_instead_of_refusing() {
+    let b = TestBackend::start();
+    let s = Server::start(&proxy_config(
+        &[srv(b.addr(), "conn_rate = 2")],
+        "reuse = \"never\"\ntimeouts = { queue = \"5s\" }",
+        "",
+    ));
+    let addr = s.addr();
+    let t0 = Instant::now();
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                let r = c.get("/");
+                (r.status, r.text())
+            })
+        })
+        .collect();
+    let answers: Vec<_> = clients.into_iter().map(|h| h.join().unwrap()).collect();
+    let took = t0.elapsed();
+    for (i, (status, body)) in answers.iter().enumerate() {
+        assert_eq!((*status, body.as_str()), (200, "ok"), "client {i}");
+    }
+    assert_eq!(b.accepted(), 6);
+    assert!(
+        took >= Duration::from_millis(1400),
+        "6 connections at conn_rate = 2/s took only {took:?}"
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+// ---- connect failures and timeouts ----------------------------------------------------------------
+
+#[test]
+fn dead_server_gives_503_and_counts_connect_failed() {
+    let s = Server::start(&proxy_config(&[srv(closed_port(), "")], "retries = 0", ""));
+    let mut c = Client::connect(s.addr());
+    let t0 = Instant::now();
+    let r = c.get("/");
+    assert_eq!(r.status, 503, "{}", r.head);
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert_metric_at_least(s.admin(), &errors_key("connect_failed"), 1.0);
+}
+
+#[test]
+fn connect_failure_is_retried_on_another_server() {
+    let b = TestBackend::start();
+    let s = Server::start(&proxy_config(
+        &[srv(closed_port(), ""), srv(b.addr(), "")],
+        "reuse = \"never\"\nretries = 1\nbalance = \"roundrobin\"",
+        "",
+    ));
+    for i in 0..10 {
+        let mut c = Client::connect(s.addr());
+        let r = c.get("/");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "ok"),
+            "request {i}: {}",
+            r.head
+        );
+    }
+    assert_eq!(b.accepted(), 10);
+    assert_metric_at_least(s.admin(), &errors_key("connect_failed"), 1.0);
+}
+
+#[test]
+fn connect_timeout_gives_503_or_504() {
+    let (_listener, addr, _fillers) = unaccepting_listener();
+    let s = Server::start(&proxy_config(
+        &[srv(addr, "")],
+        "retries = 0\ntimeouts = { connect = \"300ms\" }",
+        "",
+    ));
+    let mut c = Client::connect(s.addr());
+    let t0 = Instant::now();
+    let r = c.get("/");
+    let took = t0.elapsed();
+    assert!(matches!(r.status, 503 | 504), "{}", r.head);
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(1500),
+        "answered after {took:?}, expected about 300 ms"
+    );
+    assert_metric_at_least(s.admin(), &errors_key("connect_timeout"), 1.0);
+}
+
+#[test]
+fn server_timeout_gives_504_and_closes_the_backend_connection() {
+    let b = TestBackend::start();
+    let s = start(&b, r#"timeouts = { server = "500ms" }"#);
+    let mut c = Client::connect(s.addr());
+    let t0 = Instant::now();
+    let r = c.get("/delay/3000");
+    let took = t0.elapsed();
+    assert_eq!(r.status, 504, "{}", r.head);
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_millis(1500),
+        "504 after {took:?}, expected about 500 ms"
+    );
+    assert_metric_at_least(s.admin(), &errors_key("server_timeout"), 1.0);
+    assert!(
+        wait_until(Duration::from_secs(1), || b.open() == 0),
+        "the timed-out backend connection stays open"
+    );
+}
+
+// ---- backend connections closing ----------------------------------------------------------------
+
+#[test]
+fn pooled_connection_closed_by_the_backend_is_not_used() {
+    let b = TestBackend::start();
+    let s = start(&b, "");
+    let mut c = Client::connect(s.addr());
+    assert_eq!(c.get("/").text(), "ok");
+    assert_eq!(b.close_idle(), 1, "the pooled connection was not idle");
+    std::thread::sleep(Duration::from_millis(200));
+    let r = c.get("/");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"), "{}", r.head);
+    assert_eq!(b.accepted(), 2);
+}
+
+#[test]
+fn reset_mid_body_truncates_and_closes_the_client_connection() {
+    let b = TestBackend::start();
+    let s = start(&b, "");
+    let stream = TcpStream::connect(s.addr()).unwrap();
+    let mut c = Client::from_stream(stream, Duration::from_secs(5));
+    c.send(&get("/reset-mid-body"));
+    if let Some(r) = c.response(false, false) {
+        assert!(
+            !r.complete,
+            "a complete response for a body the backend cut short: {}",
+            r.head
+        );
+        assert_eq!(r.status, 200, "{}", r.head);
+        assert_eq!(r.framing, Framing::Length(1_000_000), "{}", r.head);
+        assert!(r.body_len < 1_000_000);
+    }
+    assert!(
+        c.closed_within(Duration::from_secs(2)),
+        "client connection open after a truncated body"
+    );
+    let mut c = Client::connect(s.addr());
+    let r = c.get("/");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"), "{}", r.head);
+}
+
+#[test]
+fn reset_before_response_gives_502() {
+    let b = TestBackend::start();
+    let s = start(&b, "");
+    let mut c = Client::connect(s.addr());
+    let r = c.get("/reset-before-response");
+    assert_eq!(r.status, 502, "{}", r.head);
+    assert_metric_at_least(s.admin(), &errors_key("backend_closed"), 1.0);
+}
+
+#[test]
+fn close_delimited_body_reaches_the_client_then_closes() {
+    let b = TestBackend::start();
+    let s = start(&b, "");
+    let mut c = Client::connect(s.addr());
+    let r = c.get("/eof-body");
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert!(r.complete, "body cut short: {:?}", r.text());
+    assert_eq!(r.text(), "until-close");
+    if r.framing != Framing::Close {
+        assert!(
+            c.closed_within(Duration::from_secs(2)),
+            "client connection open after a close-delimited body"
+        );
+    }
+}
+
+#[test]
+fn client_abort_closes_the_backend_connection() {
+    let b = TestBackend::start();
+    let s = start(&b, "");
+    let mut c = Client::connect(s.addr());
+    c.send(&get("/delay/2000"));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(b.requests(), 1, "the request did not reach the backend");
+    assert_eq!(b.open(), 1);
+    drop(c);
+    assert!(
+        wait_until(Duration::from_secs(1), || b.open() == 0),
+        "the backend connection of an aborted request stays open"
+    );
+    assert_metric_at_least(s.admin(), &errors_key("client_abort"), 1.0);
+}
+
+// ---- 1 GiB each way -------------------------------------------------------------------------------
+
+#[test]
+fn one_gib_download_in_bounded_memory() {
+    let b = TestBackend::start();
+    let s = start(&b, "");
+    let mut c = Client::from_stream(
+        TcpStream::connect(s.addr()).unwrap(),
+        Duration::from_secs(60),
+    );
+    let t0 = Instant::now();
+    c.send(format!("GET /bytes/{GIB} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+    let r = c.response(false, false).expect("response to the 1 GiB GET");
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(r.framing, Framing::Length(GIB), "{}", r.head);
+    assert!(r.complete, "download cut short at {} bytes", r.body_len);
+    assert_eq!(r.body_len, GIB);
+    let rss = peak_rss_kib(s.pid());
+    eprintln!("1 GiB download: {:?}, proxy VmHWM {rss} KiB", t0.elapsed());
+    assert!(rss < MAX_RSS_KIB, "proxy peak RSS {rss} KiB");
+    assert_eq!(c.get("/").text(), "ok", "connection unusable after 1 GiB");
+}
+
+#[test]
+fn one_gib_upload_in_bounded_memory() {
+    let b = TestBackend::start();
+    // `limits.max_body` (1 MiB by default, as nginx's client_max_body_size) applies to proxied
+    // requests too: raise it for this listener.
+    let s = Server::start(&proxy_config(
+        &[srv(b.addr(), "")],
+        "",
+        "limits = { max_body = \"2GiB\" }",
+    ));
+    let stream = TcpStream::connect(s.addr()).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut c = Client::from_stream(stream, Duration::from_secs(60));
+    let t0 = Instant::now();
+    let w = std::thread::spawn(move || -> std::io::Result<()> {
+        writer.write_all(
+            format!("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {GIB}\r\n\r\n").as_bytes(),
+        )?;
+        let buf = vec![b'u'; 256 * 1024];
+        let mut left = GIB;
+        while left > 0 {
+            let k = left.min(buf.len() as u64) as usize;
+            writer.write_all(&buf[..k])?;
+            left -= k as u64;
+        }
+        Ok(())
+    });
+    let r = c.response(false, true).expect("response to the 1 GiB POST");
+    assert_eq!(r.status, 200, "{}", r.head);
+    w.join().unwrap().expect("upload writer");
+    assert_eq!(r.text(), GIB.to_string());
+    assert_eq!(b.body_bytes(), GIB);
+    let rss = peak_rss_kib(s.pid());
+    eprintln!("1 GiB upload: {:?}, proxy VmHWM {rss} KiB", t0.elapsed());
+    assert!(rss < MAX_RSS_KIB, "proxy peak RSS {rss} KiB");
+}
+
+// ---- coreplex check ---------------------------------------------------------------------------------
+
+#[test]
+fn check_reports_backend_errors_with_their_paths() {
+    let text = r#"version = 1
+
+[[listener]]
+bind = "127.0.0.1:0"
+
+[[listener.route]]
+path_prefix = "/"
+backend = "nope"
+
+[backend.app]
+servers = [ { address = "not-an-address" } ]
+reuse = "sometimes"
+
+[backend.empty]
+servers = []
+"#;
+    let path = write_temp("bad-backend.toml", text);
+    let file = path.to_string_lossy().into_owned();
+    let o = run_cli(&["check", "-c", &file]);
+    let _ = std::fs::remove_file(&path);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "exit status; stderr:\n{err}");
+    for p in [
+        "listener[0].route[0].backend",
+        "backend.app.reuse",
+        "backend.app.servers[0].address",
+        "backend.empty.servers",
+    ] {
+        let want = format!("error: {file}: {p}: ");
+        assert!(
+            err.lines().any(|l| l.starts_with(&want)),
+            "no `{want}` line in stderr:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn check_accepts_every_backend_key() {
+    let text = r#"version = 1
+
+[global]
+shards = 1
+
+[defaults.timeouts]
+connect = "2s"
+
+[admin]
+bind = "127.0.0.1:0"
+
+[[listener]]
+name = "front"
+bind = "127.0.0.1:0"
+timeouts = { client = "5s" }
+
+[[listener.route]]
+path_prefix = "/"
+backend = "app"
+
+[backend.app]
+servers = [ { address = "127.0.0.1:18080", weight = 1, maxconn = 10, maxqueue = 10, conn_rate = 100 } ]
+balance = "leastconn"
+reuse = "aggressive"
+maxconn = 1000
+queue_length = 1000
+retries = 3
+timeouts = { connect = "1s", server = "2s", queue = "500ms" }
+pool = { max_idle_per_server = 100, idle_timeout = "60s", purge_delay = "5s", max_reuse = 1000 }
+health = { fail_threshold = 3, down_for = "10s" }
+tcp_keepalive = { idle = "60s", interval = "10s", count = 6 }
+"#;
+    let path = write_temp("full-backend.toml", text);
+    let file = path.to_string_lossy().into_owned();
+    let o = run_cli(&["check", "-c", &file]);
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        o.status.success(),
+        "stderr:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("configuration OK"),
+        "stdout: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
+
+// ---- nginx as the backend -----------------------------------------------------------------------------
+
+/// A Debian nginx on a temporary prefix, answering `200 nginx-ok`; stopped with SIGTERM (SIGKILL
+/// would orphan its worker), then SIGKILL if it has not exited within 5 s.
+struct Nginx {
+    child: Child,
+    dir: PathBuf,
+    addr: SocketAddr,
+}
+
+impl Nginx {
+    fn start() -> Nginx {
+        let addr = closed_port();
+        let dir = std::env::temp_dir().join(format!(
+            "coreplex-e2e-nginx-{}-{}",
+            std::process::id(),
+            addr.port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = dir.to_str().unwrap();
+        let conf = format!(
+            r#"worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+daemon off;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen {addr};
+        location / {{
+            default_type text/plain;
+            return 200 "nginx-ok";
+        }}
+    }}
+}}
+"#
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("nginx is not installed: run tests/setup.sh");
+        let child = Command::new(bin)
+            .args(["-c", conf_path.to_str().unwrap(), "-p", d])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn nginx");
+        let mut n = Nginx { child, dir, addr };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            let exited = n.child.try_wait().unwrap().is_some();
+            if exited || Instant::now() > deadline {
+                let log = std::fs::read_to_string(n.dir.join("error.log")).unwrap_or_default();
+                panic!("nginx did not open {addr} (exited: {exited}); error.log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        n
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut exited = false;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                exited = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn nginx_backend_through_the_proxy() {
+    let n = Nginx::start();
+    let s = Server::start(&proxy_config(&[srv(n.addr, "")], "", ""));
+    for conn in 0..5 {
+        let mut c = Client::connect(s.addr());
+        for i in 0..10 {
+            let r = c.get("/");
+            assert_eq!(
+                (r.status, r.text().as_str()),
+                (200, "nginx-ok"),
+                "connection {conn}, request {i}: {}",
+                r.head
+            );
+        }
+    }
+    assert_metric(
+        s.admin(),
+        "coreplex_backend_responses_total{backend=\"app\",class=\"2xx\"}",
+        50.0,
+    );
+}
