@@ -3,7 +3,8 @@
 //! - `load`: HTTP/1.1 keep-alive load, closed or open loop (coordinated-omission corrected),
 //!   pipelining, latency percentiles, errors by kind, its own CPU per request.
 //! - `compare`: coreplex, nginx and haproxy side by side on the same core, ABAB rounds: server
-//!   CPU per request, requests/s, p99, bytes per idle connection, ratios.
+//!   CPU per request, requests/s, p99, bytes per idle connection, ratios; answering directly
+//!   (`--scenario direct`) or as reverse proxies in front of one nginx backend (`--scenario proxy`).
 //! - `hold`: open N keep-alive connections spread over source addresses 127.0.0.2..., send one
 //!   request on each, keep them idle for a while, report how many stayed alive, close with linger 0.
 //! - `memprobe`: for a server PID, hold N connections at each of several counts and report the
@@ -79,7 +80,12 @@ enum Cmd {
     },
     /// Compare coreplex with nginx and haproxy: same scenario, same core, rounds in turn.
     Compare {
-        /// Servers to compare (coreplex, nginx, haproxy); ratios are against the first non-coreplex one.
+        /// What the servers do: answer themselves (direct), or forward every request to one nginx
+        /// backend pinned to the server CPU as well (proxy: only the proxy's CPU is counted).
+        #[arg(long, value_enum, default_value_t = compare::Scenario::Direct)]
+        scenario: compare::Scenario,
+        /// Servers to compare (coreplex, nginx, haproxy); ratios are against the first non-coreplex
+        /// one (proxy scenario: against haproxy and nginx).
         #[arg(long, default_value = "coreplex,nginx,haproxy", value_delimiter = ',')]
         servers: Vec<String>,
         /// The coreplex binary.
@@ -113,6 +119,9 @@ enum Cmd {
         /// allows 9,900).
         #[arg(long, default_value_t = 5_000)]
         idle: usize,
+        /// Port of the proxy scenario's backend on 127.0.0.1.
+        #[arg(long, default_value_t = 18090)]
+        backend_port: u16,
         /// Print JSON (all runs) instead of tables.
         #[arg(long)]
         json: bool,
@@ -178,6 +187,7 @@ fn main() -> Result<()> {
     raise_nofile();
     match cli.cmd {
         Cmd::Compare {
+            scenario,
             servers,
             coreplex,
             bench_dir,
@@ -189,6 +199,7 @@ fn main() -> Result<()> {
             server_cpu,
             client_cpu,
             idle,
+            backend_port,
             json,
             plot,
         } => {
@@ -204,13 +215,18 @@ fn main() -> Result<()> {
                 server_cpu,
                 client_cpu,
                 idle,
+                scenario,
+                backend_port,
             };
             let (runs, idle) = compare::run(&o)?;
             if let Some(path) = plot {
                 compare::plot(&o, &runs, &path)?;
             }
             if json {
-                println!("{}", serde_json::json!({ "runs": runs, "idle": idle }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "scenario": scenario, "runs": runs, "idle": idle })
+                );
             } else {
                 print!("{}", compare::table(&o, &runs, &idle));
             }
