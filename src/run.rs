@@ -109,6 +109,7 @@ fn start(cfg: Config, signals: SigSet) -> Result<(), String> {
             .map(|l| ListenerSpec {
                 addr: l.bind,
                 backlog: l.backlog,
+                rate_limit: l.rate_limit,
             })
             .collect(),
         shard: ShardConfig {

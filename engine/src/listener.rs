@@ -13,6 +13,19 @@ pub struct ListenerSpec {
     pub addr: SocketAddr,
     /// listen(2) backlog.
     pub backlog: i32,
+    /// New connections per second for the whole process (split among shards); beyond it a
+    /// shard stops accepting until its rate allows, and new clients wait in the backlog
+    /// (HAProxy's `rate-limit sessions`). `None`: unlimited.
+    pub rate_limit: Option<u32>,
+}
+
+/// `total` split over `shards`: shard `i` gets `total / shards`, plus one for the first
+/// `total % shards` shards, and at least 1.
+pub fn shard_share(total: u32, shards: usize, i: usize) -> u32 {
+    let n = shards.max(1) as u64;
+    let t = u64::from(total);
+    let base = t / n + u64::from((i as u64) < t % n);
+    base.max(1) as u32
 }
 
 /// Creates a non-blocking, SO_REUSEPORT listening socket.

@@ -105,7 +105,7 @@ impl<St: Send + 'static> Runtime<St> {
             for (spec, addr) in cfg.listeners.iter().zip(&addrs) {
                 let spec = ListenerSpec {
                     addr: *addr,
-                    backlog: spec.backlog,
+                    ..spec.clone()
                 };
                 fds.push(listener::bind(&spec)?);
             }
@@ -122,6 +122,15 @@ impl<St: Send + 'static> Runtime<St> {
             let factory = factory.clone();
             let ready = ready_tx.clone();
             let scfg = cfg.shard.clone();
+            let shards = cfg.cpus.len();
+            let rates: Vec<Option<u32>> = cfg
+                .listeners
+                .iter()
+                .map(|l| {
+                    l.rate_limit
+                        .map(|r| listener::shard_share(r, shards, shard))
+                })
+                .collect();
             let t = std::thread::Builder::new()
                 .name(format!("cpx-shard-{shard}"))
                 .spawn(move || {
@@ -144,7 +153,7 @@ impl<St: Send + 'static> Runtime<St> {
                     };
                     let features = ring.features();
                     let service = factory(shard);
-                    let shard_loop = Shard::new(shard, &scfg, ring, fds, service, inbox);
+                    let shard_loop = Shard::new(shard, &scfg, ring, fds, &rates, service, inbox);
                     let _ = ready.send(Ok(features));
                     drop(ready);
                     shard_loop.run();

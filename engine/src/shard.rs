@@ -76,11 +76,62 @@ struct Conn<C, B> {
 struct Listener {
     fd: Option<OwnedFd>,
     armed: bool,
+    /// Accepting is paused until the rate limit allows another connection.
+    rate_paused: bool,
+    rate: Option<RateBucket>,
+}
+
+/// A token bucket of new connections per second (burst: one second's worth).
+struct RateBucket {
+    per_sec: u32,
+    tokens: u32,
+    /// When `tokens` was last refilled, in shard milliseconds.
+    refilled_ms: u64,
+}
+
+impl RateBucket {
+    fn new(per_sec: u32, now_ms: u64) -> RateBucket {
+        RateBucket {
+            per_sec: per_sec.max(1),
+            tokens: per_sec.max(1),
+            refilled_ms: now_ms,
+        }
+    }
+
+    fn refill(&mut self, now_ms: u64) {
+        let elapsed = now_ms.saturating_sub(self.refilled_ms);
+        let add = elapsed * u64::from(self.per_sec) / 1000;
+        if add > 0 {
+            self.tokens = (u64::from(self.tokens) + add).min(u64::from(self.per_sec)) as u32;
+            // Keep the remainder: advance by the time the added tokens took.
+            self.refilled_ms += add * 1000 / u64::from(self.per_sec);
+            if self.tokens == self.per_sec {
+                self.refilled_ms = now_ms;
+            }
+        }
+    }
+
+    /// Takes a token if one is available.
+    fn take(&mut self, now_ms: u64) -> bool {
+        self.refill(now_ms);
+        if self.tokens > 0 {
+            self.tokens -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// When the next token is due.
+    fn next_ms(&self) -> u64 {
+        self.refilled_ms + 1000_u64.div_ceil(u64::from(self.per_sec))
+    }
 }
 
 /// Internal timer tokens (connection timers use the slot index, always below these).
 const TIMER_ACCEPT_RETRY: u32 = u32::MAX - 1;
 const TIMER_STOP_DEADLINE: u32 = u32::MAX - 2;
+const TIMER_RATE: u32 = u32::MAX - 3;
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 const IO_POOL_MAX: usize = 256;
 
@@ -231,6 +282,9 @@ pub(crate) struct Shard<S: Service> {
     accept_retry: TimerKey,
     /// Sockets accepted while the table was full, served as slots free.
     held: std::collections::VecDeque<(OwnedFd, usize)>,
+    /// Sockets accepted beyond a listener's rate limit, served as its tokens come.
+    rate_held: std::collections::VecDeque<(OwnedFd, usize)>,
+    rate_timer: TimerKey,
     fired: Vec<u32>,
     actions: ShardActions,
     /// When the service asked to be polled again ([`Service::poll`]).
@@ -243,6 +297,7 @@ impl<S: Service> Shard<S> {
         cfg: &ShardConfig,
         ring: Ring,
         listeners: Vec<OwnedFd>,
+        rates: &[Option<u32>],
         service: S,
         inbox: ShardInbox<S::Stats>,
     ) -> Shard<S> {
@@ -272,9 +327,16 @@ impl<S: Service> Shard<S> {
             linger: cfg.linger,
             listeners: listeners
                 .into_iter()
-                .map(|fd| Listener {
+                .enumerate()
+                .map(|(i, fd)| Listener {
                     fd: Some(fd),
                     armed: false,
+                    rate_paused: false,
+                    rate: rates
+                        .get(i)
+                        .copied()
+                        .flatten()
+                        .map(|r| RateBucket::new(r, 0)),
                 })
                 .collect(),
             inbox,
@@ -282,6 +344,8 @@ impl<S: Service> Shard<S> {
             accept_paused: false,
             accept_retry: TimerKey::NONE,
             held: std::collections::VecDeque::new(),
+            rate_held: std::collections::VecDeque::new(),
+            rate_timer: TimerKey::NONE,
             fired: Vec::new(),
             actions: ShardActions::default(),
             service_deadline: None,
@@ -400,7 +464,7 @@ impl<S: Service> Shard<S> {
     fn arm_accepts(&mut self) {
         for (i, l) in self.listeners.iter_mut().enumerate() {
             if let Some(fd) = &l.fd {
-                if !l.armed {
+                if !l.armed && !l.rate_paused {
                     l.armed = true;
                     self.ring
                         .accept_multi(fd.as_raw_fd(), token::pack_index(OP_ACCEPT, i as u32));
@@ -462,6 +526,19 @@ impl<S: Service> Shard<S> {
         if self.core.stopping {
             return; // dropped, so closed
         }
+        let now_ms = self.core.now_ms;
+        let over_rate = self.listeners[listener].rate_paused
+            || self.listeners[listener]
+                .rate
+                .as_mut()
+                .is_some_and(|r| !r.take(now_ms));
+        if over_rate {
+            // Beyond the listener's rate: stop accepting on it (new clients wait in the kernel
+            // backlog); sockets accepted in the same batch wait here for tokens.
+            self.rate_held.push_back((fd, listener));
+            self.pause_for_rate(listener);
+            return;
+        }
         if self.inbound() >= self.max_connections {
             // Accepts that completed in the same batch as the pause: hold the sockets, unserved,
             // until slots free (as the kernel backlog would), so the table never exceeds the limit.
@@ -473,6 +550,71 @@ impl<S: Service> Shard<S> {
             self.accept_paused = true;
             self.core.stats.accept_paused += 1;
             self.cancel_accepts();
+        }
+    }
+
+    fn pause_for_rate(&mut self, listener: usize) {
+        let l = &mut self.listeners[listener];
+        if !l.rate_paused {
+            l.rate_paused = true;
+            self.core.stats.accept_rate_limited += 1;
+            if l.armed {
+                self.ring.cancel(
+                    token::pack_index(OP_ACCEPT, listener as u32),
+                    token::pack_index(OP_CANCEL, 0),
+                );
+            }
+        }
+        if !self.rate_timer.is_some() {
+            let at = l
+                .rate
+                .as_ref()
+                .map_or(self.core.now_ms + 1, |r| r.next_ms())
+                .max(self.core.now_ms + 1);
+            self.rate_timer = self.core.wheel.insert(at, TIMER_RATE);
+        }
+    }
+
+    /// Serves rate-held sockets as tokens allow and resumes accepting on listeners with none
+    /// waiting.
+    fn on_rate_timer(&mut self) {
+        self.rate_timer = TimerKey::NONE;
+        if self.core.stopping {
+            self.rate_held.clear();
+            return;
+        }
+        let now_ms = self.core.now_ms;
+        let mut waiting = std::collections::VecDeque::new();
+        while let Some((fd, li)) = self.rate_held.pop_front() {
+            let ok = self.listeners[li]
+                .rate
+                .as_mut()
+                .is_none_or(|r| r.take(now_ms));
+            if ok && self.inbound() < self.max_connections {
+                self.insert_conn(fd, li);
+            } else if ok {
+                self.held.push_back((fd, li));
+            } else {
+                waiting.push_back((fd, li));
+            }
+        }
+        self.rate_held = waiting;
+        let mut again = None;
+        for (i, l) in self.listeners.iter_mut().enumerate() {
+            if !l.rate_paused {
+                continue;
+            }
+            let has_held = self.rate_held.iter().any(|(_, li)| *li == i);
+            if has_held {
+                again = Some(i);
+            } else {
+                l.rate_paused = false;
+            }
+        }
+        match again {
+            Some(i) => self.pause_for_rate(i),
+            None if !self.accept_paused && !self.accept_retry.is_some() => self.arm_accepts(),
+            None => {}
         }
     }
 
@@ -1143,6 +1285,7 @@ impl<S: Service> Shard<S> {
                     self.arm_accepts();
                 }
             }
+            TIMER_RATE => self.on_rate_timer(),
             TIMER_STOP_DEADLINE => {
                 for id in self.core.conns.ids() {
                     self.begin_close(id, CloseReason::Shutdown);
@@ -1213,6 +1356,7 @@ impl<S: Service> Shard<S> {
         }
         self.core.stopping = true;
         self.held.clear();
+        self.rate_held.clear();
         self.cancel_accepts();
         for l in self.listeners.iter_mut().filter(|l| !l.armed) {
             l.fd = None;
@@ -1238,6 +1382,21 @@ impl<S: Service> Shard<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_bucket_allows_a_burst_then_the_rate() {
+        let mut r = RateBucket::new(4, 0);
+        assert!((0..4).all(|_| r.take(0)), "a burst of one second's worth");
+        assert!(!r.take(0));
+        assert_eq!(r.next_ms(), 250);
+        assert!(!r.take(249));
+        assert!(r.take(250));
+        assert!(!r.take(499));
+        assert!(r.take(500));
+        // Idle for long: the bucket refills to the burst, not beyond.
+        assert!((0..4).all(|_| r.take(10_000)));
+        assert!(!r.take(10_000));
+    }
 
     #[test]
     fn connection_slot_is_small() {

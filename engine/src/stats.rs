@@ -41,6 +41,8 @@ pub struct EngineStats {
     pub accept_errors: AcceptErrors,
     /// Times accepting was paused because the connection table was full.
     pub accept_paused: u64,
+    /// Times a listener stopped accepting because of its rate limit.
+    pub accept_rate_limited: u64,
     /// Receives that found the provided-buffer ring empty (ENOBUFS).
     pub recv_no_buffers: u64,
     /// Scheduled timers.
@@ -68,6 +70,7 @@ impl EngineStats {
         self.outbound += o.outbound;
         self.outbound_opened += o.outbound_opened;
         self.outbound_failed += o.outbound_failed;
+        self.accept_rate_limited += o.accept_rate_limited;
         self.outbound_refused += o.outbound_refused;
         self.accepted += o.accepted;
         for (a, b) in self.closed.iter_mut().zip(o.closed.iter()) {

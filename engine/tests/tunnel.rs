@@ -120,6 +120,7 @@ fn start(upstream: SocketAddr) -> (Runtime<()>, SocketAddr) {
         listeners: vec![ListenerSpec {
             addr: "127.0.0.1:0".parse().unwrap(),
             backlog: 128,
+            rate_limit: None,
         }],
         shard: ShardConfig {
             max_connections: 64,

@@ -99,6 +99,7 @@ pub(super) struct RawBackend {
     tcp_keepalive: Option<RawKeepalive>,
     forwarded_for: Option<bool>,
     forwarded: Option<bool>,
+    abort_on_client_close: Option<bool>,
 }
 
 /// One server of a backend.
@@ -129,6 +130,9 @@ pub struct Backend {
     pub forwarded_for: bool,
     /// Add an RFC 7239 `Forwarded` header (default off).
     pub forwarded: bool,
+    /// A client that shuts its sending side before the response starts has left: close the
+    /// backend connection (default on, as nginx; off keeps waiting, HAProxy's default).
+    pub abort_on_client_close: bool,
 }
 
 /// `total` split over `shards`: shard `i` gets `total / shards`, plus one for the first
@@ -307,6 +311,7 @@ pub(super) fn validate(
         tcp_keepalive,
         forwarded_for: raw.forwarded_for.unwrap_or(true),
         forwarded: raw.forwarded.unwrap_or(false),
+        abort_on_client_close: raw.abort_on_client_close.unwrap_or(true),
     }
 }
 

@@ -124,6 +124,7 @@ struct RawListener {
     name: Option<String>,
     bind: String,
     backlog: Option<i32>,
+    rate_limit: Option<u32>,
     #[serde(default)]
     timeouts: RawTimeouts,
     #[serde(default)]
@@ -204,6 +205,8 @@ pub struct Listener {
     pub bind: SocketAddr,
     /// listen(2) backlog.
     pub backlog: i32,
+    /// New connections per second (whole process, split among shards); `None` unlimited.
+    pub rate_limit: Option<u32>,
     /// Timeouts.
     pub timeouts: Timeouts,
     /// Request limits.
@@ -404,6 +407,12 @@ fn validate(
                 SocketAddr::from(([127, 0, 0, 1], 0))
             }
         };
+        if raw.rate_limit == Some(0) {
+            errors.push(err(
+                format!("{p}.rate_limit"),
+                "must be at least 1 new connection per second (leave it out for no limit)",
+            ));
+        }
         let backlog = raw.backlog.unwrap_or(4096);
         if !(1..=1 << 20).contains(&backlog) {
             errors.push(err(format!("{p}.backlog"), "must be between 1 and 1048576"));
@@ -425,6 +434,7 @@ fn validate(
             name,
             bind,
             backlog,
+            rate_limit: raw.rate_limit,
             timeouts,
             limits,
             tcp_keepalive,

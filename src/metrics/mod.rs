@@ -164,6 +164,12 @@ pub fn render(reports: &[ShardReport<HttpStats>], shards_expected: usize) -> Str
     );
     counter(
         o,
+        "coreplex_accept_rate_limited_total",
+        "Times a listener paused accepting because of its rate_limit.",
+        e.accept_rate_limited,
+    );
+    counter(
+        o,
         "coreplex_recv_no_buffers_total",
         "Receives that found the provided-buffer ring empty.",
         e.recv_no_buffers,

@@ -960,3 +960,136 @@ fn nginx_backend_through_the_proxy() {
         50.0,
     );
 }
+
+// ---- listener rate limit, half-close, TCP keepalive, body limit -------------------------------
+
+#[test]
+fn listener_rate_limit_makes_new_connections_wait() {
+    let b = TestBackend::start();
+    let s = Server::start(&proxy_config(&[srv(b.addr(), "")], "", "rate_limit = 4"));
+    let addr = s.addr();
+    let t0 = Instant::now();
+    let clients: Vec<_> = (0..12)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c =
+                    Client::from_stream(TcpStream::connect(addr).unwrap(), Duration::from_secs(10));
+                c.get("/").status
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = clients.into_iter().map(|h| h.join().unwrap()).collect();
+    let took = t0.elapsed();
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    // A burst of 4, then 4 per second: the last 8 take about 2 s.
+    assert!(
+        took >= Duration::from_millis(1500),
+        "12 connections at rate_limit = 4/s took only {took:?}"
+    );
+    assert!(took < Duration::from_secs(6), "took {took:?}");
+    let limited = crate::harness::metric(s.admin(), "coreplex_accept_rate_limited_total");
+    assert!(limited >= 1.0, "rate limiting was not counted");
+}
+
+#[test]
+fn half_closed_client_gets_its_response_when_abort_is_off() {
+    let b = TestBackend::start();
+    let s = start(&b, "abort_on_client_close = false");
+    let stream = TcpStream::connect(s.addr()).unwrap();
+    let mut c = Client::from_stream(stream.try_clone().unwrap(), Duration::from_secs(5));
+    c.send(b"GET /delay/300 HTTP/1.1\r\nHost: a\r\n\r\n");
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let r = c
+        .response(false, true)
+        .expect("a response after the half-close");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    assert!(
+        c.closed_within(Duration::from_secs(2)),
+        "not closed after it"
+    );
+}
+
+#[test]
+fn half_closed_client_aborts_the_exchange_by_default() {
+    let b = TestBackend::start();
+    let s = start(&b, "");
+    let stream = TcpStream::connect(s.addr()).unwrap();
+    let mut c = Client::from_stream(stream.try_clone().unwrap(), Duration::from_secs(5));
+    c.send(b"GET /delay/2000 HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(wait_until(Duration::from_secs(1), || b.requests() == 1));
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(1), || b.open() == 0),
+        "the backend connection of an abandoned request stays open"
+    );
+    assert!(c.closed_within(Duration::from_secs(1)));
+}
+
+#[test]
+fn tcp_keepalive_is_set_on_both_sides() {
+    let b = TestBackend::start();
+    let s = Server::start(&proxy_config(
+        &[srv(b.addr(), "")],
+        "tcp_keepalive = { idle = \"77s\", interval = \"5s\", count = 3 }",
+        "tcp_keepalive = { idle = \"66s\" }",
+    ));
+    let mut c = Client::connect(s.addr());
+    assert_eq!(c.get("/").status, 200);
+    // `ss -o` shows a keepalive timer on sockets with SO_KEEPALIVE, counting down from idle:
+    // 66 s on the client side ("1min5sec"/"1min6sec"), 77 s on the backend side ("1min16sec").
+    let out = Command::new("ss")
+        .args(["-tno", "state", "established"])
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let front = s.addr().to_string();
+    let back = b.addr().to_string();
+    let line_with = |local_or_peer: &str, local: bool| {
+        text.lines()
+            .find(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols.len() >= 4
+                    && if local {
+                        cols[2] == local_or_peer
+                    } else {
+                        cols[3] == local_or_peer
+                    }
+            })
+            .unwrap_or_default()
+            .to_string()
+    };
+    let client_side = line_with(&front, true);
+    let backend_side = line_with(&back, false);
+    assert!(
+        client_side.contains("timer:(keepalive,1min") && !client_side.contains("keepalive,1min1"),
+        "accepted socket: {client_side:?}\n{text}"
+    );
+    assert!(
+        backend_side.contains("timer:(keepalive,1min1"),
+        "backend socket: {backend_side:?}\n{text}"
+    );
+}
+
+#[test]
+fn chunked_request_over_max_body_gets_413() {
+    let b = TestBackend::start();
+    let s = Server::start(&proxy_config(
+        &[srv(b.addr(), "")],
+        "",
+        "limits = { max_body = 1000 }",
+    ));
+    let mut c = Client::connect(s.addr());
+    let chunk = vec![b'x'; 800];
+    let mut req =
+        b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..2 {
+        req.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        req.extend_from_slice(&chunk);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    c.send(&req);
+    let r = c.response(false, true).expect("an answer");
+    assert_eq!(r.status, 413, "{}", r.head);
+    assert!(c.closed_within(Duration::from_secs(2)));
+}

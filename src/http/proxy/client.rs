@@ -499,16 +499,18 @@ impl HttpService {
     }
 
     /// The client shut its sending side while proxying. Before the response starts that is an
-    /// abort (as nginx's default `proxy_ignore_client_abort off`): the backend connection closes
-    /// and frees its slot. Once the response streams, the client may still be reading it (a
-    /// half-close): it gets the rest, then the connection closes.
+    /// abort (as nginx's default `proxy_ignore_client_abort off`) unless the backend sets
+    /// `abort_on_client_close = false`: the backend connection closes and frees its slot. Once
+    /// the response streams, or without abort, a half-closed client still gets the response,
+    /// then the connection closes.
     pub(in crate::http) fn proxy_client_eof(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
         let id = cx.id();
         let Some(ex) = self.proxy.exchanges.get_mut(&id) else {
             cx.close(CloseReason::PeerClosed);
             return;
         };
-        if ex.resp_started && ex.req_done {
+        let abort = self.proxy.backends[ex.backend].config.abort_on_client_close;
+        if ex.req_done && (ex.resp_started || !abort) {
             ex.persist = Persist::Close;
         } else {
             self.proxy_abort(cx, conn, ProxyError::ClientAbort, false);
