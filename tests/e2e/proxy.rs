@@ -1093,3 +1093,38 @@ fn chunked_request_over_max_body_gets_413() {
     assert_eq!(r.status, 413, "{}", r.head);
     assert!(c.closed_within(Duration::from_secs(2)));
 }
+
+#[test]
+fn http10_client_gets_host_added_and_a_dechunked_closed_response() {
+    let b = TestBackend::start();
+    let s = start(&b, "");
+    // No Host: the request goes out as HTTP/1.1 with the backend's address as Host.
+    let (raw, _) = crate::harness::raw(
+        s.addr(),
+        b"GET /echo HTTP/1.0\r\n\r\n",
+        Duration::from_secs(3),
+    );
+    let text = String::from_utf8_lossy(&raw).to_string();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains(&format!("Host: {}\r\n", b.addr())),
+        "backend saw no Host: {text}"
+    );
+    assert!(text.contains("GET /echo HTTP/1.1\r\n"), "{text}");
+    // A chunked response to an HTTP/1.0 client loses its chunked framing and ends with a close.
+    let (raw, _) = crate::harness::raw(
+        s.addr(),
+        b"GET /chunked/40000 HTTP/1.0\r\nHost: a\r\n\r\n",
+        Duration::from_secs(3),
+    );
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    let head = String::from_utf8_lossy(&raw[..split]).to_lowercase();
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert_eq!(raw.len() - split, 40000, "de-chunked body length");
+    assert!(raw[split..].iter().all(|&c| c == FILL_BYTE));
+}

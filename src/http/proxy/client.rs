@@ -28,13 +28,16 @@ impl HttpService {
             self.fail(cx, conn, 501, CloseReason::ProtocolError);
             return None;
         }
-        let cfg = self.proxy.config(b);
-        let client = cx
-            .socket()
-            .peer_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .map(|a| a.ip());
+        let id = cx.id();
+        let client = *self.proxy.client_ips.entry(id).or_insert_with(|| {
+            cx.socket()
+                .peer_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .map(|a| a.ip())
+        });
+        let rt = &self.proxy.backends[b];
+        let cfg = &rt.config;
         let mut out = Vec::with_capacity(head.head_len + 96);
         rewrite::request_head(
             &mut out,
@@ -45,6 +48,7 @@ impl HttpService {
                 client,
                 forwarded_for: cfg.forwarded_for,
                 forwarded: cfg.forwarded,
+                default_host: &rt.default_host,
             },
         );
         let has_body = !matches!(head.body, BodyKind::None | BodyKind::Length(0));
@@ -98,7 +102,6 @@ impl HttpService {
         }
         conn.phase = Phase::Proxy;
         conn.set_used_backend();
-        let id = cx.id();
         self.proxy.exchanges.insert(id, ex);
         let decision = self.proxy.pools[b].acquire(&info, now);
         self.proceed(cx, conn, decision);

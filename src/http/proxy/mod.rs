@@ -39,6 +39,8 @@ use super::service::Cx;
 pub struct BackendRuntime {
     config: Backend,
     addrs: Vec<SocketAddr>,
+    /// `Host` for requests without one.
+    pub(super) default_host: String,
 }
 
 impl BackendRuntime {
@@ -46,6 +48,11 @@ impl BackendRuntime {
     pub fn new(config: &Backend) -> BackendRuntime {
         BackendRuntime {
             addrs: config.servers.iter().map(|s| s.address).collect(),
+            default_host: config
+                .servers
+                .first()
+                .map(|s| s.address.to_string())
+                .unwrap_or_default(),
             config: config.clone(),
         }
     }
@@ -190,6 +197,9 @@ pub struct ProxyShard {
     pub(super) pools: Vec<BackendPool>,
     pub(super) stats: Vec<BackendStats>,
     pub(super) exchanges: FastMap<Id, Exchange>,
+    /// Client addresses of connections that used a backend (for X-Forwarded-For without a
+    /// `getpeername` per request); removed when the client closes.
+    pub(super) client_ips: FastMap<Id, Option<std::net::IpAddr>>,
     pub(super) tickets: HashMap<(usize, Ticket), Id>,
     /// Backend connections to close at the next poll (private connections of closed sessions).
     pending_close: Vec<Id>,
@@ -226,6 +236,7 @@ impl ProxyShard {
             pools,
             stats,
             exchanges: FastMap::default(),
+            client_ips: FastMap::default(),
             tickets: HashMap::new(),
             pending_close: Vec::new(),
             dirty: false,
@@ -253,6 +264,7 @@ impl ProxyShard {
 
     /// A client session ended: its idle private backend connections close at the next poll.
     pub(super) fn session_closed(&mut self, client: Id) {
+        self.client_ips.remove(&client);
         let session = session_id(client);
         for pool in &mut self.pools {
             for c in pool.session_closed(session) {

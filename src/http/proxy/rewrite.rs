@@ -69,13 +69,16 @@ fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 /// What the request rewrite adds.
 #[derive(Clone, Copy, Debug)]
-pub struct Forwarding {
+pub struct Forwarding<'a> {
     /// The client's address.
     pub client: Option<IpAddr>,
     /// Add `X-Forwarded-For` (appended to the client's) and `X-Forwarded-Proto` (when absent).
     pub forwarded_for: bool,
     /// Add an RFC 7239 `Forwarded` element (appended to the client's).
     pub forwarded: bool,
+    /// `Host` to send when the request has none (an HTTP/1.0 request goes out as HTTP/1.1,
+    /// which requires one): the backend's first server address, as nginx's `$proxy_host`.
+    pub default_host: &'a str,
 }
 
 /// Writes the request head to send to the backend into `out`.
@@ -84,7 +87,7 @@ pub fn request_head(
     method: &str,
     target: &str,
     headers: &[Header<'_>],
-    fwd: &Forwarding,
+    fwd: &Forwarding<'_>,
 ) {
     let named = Named::from_headers(headers);
     out.extend_from_slice(method.as_bytes());
@@ -94,6 +97,7 @@ pub fn request_head(
     let mut xff: Option<Vec<u8>> = None;
     let mut forwarded: Option<Vec<u8>> = None;
     let mut has_proto = false;
+    let mut has_host = false;
     for h in headers {
         if is_hop_by_hop(h.name, &named) {
             continue;
@@ -115,7 +119,11 @@ pub fn request_head(
             continue;
         }
         has_proto |= h.name.eq_ignore_ascii_case("x-forwarded-proto");
+        has_host |= h.name.eq_ignore_ascii_case("host");
         push_field(out, h.name.as_bytes(), h.value);
+    }
+    if !has_host {
+        push_field(out, b"Host", fwd.default_host.as_bytes());
     }
     let ip = fwd.client.map(|ip| ip.to_canonical());
     if fwd.forwarded_for {
@@ -239,6 +247,7 @@ mod tests {
             client: Some("127.0.0.1".parse().unwrap()),
             forwarded_for: true,
             forwarded: true,
+            default_host: "backend:80",
         };
         request_head(&mut out, "POST", "/a?b", &headers, &fwd);
         let s = String::from_utf8(out).unwrap();
@@ -257,6 +266,7 @@ mod tests {
             client: Some("::1".parse().unwrap()),
             forwarded_for: false,
             forwarded: true,
+            default_host: "b",
         };
         request_head(&mut out, "GET", "/", &[h("Host", "a")], &fwd);
         assert!(String::from_utf8(out)
@@ -267,11 +277,28 @@ mod tests {
             client: Some("::ffff:10.1.2.3".parse().unwrap()),
             forwarded_for: true,
             forwarded: false,
+            default_host: "b",
         };
         request_head(&mut out, "GET", "/", &[h("Host", "a")], &fwd);
         assert!(String::from_utf8(out)
             .unwrap()
             .contains("X-Forwarded-For: 10.1.2.3\r\n"));
+    }
+
+    #[test]
+    fn a_request_without_host_gets_the_backends() {
+        let mut out = Vec::new();
+        let fwd = Forwarding {
+            client: None,
+            forwarded_for: false,
+            forwarded: false,
+            default_host: "10.0.0.5:8080",
+        };
+        request_head(&mut out, "GET", "/", &[h("Accept", "*/*")], &fwd);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET / HTTP/1.1\r\nAccept: */*\r\nHost: 10.0.0.5:8080\r\n\r\n"
+        );
     }
 
     #[test]
