@@ -1128,3 +1128,36 @@ fn http10_client_gets_host_added_and_a_dechunked_closed_response() {
     assert_eq!(raw.len() - split, 40000, "de-chunked body length");
     assert!(raw[split..].iter().all(|&c| c == FILL_BYTE));
 }
+
+#[test]
+fn full_backend_queue_answers_503_at_once_and_backend_maxconn_holds() {
+    let b = TestBackend::start();
+    // Backend-level maxconn 1 (the server has none) and a queue of one.
+    let s = Server::start(&proxy_config(
+        &[srv(b.addr(), "")],
+        "maxconn = 1\nqueue_length = 1\ntimeouts = { queue = \"5s\", server = \"10s\" }",
+        "",
+    ));
+    let mut a = Client::connect(s.addr());
+    a.send(&get("/delay/1000"));
+    assert!(wait_until(Duration::from_secs(2), || b.requests() == 1));
+    let mut queued = Client::connect(s.addr());
+    queued.send(&get("/"));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        b.requests(),
+        1,
+        "backend maxconn 1 let a second request through"
+    );
+    let t0 = Instant::now();
+    let mut c = Client::connect(s.addr());
+    let r = c.get("/");
+    assert_eq!(r.status, 503, "{}", r.head);
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "the full queue was not refused at once"
+    );
+    assert_eq!(a.response(false, true).expect("A").status, 200);
+    assert_eq!(queued.response(false, true).expect("queued").status, 200);
+    assert_metric_at_least(s.admin(), &errors_key("queue_full"), 1.0);
+}
