@@ -18,6 +18,7 @@
 //! | `/status/<code>` | that status with body `s` |
 //! | `/ntlm` | 401 with `WWW-Authenticate: NTLM`, body `a` |
 //! | `/eof-body` | 200 without Content-Length or Transfer-Encoding, body `until-close`, then closes |
+//! | `/eof-reset` | 200 without Content-Length or Transfer-Encoding, body `partial`, then resets |
 //! | anything else | 200 `ok` |
 //!
 //! Every request body is read in full (and counted) before the answer. HEAD gets the same head
@@ -630,6 +631,13 @@ fn serve_one(sh: &Shared, rd: &mut BufReader<TcpStream>, state: &Mutex<State>) -
             &simple(401, "WWW-Authenticate: NTLM\r\n", b"a"),
             keep,
         ),
+        "/eof-reset" => {
+            let mut out = response_head(200, "Content-Type: text/plain\r\n", None);
+            out.extend_from_slice(b"partial");
+            rd.get_ref().write_all(&out)?;
+            std::thread::sleep(Duration::from_millis(100));
+            Ok(Next::Reset)
+        }
         "/eof-body" => {
             let mut out = response_head(200, "Content-Type: text/plain\r\n", None);
             if !is_head {

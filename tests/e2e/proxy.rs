@@ -1161,3 +1161,101 @@ fn full_backend_queue_answers_503_at_once_and_backend_maxconn_holds() {
     assert_eq!(queued.response(false, true).expect("queued").status, 200);
     assert_metric_at_least(s.admin(), &errors_key("queue_full"), 1.0);
 }
+
+// ---- regressions found by the adversarial pass ----------------------------------------------------
+
+#[test]
+fn connection_header_cannot_strip_framing_or_host() {
+    let b = TestBackend::start();
+    let s = start(&b, "");
+    let smuggled = b"GET /smuggled HTTP/1.1\r\nHost: evil\r\n\r\n";
+    let mut req = format!(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nConnection: content-length, host\r\nContent-Length: {}\r\n\r\n",
+        smuggled.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(smuggled);
+    let mut c = Client::connect(s.addr());
+    c.send(&req);
+    let r = c.response(false, true).expect("the POST's answer");
+    assert_eq!(r.status, 200, "{}", r.head);
+    let echoed = r.text();
+    assert!(
+        echoed.contains(&format!("Content-Length: {}\r\n", smuggled.len())),
+        "framing removed: {echoed}"
+    );
+    assert!(echoed.contains("Host: x\r\n"), "Host removed: {echoed}");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(b.requests(), 1, "the body was read as a second request");
+    // The same through a chunked body.
+    let mut c = Client::connect(s.addr());
+    c.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nConnection: transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+    let r = c.response(false, true).expect("the chunked POST's answer");
+    assert_eq!((r.status, r.text().as_str()), (200, "5"), "{}", r.head);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(b.requests(), 2);
+}
+
+#[test]
+fn client_leaving_while_connecting_returns_the_slot() {
+    let (_l, addr, _fill) = unaccepting_listener();
+    let s = Server::start(&proxy_config(
+        &[srv(addr, "maxconn = 1")],
+        "timeouts = { connect = \"10s\", queue = \"300ms\" }",
+        "",
+    ));
+    for _ in 0..2 {
+        let mut c = Client::connect(s.addr());
+        c.send(&get("/"));
+        std::thread::sleep(Duration::from_millis(100));
+        drop(c);
+    }
+    let server = format!("backend=\"app\",server=\"{addr}\"");
+    assert_metric(
+        s.admin(),
+        &format!("coreplex_backend_connections_used{{{server}}}"),
+        0.0,
+    );
+    assert_metric(
+        s.admin(),
+        &format!("coreplex_backend_connecting{{{server}}}"),
+        0.0,
+    );
+    assert_metric(
+        s.admin(),
+        "coreplex_backend_queue_current{backend=\"app\"}",
+        0.0,
+    );
+    assert_metric(s.admin(), "coreplex_outbound_connections_current", 0.0);
+}
+
+#[test]
+fn close_delimited_body_cut_by_the_backend_is_a_reset() {
+    let b = TestBackend::start();
+    let s = start(&b, "");
+    let mut c = crate::harness::Conn::connect(s.addr());
+    c.send(b"GET /eof-reset HTTP/1.1\r\nHost: a\r\n\r\n");
+    let mut stream = c.stream;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = loop {
+        match std::io::Read::read(&mut stream, &mut buf) {
+            Ok(0) => break "eof",
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break "reset",
+            Err(e) => panic!("read: {e}"),
+        }
+    };
+    assert!(
+        String::from_utf8_lossy(&got).contains("partial"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(
+        end, "reset",
+        "a cut close-delimited body ended like a complete one"
+    );
+}

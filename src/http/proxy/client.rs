@@ -13,6 +13,17 @@ use coreplex_pool::{Acquire, RequestInfo, Unavailable};
 use coreplex_protocol::h1::{BodyDecoder, BodyKind, Method, RequestHead, Version};
 use std::time::Instant;
 
+/// How an exchange that cannot answer ends the client connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cut {
+    /// Send what is queued, then close (framed bodies show the cut).
+    Flush,
+    /// Close now.
+    Close,
+    /// Reset (a close-delimited body must not look complete).
+    Reset,
+}
+
 impl HttpService {
     /// Starts proxying a request to backend `b`; returns the head's length (consumed), or `None`
     /// after an error answer.
@@ -70,7 +81,7 @@ impl HttpService {
             backend: b,
             server: coreplex_pool::ServerId(0),
             info,
-            stage: Stage::Connecting,
+            stage: Stage::Deciding,
             head: out,
             method: head.method,
             http10,
@@ -135,6 +146,9 @@ impl HttpService {
                     Ok(()) => cx.set_timer(self.proxy.config(b).timeouts.connect),
                     Err(e) => {
                         tracing::debug!("connect to {addr}: {e}");
+                        if let Some(ex) = self.proxy.exchanges.get_mut(&id) {
+                            ex.stage = Stage::Deciding;
+                        }
                         let _ = self.proxy.pools[b].connect_failed(server, now);
                         self.proxy.dirty = true;
                         self.proxy.stats[b].error(ProxyError::ConnectFailed);
@@ -188,7 +202,9 @@ impl HttpService {
         status: u16,
         e: ProxyError,
     ) {
-        if let Some(ex) = self.proxy.exchanges.remove(&cx.id()) {
+        let id = cx.id();
+        if let Some(ex) = self.proxy.exchanges.remove(&id) {
+            self.proxy.discard(&ex);
             let s = &mut self.proxy.stats[ex.backend];
             s.error(e);
             s.response(status);
@@ -201,8 +217,10 @@ impl HttpService {
 
     /// Ends the exchange by closing the client connection (no answer possible: the response
     /// already started, or a dead reused connection is mirrored to the client).
-    fn proxy_abort(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, e: ProxyError, flush: bool) {
-        if let Some(ex) = self.proxy.exchanges.remove(&cx.id()) {
+    fn proxy_abort(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, e: ProxyError, cut: Cut) {
+        let id = cx.id();
+        if let Some(ex) = self.proxy.exchanges.remove(&id) {
+            self.proxy.discard(&ex);
             self.proxy.stats[ex.backend].error(e);
         }
         if cx.peer().is_some() {
@@ -210,11 +228,18 @@ impl HttpService {
         }
         conn.phase = Phase::Closing;
         cx.take_busy();
-        if flush {
-            cx.set_timer(self.timeouts(conn).client_fin);
-            cx.close_after_flush(CloseReason::PeerReset);
-        } else {
-            cx.close(CloseReason::PeerReset);
+        match cut {
+            Cut::Flush => {
+                cx.set_timer(self.timeouts(conn).client_fin);
+                cx.close_after_flush(CloseReason::PeerReset);
+            }
+            Cut::Close => cx.close(CloseReason::PeerReset),
+            Cut::Reset => {
+                // SO_LINGER 0: the close sends RST, so a body delimited by close cannot look
+                // complete.
+                let _ = cx.socket().set_linger(Some(std::time::Duration::ZERO));
+                cx.close(CloseReason::PeerReset);
+            }
         }
     }
 
@@ -278,7 +303,7 @@ impl HttpService {
                 .get(&id)
                 .is_some_and(|x| x.resp_started);
             if started {
-                self.proxy_abort(cx, conn, ProxyError::ClientAbort, false);
+                self.proxy_abort(cx, conn, ProxyError::ClientAbort, Cut::Close);
             } else {
                 self.proxy_fail(cx, conn, e.status(), ProxyError::ClientAbort);
             }
@@ -343,7 +368,7 @@ impl HttpService {
             Stage::Ready(decision) => {
                 let s = &mut self.proxy.stats[ex.backend];
                 s.queue_time_us += now.saturating_duration_since(ex.since).as_micros() as u64;
-                ex.stage = Stage::Connecting;
+                ex.stage = Stage::Deciding;
                 self.proceed(cx, conn, decision);
             }
             Stage::TimedOut => self.proxy_fail(cx, conn, 503, ProxyError::QueueTimeout),
@@ -405,6 +430,8 @@ impl HttpService {
         let failure = ex.failure.take();
         match ex.stage {
             Stage::Connecting if !ex.connected => {
+                // The attempt is returned to the pool here: the exchange holds nothing now.
+                ex.stage = Stage::Deciding;
                 if failure.is_none() {
                     // No slot for the outbound connection: not the server's fault.
                     let _ = self.proxy.pools[b].connect_aborted(ex.server);
@@ -424,7 +451,7 @@ impl HttpService {
             }
             Stage::Connecting | Stage::Forwarding => {
                 if ex.resp_started {
-                    let until_close = matches!(ex.resp, Resp::UntilClose);
+                    let until_close = matches!(ex.resp, Resp::UntilClose | Resp::Body(_, true));
                     let e = if failure == Some(Failure::ServerTimeout) {
                         ProxyError::ServerTimeout
                     } else {
@@ -432,7 +459,8 @@ impl HttpService {
                     };
                     // A body cut short must never look complete: framed bodies show the cut
                     // at the client, a close-delimited one is reset.
-                    self.proxy_abort(cx, conn, e, !until_close);
+                    let cut = if until_close { Cut::Reset } else { Cut::Flush };
+                    self.proxy_abort(cx, conn, e, cut);
                     return;
                 }
                 match failure {
@@ -449,7 +477,7 @@ impl HttpService {
                             self.retry_or_fail(cx, conn, 502, ProxyError::BackendClosed);
                         } else if !ex.info.first {
                             // Mirror it: the client retries as it would against the server.
-                            self.proxy_abort(cx, conn, ProxyError::BackendClosed, false);
+                            self.proxy_abort(cx, conn, ProxyError::BackendClosed, Cut::Close);
                         } else {
                             self.proxy_fail(cx, conn, 502, ProxyError::BackendClosed);
                         }
@@ -469,13 +497,7 @@ impl HttpService {
             return;
         };
         match ex.stage {
-            Stage::Queued(t) => {
-                let b = ex.backend;
-                self.proxy.pools[b].cancel(t);
-                self.proxy.tickets.remove(&(b, t));
-                self.proxy.dirty = true;
-                self.proxy_fail(cx, conn, 503, ProxyError::QueueTimeout);
-            }
+            Stage::Queued(_) => self.proxy_fail(cx, conn, 503, ProxyError::QueueTimeout),
             Stage::Connecting if !ex.connected => {
                 ex.failure = Some(Failure::ConnectTimeout);
                 cx.close_peer(CloseReason::ConnectFailed, false);
@@ -492,7 +514,7 @@ impl HttpService {
             _ => {
                 if cx.pending_output() > 0 {
                     // The client stopped reading the response.
-                    self.proxy_abort(cx, conn, ProxyError::ClientAbort, false);
+                    self.proxy_abort(cx, conn, ProxyError::ClientAbort, Cut::Close);
                 } else {
                     // Waiting for the backend: its own timer bounds that.
                     cx.set_timer(self.timeouts(conn).client);
@@ -516,7 +538,7 @@ impl HttpService {
         if ex.req_done && (ex.resp_started || !abort) {
             ex.persist = Persist::Close;
         } else {
-            self.proxy_abort(cx, conn, ProxyError::ClientAbort, false);
+            self.proxy_abort(cx, conn, ProxyError::ClientAbort, Cut::Close);
         }
     }
 
@@ -536,22 +558,11 @@ impl HttpService {
     /// the pools hold for its session.
     pub(in crate::http) fn proxy_client_closed(&mut self, id: Id) {
         if let Some(ex) = self.proxy.exchanges.remove(&id) {
-            let b = ex.backend;
             if !ex.done {
-                self.proxy.stats[b].error(ProxyError::ClientAbort);
+                self.proxy.stats[ex.backend].error(ProxyError::ClientAbort);
             }
-            match ex.stage {
-                Stage::Queued(t) => {
-                    self.proxy.tickets.remove(&(b, t));
-                    self.proxy.abandon(b, Acquire::Queued(t));
-                }
-                Stage::Ready(decision) => self.proxy.abandon(b, decision),
-                Stage::Connecting if !ex.connected => self
-                    .proxy
-                    .abandon(b, Acquire::Connect { server: ex.server }),
-                // A paired backend connection learns it through `on_unpaired` and closes.
-                _ => {}
-            }
+            // A paired backend connection learns it through `on_unpaired` and closes.
+            self.proxy.discard(&ex);
         }
         self.proxy.session_closed(id);
     }

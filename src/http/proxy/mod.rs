@@ -61,6 +61,8 @@ impl BackendRuntime {
 /// Where an exchange is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Stage {
+    /// Holds nothing in the pool (before a decision, or after a failed attempt was returned).
+    Deciding,
     /// Waiting in a pool queue.
     Queued(Ticket),
     /// The queue let it go: the decision waits for the client's `on_wake`.
@@ -317,6 +319,23 @@ impl ProxyShard {
         }
         self.next_deadline = next;
         next
+    }
+
+    /// Returns what an abandoned exchange holds in its pool: a queue ticket, an unused decision or
+    /// a connection attempt. (A paired backend connection frees its slot when it closes.)
+    pub(super) fn discard(&mut self, ex: &Exchange) {
+        let b = ex.backend;
+        match ex.stage {
+            Stage::Queued(t) => {
+                self.tickets.remove(&(b, t));
+                self.abandon(b, Acquire::Queued(t));
+            }
+            Stage::Ready(decision) => self.abandon(b, decision),
+            Stage::Connecting if !ex.connected => {
+                self.abandon(b, Acquire::Connect { server: ex.server })
+            }
+            _ => {}
+        }
     }
 
     /// Gives back a decision nobody will use (its client left between the queue and the wake).

@@ -56,8 +56,13 @@ impl<'b> Named<'b> {
     }
 }
 
+/// Fields a `Connection` header may not remove: the message's framing and `Host` (removing
+/// them would let the bytes of a body be read as another request: request smuggling).
+const PROTECTED: [&str; 3] = ["content-length", "transfer-encoding", "host"];
+
 fn is_hop_by_hop(name: &str, named: &Named<'_>) -> bool {
-    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) || named.contains(name)
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || (named.contains(name) && !PROTECTED.iter().any(|p| name.eq_ignore_ascii_case(p)))
 }
 
 fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -283,6 +288,41 @@ mod tests {
         assert!(String::from_utf8(out)
             .unwrap()
             .contains("X-Forwarded-For: 10.1.2.3\r\n"));
+    }
+
+    #[test]
+    fn connection_cannot_remove_framing_or_host() {
+        let headers = [
+            h("Host", "a"),
+            h(
+                "Connection",
+                "content-length, transfer-encoding, host, x-drop",
+            ),
+            h("Content-Length", "4"),
+            h("X-Drop", "1"),
+        ];
+        let mut out = Vec::new();
+        let fwd = Forwarding {
+            client: None,
+            forwarded_for: false,
+            forwarded: false,
+            default_host: "b",
+        };
+        request_head(&mut out, "POST", "/", &headers, &fwd);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        let headers = [
+            h("Connection", "transfer-encoding"),
+            h("Transfer-Encoding", "chunked"),
+        ];
+        response_head(&mut out, 200, "OK", &headers, Persist::KeepAlive11, false);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
     }
 
     #[test]

@@ -125,8 +125,11 @@ impl HttpService {
                     ex.private = rewrite::is_connection_auth(head.status, head.headers);
                     ex.backend_keep = head.keep_alive;
                     let dechunk = ex.http10 && head.body == ResponseBody::Chunked;
+                    // A response before the whole request was read ends the client connection
+                    // (the rest of the body cannot be told from a next request): say so.
                     if head.body == ResponseBody::UntilClose
                         || dechunk
+                        || !ex.req_done
                         || conn.draining()
                         || cx.is_stopping()
                     {
