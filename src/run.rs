@@ -62,21 +62,21 @@ pub fn run(path: Option<&Path>, cpus_arg: Option<&str>, shards: Option<usize>) -
 fn max_connections(cfg: &Config, fd: &limits::FdLimit) -> usize {
     let shards = cfg.global.cpus.len();
     let fixed = limits::fixed_fds(shards, cfg.listeners.len());
+    // A proxied client needs a second descriptor for its backend connection.
+    let per_client = if cfg.backends.is_empty() { 1 } else { 2 };
     match cfg.global.max_connections {
         Some(m) => {
-            let needed = (m * shards) as u64 + fixed;
+            let needed = (m * shards * per_client) as u64 + fixed;
             if fd.soft < needed {
                 tracing::warn!(
-                    "the open-files limit ({} soft, {} hard) is below the {needed} descriptors that {shards} shard(s) x global.max_connections {m} need: accepts beyond it fail with EMFILE and are retried; raise it (ulimit -n, LimitNOFILE=, tuning/limits.d; `coreplex tune` diagnoses it) or lower max_connections",
+                    "the open-files limit ({} soft, {} hard) is below the {needed} descriptors that {shards} shard(s) x global.max_connections {m} (x2 with backend connections) need: accepts beyond it fail with EMFILE and are retried; raise it (ulimit -n, LimitNOFILE=, tuning/limits.d; `coreplex tune` diagnoses it) or lower max_connections",
                     fd.soft,
                     fd.hard
                 );
             }
             m
         }
-        // A proxied client needs a second descriptor for its backend connection.
         None => {
-            let per_client = if cfg.backends.is_empty() { 1 } else { 2 };
             (fd.soft.saturating_sub(fixed) as usize / shards / per_client).clamp(64, 1_000_000)
         }
     }
