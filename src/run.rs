@@ -76,9 +76,7 @@ fn max_connections(cfg: &Config, fd: &limits::FdLimit) -> usize {
             }
             m
         }
-        None => {
-            (fd.soft.saturating_sub(fixed) as usize / shards / per_client).clamp(64, 1_000_000)
-        }
+        None => (fd.soft.saturating_sub(fixed) as usize / shards / per_client).clamp(64, 1_000_000),
     }
 }
 

@@ -1259,3 +1259,43 @@ fn close_delimited_body_cut_by_the_backend_is_a_reset() {
         "a cut close-delimited body ended like a complete one"
     );
 }
+
+#[test]
+fn slow_reader_is_not_a_server_timeout() {
+    let b = TestBackend::start();
+    // The backend is held back by the client for longer than timeouts.server: that is the
+    // client's pace, bounded by the client timeout, not a late server.
+    let s = start(&b, "timeouts = { server = \"400ms\" }");
+    let mut c = crate::harness::Conn::connect(s.addr());
+    let total = 64_000_000usize;
+    c.send(format!("GET /bytes/{total} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+    let mut stream = c.stream;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut head_seen = false;
+    let mut body = 0usize;
+    let mut pauses = 0;
+    let mut pending: Vec<u8> = Vec::new();
+    while !head_seen || body < total {
+        let n = std::io::Read::read(&mut stream, &mut buf).expect("read");
+        assert!(n > 0, "closed after {body} body bytes");
+        got += n;
+        if !head_seen {
+            pending.extend_from_slice(&buf[..n]);
+            if let Some(p) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                head_seen = true;
+                body = pending.len() - (p + 4);
+            }
+        } else {
+            body += n;
+        }
+        if pauses < 2 && got > 100_000 * (pauses + 1) {
+            pauses += 1;
+            std::thread::sleep(Duration::from_millis(1200));
+        }
+    }
+    assert_eq!(body, total);
+}

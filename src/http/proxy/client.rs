@@ -101,6 +101,7 @@ impl HttpService {
             started,
             since: now,
             done: false,
+            upload_pending: None,
         };
         let max_body = self.listeners[conn.listener as usize].limits.max_body;
         let decoder = has_body.then(|| BodyDecoder::new(head.body, max_body));
@@ -504,7 +505,17 @@ impl HttpService {
             }
             _ if ex.done => {}
             _ if !ex.resp_started => {
+                let pending = cx.peer_pending_output();
                 if ex.req_done {
+                    ex.failure = Some(Failure::ServerTimeout);
+                    cx.close_peer(CloseReason::ClientTimeout, false);
+                } else if pending > 0 && ex.upload_pending != Some(pending) {
+                    // The backend is not reading the body (the client is held back): wait for
+                    // it up to `timeouts.server`, then give up if nothing moved.
+                    ex.upload_pending = Some(pending);
+                    let t = self.proxy.backends[ex.backend].config.timeouts.server;
+                    cx.set_timer(t);
+                } else if pending > 0 {
                     ex.failure = Some(Failure::ServerTimeout);
                     cx.close_peer(CloseReason::ClientTimeout, false);
                 } else {

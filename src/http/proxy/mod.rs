@@ -136,6 +136,9 @@ pub(super) struct Exchange {
     pub since: Instant,
     /// The response is complete and the backend released: the client finishes on wake.
     pub done: bool,
+    /// Request bytes waiting for the backend when the client timer last found the upload held
+    /// back by the backend (a second expiry with the same count is a server timeout).
+    pub upload_pending: Option<usize>,
 }
 
 /// Hashes engine ids (already unique small integers) with one multiply.

@@ -243,8 +243,22 @@ impl HttpService {
     }
 
     /// The backend went silent for `timeouts.server` mid-response.
+    ///
+    /// A backend held back because the client is not reading is not late: the client's own
+    /// timeout bounds that wait.
     pub(in crate::http) fn backend_timer(&mut self, cx: &mut Cx<'_>, _conn: &mut HttpConn) {
-        if let Some(ex) = cx.peer().and_then(|c| self.proxy.exchanges.get_mut(&c)) {
+        let Some(client) = cx.peer() else {
+            cx.close(CloseReason::ClientTimeout);
+            return;
+        };
+        if cx.peer_pending_output() > 0 {
+            if let Some(ex) = self.proxy.exchanges.get(&client) {
+                let t = self.proxy.config(ex.backend).timeouts.server;
+                cx.set_timer(t);
+                return;
+            }
+        }
+        if let Some(ex) = self.proxy.exchanges.get_mut(&client) {
             ex.failure = Some(Failure::ServerTimeout);
         }
         cx.close(CloseReason::ClientTimeout);
