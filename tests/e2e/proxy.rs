@@ -1299,3 +1299,17 @@ fn slow_reader_is_not_a_server_timeout() {
     }
     assert_eq!(body, total);
 }
+
+#[test]
+fn absolute_form_goes_out_in_origin_form_with_its_own_host() {
+    let b = TestBackend::start();
+    let s = start(&b, "");
+    let mut c = Client::connect(s.addr());
+    c.send(b"GET http://x:8080/echo?q=1 HTTP/1.1\r\nHost: internal.example\r\n\r\n");
+    let r = c.response(false, true).expect("an answer");
+    assert_eq!(r.status, 200, "{}", r.head);
+    let echoed = r.text();
+    assert!(echoed.starts_with("GET /echo?q=1 HTTP/1.1\r\n"), "{echoed}");
+    assert!(echoed.contains("Host: x:8080\r\n"), "{echoed}");
+    assert!(!echoed.contains("internal.example"), "{echoed}");
+}

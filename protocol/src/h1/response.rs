@@ -193,7 +193,8 @@ pub fn parse_response<'h, 'b>(
             _ => ResponseError::InvalidContentLength,
         })?),
     };
-    if te.present && te.invalid {
+    // Chunked applied twice is forbidden (RFC 9112 §7): a proxy must not guess.
+    if te.present && (te.invalid || te.chunked > 1) {
         return Err(ResponseError::InvalidTransferEncoding);
     }
     if te.present && length.is_some() {
@@ -323,7 +324,15 @@ mod tests {
 
     #[test]
     fn ambiguous_framing_is_rejected() {
-        let cases: [(&[u8], ResponseError); 7] = [
+        let cases: [(&[u8], ResponseError); 9] = [
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+                ResponseError::InvalidTransferEncoding,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                ResponseError::InvalidTransferEncoding,
+            ),
             (
                 b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
                 ResponseError::DuplicateContentLength,

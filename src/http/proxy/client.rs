@@ -50,11 +50,19 @@ impl HttpService {
         let rt = &self.proxy.backends[b];
         let cfg = &rt.config;
         let mut out = Vec::with_capacity(head.head_len + 96);
+        // An absolute-form target goes out in origin-form, its authority as Host (the route
+        // was chosen by that authority too).
+        let absolute = rewrite::split_absolute(head.target);
+        let (target, host) = match &absolute {
+            Some((origin, authority)) => (origin.as_str(), Some(*authority)),
+            None => (head.target, None),
+        };
         rewrite::request_head(
             &mut out,
             head.method_str,
-            head.target,
+            target,
             head.headers,
+            host,
             &Forwarding {
                 client,
                 forwarded_for: cfg.forwarded_for,

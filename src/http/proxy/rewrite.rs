@@ -86,12 +86,30 @@ pub struct Forwarding<'a> {
     pub default_host: &'a str,
 }
 
-/// Writes the request head to send to the backend into `out`.
+/// An absolute-form target (`http://host:port/path?q`) as the origin-form target and the
+/// authority to send as `Host` (RFC 9112 §3.2.2: the target's authority wins over any Host
+/// field). `None` for other forms.
+pub fn split_absolute(target: &str) -> Option<(String, &str)> {
+    let (_, rest) = target.split_once("://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let tail = tail.split('#').next().unwrap_or_default();
+    let origin = if tail.starts_with('/') {
+        tail.to_string()
+    } else {
+        format!("/{tail}")
+    };
+    Some((origin, authority))
+}
+
+/// Writes the request head to send to the backend into `out`. `host`: replaces the request's
+/// Host fields (the authority of an absolute-form target).
 pub fn request_head(
     out: &mut Vec<u8>,
     method: &str,
     target: &str,
     headers: &[Header<'_>],
+    host: Option<&str>,
     fwd: &Forwarding<'_>,
 ) {
     let named = Named::from_headers(headers);
@@ -123,11 +141,17 @@ pub fn request_head(
             v.extend_from_slice(h.value);
             continue;
         }
+        let is_host = h.name.eq_ignore_ascii_case("host");
+        if is_host && host.is_some() {
+            continue;
+        }
         has_proto |= h.name.eq_ignore_ascii_case("x-forwarded-proto");
-        has_host |= h.name.eq_ignore_ascii_case("host");
+        has_host |= is_host;
         push_field(out, h.name.as_bytes(), h.value);
     }
-    if !has_host {
+    if let Some(authority) = host {
+        push_field(out, b"Host", authority.as_bytes());
+    } else if !has_host {
         push_field(out, b"Host", fwd.default_host.as_bytes());
     }
     let ip = fwd.client.map(|ip| ip.to_canonical());
@@ -254,7 +278,7 @@ mod tests {
             forwarded: true,
             default_host: "backend:80",
         };
-        request_head(&mut out, "POST", "/a?b", &headers, &fwd);
+        request_head(&mut out, "POST", "/a?b", &headers, None, &fwd);
         let s = String::from_utf8(out).unwrap();
         assert_eq!(
             s,
@@ -273,7 +297,7 @@ mod tests {
             forwarded: true,
             default_host: "b",
         };
-        request_head(&mut out, "GET", "/", &[h("Host", "a")], &fwd);
+        request_head(&mut out, "GET", "/", &[h("Host", "a")], None, &fwd);
         assert!(String::from_utf8(out)
             .unwrap()
             .contains("Forwarded: for=\"[::1]\";proto=http\r\n"));
@@ -284,7 +308,7 @@ mod tests {
             forwarded: false,
             default_host: "b",
         };
-        request_head(&mut out, "GET", "/", &[h("Host", "a")], &fwd);
+        request_head(&mut out, "GET", "/", &[h("Host", "a")], None, &fwd);
         assert!(String::from_utf8(out)
             .unwrap()
             .contains("X-Forwarded-For: 10.1.2.3\r\n"));
@@ -308,7 +332,7 @@ mod tests {
             forwarded: false,
             default_host: "b",
         };
-        request_head(&mut out, "POST", "/", &headers, &fwd);
+        request_head(&mut out, "POST", "/", &headers, None, &fwd);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\n"
@@ -326,6 +350,39 @@ mod tests {
     }
 
     #[test]
+    fn absolute_form_becomes_origin_form_with_the_targets_host() {
+        assert_eq!(
+            split_absolute("http://x:80/p?q=1"),
+            Some(("/p?q=1".to_string(), "x:80"))
+        );
+        assert_eq!(split_absolute("http://x"), Some(("/".to_string(), "x")));
+        assert_eq!(
+            split_absolute("https://[::1]?a"),
+            Some(("/?a".to_string(), "[::1]"))
+        );
+        assert_eq!(split_absolute("/p"), None);
+        let mut out = Vec::new();
+        let fwd = Forwarding {
+            client: None,
+            forwarded_for: false,
+            forwarded: false,
+            default_host: "b",
+        };
+        request_head(
+            &mut out,
+            "GET",
+            "/p",
+            &[h("Host", "internal.example"), h("Accept", "*/*")],
+            Some("x"),
+            &fwd,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /p HTTP/1.1\r\nAccept: */*\r\nHost: x\r\n\r\n"
+        );
+    }
+
+    #[test]
     fn a_request_without_host_gets_the_backends() {
         let mut out = Vec::new();
         let fwd = Forwarding {
@@ -334,7 +391,7 @@ mod tests {
             forwarded: false,
             default_host: "10.0.0.5:8080",
         };
-        request_head(&mut out, "GET", "/", &[h("Accept", "*/*")], &fwd);
+        request_head(&mut out, "GET", "/", &[h("Accept", "*/*")], None, &fwd);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "GET / HTTP/1.1\r\nAccept: */*\r\nHost: 10.0.0.5:8080\r\n\r\n"
