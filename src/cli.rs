@@ -110,15 +110,21 @@ fn check(path: &std::path::Path) -> ExitCode {
     match load_file(path) {
         Ok(c) => {
             let routes: usize = c.listeners.iter().map(|l| l.routes.len()).sum();
+            let servers: usize = c.backends.iter().map(|b| b.servers.len()).sum();
+            let plural = |n: usize| if n == 1 { "" } else { "s" };
             println!(
-                "{}: configuration OK ({} listener{}, {} route{}, {} shard{}, admin {})",
+                "{}: configuration OK ({} listener{}, {} route{}, {} backend{} with {} server{}, {} shard{}, admin {})",
                 path.display(),
                 c.listeners.len(),
-                if c.listeners.len() == 1 { "" } else { "s" },
+                plural(c.listeners.len()),
                 routes,
-                if routes == 1 { "" } else { "s" },
+                plural(routes),
+                c.backends.len(),
+                plural(c.backends.len()),
+                servers,
+                plural(servers),
                 c.global.cpus.len(),
-                if c.global.cpus.len() == 1 { "" } else { "s" },
+                plural(c.global.cpus.len()),
                 c.admin.map_or("off".to_string(), |a| a.to_string()),
             );
             ExitCode::SUCCESS
