@@ -1313,3 +1313,47 @@ fn absolute_form_goes_out_in_origin_form_with_its_own_host() {
     assert!(echoed.contains("Host: x:8080\r\n"), "{echoed}");
     assert!(!echoed.contains("internal.example"), "{echoed}");
 }
+
+#[test]
+fn out_of_descriptors_is_a_503_that_spares_the_server_and_recovers() {
+    let b = TestBackend::start();
+    // One connect failure would mark the server down for a minute if descriptor exhaustion
+    // counted against it.
+    let s = start(
+        &b,
+        "retries = 0\nhealth = { fail_threshold = 1, down_for = \"60s\" }",
+    );
+    let pid = s.pid();
+    // The lowest free descriptor number: a limit there leaves no descriptor to allocate.
+    let lowest_free = || {
+        let open: std::collections::HashSet<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        (0..).find(|n| !open.contains(n)).unwrap()
+    };
+    let prlimit = |n: usize| {
+        let st = Command::new("prlimit")
+            .args(["--pid", &pid.to_string(), &format!("--nofile={n}:")])
+            .status()
+            .expect("prlimit (util-linux) runs");
+        assert!(st.success(), "prlimit failed");
+    };
+    // Room for the client's socket, none for a backend connection.
+    let mut c = Client::connect(s.addr());
+    std::thread::sleep(Duration::from_millis(100));
+    prlimit(lowest_free());
+    let r = c.get("/");
+    assert_eq!(r.status, 503, "{}", r.head);
+    prlimit(20_000);
+    drop(c);
+    assert_metric_at_least(s.admin(), &errors_key("no_slot"), 1.0);
+    let mut c = Client::connect(s.addr());
+    let r = c.get("/");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "ok"),
+        "the server was marked down by a local failure: {}",
+        r.head
+    );
+}

@@ -13,6 +13,21 @@ use coreplex_pool::{Acquire, RequestInfo, Unavailable};
 use coreplex_protocol::h1::{BodyDecoder, BodyKind, Method, RequestHead, Version};
 use std::time::Instant;
 
+/// Socket creation failed for lack of local resources (descriptors, memory, ports).
+fn is_local_exhaustion(e: &std::io::Error) -> bool {
+    use nix::errno::Errno;
+    e.raw_os_error().is_some_and(|n| {
+        [
+            Errno::EMFILE,
+            Errno::ENFILE,
+            Errno::ENOBUFS,
+            Errno::ENOMEM,
+            Errno::EADDRNOTAVAIL,
+        ]
+        .contains(&Errno::from_raw(n))
+    })
+}
+
 /// How an exchange that cannot answer ends the client connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Cut {
@@ -158,10 +173,17 @@ impl HttpService {
                         if let Some(ex) = self.proxy.exchanges.get_mut(&id) {
                             ex.stage = Stage::Deciding;
                         }
-                        let _ = self.proxy.pools[b].connect_failed(server, now);
                         self.proxy.dirty = true;
-                        self.proxy.stats[b].error(ProxyError::ConnectFailed);
-                        self.retry_or_fail(cx, conn, 503, ProxyError::ConnectFailed);
+                        if is_local_exhaustion(&e) {
+                            // Out of descriptors or memory here: not the server's fault (its
+                            // health is untouched) and another server would fail the same way.
+                            let _ = self.proxy.pools[b].connect_aborted(server);
+                            self.proxy_fail(cx, conn, 503, ProxyError::NoSlot);
+                        } else {
+                            let _ = self.proxy.pools[b].connect_failed(server, now);
+                            self.proxy.stats[b].error(ProxyError::ConnectFailed);
+                            self.retry_or_fail(cx, conn, 503, ProxyError::ConnectFailed);
+                        }
                     }
                 }
             }
