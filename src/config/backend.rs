@@ -99,7 +99,7 @@ pub(super) struct RawBackend {
     tcp_keepalive: Option<RawKeepalive>,
     forwarded_for: Option<bool>,
     forwarded: Option<bool>,
-    abort_on_client_close: Option<bool>,
+    client_close: Option<String>,
 }
 
 /// One server of a backend.
@@ -130,9 +130,23 @@ pub struct Backend {
     pub forwarded_for: bool,
     /// Add an RFC 7239 `Forwarded` header (default off).
     pub forwarded: bool,
-    /// A client that shuts its sending side before the response starts has left: close the
-    /// backend connection (default on, as nginx; off keeps waiting, HAProxy's default).
-    pub abort_on_client_close: bool,
+    /// What a client's half-close (FIN after a complete request, before the response starts)
+    /// does to the backend side.
+    pub client_close: ClientClose,
+}
+
+/// What a client's FIN before the response does (`client_close`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientClose {
+    /// Pass the half-close on to the backend (its connection is then not reused): a backend
+    /// that still answers reaches the half-closed client, one that treats it as an abort stops
+    /// its work. The default.
+    Forward,
+    /// Close the backend connection at once (nginx's `proxy_ignore_client_abort off`).
+    Abort,
+    /// Keep waiting for the response, backend connection reusable (HAProxy without
+    /// `option abortonclose`).
+    Wait,
 }
 
 /// `total` split over `shards`: shard `i` gets `total / shards`, plus one for the first
@@ -311,7 +325,18 @@ pub(super) fn validate(
         tcp_keepalive,
         forwarded_for: raw.forwarded_for.unwrap_or(true),
         forwarded: raw.forwarded.unwrap_or(false),
-        abort_on_client_close: raw.abort_on_client_close.unwrap_or(true),
+        client_close: match raw.client_close.as_deref() {
+            None | Some("forward") => ClientClose::Forward,
+            Some("abort") => ClientClose::Abort,
+            Some("wait") => ClientClose::Wait,
+            Some(other) => {
+                errors.push(err(
+                    format!("{p}.client_close"),
+                    format!("unknown value {other:?}: expected \"forward\", \"abort\" or \"wait\""),
+                ));
+                ClientClose::Forward
+            }
+        },
     }
 }
 

@@ -10,7 +10,7 @@
 mod backend;
 mod timeouts;
 
-pub use backend::{Backend, TcpKeepalive};
+pub use backend::{Backend, ClientClose, TcpKeepalive};
 pub use timeouts::Timeouts;
 #[cfg(test)]
 use timeouts::DEFAULT_TIMEOUTS;
@@ -839,6 +839,7 @@ respond = { body = "x" }
 servers = [{ address = "localhost" }, { address = "127.0.0.1:2", maxconn = 0 }]
 reuse = "sometimes"
 balance = "random"
+client_close = "maybe"
 tcp_keepalive = { count = 0 }
 [backend.empty]
 colour = 1
@@ -854,6 +855,7 @@ servers = []
             "backend.app.servers[1].maxconn",
             "backend.app.reuse",
             "backend.app.balance",
+            "backend.app.client_close",
             "backend.app.tcp_keepalive.count",
             "backend.empty.colour",
             "backend.none.servers",

@@ -992,9 +992,9 @@ fn listener_rate_limit_makes_new_connections_wait() {
 }
 
 #[test]
-fn half_closed_client_gets_its_response_when_abort_is_off() {
+fn half_closed_client_gets_its_response_with_client_close_wait() {
     let b = TestBackend::start();
-    let s = start(&b, "abort_on_client_close = false");
+    let s = start(&b, "client_close = \"wait\"");
     let stream = TcpStream::connect(s.addr()).unwrap();
     let mut c = Client::from_stream(stream.try_clone().unwrap(), Duration::from_secs(5));
     c.send(b"GET /delay/300 HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -1010,7 +1010,7 @@ fn half_closed_client_gets_its_response_when_abort_is_off() {
 }
 
 #[test]
-fn half_closed_client_aborts_the_exchange_by_default() {
+fn half_close_reaches_the_backend_which_may_abandon_the_request() {
     let b = TestBackend::start();
     let s = start(&b, "");
     let stream = TcpStream::connect(s.addr()).unwrap();
@@ -1022,6 +1022,39 @@ fn half_closed_client_aborts_the_exchange_by_default() {
         wait_until(Duration::from_secs(1), || b.open() == 0),
         "the backend connection of an abandoned request stays open"
     );
+    assert!(c.closed_within(Duration::from_secs(1)));
+    assert_metric_at_least(s.admin(), &errors_key("client_abort"), 1.0);
+}
+
+#[test]
+fn half_closed_client_gets_the_answer_of_a_backend_that_still_answers() {
+    let b = TestBackend::start();
+    let s = start(&b, "");
+    for _ in 0..5 {
+        let stream = TcpStream::connect(s.addr()).unwrap();
+        let mut c = Client::from_stream(stream.try_clone().unwrap(), Duration::from_secs(5));
+        // Request and FIN at once, as `printf ... | nc -N` does.
+        c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let r = c.response(false, true).expect("the backend's answer");
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+        assert!(c.closed_within(Duration::from_secs(2)));
+    }
+    // The backend connections saw the FIN: none is reused or kept.
+    assert!(wait_until(Duration::from_secs(1), || b.open() == 0));
+    assert_eq!(b.accepted(), 5);
+}
+
+#[test]
+fn client_close_abort_closes_the_backend_at_once() {
+    let b = TestBackend::start();
+    let s = start(&b, "client_close = \"abort\"");
+    let stream = TcpStream::connect(s.addr()).unwrap();
+    let mut c = Client::from_stream(stream.try_clone().unwrap(), Duration::from_secs(5));
+    c.send(b"GET /delay/2000 HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(wait_until(Duration::from_secs(1), || b.requests() == 1));
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(wait_until(Duration::from_secs(1), || b.open() == 0));
     assert!(c.closed_within(Duration::from_secs(1)));
 }
 
@@ -1198,10 +1231,20 @@ fn connection_header_cannot_strip_framing_or_host() {
 
 #[test]
 fn client_leaving_while_connecting_returns_the_slot() {
+    // `abort`: the slot comes back at once. `forward` (the default) keeps the attempt for the
+    // half-closed client until the connect timeout, then returns it.
+    for (mode, connect) in [("abort", "10s"), ("forward", "500ms")] {
+        client_leaves_while_connecting(mode, connect);
+    }
+}
+
+fn client_leaves_while_connecting(mode: &str, connect: &str) {
     let (_l, addr, _fill) = unaccepting_listener();
     let s = Server::start(&proxy_config(
         &[srv(addr, "maxconn = 1")],
-        "timeouts = { connect = \"10s\", queue = \"300ms\" }",
+        &format!(
+            "client_close = \"{mode}\"\nretries = 0\ntimeouts = {{ connect = \"{connect}\", queue = \"300ms\" }}"
+        ),
         "",
     ));
     for _ in 0..2 {

@@ -6,6 +6,7 @@
 use super::rewrite::{self, Forwarding};
 use super::stats::ProxyError;
 use super::{session_id, Exchange, Failure, Resp, Stage, QUEUE_GRACE};
+use crate::config::ClientClose;
 use crate::http::response::Persist;
 use crate::http::service::{Cx, HttpConn, HttpService, InFlight, Phase, MAX_PENDING_OUTPUT};
 use coreplex_engine::{CloseReason, Id};
@@ -125,6 +126,7 @@ impl HttpService {
             since: now,
             done: false,
             upload_pending: None,
+            client_eof: false,
         };
         let max_body = self.listeners[conn.listener as usize].limits.max_body;
         let decoder = has_body.then(|| BodyDecoder::new(head.body, max_body));
@@ -371,6 +373,9 @@ impl HttpService {
         if let Some(out) = cx.peer_output() {
             out.extend_from_slice(&ex.head);
         }
+        if ex.client_eof {
+            cx.shutdown_peer_write();
+        }
         if ex.stage == Stage::Forwarding {
             let (req_done, b) = (ex.req_done, ex.backend);
             cx.resume_input();
@@ -495,6 +500,10 @@ impl HttpService {
                     return;
                 }
                 match failure {
+                    _ if ex.client_eof => {
+                        // The backend closed after the client's FIN reached it: the client left.
+                        self.proxy_abort(cx, conn, ProxyError::ClientAbort, Cut::Close);
+                    }
                     Some(Failure::ServerTimeout) => {
                         self.proxy_fail(cx, conn, 504, ProxyError::ServerTimeout)
                     }
@@ -564,22 +573,35 @@ impl HttpService {
         }
     }
 
-    /// The client shut its sending side while proxying. Before the response starts that is an
-    /// abort (as nginx's default `proxy_ignore_client_abort off`) unless the backend sets
-    /// `abort_on_client_close = false`: the backend connection closes and frees its slot. Once
-    /// the response streams, or without abort, a half-closed client still gets the response,
-    /// then the connection closes.
+    /// The client shut its sending side while proxying. A partial request is abandoned. After a
+    /// complete request, before the response starts, the backend's `client_close` decides:
+    /// `forward` passes the FIN on to the backend connection (not reused afterwards), `abort`
+    /// closes it, `wait` keeps going. Once the response streams, the half-closed client gets
+    /// the rest. The client connection closes after the response in every case.
     pub(in crate::http) fn proxy_client_eof(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
         let id = cx.id();
         let Some(ex) = self.proxy.exchanges.get_mut(&id) else {
             cx.close(CloseReason::PeerClosed);
             return;
         };
-        let abort = self.proxy.backends[ex.backend].config.abort_on_client_close;
-        if ex.req_done && (ex.resp_started || !abort) {
-            ex.persist = Persist::Close;
-        } else {
+        if !ex.req_done {
             self.proxy_abort(cx, conn, ProxyError::ClientAbort, Cut::Close);
+            return;
+        }
+        ex.persist = Persist::Close;
+        if ex.resp_started {
+            return;
+        }
+        match self.proxy.backends[ex.backend].config.client_close {
+            ClientClose::Wait => {}
+            ClientClose::Abort => self.proxy_abort(cx, conn, ProxyError::ClientAbort, Cut::Close),
+            ClientClose::Forward => {
+                ex.client_eof = true;
+                // A pair made later (queued, connecting, a retry) gets it in `proxy_paired`.
+                if cx.peer().is_some() && ex.stage == Stage::Forwarding {
+                    cx.shutdown_peer_write();
+                }
+            }
         }
     }
 

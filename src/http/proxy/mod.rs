@@ -139,6 +139,8 @@ pub(super) struct Exchange {
     /// Request bytes waiting for the backend when the client timer last found the upload held
     /// back by the backend (a second expiry with the same count is a server timeout).
     pub upload_pending: Option<usize>,
+    /// The client half-closed after its request and the FIN was passed on to the backend.
+    pub client_eof: bool,
 }
 
 /// Hashes engine ids (already unique small integers) with one multiply.

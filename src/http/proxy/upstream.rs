@@ -214,7 +214,8 @@ impl HttpService {
         };
         ex.done = true;
         let b = ex.backend;
-        let reusable = clean && ex.backend_keep && ex.req_done && !cx.is_stopping();
+        let reusable =
+            clean && ex.backend_keep && ex.req_done && !ex.client_eof && !cx.is_stopping();
         cx.clear_timer();
         let release = self.proxy.pools[b].release(conn_id(cx.id()), reusable, ex.private, cx.now());
         self.proxy.dirty = true;
