@@ -62,7 +62,12 @@ servers = [ {servers} ]
 
 /// Starts a proxy in front of `b` alone, with `backend_extra` in `[backend.app]`.
 fn start(b: &TestBackend, backend_extra: &str) -> Server {
-    Server::start(&proxy_config(&[srv(b.addr(), "")], backend_extra, ""))
+    start_for(b.addr(), backend_extra)
+}
+
+/// Starts a proxy in front of the one server at `addr`.
+fn start_for(addr: SocketAddr, backend_extra: &str) -> Server {
+    Server::start(&proxy_config(&[srv(addr, "")], backend_extra, ""))
 }
 
 /// `coreplex_backend_errors_total` of backend `app` for `kind`.
@@ -1399,4 +1404,55 @@ fn out_of_descriptors_is_a_503_that_spares_the_server_and_recovers() {
         "the server was marked down by a local failure: {}",
         r.head
     );
+}
+
+#[test]
+fn client_fin_during_the_backend_connect_reaches_the_backend() {
+    use std::io::Read;
+    let (listener, addr, fillers) = unaccepting_listener();
+    let s = start_for(addr, "retries = 0\ntimeouts = { connect = \"5s\" }");
+    let stream = TcpStream::connect(s.addr()).unwrap();
+    let mut c = Client::from_stream(stream.try_clone().unwrap(), Duration::from_secs(6));
+    // The proxy's SYN is dropped (full accept queue): it sits connecting while the FIN arrives.
+    c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(fillers);
+    let backend = std::thread::spawn(move || -> Result<bool, String> {
+        let deadline = Instant::now() + Duration::from_secs(4);
+        loop {
+            let (sock, _) = listener.accept().map_err(|e| e.to_string())?;
+            let mut sock: TcpStream = sock.into();
+            sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            // Fillers were closed without sending: skip them.
+            let saw_fin = loop {
+                match sock.read(&mut buf) {
+                    Ok(0) => break true,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(_) => break false,
+                }
+            };
+            if got.is_empty() {
+                if Instant::now() > deadline {
+                    return Err("the proxy's connection never came".into());
+                }
+                continue;
+            }
+            let body = if saw_fin { "sawfin" } else { "nofin" };
+            let _ = sock.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            return Ok(saw_fin);
+        }
+    });
+    let r = c.response(false, true).expect("the backend's answer");
+    let saw_fin = backend.join().unwrap().expect("backend");
+    assert!(saw_fin, "the client's FIN was not passed on: {}", r.text());
+    assert_eq!(r.text(), "sawfin");
 }

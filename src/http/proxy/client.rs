@@ -500,27 +500,25 @@ impl HttpService {
                     return;
                 }
                 match failure {
-                    _ if ex.client_eof => {
-                        // The backend closed after the client's FIN reached it: the client left.
-                        self.proxy_abort(cx, conn, ProxyError::ClientAbort, Cut::Close);
-                    }
                     Some(Failure::ServerTimeout) => {
                         self.proxy_fail(cx, conn, 504, ProxyError::ServerTimeout)
                     }
                     Some(Failure::BadResponse) => {
                         self.proxy_fail(cx, conn, 502, ProxyError::BadResponse)
                     }
-                    _ if ex.reused && !ex.resp_seen => {
-                        // A reused connection died before answering (a keep-alive race).
-                        if ex.replayable && ex.retries_left > 0 {
-                            ex.req_done = true;
-                            self.retry_or_fail(cx, conn, 502, ProxyError::BackendClosed);
-                        } else if !ex.info.first {
-                            // Mirror it: the client retries as it would against the server.
-                            self.proxy_abort(cx, conn, ProxyError::BackendClosed, Cut::Close);
-                        } else {
-                            self.proxy_fail(cx, conn, 502, ProxyError::BackendClosed);
-                        }
+                    // A reused connection died before answering (a keep-alive race): resend an
+                    // idempotent request without a body (a forwarded FIN goes with it again).
+                    _ if ex.reused && !ex.resp_seen && ex.replayable && ex.retries_left > 0 => {
+                        ex.req_done = true;
+                        self.retry_or_fail(cx, conn, 502, ProxyError::BackendClosed);
+                    }
+                    _ if ex.client_eof => {
+                        // The backend closed after the client's FIN reached it: the client left.
+                        self.proxy_abort(cx, conn, ProxyError::ClientAbort, Cut::Close);
+                    }
+                    _ if ex.reused && !ex.resp_seen && !ex.info.first => {
+                        // Mirror it: the client retries as it would against the server.
+                        self.proxy_abort(cx, conn, ProxyError::BackendClosed, Cut::Close);
                     }
                     _ => self.proxy_fail(cx, conn, 502, ProxyError::BackendClosed),
                 }
@@ -597,8 +595,10 @@ impl HttpService {
             ClientClose::Abort => self.proxy_abort(cx, conn, ProxyError::ClientAbort, Cut::Close),
             ClientClose::Forward => {
                 ex.client_eof = true;
-                // A pair made later (queued, connecting, a retry) gets it in `proxy_paired`.
-                if cx.peer().is_some() && ex.stage == Stage::Forwarding {
+                // A pair made later (queued, a retry) gets it in `proxy_paired`; a connection
+                // still connecting sends it after the request head, once connected.
+                if cx.peer().is_some() && matches!(ex.stage, Stage::Forwarding | Stage::Connecting)
+                {
                     cx.shutdown_peer_write();
                 }
             }
