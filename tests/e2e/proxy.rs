@@ -1456,3 +1456,38 @@ fn client_fin_during_the_backend_connect_reaches_the_backend() {
     assert!(saw_fin, "the client's FIN was not passed on: {}", r.text());
     assert_eq!(r.text(), "sawfin");
 }
+
+#[test]
+fn client_side_timeouts_apply_to_proxied_connections() {
+    let b = TestBackend::start();
+    let s = Server::start(&proxy_config(
+        &[srv(b.addr(), "")],
+        "",
+        "timeouts = { http_keep_alive = \"300ms\", client = \"400ms\" }",
+    ));
+    // Keep-alive: after a proxied response the connection waits http_keep_alive, then closes.
+    let mut c = Client::connect(s.addr());
+    assert_eq!(c.get("/").status, 200);
+    let t0 = Instant::now();
+    assert!(
+        c.closed_within(Duration::from_secs(2)),
+        "idle connection kept"
+    );
+    let idle = t0.elapsed();
+    assert!(
+        idle >= Duration::from_millis(250),
+        "closed after {idle:?}, before http_keep_alive"
+    );
+    // Client timeout: a body that stops coming gets 408 and the backend connection is dropped
+    // (the first client's pooled connection stays: one left).
+    let mut c = Client::connect(s.addr());
+    c.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\npartial");
+    let r = c.response(false, true).expect("408");
+    assert_eq!(r.status, 408, "{}", r.head);
+    assert!(
+        wait_until(Duration::from_secs(1), || b.open() == 1),
+        "the backend connection of the cut upload stays open ({} open)",
+        b.open()
+    );
+    assert_eq!(b.accepted(), 2);
+}
