@@ -99,6 +99,7 @@ pub(super) struct RawBackend {
     tcp_keepalive: Option<RawKeepalive>,
     forwarded_for: Option<bool>,
     forwarded: Option<bool>,
+    via: Option<bool>,
     client_close: Option<String>,
 }
 
@@ -130,6 +131,8 @@ pub struct Backend {
     pub forwarded_for: bool,
     /// Add an RFC 7239 `Forwarded` header (default off).
     pub forwarded: bool,
+    /// Add `Via: 1.1 coreplex` to requests (default on, RFC 9110 §7.6.3).
+    pub via: bool,
     /// What a client's half-close (FIN after a complete request, before the response starts)
     /// does to the backend side.
     pub client_close: ClientClose,
@@ -325,6 +328,7 @@ pub(super) fn validate(
         tcp_keepalive,
         forwarded_for: raw.forwarded_for.unwrap_or(true),
         forwarded: raw.forwarded.unwrap_or(false),
+        via: raw.via.unwrap_or(true),
         client_close: match raw.client_close.as_deref() {
             None | Some("forward") => ClientClose::Forward,
             Some("abort") => ClientClose::Abort,

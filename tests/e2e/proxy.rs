@@ -1360,6 +1360,7 @@ fn absolute_form_goes_out_in_origin_form_with_its_own_host() {
     assert!(echoed.starts_with("GET /echo?q=1 HTTP/1.1\r\n"), "{echoed}");
     assert!(echoed.contains("Host: x:8080\r\n"), "{echoed}");
     assert!(!echoed.contains("internal.example"), "{echoed}");
+    assert!(echoed.contains("Via: 1.1 coreplex\r\n"), "{echoed}");
 }
 
 #[test]

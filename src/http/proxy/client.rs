@@ -84,6 +84,7 @@ impl HttpService {
                 forwarded_for: cfg.forwarded_for,
                 forwarded: cfg.forwarded,
                 default_host: &rt.default_host,
+                via: cfg.via,
             },
         );
         let has_body = !matches!(head.body, BodyKind::None | BodyKind::Length(0));

@@ -84,6 +84,9 @@ pub struct Forwarding<'a> {
     /// `Host` to send when the request has none (an HTTP/1.0 request goes out as HTTP/1.1,
     /// which requires one): the backend's first server address, as nginx's `$proxy_host`.
     pub default_host: &'a str,
+    /// Add `Via: 1.1 coreplex` (RFC 9110 §7.6.3: a gateway must send one in each inbound
+    /// request), after any the request already has.
+    pub via: bool,
 }
 
 /// An absolute-form target (`http://host:port/path?q`) as the origin-form target and the
@@ -153,6 +156,9 @@ pub fn request_head(
         push_field(out, b"Host", authority.as_bytes());
     } else if !has_host {
         push_field(out, b"Host", fwd.default_host.as_bytes());
+    }
+    if fwd.via {
+        push_field(out, b"Via", b"1.1 coreplex");
     }
     let ip = fwd.client.map(|ip| ip.to_canonical());
     if fwd.forwarded_for {
@@ -277,6 +283,7 @@ mod tests {
             forwarded_for: true,
             forwarded: true,
             default_host: "backend:80",
+            via: false,
         };
         request_head(&mut out, "POST", "/a?b", &headers, None, &fwd);
         let s = String::from_utf8(out).unwrap();
@@ -296,6 +303,7 @@ mod tests {
             forwarded_for: false,
             forwarded: true,
             default_host: "b",
+            via: false,
         };
         request_head(&mut out, "GET", "/", &[h("Host", "a")], None, &fwd);
         assert!(String::from_utf8(out)
@@ -307,6 +315,7 @@ mod tests {
             forwarded_for: true,
             forwarded: false,
             default_host: "b",
+            via: false,
         };
         request_head(&mut out, "GET", "/", &[h("Host", "a")], None, &fwd);
         assert!(String::from_utf8(out)
@@ -331,6 +340,7 @@ mod tests {
             forwarded_for: false,
             forwarded: false,
             default_host: "b",
+            via: false,
         };
         request_head(&mut out, "POST", "/", &headers, None, &fwd);
         assert_eq!(
@@ -367,6 +377,7 @@ mod tests {
             forwarded_for: false,
             forwarded: false,
             default_host: "b",
+            via: false,
         };
         request_head(
             &mut out,
@@ -383,6 +394,30 @@ mod tests {
     }
 
     #[test]
+    fn via_is_added_after_the_clients() {
+        let mut out = Vec::new();
+        let fwd = Forwarding {
+            client: None,
+            forwarded_for: false,
+            forwarded: false,
+            default_host: "b",
+            via: true,
+        };
+        request_head(
+            &mut out,
+            "GET",
+            "/",
+            &[h("Host", "a"), h("Via", "1.0 fred")],
+            None,
+            &fwd,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET / HTTP/1.1\r\nHost: a\r\nVia: 1.0 fred\r\nVia: 1.1 coreplex\r\n\r\n"
+        );
+    }
+
+    #[test]
     fn a_request_without_host_gets_the_backends() {
         let mut out = Vec::new();
         let fwd = Forwarding {
@@ -390,6 +425,7 @@ mod tests {
             forwarded_for: false,
             forwarded: false,
             default_host: "10.0.0.5:8080",
+            via: false,
         };
         request_head(&mut out, "GET", "/", &[h("Accept", "*/*")], None, &fwd);
         assert_eq!(
