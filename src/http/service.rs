@@ -266,15 +266,30 @@ impl HttpService {
         };
         let date = self.date.get(cx.now());
         page.write(cx.output(), date, persist, with_body);
-        self.stats.response(page.status);
+        let status = page.status;
+        self.response_done(cx, conn, status, started, persist == Persist::Close);
+    }
+
+    /// A response is queued in full (direct or proxied): counts it, then closes after it is
+    /// sent (`close`, or a stop under way) or goes back to `Idle` for the next request.
+    pub(super) fn response_done(
+        &mut self,
+        cx: &mut Cx<'_>,
+        conn: &mut HttpConn,
+        status: u16,
+        started: Instant,
+        close: bool,
+    ) {
+        self.stats.response(status);
         self.stats
             .latency_us(cx.now().duration_since(started).as_micros() as u64);
         conn.set_served();
         cx.take_busy();
-        if persist == Persist::Close {
+        let stopping = conn.draining() || cx.is_stopping();
+        if close || stopping {
             conn.phase = Phase::Closing;
-            cx.set_timer(self.timeouts(conn).client);
-            cx.close_after_flush(if conn.draining() || cx.is_stopping() {
+            cx.set_timer(self.timeouts(conn).client_fin);
+            cx.close_after_flush(if stopping {
                 CloseReason::Shutdown
             } else {
                 CloseReason::Done

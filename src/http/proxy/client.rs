@@ -378,15 +378,23 @@ impl HttpService {
             cx.shutdown_peer_write();
         }
         if ex.stage == Stage::Forwarding {
-            let (req_done, b) = (ex.req_done, ex.backend);
-            cx.resume_input();
-            let t = if req_done {
-                self.proxy.config(b).timeouts.server
-            } else {
-                self.timeouts(conn).client
-            };
-            cx.set_timer(t);
+            self.start_forwarding(cx, conn);
         }
+    }
+
+    /// Paired and connected: request bytes may flow. The client timer waits for the server once
+    /// the request is all sent, for the client while its body is still coming.
+    fn start_forwarding(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+        let Some(ex) = self.proxy.exchanges.get(&cx.id()) else {
+            return;
+        };
+        let t = if ex.req_done {
+            self.proxy.config(ex.backend).timeouts.server
+        } else {
+            self.timeouts(conn).client
+        };
+        cx.resume_input();
+        cx.set_timer(t);
     }
 
     /// A wake from the pool (a queue decision or timeout) or from the backend side (connected,
@@ -411,14 +419,7 @@ impl HttpService {
             Stage::TimedOut => self.proxy_fail(cx, conn, 503, ProxyError::QueueTimeout),
             Stage::Connecting if ex.connected => {
                 ex.stage = Stage::Forwarding;
-                let (req_done, b) = (ex.req_done, ex.backend);
-                cx.resume_input();
-                let t = if req_done {
-                    self.proxy.config(b).timeouts.server
-                } else {
-                    self.timeouts(conn).client
-                };
-                cx.set_timer(t);
+                self.start_forwarding(cx, conn);
             }
             _ => {}
         }
@@ -431,23 +432,9 @@ impl HttpService {
             return;
         };
         self.proxy.stats[ex.backend].response(ex.status);
-        self.stats.response(ex.status);
-        self.stats
-            .latency_us(cx.now().duration_since(ex.started).as_micros() as u64);
-        conn.set_served();
-        cx.take_busy();
-        let close =
-            ex.persist == Persist::Close || !ex.req_done || conn.draining() || cx.is_stopping();
-        if close {
-            conn.phase = Phase::Closing;
-            cx.set_timer(self.timeouts(conn).client_fin);
-            cx.close_after_flush(if conn.draining() || cx.is_stopping() {
-                CloseReason::Shutdown
-            } else {
-                CloseReason::Done
-            });
-        } else {
-            conn.phase = Phase::Idle;
+        let close = ex.persist == Persist::Close || !ex.req_done;
+        self.response_done(cx, conn, ex.status, ex.started, close);
+        if conn.phase == Phase::Idle {
             cx.set_timer(self.timeouts(conn).client);
             cx.resume_input();
         }

@@ -257,6 +257,17 @@ fn starts_with_ci(v: &[u8], prefix: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    /// Nothing added, `b` as the default Host.
+    fn plain() -> Forwarding<'static> {
+        Forwarding {
+            client: None,
+            forwarded_for: false,
+            forwarded: false,
+            default_host: "b",
+            via: false,
+        }
+    }
+
     fn h<'a>(name: &'a str, value: &'a str) -> Header<'a> {
         Header {
             name,
@@ -283,7 +294,7 @@ mod tests {
             forwarded_for: true,
             forwarded: true,
             default_host: "backend:80",
-            via: false,
+            ..plain()
         };
         request_head(&mut out, "POST", "/a?b", &headers, None, &fwd);
         let s = String::from_utf8(out).unwrap();
@@ -300,10 +311,8 @@ mod tests {
         let mut out = Vec::new();
         let fwd = Forwarding {
             client: Some("::1".parse().unwrap()),
-            forwarded_for: false,
             forwarded: true,
-            default_host: "b",
-            via: false,
+            ..plain()
         };
         request_head(&mut out, "GET", "/", &[h("Host", "a")], None, &fwd);
         assert!(String::from_utf8(out)
@@ -313,9 +322,7 @@ mod tests {
         let fwd = Forwarding {
             client: Some("::ffff:10.1.2.3".parse().unwrap()),
             forwarded_for: true,
-            forwarded: false,
-            default_host: "b",
-            via: false,
+            ..plain()
         };
         request_head(&mut out, "GET", "/", &[h("Host", "a")], None, &fwd);
         assert!(String::from_utf8(out)
@@ -335,13 +342,7 @@ mod tests {
             h("X-Drop", "1"),
         ];
         let mut out = Vec::new();
-        let fwd = Forwarding {
-            client: None,
-            forwarded_for: false,
-            forwarded: false,
-            default_host: "b",
-            via: false,
-        };
+        let fwd = plain();
         request_head(&mut out, "POST", "/", &headers, None, &fwd);
         assert_eq!(
             String::from_utf8(out).unwrap(),
@@ -372,13 +373,7 @@ mod tests {
         );
         assert_eq!(split_absolute("/p"), None);
         let mut out = Vec::new();
-        let fwd = Forwarding {
-            client: None,
-            forwarded_for: false,
-            forwarded: false,
-            default_host: "b",
-            via: false,
-        };
+        let fwd = plain();
         request_head(
             &mut out,
             "GET",
@@ -397,11 +392,8 @@ mod tests {
     fn via_is_added_after_the_clients() {
         let mut out = Vec::new();
         let fwd = Forwarding {
-            client: None,
-            forwarded_for: false,
-            forwarded: false,
-            default_host: "b",
             via: true,
+            ..plain()
         };
         request_head(
             &mut out,
@@ -421,11 +413,8 @@ mod tests {
     fn a_request_without_host_gets_the_backends() {
         let mut out = Vec::new();
         let fwd = Forwarding {
-            client: None,
-            forwarded_for: false,
-            forwarded: false,
             default_host: "10.0.0.5:8080",
-            via: false,
+            ..plain()
         };
         request_head(&mut out, "GET", "/", &[h("Accept", "*/*")], None, &fwd);
         assert_eq!(
