@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the tools the end-to-end tests and benchmarks use, only where missing:
-# curl, nghttp (nghttp2-client), nginx (nginx-light), haproxy, wrk, the DejaVu font (plots), and the Python modules
-# h2, httpx and websockets. Idempotent; runs as root (uses sudo otherwise).
+# curl, nghttp (nghttp2-client), nginx (nginx-light), haproxy, wrk, ss (iproute2), prlimit (util-linux),
+# kill (procps), the DejaVu font (plots), and the Python modules h2, httpx and websockets. Idempotent; runs as root (uses sudo otherwise).
 set -euo pipefail
 
 SUDO=""
@@ -16,12 +16,16 @@ declare -A PKG=(
     [nginx]=nginx-light
     [haproxy]=haproxy
     [wrk]=wrk
+    [ss]=iproute2
+    [prlimit]=util-linux
+    [kill]=procps
 )
-TOOLS=(curl nghttp nginx haproxy wrk)
+TOOLS=(curl nghttp nginx haproxy wrk ss prlimit kill)
 
 missing=()
 for tool in "${TOOLS[@]}"; do
-    if ! command -v "$tool" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$tool" ]; then
+    # `command -v kill` finds the shell builtin: the tests run the program.
+    if ! type -P "$tool" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$tool" ]; then
         missing+=("${PKG[$tool]}")
     fi
 done
@@ -56,7 +60,7 @@ version() {
     local tool=$1
     shift
     local path
-    path=$(command -v "$tool" 2>/dev/null || true)
+    path=$(type -P "$tool" 2>/dev/null || true)
     if [ -z "$path" ] && [ -x "/usr/sbin/$tool" ]; then
         path="/usr/sbin/$tool"
     fi
@@ -72,4 +76,7 @@ version nghttp --version
 version nginx -v
 version haproxy -v
 version wrk --version
+version ss --version
+version prlimit --version
+version kill -V
 printf '%-10s %s\n' python3 "$(python3 -c 'import sys, h2, httpx, websockets; print(sys.version.split()[0], "h2", h2.__version__, "httpx", httpx.__version__, "websockets", websockets.__version__)')"

@@ -138,7 +138,5 @@ fn mem_total() -> u64 {
 }
 
 fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
+    sysctl::read("kernel.osrelease").unwrap_or_else(|| "unknown".into())
 }

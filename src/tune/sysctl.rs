@@ -1,5 +1,9 @@
 //! Kernel settings: reading and raising `/proc/sys` knobs, and the bundled profiles
 //! (`tuning/sysctl.d/coreplex-{c1m,c10m}.conf`, compiled in so `tune` works from any directory).
+//!
+//! Knobs are read under `COREPLEX_SYSCTL_ROOT` when it is set (default `/proc/sys`), the same
+//! variable `tuning/apply.sh` reads: the tests point both at a scratch tree, and a container can
+//! point them at the host's sysctls mounted elsewhere.
 
 use std::path::PathBuf;
 
@@ -30,7 +34,8 @@ pub fn profile_value(text: &str, key: &str) -> Option<String> {
 }
 
 fn path(key: &str) -> PathBuf {
-    PathBuf::from("/proc/sys").join(key.replace('.', "/"))
+    let root = std::env::var_os("COREPLEX_SYSCTL_ROOT").unwrap_or_else(|| "/proc/sys".into());
+    PathBuf::from(root).join(key.replace('.', "/"))
 }
 
 /// The current value (whitespace normalised), or `None` when the kernel lacks the knob.

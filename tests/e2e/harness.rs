@@ -77,10 +77,24 @@ impl Server {
         s
     }
 
+    /// Like [`Server::start`], with the open-files limit (soft and hard) set to `nofile` by
+    /// `prlimit`, which execs coreplex in place (the PID is coreplex's).
+    pub fn start_with_nofile(config_toml: &str, nofile: u64) -> Server {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}:{nofile}")).arg("--").arg(BIN);
+        let mut s = Server::spawn_cmd(cmd, config_toml, &[]);
+        s.wait_ready();
+        s
+    }
+
     /// Spawns the process without waiting for it to be ready (for servers expected to fail).
     pub fn spawn(config_toml: &str, args: &[&str]) -> Server {
+        Server::spawn_cmd(Command::new(BIN), config_toml, args)
+    }
+
+    fn spawn_cmd(mut cmd: Command, config_toml: &str, args: &[&str]) -> Server {
         let config_path = write_temp("cfg.toml", config_toml);
-        let mut child = Command::new(BIN)
+        let mut child = cmd
             .arg("run")
             .arg("-c")
             .arg(&config_path)
@@ -546,9 +560,45 @@ pub fn curl(args: &[&str]) -> Output {
     }
 }
 
+/// Says on the terminal (not in libtest's captured output, which passing tests hide) what a test
+/// could not check on this machine, so a green run does not claim it.
+pub fn note_untested(what: &str) {
+    let mut err = std::io::stderr();
+    let _ = writeln!(err, "NOT TESTED on this machine: {what}");
+}
+
+/// The shard count for a test that wants `want` shards: `want` when this process may run on that
+/// many CPUs (coreplex runs at most one shard per CPU), else as many as there are, with a
+/// [`note_untested`] line saying so.
+pub fn test_shards(test: &str, want: usize) -> usize {
+    let have = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if have < want {
+        note_untested(&format!(
+            "{test}: needs {want} CPUs for {want} shards, this machine offers {have}"
+        ));
+    }
+    want.min(have)
+}
+
 /// Runs the coreplex binary with `args` and waits for it (bounded: killed after 10 s).
 pub fn run_cli(args: &[&str]) -> Output {
-    let mut child = Command::new(BIN)
+    run_cli_with(&[], &[], args)
+}
+
+/// Like [`run_cli`], under `prlimit PRLIMIT_ARGS --` when `prlimit_args` is not empty (e.g.
+/// `["--nofile=5000:5000"]`), with extra environment variables.
+pub fn run_cli_with(prlimit_args: &[&str], env: &[(&str, &std::ffi::OsStr)], args: &[&str]) -> Output {
+    let mut cmd = if prlimit_args.is_empty() {
+        Command::new(BIN)
+    } else {
+        let mut c = Command::new("prlimit");
+        c.args(prlimit_args).arg("--").arg(BIN);
+        c
+    };
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
