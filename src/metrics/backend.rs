@@ -48,6 +48,7 @@ pub fn render(o: &mut String, backends: &[BackendStats]) {
     if backends.is_empty() {
         return;
     }
+    let now = std::time::Instant::now();
     per_server(
         o,
         backends,
@@ -113,9 +114,9 @@ pub fn render(o: &mut String, backends: &[BackendStats]) {
         o,
         backends,
         "coreplex_backend_server_down",
-        "1 while passive health holds the server down.",
+        "1 while passive health holds the server down (on any shard).",
         "gauge",
-        |s| f64::from(u8::from(s.down_until.is_some())),
+        |s| f64::from(u8::from(s.down_until.is_some_and(|t| t > now))),
     );
     per_server(
         o,

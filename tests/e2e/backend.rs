@@ -8,6 +8,12 @@
 //! | path | answer |
 //! |---|---|
 //! | `/delay/<ms>` | sleeps (watching for the peer closing), then 200 `ok` |
+//! | `/deaf-delay/<ms>` | sleeps without watching the socket (a FIN from the peer changes nothing), then 200 `ok` |
+//! | `/conn` | 200 with the backend connection's number (accept order, from 0): `c<N>` |
+//! | `/drop-next` | 200 `ok`; the next request on this connection is read, then the connection is closed unanswered (a pooled connection that dies as it is reused) |
+//! | `/stall-mid-body/<ms>` | `Content-Length: 20000`, 10000 bytes, a pause of `<ms>` (watching for the peer), then the rest |
+//! | `/early-hints` | `103 Early Hints` with a `Link` field, then 200 `ok` |
+//! | `/bad-response` | a response head with an invalid Content-Length (`12abc`), then closes |
 //! | `/bytes/<n>` | 200, `Content-Length: n`, `n` bytes `x` from a reused 64 KiB buffer |
 //! | `/chunked/<n>` | 200, chunked: `n` bytes `x` in 16 KiB chunks, then `0\r\n\r\n` |
 //! | `/upload` | reads the whole body (Content-Length or chunked), 200 with the byte count |
@@ -17,6 +23,7 @@
 //! | `/reset-before-response` | reads the request, then resets without answering |
 //! | `/status/<code>` | that status with body `s` |
 //! | `/ntlm` | 401 with `WWW-Authenticate: NTLM`, body `a` |
+//! | `/negotiate` | 401 with `WWW-Authenticate: Negotiate`, body `a` |
 //! | `/eof-body` | 200 without Content-Length or Transfer-Encoding, body `until-close`, then closes |
 //! | `/eof-reset` | 200 without Content-Length or Transfer-Encoding, body `partial`, then resets |
 //! | anything else | 200 `ok` |
@@ -86,7 +93,12 @@ struct Shared {
     accepted: AtomicUsize,
     open: AtomicUsize,
     requests: AtomicUsize,
+    dropped: AtomicUsize,
     body_bytes: AtomicU64,
+    /// Whether the listening socket should be open ([`TestBackend::close_listener`]).
+    want_listening: AtomicBool,
+    /// Whether it is open now, as the accept thread last set it.
+    listening: AtomicBool,
     last_head: Mutex<String>,
     conns: Mutex<HashMap<u64, Entry>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -102,11 +114,18 @@ pub struct TestBackend {
 impl TestBackend {
     /// Binds `127.0.0.1:0` and starts accepting.
     pub fn start() -> TestBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind test backend");
+        TestBackend::start_on("127.0.0.1:0".parse().unwrap())
+    }
+
+    /// Binds `addr` (e.g. a port a proxy already knows as a dead server) and starts accepting.
+    pub fn start_on(addr: SocketAddr) -> TestBackend {
+        let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared::default());
+        shared.want_listening.store(true, Ordering::SeqCst);
+        shared.listening.store(true, Ordering::SeqCst);
         let sh = shared.clone();
-        let accept = std::thread::spawn(move || accept_loop(listener, sh));
+        let accept = std::thread::spawn(move || accept_loop(listener, addr, sh));
         TestBackend {
             addr,
             shared,
@@ -132,6 +151,36 @@ impl TestBackend {
     /// Request heads received so far (counted before the answer is written).
     pub fn requests(&self) -> usize {
         self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// Closes the listening socket (new connections are refused, as by a server that went away)
+    /// and waits (up to 2 s) until it is closed; open connections go on.
+    pub fn close_listener(&self) {
+        self.set_listening(false);
+    }
+
+    /// Listens again on the same address, after [`TestBackend::close_listener`].
+    pub fn reopen_listener(&self) {
+        self.set_listening(true);
+    }
+
+    fn set_listening(&self, on: bool) {
+        self.shared.want_listening.store(on, Ordering::SeqCst);
+        assert!(
+            wait_until(Duration::from_secs(2), || self
+                .shared
+                .listening
+                .load(Ordering::SeqCst)
+                == on),
+            "the accept thread did not {} the listener on {}",
+            if on { "reopen" } else { "close" },
+            self.addr
+        );
+    }
+
+    /// Requests read and left unanswered because `/drop-next` armed their connection.
+    pub fn dropped(&self) -> usize {
+        self.shared.dropped.load(Ordering::SeqCst)
     }
 
     /// Request body bytes received so far (decoded, for chunked bodies), over all requests.
@@ -197,19 +246,54 @@ fn join_bounded(h: JoinHandle<()>, deadline: Instant) {
     }
 }
 
-fn accept_loop(listener: TcpListener, sh: Arc<Shared>) {
+/// Accepts connections, polling a non-blocking listener every 2 ms so that it can close and
+/// reopen the listening socket when asked.
+fn accept_loop(listener: TcpListener, addr: SocketAddr, sh: Arc<Shared>) {
     let mut next_id = 0u64;
-    for incoming in listener.incoming() {
+    listener
+        .set_nonblocking(true)
+        .expect("non-blocking listener");
+    let mut listener = Some(listener);
+    loop {
         if sh.stop.load(Ordering::SeqCst) {
             return;
         }
-        let stream = match incoming {
-            Ok(s) => s,
+        let want = sh.want_listening.load(Ordering::SeqCst);
+        if want != listener.is_some() {
+            listener = if want {
+                match TcpListener::bind(addr) {
+                    Ok(l) => Some(l),
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            if let Some(l) = &listener {
+                l.set_nonblocking(true).expect("non-blocking listener");
+            }
+            sh.listening.store(want, Ordering::SeqCst);
+        }
+        let Some(l) = &listener else {
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
+        };
+        let stream = match l.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
+            }
             Err(_) => {
                 std::thread::sleep(Duration::from_millis(10));
                 continue;
             }
         };
+        if stream.set_nonblocking(false).is_err() {
+            continue;
+        }
         let Ok(clone) = stream.try_clone() else {
             continue;
         };
@@ -245,8 +329,12 @@ fn serve_conn(sh: &Shared, id: u64, stream: TcpStream, state: &Mutex<State>) {
     let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
     let mut rd = BufReader::with_capacity(64 * 1024, stream);
+    let mut conn = ConnInfo {
+        id,
+        drop_next: false,
+    };
     let reset = loop {
-        match serve_one(sh, &mut rd, state) {
+        match serve_one(sh, &mut rd, state, &mut conn) {
             Ok(Next::KeepAlive) => {}
             Ok(Next::Close) | Err(_) => break false,
             Ok(Next::Reset) => break true,
@@ -519,8 +607,21 @@ fn sleep_watching(s: &TcpStream, dur: Duration, stop: &AtomicBool) -> bool {
     alive
 }
 
+/// What one backend connection knows about itself.
+struct ConnInfo {
+    /// Accept order, from 0.
+    id: u64,
+    /// Set by `/drop-next`: read the next request, then close without answering.
+    drop_next: bool,
+}
+
 /// Reads and answers one request.
-fn serve_one(sh: &Shared, rd: &mut BufReader<TcpStream>, state: &Mutex<State>) -> io::Result<Next> {
+fn serve_one(
+    sh: &Shared,
+    rd: &mut BufReader<TcpStream>,
+    state: &Mutex<State>,
+    conn: &mut ConnInfo,
+) -> io::Result<Next> {
     // Idle until the first byte of the next request arrives (or the connection ends).
     let more = !rd.fill_buf()?.is_empty();
     {
@@ -551,6 +652,10 @@ fn serve_one(sh: &Shared, rd: &mut BufReader<TcpStream>, state: &Mutex<State>) -
     let res = read_body(rd, framing, &mut body_len, None);
     sh.body_bytes.fetch_add(body_len, Ordering::SeqCst);
     res?;
+    if conn.drop_next {
+        sh.dropped.fetch_add(1, Ordering::SeqCst);
+        return Ok(Next::Close);
+    }
 
     let is_head = method == "HEAD";
     let path = target.split('?').next().unwrap_or("/");
@@ -563,6 +668,19 @@ fn serve_one(sh: &Shared, rd: &mut BufReader<TcpStream>, state: &Mutex<State>) -
     };
     let num = |prefix: &str| -> Option<u64> { path.strip_prefix(prefix)?.parse().ok() };
 
+    if let Some(ms) = num("/deaf-delay/") {
+        std::thread::sleep(Duration::from_millis(ms));
+        return finish(rd, state, &simple(200, "", b"ok"), keep);
+    }
+    if let Some(ms) = num("/stall-mid-body/") {
+        let mut w = rd.get_ref();
+        w.write_all(&response_head(200, "", Some(20_000)))?;
+        w.write_all(&FILL[..10_000])?;
+        if !sleep_watching(rd.get_ref(), Duration::from_millis(ms), &sh.stop) {
+            return Ok(Next::Close);
+        }
+        return finish(rd, state, &FILL[..10_000], keep);
+    }
     if let Some(ms) = num("/delay/") {
         if !sleep_watching(rd.get_ref(), Duration::from_millis(ms), &sh.stop) {
             return Ok(Next::Close);
@@ -631,6 +749,31 @@ fn serve_one(sh: &Shared, rd: &mut BufReader<TcpStream>, state: &Mutex<State>) -
             &simple(401, "WWW-Authenticate: NTLM\r\n", b"a"),
             keep,
         ),
+        "/negotiate" => finish(
+            rd,
+            state,
+            &simple(401, "WWW-Authenticate: Negotiate\r\n", b"a"),
+            keep,
+        ),
+        "/conn" => {
+            let body = format!("c{}", conn.id);
+            finish(rd, state, &simple(200, "", body.as_bytes()), keep)
+        }
+        "/drop-next" => {
+            conn.drop_next = true;
+            finish(rd, state, &simple(200, "", b"ok"), keep)
+        }
+        "/early-hints" => {
+            let mut out =
+                b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n".to_vec();
+            out.extend_from_slice(&simple(200, "", b"ok"));
+            finish(rd, state, &out, keep)
+        }
+        "/bad-response" => {
+            rd.get_ref()
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 12abc\r\n\r\nhello")?;
+            Ok(Next::Close)
+        }
         "/eof-reset" => {
             let mut out = response_head(200, "Content-Type: text/plain\r\n", None);
             out.extend_from_slice(b"partial");
@@ -953,4 +1096,32 @@ fn delay_notices_the_peer_closing() {
         "the delayed connection stayed open after the client left"
     );
     assert!(t0.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn listener_closes_and_reopens_and_connections_know_their_number() {
+    let b = TestBackend::start();
+    let mut c = Client::connect(b.addr());
+    assert_eq!(c.get("/conn").text(), "c0");
+    b.close_listener();
+    assert!(
+        TcpStream::connect_timeout(&b.addr(), Duration::from_secs(1)).is_err(),
+        "a closed listener accepted"
+    );
+    // The open connection goes on.
+    assert_eq!(c.get("/conn").text(), "c0");
+    b.reopen_listener();
+    let mut c2 = Client::connect(b.addr());
+    assert_eq!(c2.get("/conn").text(), "c1");
+    // `/drop-next`: the next request is read and left unanswered.
+    assert_eq!(c2.get("/drop-next").text(), "ok");
+    c2.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(
+        c2.response(false, true).is_none(),
+        "answered after /drop-next"
+    );
+    assert_eq!(b.dropped(), 1);
+    let r = c.get("/early-hints");
+    assert_eq!(r.status, 103, "{}", r.head);
+    assert_eq!(c.response(false, true).unwrap().text(), "ok");
 }

@@ -81,7 +81,9 @@ impl Server {
     /// `prlimit`, which execs coreplex in place (the PID is coreplex's).
     pub fn start_with_nofile(config_toml: &str, nofile: u64) -> Server {
         let mut cmd = Command::new("prlimit");
-        cmd.arg(format!("--nofile={nofile}:{nofile}")).arg("--").arg(BIN);
+        cmd.arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(BIN);
         let mut s = Server::spawn_cmd(cmd, config_toml, &[]);
         s.wait_ready();
         s
@@ -544,6 +546,32 @@ pub fn metric(admin: SocketAddr, name_with_labels: &str) -> f64 {
         .unwrap_or_else(|| panic!("metric {name_with_labels} not found in:\n{text}"))
 }
 
+/// Polls `/metrics` (up to 5 s) until `key` satisfies `ok`; panics with the last scrape if not.
+pub fn wait_metric(admin: SocketAddr, key: &str, ok: impl Fn(f64) -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = metrics_text(admin);
+        let v = metric_in(&text, key);
+        if v.is_some_and(&ok) {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("{key} = {v:?}, expected {what}; metrics:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Asserts `key == want` (allowing the counter up to 5 s to get there).
+pub fn assert_metric(admin: SocketAddr, key: &str, want: f64) {
+    wait_metric(admin, key, |v| v == want, &format!("{want}"));
+}
+
+/// Asserts `key >= min`.
+pub fn assert_metric_at_least(admin: SocketAddr, key: &str, min: f64) {
+    wait_metric(admin, key, |v| v >= min, &format!(">= {min}"));
+}
+
 /// Runs `curl` with `args` (plus `--max-time 10`); panics if curl is not installed.
 pub fn curl(args: &[&str]) -> Output {
     match Command::new("curl")
@@ -587,7 +615,11 @@ pub fn run_cli(args: &[&str]) -> Output {
 
 /// Like [`run_cli`], under `prlimit PRLIMIT_ARGS --` when `prlimit_args` is not empty (e.g.
 /// `["--nofile=5000:5000"]`), with extra environment variables.
-pub fn run_cli_with(prlimit_args: &[&str], env: &[(&str, &std::ffi::OsStr)], args: &[&str]) -> Output {
+pub fn run_cli_with(
+    prlimit_args: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+    args: &[&str],
+) -> Output {
     let mut cmd = if prlimit_args.is_empty() {
         Command::new(BIN)
     } else {

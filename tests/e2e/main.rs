@@ -9,6 +9,7 @@ mod http1;
 mod malformed;
 mod metrics;
 mod proxy;
+mod proxy_pool;
 mod runtime;
 mod shutdown;
 mod timeouts;

@@ -104,8 +104,11 @@ fn shards_are_pinned_one_cpu_each() {
     let text = metrics_text(s.admin());
     let per_shard: Vec<f64> = (0..shards)
         .map(|i| {
-            metric_in(&text, &format!("coreplex_shard_connections{{shard=\"{i}\"}}"))
-                .unwrap_or_else(|| panic!("no shard_connections for shard {i}:\n{text}"))
+            metric_in(
+                &text,
+                &format!("coreplex_shard_connections{{shard=\"{i}\"}}"),
+            )
+            .unwrap_or_else(|| panic!("no shard_connections for shard {i}:\n{text}"))
         })
         .collect();
     assert_eq!(
@@ -234,10 +237,14 @@ fn a_connect_burst_never_exceeds_max_connections() {
         }
     });
     let addr = s.addr();
-    let conns: Vec<TcpStream> = (0..300).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let conns: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
     let samples = sampler.join().unwrap();
     assert!(
-        samples.iter().all(|&(cur, used)| cur <= 50.0 && used <= 50.0),
+        samples
+            .iter()
+            .all(|&(cur, used)| cur <= 50.0 && used <= 50.0),
         "over max_connections 50: {samples:?}"
     );
     assert_eq!(

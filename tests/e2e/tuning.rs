@@ -251,22 +251,77 @@ fn every_sysctl_verdict() {
     let cases: &[(&str, &str, &str, &str)] = &[
         ("kernel.osrelease", "5.15.0-91-generic", "kernel", "FAIL"),
         ("kernel.osrelease", "6.1.0", "kernel", "ok"),
-        ("kernel.io_uring_disabled", "1", "kernel.io_uring_disabled", "WARN"),
-        ("kernel.io_uring_disabled", "2", "kernel.io_uring_disabled", "FAIL"),
+        (
+            "kernel.io_uring_disabled",
+            "1",
+            "kernel.io_uring_disabled",
+            "WARN",
+        ),
+        (
+            "kernel.io_uring_disabled",
+            "2",
+            "kernel.io_uring_disabled",
+            "FAIL",
+        ),
         ("fs.nr_open", "4000", "fs.nr_open", "FAIL"),
         ("fs.nr_open", "4024", "fs.nr_open", "ok"),
         ("fs.file-max", "8000", "fs.file-max", "FAIL"),
         ("net.core.somaxconn", "4095", "net.core.somaxconn", "WARN"),
         ("net.core.somaxconn", "4096", "net.core.somaxconn", "ok"),
-        ("net.ipv4.tcp_max_syn_backlog", "512", "net.ipv4.tcp_max_syn_backlog", "WARN"),
-        ("net.core.netdev_max_backlog", "1000", "net.core.netdev_max_backlog", "WARN"),
-        ("net.ipv4.tcp_max_orphans", "1024", "net.ipv4.tcp_max_orphans", "WARN"),
-        ("net.ipv4.tcp_max_tw_buckets", "1024", "net.ipv4.tcp_max_tw_buckets", "WARN"),
-        ("net.ipv4.tcp_mem", "188331 251110 376662", "net.ipv4.tcp_mem (pages)", "WARN"),
-        ("net.ipv4.ip_local_port_range", "32768 60999", "net.ipv4.ip_local_port_range", "WARN"),
-        ("net.ipv4.ip_local_port_range", "1024 65535", "net.ipv4.ip_local_port_range", "ok"),
-        ("net.netfilter.nf_conntrack_max", "5999", "net.netfilter.nf_conntrack_max", "FAIL"),
-        ("net.netfilter.nf_conntrack_max", "6000", "net.netfilter.nf_conntrack_max", "ok"),
+        (
+            "net.ipv4.tcp_max_syn_backlog",
+            "512",
+            "net.ipv4.tcp_max_syn_backlog",
+            "WARN",
+        ),
+        (
+            "net.core.netdev_max_backlog",
+            "1000",
+            "net.core.netdev_max_backlog",
+            "WARN",
+        ),
+        (
+            "net.ipv4.tcp_max_orphans",
+            "1024",
+            "net.ipv4.tcp_max_orphans",
+            "WARN",
+        ),
+        (
+            "net.ipv4.tcp_max_tw_buckets",
+            "1024",
+            "net.ipv4.tcp_max_tw_buckets",
+            "WARN",
+        ),
+        (
+            "net.ipv4.tcp_mem",
+            "188331 251110 376662",
+            "net.ipv4.tcp_mem (pages)",
+            "WARN",
+        ),
+        (
+            "net.ipv4.ip_local_port_range",
+            "32768 60999",
+            "net.ipv4.ip_local_port_range",
+            "WARN",
+        ),
+        (
+            "net.ipv4.ip_local_port_range",
+            "1024 65535",
+            "net.ipv4.ip_local_port_range",
+            "ok",
+        ),
+        (
+            "net.netfilter.nf_conntrack_max",
+            "5999",
+            "net.netfilter.nf_conntrack_max",
+            "FAIL",
+        ),
+        (
+            "net.netfilter.nf_conntrack_max",
+            "6000",
+            "net.netfilter.nf_conntrack_max",
+            "ok",
+        ),
     ];
     for &(key, value, row, want) in cases {
         let tree = SysTree::tuned();
@@ -316,7 +371,11 @@ fn memlock_matters_only_before_5_12() {
     let one_mib = ["--memlock=1048576:1048576"];
     let t = tune(&tree, 20_000, &one_mib, &["--target-connections", "3000"]);
     assert_eq!(t.verdict("RLIMIT_MEMLOCK"), "ok", "{}", t.out);
-    assert!(t.out.contains("not used by io_uring on >= 5.12"), "{}", t.out);
+    assert!(
+        t.out.contains("not used by io_uring on >= 5.12"),
+        "{}",
+        t.out
+    );
 
     tree.set("kernel.osrelease", "5.10.0");
     let t = tune(&tree, 20_000, &one_mib, &["--target-connections", "3000"]);
@@ -330,7 +389,12 @@ fn memlock_matters_only_before_5_12() {
         let enough = ["--memlock=67108864:67108864"];
         let t = tune(&tree, 20_000, &enough, &["--target-connections", "3000"]);
         assert_eq!(t.verdict("RLIMIT_MEMLOCK"), "ok", "{}", t.out);
-        assert_eq!(t.verdict("kernel"), "FAIL", "5.10 is older than 6.1: {}", t.out);
+        assert_eq!(
+            t.verdict("kernel"),
+            "FAIL",
+            "5.10 is older than 6.1: {}",
+            t.out
+        );
     } else {
         crate::harness::note_untested(&format!(
             "tune's RLIMIT_MEMLOCK ok verdict before 5.12 (needs a 64 MiB memlock hard limit, have {hard:?} bytes)"
@@ -367,11 +431,20 @@ fn the_memory_estimate_is_against_this_machines_ram() {
     let fits = mem_total() / 10 * 9 / per_conn;
     let too_many = (fits + 1).to_string();
     let t = tune(&tree, 20_000, &[], &["--target-connections", &too_many]);
-    assert_eq!(t.verdict("memory for idle connections"), "FAIL", "{}", t.out);
+    assert_eq!(
+        t.verdict("memory for idle connections"),
+        "FAIL",
+        "{}",
+        t.out
+    );
     assert_eq!(t.code, Some(1));
     let t = tune(&tree, 20_000, &[], &["--target-connections", "3000"]);
     assert_eq!(t.verdict("memory for idle connections"), "ok", "{}", t.out);
-    assert!(t.out.contains("3000 x (64 B user + 5120 B kernel)"), "{}", t.out);
+    assert!(
+        t.out.contains("3000 x (64 B user + 5120 B kernel)"),
+        "{}",
+        t.out
+    );
 }
 
 #[test]
@@ -390,7 +463,11 @@ fn tune_apply_is_undone_by_apply_sh_revert() {
         &env,
         &["--target-connections", "3000", "--apply"],
     );
-    assert!(t.out.contains("applied net.core.somaxconn: 128 -> 4096"), "{}", t.out);
+    assert!(
+        t.out.contains("applied net.core.somaxconn: 128 -> 4096"),
+        "{}",
+        t.out
+    );
     assert_eq!(tree.get("net.core.somaxconn").as_deref(), Some("4096"));
     assert_eq!(
         tree.get("net.ipv4.ip_local_port_range").as_deref(),
@@ -542,7 +619,11 @@ fn apply_raises_only_and_revert_restores_exactly() {
     s.run(&["c10m"]);
     assert_ne!(s.tree.snapshot(), before);
     s.run(&["--revert"]);
-    assert_eq!(s.tree.snapshot(), before, "revert did not restore every knob");
+    assert_eq!(
+        s.tree.snapshot(),
+        before,
+        "revert did not restore every knob"
+    );
     assert!(!s.etc.join("sysctl.d/60-coreplex.conf").exists());
     assert!(!s.etc.join("security/limits.d/60-coreplex.conf").exists());
     assert!(!s.state.exists());
@@ -615,7 +696,10 @@ fn revert_restores_a_file_that_existed_before_install() {
         std::fs::read_to_string(&mine).unwrap(),
         "# the operator's own file\nnet.core.somaxconn = 1\n"
     );
-    assert!(!s.etc.join("sysctl.d/60-coreplex.conf.coreplex-orig").exists());
+    assert!(!s
+        .etc
+        .join("sysctl.d/60-coreplex.conf.coreplex-orig")
+        .exists());
     assert!(!s.etc.join("security/limits.d/60-coreplex.conf").exists());
 }
 
@@ -629,7 +713,11 @@ fn dry_run_revert_says_what_it_would_restore_and_keeps_the_record() {
     let (out, _) = s.run(&["--dry-run", "--revert"]);
     assert!(out.contains("would restore fs.nr_open = 1048576"), "{out}");
     assert!(out.contains("would remove "), "{out}");
-    assert_eq!(s.tree.snapshot(), applied, "--dry-run --revert changed a knob");
+    assert_eq!(
+        s.tree.snapshot(),
+        applied,
+        "--dry-run --revert changed a knob"
+    );
     assert_eq!(std::fs::read_to_string(&s.state).unwrap(), record);
     assert!(s.etc.join("sysctl.d/60-coreplex.conf").exists());
     s.run(&["--revert"]);

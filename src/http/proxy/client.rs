@@ -183,8 +183,9 @@ impl HttpService {
                             let _ = self.proxy.pools[b].connect_aborted(server);
                             self.proxy_fail(cx, conn, 503, ProxyError::NoSlot);
                         } else {
+                            // Attempts are counted per server by the pool; the request's
+                            // error is counted once, if no retry saves it.
                             let _ = self.proxy.pools[b].connect_failed(server, now);
-                            self.proxy.stats[b].error(ProxyError::ConnectFailed);
                             self.retry_or_fail(cx, conn, 503, ProxyError::ConnectFailed);
                         }
                     }
@@ -470,7 +471,6 @@ impl HttpService {
                 };
                 let _ = self.proxy.pools[b].connect_failed(ex.server, now);
                 self.proxy.dirty = true;
-                self.proxy.stats[b].error(e);
                 self.retry_or_fail(cx, conn, 503, e);
             }
             Stage::Connecting | Stage::Forwarding => {

@@ -140,6 +140,8 @@ fn merge_pool(a: &mut PoolStats, b: &PoolStats) {
         x.connect_failures += y.connect_failures;
         x.times_down += y.times_down;
         x.consecutive_failures = x.consecutive_failures.max(y.consecutive_failures);
+        // Down on any shard: the latest end of a down period.
+        x.down_until = x.down_until.max(y.down_until);
     }
     a.queue.current += b.queue.current;
     a.queue.max = a.queue.max.max(b.queue.max);
