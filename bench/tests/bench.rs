@@ -1,6 +1,9 @@
 //! Black-box tests of `coreplex-bench` against the real coreplex binary and nginx: request counts
-//! add up, the open loop holds its rate, `hold` keeps every connection alive, and failures
-//! (a killed server, nothing listening, garbage answers) end as counted errors, never a hang.
+//! add up and agree with the server's own count, the open loop never sends ahead of its schedule,
+//! `hold` keeps every connection alive, and failures (a killed server, nothing listening, garbage
+//! answers) end as counted errors, never a hang. These are behaviour checks: how fast the tool
+//! goes and how closely the open loop holds its rate are figures in BENCHMARKS.md ("The load
+//! generator"), not assertions here.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -60,13 +63,16 @@ fn wait_port(port: u16) {
     }
 }
 
-fn start_coreplex() -> (Proc, u16) {
+/// Starts coreplex on a free port with its admin endpoint on another; returns the process, the
+/// port and the admin port.
+fn start_coreplex_with_admin() -> (Proc, u16, u16) {
     let port = free_port();
+    let admin = free_port();
     let cfg = std::env::temp_dir().join(format!("cpbench-{}-{port}.toml", std::process::id()));
     std::fs::write(
         &cfg,
         format!(
-            "version = 1\n[global]\nshards = 1\nmax_connections = 4000\n[[listener]]\nbind = \"127.0.0.1:{port}\"\n[[listener.route]]\npath_prefix = \"/\"\nrespond = {{ body = \"Hello, World!\" }}\n"
+            "version = 1\n[global]\nshards = 1\nmax_connections = 4000\n[admin]\nbind = \"127.0.0.1:{admin}\"\n[[listener]]\nbind = \"127.0.0.1:{port}\"\n[[listener.route]]\npath_prefix = \"/\"\nrespond = {{ body = \"Hello, World!\" }}\n"
         ),
     )
     .unwrap();
@@ -77,7 +83,38 @@ fn start_coreplex() -> (Proc, u16) {
         .spawn()
         .unwrap();
     wait_port(port);
-    (Proc(child), port)
+    wait_port(admin);
+    (Proc(child), port, admin)
+}
+
+fn start_coreplex() -> (Proc, u16) {
+    let (p, port, _) = start_coreplex_with_admin();
+    (p, port)
+}
+
+/// The 2xx responses coreplex counted (`coreplex_requests_total{class="2xx"}` on its admin port).
+fn server_2xx(admin: u16) -> u64 {
+    let mut s = TcpStream::connect(("127.0.0.1", admin)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("coreplex_requests_total{class=\"2xx\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no 2xx count in:\n{text}")) as u64
+}
+
+/// The tool's count agrees with the server's: every response it counted was sent by the server,
+/// and the server answered no request the tool did not send.
+fn assert_agrees_with_the_server(r: &serde_json::Value, admin: u16) {
+    let served = server_2xx(admin);
+    let (answered, sent) = (n(r, &["answered"]), n(r, &["sent"]));
+    assert!(
+        answered <= served && served <= sent,
+        "answered {answered} <= served {served} <= sent {sent} fails: {r}"
+    );
 }
 
 fn start_nginx() -> (Proc, u16, PathBuf) {
@@ -162,7 +199,7 @@ fn assert_counts_add_up(r: &serde_json::Value) {
 
 #[test]
 fn closed_loop_counts_add_up_against_coreplex() {
-    let (_s, port) = start_coreplex();
+    let (_s, port, admin) = start_coreplex_with_admin();
     let url = format!("http://127.0.0.1:{port}/");
     let o = bench(
         &["load", &url, "-c", "20", "-d", "1s", "--json"],
@@ -171,7 +208,8 @@ fn closed_loop_counts_add_up_against_coreplex() {
     assert!(o.status.success());
     let r = json(&o);
     assert_counts_add_up(&r);
-    assert!(n(&r, &["answered"]) > 1000, "{r}");
+    assert_agrees_with_the_server(&r, admin);
+    assert!(n(&r, &["answered"]) > 0, "{r}");
     assert_eq!(n(&r, &["errors", "non_2xx"]), 0);
     assert_eq!(
         r["status"][1].as_u64(),
@@ -190,7 +228,7 @@ fn pipelined_load_against_nginx_counts_add_up() {
     );
     let r = json(&o);
     assert_counts_add_up(&r);
-    assert!(n(&r, &["answered"]) > 1000, "{r}");
+    assert!(n(&r, &["answered"]) > 0, "{r}");
     assert_eq!(
         r["status"][1].as_u64(),
         Some(n(&r, &["answered"])),
@@ -200,21 +238,32 @@ fn pipelined_load_against_nginx_counts_add_up() {
 }
 
 #[test]
-fn open_loop_holds_its_rate() {
-    let (_s, port) = start_coreplex();
+fn open_loop_sends_on_its_schedule_and_counts_what_it_did_not_send() {
+    let (_s, port, admin) = start_coreplex_with_admin();
     let url = format!("http://127.0.0.1:{port}/");
+    let rate = 2000.0;
     let o = bench(
-        &["load", &url, "-c", "50", "-d", "3s", "-R", "2000", "--json"],
+        &["load", &url, "-c", "50", "-d", "2s", "-R", "2000", "--json"],
         Duration::from_secs(30),
     );
     let r = json(&o);
-    assert_counts_add_up(&r);
-    let rps = r["requests_per_sec"].as_f64().unwrap();
-    assert!(
-        (rps - 2000.0).abs() / 2000.0 < 0.05,
-        "open loop at 2000/s delivered {rps:.0}/s: {r}"
-    );
     assert_eq!(r["mode"], "open");
+    assert_eq!(r["target_rate"].as_f64(), Some(rate));
+    assert_counts_add_up(&r);
+    assert_agrees_with_the_server(&r, admin);
+    // Every request due by the end was sent or counted as unsent: never more than the schedule
+    // (one per thread may be due at the last instant), and the schedule did run.
+    let scheduled = n(&r, &["sent"]) + n(&r, &["unsent_at_end"]);
+    let due = rate * r["duration_s"].as_f64().unwrap();
+    let threads = n(&r, &["threads"]) as f64;
+    assert!(
+        scheduled as f64 <= due + threads,
+        "{scheduled} requests for {due:.0} due: ahead of the schedule: {r}"
+    );
+    assert!(
+        scheduled as f64 >= due / 2.0,
+        "{scheduled} requests scheduled for {due:.0} due: {r}"
+    );
 }
 
 #[test]

@@ -1287,6 +1287,13 @@ impl<S: Service> Shard<S> {
             }
             TIMER_RATE => self.on_rate_timer(),
             TIMER_STOP_DEADLINE => {
+                let open = self.core.conns.len();
+                if open > 0 {
+                    tracing::info!(
+                        shard = self.id,
+                        "shutdown_timeout reached: closing {open} connection(s)"
+                    );
+                }
                 for id in self.core.conns.ids() {
                     self.begin_close(id, CloseReason::Shutdown);
                     self.maybe_finalize(id);

@@ -236,7 +236,15 @@ fn a_connection_wakes_another() {
     first
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    // The first one is accepted (and waiting) before the second connects.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rt.handle().stats(Duration::from_secs(1))[0].engine.accepted < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the first client was not accepted"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let second = TcpStream::connect(addr).unwrap();
     let mut buf = [0u8; 6];
     first.read_exact(&mut buf).unwrap();

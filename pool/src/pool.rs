@@ -1010,6 +1010,19 @@ impl BackendPool {
         }
     }
 
+    /// The queue `ticket` waits in, if any (tests: the model checks FIFO order per queue).
+    #[cfg(test)]
+    fn queue_of(&self, ticket: Ticket) -> Option<QueueRef> {
+        if self.queue.holds(ticket) {
+            return Some(QueueRef::Backend);
+        }
+        self.servers
+            .iter()
+            .position(|s| s.queue.holds(ticket))
+            // Cannot truncate: the server count fits in u32 (validated).
+            .map(|i| QueueRef::Server(ServerId(i as u32)))
+    }
+
     /// Checks every internal invariant (tests). Linear in connections + sessions + servers.
     #[cfg(test)]
     pub(crate) fn check_invariants(&self) {

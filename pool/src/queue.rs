@@ -127,6 +127,14 @@ impl WaitQueue {
         }
     }
 
+    /// Whether `ticket` waits here (tests).
+    #[cfg(test)]
+    pub(crate) fn holds(&self, ticket: Ticket) -> bool {
+        self.entries
+            .binary_search_by_key(&ticket, |w| w.ticket)
+            .is_ok_and(|at| self.entries[at].live)
+    }
+
     /// Checks the invariants (tests).
     #[cfg(test)]
     pub(crate) fn check(&self) {

@@ -60,6 +60,8 @@ pub struct Server {
     addr: Option<SocketAddr>,
     admin: Option<SocketAddr>,
     logs: Arc<Mutex<Vec<String>>>,
+    /// Set when the stderr reader reached EOF (the process and its children closed stderr).
+    logs_done: Arc<std::sync::atomic::AtomicBool>,
     config_path: PathBuf,
 }
 
@@ -111,6 +113,8 @@ impl Server {
         let logs = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("piped stderr");
         let sink = logs.clone();
+        let logs_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = logs_done.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 match line {
@@ -118,6 +122,7 @@ impl Server {
                     Err(_) => break,
                 }
             }
+            done.store(true, Ordering::SeqCst);
         });
         Server {
             child,
@@ -126,6 +131,7 @@ impl Server {
             addr: None,
             admin: None,
             logs,
+            logs_done,
             config_path,
         }
     }
@@ -201,8 +207,12 @@ impl Server {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(st) = self.try_wait() {
-                // Let the stderr reader catch up with the last lines.
-                std::thread::sleep(Duration::from_millis(50));
+                // Let the stderr reader catch up with the last lines (bounded: a grandchild
+                // could hold stderr open).
+                let caught_up = Instant::now() + Duration::from_secs(2);
+                while !self.logs_done.load(Ordering::SeqCst) && Instant::now() < caught_up {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 return Some(st);
             }
             if Instant::now() >= deadline {

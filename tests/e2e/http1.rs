@@ -233,9 +233,9 @@ fn content_length_zero_is_answered_at_once() {
     let s = server();
     let mut c = Conn::connect(s.addr());
     c.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\nGET /api HTTP/1.1\r\nHost: a\r\n\r\n");
-    let r = c.response_within(Duration::from_millis(500), false);
+    let r = c.response_within(Duration::from_secs(3), false);
     assert_eq!((r.status, r.text().as_str()), (200, "Hello, World!"));
-    let r = c.response_within(Duration::from_millis(500), false);
+    let r = c.response_within(Duration::from_secs(3), false);
     assert_eq!((r.status, r.text().as_str()), (201, "api"));
 }
 

@@ -96,7 +96,7 @@ fn idle_admin_connections_do_not_block_health_checks() {
     let text = String::from_utf8_lossy(&bytes);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(
-        t0.elapsed() < std::time::Duration::from_secs(1),
+        t0.elapsed() < std::time::Duration::from_secs(3),
         "/health took {:?} behind idle admin connections",
         t0.elapsed()
     );

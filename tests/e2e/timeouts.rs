@@ -26,12 +26,12 @@ fn slowloris_head_gets_408() {
     assert_eq!(r.status, 408, "{}", r.head);
     assert_eq!(r.header("connection"), Some("close"));
     assert!(at >= Duration::from_millis(250), "408 too early: {at:?}");
-    assert!(at <= Duration::from_millis(1000), "408 too late: {at:?}");
+    assert!(at <= Duration::from_millis(1500), "408 too late: {at:?}");
     let (extra, eof) = until_eof(&mut c, t0);
     assert!(extra.is_empty(), "bytes after the 408: {extra:?}");
     let eof = eof.expect("no EOF after the 408");
     assert!(
-        eof <= Duration::from_millis(1500),
+        eof <= Duration::from_millis(2500),
         "EOF after 408 too late: {eof:?}"
     );
 }
@@ -85,7 +85,7 @@ fn idle_keep_alive_is_closed_silently() {
         "closed too late: {eof:?}"
     );
     let after = metric(admin, key);
-    assert!(after >= before + 1.0, "{key}: {before} -> {after}");
+    assert_eq!(after, before + 1.0, "{key}: {before} -> {after}");
 }
 
 #[test]
@@ -99,7 +99,7 @@ fn stalled_body_gets_408() {
     assert_eq!(r.status, 408, "{}", r.head);
     assert_eq!(r.header("connection"), Some("close"));
     assert!(at >= Duration::from_millis(400), "408 too early: {at:?}");
-    assert!(at <= Duration::from_millis(1500), "408 too late: {at:?}");
+    assert!(at <= Duration::from_millis(2500), "408 too late: {at:?}");
     let (_, eof) = until_eof(&mut c, t0);
     assert!(eof.is_some(), "no EOF after the 408");
 }

@@ -8,7 +8,17 @@
 //!   request's mode and first flag, a private connection only goes to its owner, and a new
 //!   connection is opened only when the chosen server had no connection the request could use (and,
 //!   without limits, when the session had no usable private connection);
-//! - `release`, `session_closed` and `expire` return exactly what the model predicts;
+//! - `release`, `session_closed` and `expire` return exactly what the model predicts, `expire`
+//!   including the purge (the model's own estimator of each server's need, halving the excess,
+//!   oldest `idle` then oldest `safe` first);
+//! - passive health follows the model's own record of consecutive failures and down periods: a
+//!   down server gets no new connection, `connect_failed` says whether it marked the server down,
+//!   and the pool's failure and down counts equal the model's;
+//! - a server's `conn_rate` is never exceeded (the model keeps its own token bucket), and the
+//!   bucket does run dry in the run, so the limit is exercised;
+//! - queues are FIFO: one `poll_queue` lets requests go in arrival order, every request still
+//!   waiting in a queue arrived after every request that queue just let go, and no new request
+//!   takes a shared or new connection while the backend queue holds one;
 //! - the pool's per-server idle/safe/private counts equal the model's, requests in flight equal
 //!   decisions minus releases, new connections equal the model's connects, and the pool's internal
 //!   invariants hold (a connection is in at most one list, slot counts, limits).
@@ -63,6 +73,26 @@ struct MConn {
     owner: Option<u64>,
     served: u32,
     since: Instant,
+    /// Release order (the pool's lists are in release order; equal instants are common here).
+    released: u64,
+}
+
+/// The model's record of one server: passive health, the purge estimator, the rate bucket.
+#[derive(Debug, Clone, Default)]
+struct MServer {
+    consecutive: u32,
+    down_until: Option<Instant>,
+    failures: u64,
+    downs: u64,
+    /// Purge: the estimated need and the peak use in the current interval.
+    est_need: usize,
+    max_used: usize,
+    /// conn_rate bucket: credit in nanoseconds (full: `rate` tokens of `interval` each) and when
+    /// it was last topped up.
+    credit_ns: u64,
+    credit_at: Option<Instant>,
+    /// Times a connect took the bucket below one token (the limit was reached).
+    ran_dry: u64,
 }
 
 /// The model's reading of the mode table.
@@ -90,6 +120,11 @@ struct Sim {
     decisions: u64,
     releases: u64,
     connects: u64,
+    servers: Vec<MServer>,
+    next_release: u64,
+    next_purge: Instant,
+    /// The queue each outstanding ticket waits in, as last read from the pool.
+    queue_of: BTreeMap<Ticket, Option<QueueRef>>,
 }
 
 impl Sim {
@@ -105,6 +140,7 @@ impl Sim {
             servers[1].maxconn = Some(1);
             servers[1].maxqueue = Some(1);
             servers[2].maxconn = Some(3);
+            servers[2].conn_rate = Some(2);
             p.maxconn = Some(5);
             p.queue_cap = Some(4);
         }
@@ -114,13 +150,19 @@ impl Sim {
         p.max_private_per_session = 2;
         p.max_idle_per_server = Some(6);
         p.max_reuse = Some(5);
-        p.idle_timeout = Duration::from_secs(3);
-        p.purge_delay = Duration::from_secs(100_000);
+        p.idle_timeout = Duration::from_secs(6);
+        p.purge_delay = Duration::from_secs(1);
         p.queue_timeout = Duration::from_secs(2);
-        p.fail_threshold = 3;
+        p.fail_threshold = 2;
         p.down_for = Duration::from_secs(1);
         let now = Instant::now();
+        let servers = vec![MServer::default(); p.servers.len()];
+        let next_purge = now + p.purge_delay;
         Self {
+            servers,
+            next_release: 0,
+            next_purge,
+            queue_of: BTreeMap::new(),
             pool: BackendPool::new(p.clone(), now).expect("valid"),
             p,
             limits,
@@ -141,8 +183,69 @@ impl Sim {
         (!keys.is_empty()).then(|| keys[self.rng.below(keys.len())])
     }
 
+    /// Up by the model's own health record (and not drained by weight 0).
     fn up(&self, server: ServerId) -> bool {
-        self.pool.is_up(server, self.now) && self.p.servers[server.index()].weight > 0
+        let m = &self.servers[server.index()];
+        m.down_until.is_none_or(|until| self.now >= until)
+            && self.p.servers[server.index()].weight > 0
+    }
+
+    /// The model's health after a failed connect to `server`; whether it marked it down.
+    fn health_failure(&mut self, server: ServerId) -> bool {
+        let now = self.now;
+        let (threshold, down_for) = (self.p.fail_threshold, self.p.down_for);
+        let m = &mut self.servers[server.index()];
+        m.failures += 1;
+        if m.down_until.is_some_and(|until| now < until) || threshold == 0 {
+            return false;
+        }
+        m.consecutive += 1;
+        if m.consecutive < threshold {
+            return false;
+        }
+        m.consecutive = 0;
+        m.down_until = Some(now + down_for);
+        m.downs += 1;
+        true
+    }
+
+    /// Connections of `server` in use now.
+    fn used_on(&self, server: ServerId) -> usize {
+        self.conns
+            .values()
+            .filter(|c| c.server == server && c.user.is_some())
+            .count()
+    }
+
+    /// The purge estimator notes the use of `server` after it grew.
+    fn note_used(&mut self, server: ServerId) {
+        let used = self.used_on(server);
+        let m = &mut self.servers[server.index()];
+        m.max_used = m.max_used.max(used);
+    }
+
+    /// Spends a connect token of `server` in the model's bucket; panics if it holds none.
+    fn spend_rate_token(&mut self, server: ServerId) {
+        let Some(rate) = self.p.servers[server.index()].conn_rate else {
+            return;
+        };
+        let interval = 1_000_000_000 / u64::from(rate);
+        let full = interval * u64::from(rate);
+        let now = self.now;
+        let m = &mut self.servers[server.index()];
+        let refill = m.credit_at.map_or(full, |at| {
+            u64::try_from(now.duration_since(at).as_nanos()).unwrap_or(u64::MAX)
+        });
+        m.credit_ns = m.credit_ns.saturating_add(refill).min(full);
+        m.credit_at = Some(now);
+        assert!(
+            m.credit_ns >= interval,
+            "{server}: a new connection beyond conn_rate {rate}/s"
+        );
+        m.credit_ns -= interval;
+        if m.credit_ns < interval {
+            m.ran_dry += 1;
+        }
     }
 
     fn step(&mut self) {
@@ -188,21 +291,45 @@ impl Sim {
         let first = !rec.h2 && rec.requests == 0;
         rec.requests += 1;
         let a = self.pool.acquire(&req(session, first), self.now);
-        self.apply(session, first, a);
+        let ups = self.ups();
+        self.apply(session, first, a, true, &ups);
+        self.after_queue_change();
     }
 
-    /// Checks a decision against the model and applies it.
-    fn apply(&mut self, session: u64, first: bool, a: Acquire) {
+    /// Which servers are up now, by the model: the view a decision made now is checked against.
+    fn ups(&self) -> Vec<bool> {
+        (0..self.servers.len())
+            .map(|i| self.up(ServerId(i as u32)))
+            .collect()
+    }
+
+    /// Checks a decision against the model and applies it. `fresh`: a new request or a retry
+    /// (not a queued request let go).
+    /// `ups`: which servers were up when the pool decided (a batch of queue grants is decided at
+    /// once, before the model reports the connect failures of the first ones).
+    fn apply(&mut self, session: u64, first: bool, a: Acquire, fresh: bool, ups: &[bool]) {
+        let up = |s: ServerId| ups[s.index()];
         let mode = self.p.reuse;
+        let own_private =
+            |c: ConnId, sim: &Sim| sim.conns.get(&c).is_some_and(|x| x.owner == Some(session));
+        if fresh && matches!(a, Acquire::Connect { .. } | Acquire::Reuse { .. }) {
+            let private = matches!(a, Acquire::Reuse { conn, .. } if own_private(conn, self));
+            let backend_waiters = self
+                .queue_of
+                .values()
+                .any(|q| *q == Some(QueueRef::Backend));
+            assert!(
+                private || !backend_waiters,
+                "a new request went ahead of the backend queue: {a:?}; waiting: {:?}",
+                self.queue_of
+            );
+        }
         match a {
             Acquire::Reuse { server, conn } => {
                 let c = self.conns.get(&conn).expect("reused conn is known");
                 assert_eq!(c.user, None, "{conn} reused while in use");
                 assert_eq!(c.server, server);
-                assert!(
-                    self.up(server) || c.owner.is_some(),
-                    "reuse on a down server"
-                );
+                assert!(up(server) || c.owner.is_some(), "reuse on a down server");
                 match c.owner {
                     Some(o) => assert_eq!(o, session, "private {conn} served to another session"),
                     None => assert!(
@@ -216,9 +343,10 @@ impl Sim {
                 c.served += 1;
                 self.decisions += 1;
                 self.add(session, Outstanding::Using(conn));
+                self.note_used(server);
             }
             Acquire::Connect { server } => {
-                assert!(self.up(server), "connect to a down or drained server");
+                assert!(up(server), "connect to a down or drained server");
                 for (id, c) in &self.conns {
                     if c.user.is_some() {
                         continue;
@@ -231,19 +359,27 @@ impl Sim {
                     );
                     if !self.limits {
                         assert!(
-                            !(c.owner == Some(session) && self.up(c.server)),
+                            !(c.owner == Some(session) && up(c.server)),
                             "new connection while own private {id} was usable"
                         );
                     }
                 }
                 self.decisions += 1;
+                self.spend_rate_token(server);
                 if self.rng.pct(10) {
-                    self.pool
+                    let marked = self
+                        .pool
                         .connect_failed(server, self.now)
                         .expect("attempt outstanding");
+                    assert_eq!(
+                        marked,
+                        self.health_failure(server),
+                        "{server}: marked down or not"
+                    );
                     if self.rng.pct(70) {
                         let a = self.pool.retry(&req(session, first), server, self.now);
-                        self.apply(session, first, a);
+                        let ups = self.ups();
+                        self.apply(session, first, a, true, &ups);
                     }
                     self.poll();
                 } else {
@@ -253,6 +389,7 @@ impl Sim {
                         .connected(server, conn, SessionId(session), self.now)
                         .expect("attempt outstanding");
                     self.connects += 1;
+                    self.servers[server.index()].consecutive = 0;
                     self.conns.insert(
                         conn,
                         MConn {
@@ -261,9 +398,11 @@ impl Sim {
                             owner: None,
                             served: 1,
                             since: self.now,
+                            released: 0,
                         },
                     );
                     self.add(session, Outstanding::Using(conn));
+                    self.note_used(server);
                 }
             }
             Acquire::Queued(t) => {
@@ -273,10 +412,7 @@ impl Sim {
             }
             Acquire::Unavailable(Unavailable::AllServersDown) => {
                 let n = self.p.servers.len();
-                assert!(
-                    (0..n).all(|i| !self.up(ServerId(i as u32))),
-                    "a server was up"
-                );
+                assert!((0..n).all(|i| !up(ServerId(i as u32))), "a server was up");
             }
             Acquire::Unavailable(Unavailable::QueueFull) => {
                 assert!(self.limits);
@@ -298,12 +434,53 @@ impl Sim {
     }
 
     fn poll(&mut self) {
-        for (t, a) in self.pool.poll_queue(self.now) {
+        let before = self.queue_of.clone();
+        let let_go = self.pool.poll_queue(self.now);
+        // Arrival order across all queues: one poll lets requests go oldest first.
+        assert!(
+            let_go.windows(2).all(|w| w[0].0 < w[1].0),
+            "let go out of arrival order: {let_go:?}"
+        );
+        // Forget every ticket let go before applying any: applying may poll again.
+        let ups = self.ups();
+        let mut granted = Vec::new();
+        for &(t, a) in &let_go {
             assert!(!matches!(a, Acquire::Queued(_)));
             let (session, first, _) = self.tickets.remove(&t).expect("ticket known");
             self.remove(session, Outstanding::Queued(t));
-            self.apply(session, first, a);
+            self.queue_of.remove(&t);
+            granted.push((session, first, a));
         }
+        // The poll may have moved waiters between queues: a retry decided below must see that.
+        self.after_queue_change();
+        for (session, first, a) in granted {
+            self.apply(session, first, a, false, &ups);
+        }
+        self.after_queue_change();
+        // FIFO: whoever still waits in a queue arrived after everyone that queue let go.
+        for &(gone, _) in &let_go {
+            let Some(&Some(q)) = before.get(&gone) else {
+                continue;
+            };
+            for (&w, &now_in) in &self.queue_of {
+                if now_in == Some(q) && before.get(&w) == Some(&Some(q)) {
+                    assert!(w > gone, "{q:?} let {gone:?} go before the older {w:?}");
+                }
+            }
+        }
+    }
+
+    /// Re-reads which queue each outstanding ticket waits in (requests may move between queues).
+    fn after_queue_change(&mut self) {
+        let tickets: Vec<Ticket> = self.tickets.keys().copied().collect();
+        self.queue_of = tickets
+            .into_iter()
+            .map(|t| (t, self.pool.queue_of(t)))
+            .collect();
+        assert!(
+            self.queue_of.values().all(Option::is_some),
+            "an outstanding ticket is in no queue"
+        );
     }
 
     /// What the model expects from `release`.
@@ -380,10 +557,12 @@ impl Sim {
                 self.conns.remove(&conn);
             }
             Release::Keep => {
+                self.next_release += 1;
                 let c = self.conns.get_mut(&conn).expect("known");
                 c.user = None;
                 c.owner = owner;
                 c.since = self.now;
+                c.released = self.next_release;
             }
         }
     }
@@ -403,6 +582,7 @@ impl Sim {
                 Outstanding::Queued(t) => {
                     assert!(self.pool.cancel(t));
                     self.tickets.remove(&t);
+                    self.queue_of.remove(&t);
                 }
                 // Half the time the exchange ends first; else the session goes while it is in flight.
                 Outstanding::Using(conn) if self.rng.pct(50) => self.finish_conn(conn),
@@ -453,11 +633,19 @@ impl Sim {
             .filter(|(_, c)| c.user.is_none() && c.since + timeout <= self.now)
             .map(|(&k, _)| k)
             .collect();
-        let got: BTreeSet<ConnId> = e.close.iter().copied().collect();
-        assert_eq!(got, want, "idle timeouts");
-        for c in &got {
+        for c in &want {
             self.conns.remove(c);
         }
+        let mut want_closed = want;
+        if self.now >= self.next_purge {
+            want_closed.extend(self.purge());
+            let delay = self.p.purge_delay;
+            self.next_purge = Some(self.next_purge + delay)
+                .filter(|&next| next > self.now)
+                .unwrap_or(self.now + delay);
+        }
+        let got: BTreeSet<ConnId> = e.close.iter().copied().collect();
+        assert_eq!(got, want_closed, "idle timeouts and purge");
         let qt = self.p.queue_timeout;
         let want: BTreeSet<Ticket> = self
             .tickets
@@ -470,8 +658,40 @@ impl Sim {
         for t in &got {
             let (session, _, _) = self.tickets.remove(t).expect("known");
             self.remove(session, Outstanding::Queued(*t));
+            self.queue_of.remove(t);
         }
+        self.after_queue_change();
         self.poll();
+    }
+
+    /// One purge interval by the model: per server, the excess over the estimated need is halved
+    /// (rounded up), closing the oldest `idle` connections, then the oldest `safe` ones. Returns
+    /// the connections closed (already removed from the model).
+    fn purge(&mut self) -> Vec<ConnId> {
+        let mut closed = Vec::new();
+        for i in 0..self.servers.len() {
+            let server = ServerId(i as u32);
+            let used = self.used_on(server);
+            let mut shared: Vec<(bool, u64, ConnId)> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.server == server && c.user.is_none() && c.owner.is_none())
+                .map(|(&id, c)| (c.served >= 2, c.released, id))
+                .collect();
+            // Unproven (`idle`) before proven (`safe`), each oldest released first.
+            shared.sort();
+            let m = &mut self.servers[i];
+            let need = m.max_used.max(m.est_need);
+            let excess = (used + shared.len()).saturating_sub(need);
+            m.est_need = ((m.est_need + m.max_used) / 2).max(m.max_used);
+            m.max_used = used;
+            let kill = excess.div_ceil(2).min(shared.len());
+            for &(_, _, id) in &shared[..kill] {
+                self.conns.remove(&id);
+                closed.push(id);
+            }
+        }
+        closed
     }
 
     fn check(&self) {
@@ -505,6 +725,22 @@ impl Sim {
                 "server {i} safe"
             );
         }
+        for (i, (s, m)) in st.servers.iter().zip(&self.servers).enumerate() {
+            assert_eq!(
+                s.connect_failures, m.failures,
+                "server {i} connect failures"
+            );
+            assert_eq!(s.times_down, m.downs, "server {i} times down");
+            assert_eq!(
+                s.consecutive_failures, m.consecutive,
+                "server {i} consecutive"
+            );
+            assert_eq!(
+                self.pool.is_up(ServerId(i as u32), self.now),
+                m.down_until.is_none_or(|until| self.now >= until),
+                "server {i} up"
+            );
+        }
         if self.p.reuse == ReuseMode::Never {
             assert!(st.servers.iter().all(|s| s.idle == 0 && s.safe == 0));
         }
@@ -529,6 +765,7 @@ fn run(limits: bool) {
     ];
     for mode in modes {
         let mut private_cap_hits = 0;
+        let (mut purged, mut downs, mut dry) = (0, 0, 0);
         for balance in [Balance::RoundRobin, Balance::LeastConn] {
             for seed in [0x9E37_79B9_7F4A_7C15, 0xD1B5_4A32_D192_ED03, 42] {
                 let mut sim = Sim::new(mode, balance, limits, seed);
@@ -538,6 +775,9 @@ fn run(limits: bool) {
                 let st = sim.pool.stats();
                 assert!(st.requests > 300, "{mode:?}: the run exercised little");
                 private_cap_hits += st.closed.private_cap;
+                purged += st.closed.purged;
+                downs += sim.servers.iter().map(|m| m.downs).sum::<u64>();
+                dry += sim.servers.iter().map(|m| m.ran_dry).sum::<u64>();
                 if mode != ReuseMode::Never {
                     assert!(st.reused > 0, "{mode:?}: nothing was reused");
                 }
@@ -550,6 +790,13 @@ fn run(limits: bool) {
             private_cap_hits > 0,
             "{mode:?}: the private cap was never hit"
         );
+        assert!(downs > 0, "{mode:?}: no server was ever marked down");
+        if mode != ReuseMode::Never {
+            assert!(purged > 0, "{mode:?}: the purge never closed a connection");
+        }
+        if limits {
+            assert!(dry > 0, "{mode:?}: conn_rate was never reached");
+        }
     }
 }
 

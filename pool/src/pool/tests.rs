@@ -133,7 +133,7 @@ fn separate_sessions_20(h: &mut H, first_session: u64) -> usize {
     let before = h.connects;
     for s in first_session..first_session + 20 {
         let (_, conn, _) = h.get(s, true);
-        let _ = h.release(conn);
+        assert_eq!(h.release(conn), Release::Keep);
         h.close_session(s);
     }
     h.connects - before
@@ -160,7 +160,7 @@ fn reference_counts_aggressive() {
     let mut h = H::new(policy(ReuseMode::Aggressive, 1));
     for i in 0..2 {
         let (_, c, _) = h.get(1, i == 0);
-        let _ = h.release(c);
+        assert_eq!(h.release(c), Release::Keep);
     }
     h.close_session(1);
     assert_eq!(h.pool.stats().servers[0].safe, 1);
@@ -204,11 +204,11 @@ fn idle_and_safe(mode: ReuseMode) -> (H, ConnId, ConnId) {
     let (_, c1, _) = h.get(1, true);
     let (_, c2, new) = h.get(2, true);
     assert!(new);
-    let _ = h.release(c1);
-    let _ = h.release(c2);
+    assert_eq!(h.release(c1), Release::Keep);
+    assert_eq!(h.release(c2), Release::Keep);
     let (_, again, _) = h.get(1, false);
     assert_eq!(again, c1, "affinity");
-    let _ = h.release(c1);
+    assert_eq!(h.release(c1), Release::Keep);
     h.close_session(1);
     h.close_session(2);
     let st = h.pool.stats();
@@ -298,10 +298,10 @@ fn private_cap_per_session() {
 fn never_mode_connections_are_private_and_closed_with_the_session() {
     let mut h = H::new(policy(ReuseMode::Never, 1));
     let (_, c1, _) = h.get(1, true);
-    let _ = h.release(c1);
+    assert_eq!(h.release(c1), Release::Keep);
     let (_, c2, new) = h.get(2, false);
     assert!(new && c2 != c1);
-    let _ = h.release(c2);
+    assert_eq!(h.release(c2), Release::Keep);
     assert_eq!(h.get(1, false).1, c1);
     // The session ends while its request is in flight: the connection is closed on release.
     assert!(h.close_session(1).is_empty());
@@ -356,7 +356,7 @@ fn server_maxconn_queues_and_caps() {
     let t6 = queued(h.acquire(6, true));
     assert!(h.pool.cancel(t6));
     assert!(!h.pool.cancel(t6));
-    let _ = h.release(a);
+    assert_eq!(h.release(a), Release::Keep);
     assert!(h.poll().is_empty());
     assert_eq!(h.pool.queued(), 0);
 }
@@ -369,7 +369,7 @@ fn queue_is_fifo_and_new_requests_wait_behind_it() {
     let (_, a, _) = h.get(1, false);
     let t2 = queued(h.acquire(2, false));
     let t3 = queued(h.acquire(3, false));
-    let _ = h.release(a);
+    assert_eq!(h.release(a), Release::Keep);
     // A new request that could reuse the idle connection still waits behind the queue.
     let t4 = queued(h.acquire(4, false));
     let got = h.poll();
@@ -383,9 +383,9 @@ fn queue_is_fifo_and_new_requests_wait_behind_it() {
             }
         )]
     );
-    let _ = h.release(a);
+    assert_eq!(h.release(a), Release::Keep);
     assert_eq!(h.poll()[0].0, t3);
-    let _ = h.release(a);
+    assert_eq!(h.release(a), Release::Keep);
     assert_eq!(h.poll()[0].0, t4);
 }
 
@@ -422,9 +422,9 @@ fn private_connection_waits_in_its_server_queue() {
     assert_eq!(h.pool.stats().servers[0].queue.current, 1);
     assert_eq!(h.pool.stats().queue.current, 0);
     // Server 1 frees up: session 1 still waits for its own server.
-    let _ = h.release(b);
+    assert_eq!(h.release(b), Release::Keep);
     assert!(h.poll().is_empty());
-    let _ = h.release(c);
+    assert_eq!(h.release(c), Release::Keep);
     assert_eq!(
         h.poll(),
         vec![(
@@ -485,7 +485,7 @@ fn conn_rate_makes_requests_wait_not_fail() {
             }
         )]
     );
-    let _ = h.release(a);
+    assert_eq!(h.release(a), Release::Keep);
     assert_eq!(
         h.acquire(4, false),
         Acquire::Reuse {
@@ -513,8 +513,8 @@ fn rate_limited_server_prefers_reuse_then_other_servers() {
     );
     let _ = h.pool.connect_aborted(ServerId(1));
     // With an idle connection on server 1, a later request reuses it instead.
-    let _ = h.release(b);
-    let _ = h.release(a); // server 0 has one too; RR is at server 1 now
+    assert_eq!(h.release(b), Release::Keep);
+    assert_eq!(h.release(a), Release::Keep); // server 0 has one too; RR is at server 1 now
     assert!(matches!(h.acquire(4, false), Acquire::Reuse { .. }));
 }
 
@@ -667,9 +667,9 @@ fn idle_timeout_closes_old_connections() {
     let mut h = H::new(p);
     let (_, a, _) = h.get(1, true);
     let (_, b, _) = h.get(2, true);
-    let _ = h.release(a);
+    assert_eq!(h.release(a), Release::Keep);
     h.at_ms(1000);
-    let _ = h.release(b);
+    assert_eq!(h.release(b), Release::Keep);
     assert_eq!(h.pool.next_deadline(), Some(h.t0 + Duration::from_secs(30)));
     h.at_ms(29_999);
     assert!(h.expire().close.is_empty());
@@ -695,7 +695,7 @@ fn purge_closes_half_of_the_excess_each_interval() {
     let conns: Vec<_> = (0..10).map(|s| h.get(s, true).1).collect();
     for (i, &c) in conns.iter().enumerate() {
         h.at_ms(i as u64);
-        let _ = h.release(c);
+        assert_eq!(h.release(c), Release::Keep);
     }
     let mut closed_per_tick = Vec::new();
     for tick in 1..=8 {
@@ -777,7 +777,7 @@ fn conn_closed_frees_slots_and_lists() {
         )]
     );
     let b = h.connect(ServerId(0), 2);
-    let _ = h.release(b);
+    assert_eq!(h.release(b), Release::Keep);
     assert!(h.pool.conn_closed(b));
     assert_eq!(h.pool.stats().servers[0].idle, 0);
     assert!(h.get(3, false).2);
@@ -811,7 +811,7 @@ fn protocol_errors_leave_state_unchanged() {
         Err(PoolError::DuplicateConn(a))
     );
     assert_eq!(h.pool.connect_aborted(ServerId(0)), Ok(()));
-    let _ = h.release(a);
+    assert_eq!(h.release(a), Release::Keep);
     assert_eq!(
         h.pool.release(a, true, false, now),
         Err(PoolError::ConnNotInUse(a))
@@ -842,7 +842,7 @@ fn stats_count_reuse() {
     let mut h = H::new(policy(ReuseMode::Safe, 1));
     for i in 0..4 {
         let (_, c, _) = h.get(1, i == 0);
-        let _ = h.release(c);
+        assert_eq!(h.release(c), Release::Keep);
     }
     let st = h.pool.stats();
     assert_eq!((st.requests, st.new_conns, st.reused), (4, 1, 3));
