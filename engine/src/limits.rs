@@ -1,4 +1,5 @@
-//! Process limits the engine depends on: open files and locked memory.
+//! Process limits the engine depends on (open files and locked memory), and the one rule that
+//! divides a process-wide limit among shards.
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
@@ -35,4 +36,40 @@ pub fn memlock() -> (u64, u64) {
 /// Descriptors the engine needs besides connections: listeners, rings, eventfds, stdio, admin.
 pub fn fixed_fds(shards: usize, listeners: usize) -> u64 {
     (shards * (listeners + 3) + 32) as u64
+}
+
+/// Shard `i`'s part of a process-wide limit `total` over `shards` shards: `total / shards`, plus
+/// one for the first `total % shards` shards, so the parts sum to `total`; but a limit that admits
+/// something (`total >= 1`) admits something on every shard: each part is at least 1, so a limit
+/// below the shard count gives each shard 1 (the sum then exceeds `total` by at most
+/// `shards - 1`). A limit of 0 stays 0 on every shard. Used for listener `rate_limit` and every
+/// backend limit (server `maxconn`, `maxqueue`, `conn_rate`, backend `maxconn`, `queue_length`,
+/// `max_idle_per_server`).
+pub fn shard_share(total: u64, shards: usize, i: usize) -> u64 {
+    if total == 0 {
+        return 0;
+    }
+    let n = shards.max(1) as u64;
+    let base = total / n + u64::from((i as u64) < total % n);
+    base.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shard_share;
+
+    #[test]
+    fn shares_sum_to_the_total_and_admit_something_everywhere() {
+        let parts: Vec<u64> = (0..8).map(|i| shard_share(100, 8, i)).collect();
+        assert_eq!(parts.iter().sum::<u64>(), 100);
+        assert_eq!((parts[0], parts[3], parts[4], parts[7]), (13, 13, 12, 12));
+        assert_eq!(
+            (0..8).map(|i| shard_share(3, 8, i)).collect::<Vec<_>>(),
+            [1; 8],
+            "a limit below the shard count gives each shard one"
+        );
+        assert_eq!(shard_share(0, 8, 3), 0, "zero stays zero");
+        assert_eq!(shard_share(7, 1, 0), 7);
+        assert_eq!(shard_share(5, 0, 0), 5, "no shards counts as one");
+    }
 }

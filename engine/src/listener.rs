@@ -19,15 +19,6 @@ pub struct ListenerSpec {
     pub rate_limit: Option<u32>,
 }
 
-/// `total` split over `shards`: shard `i` gets `total / shards`, plus one for the first
-/// `total % shards` shards, and at least 1.
-pub fn shard_share(total: u32, shards: usize, i: usize) -> u32 {
-    let n = shards.max(1) as u64;
-    let t = u64::from(total);
-    let base = t / n + u64::from((i as u64) < t % n);
-    base.max(1) as u32
-}
-
 /// Creates a non-blocking, SO_REUSEPORT listening socket.
 pub fn bind(spec: &ListenerSpec) -> Result<OwnedFd, EngineError> {
     let err = |source: std::io::Error| {

@@ -8,6 +8,7 @@
 use crate::control::{self, Control, ShardHandle, ShardReport};
 use crate::cpus;
 use crate::error::EngineError;
+use crate::limits;
 use crate::listener::{self, ListenerSpec};
 use crate::service::Service;
 use crate::shard::{Shard, ShardConfig};
@@ -127,8 +128,10 @@ impl<St: Send + 'static> Runtime<St> {
                 .listeners
                 .iter()
                 .map(|l| {
-                    l.rate_limit
-                        .map(|r| listener::shard_share(r, shards, shard))
+                    l.rate_limit.map(|r| {
+                        let part = limits::shard_share(u64::from(r), shards, shard);
+                        u32::try_from(part).unwrap_or(u32::MAX)
+                    })
                 })
                 .collect();
             let t = std::thread::Builder::new()

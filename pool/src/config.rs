@@ -5,12 +5,14 @@
 //! # Limits are per shard
 //! A pool belongs to one shard and no request or connection state crosses cores, so every count
 //! here is **one shard's share**. The config layer divides each global limit `L` among `N` shards
-//! as `L / N`, the first `L % N` shards getting one more (the shares sum to `L`), and at least 1 for
-//! a limit that must admit something (`maxconn`, `conn_rate`); this applies to server `maxconn`,
-//! `maxqueue` and `conn_rate`, backend `maxconn` and `queue_cap`, and `max_idle_per_server`.
+//! as `L / N`, the first `L % N` shards getting one more (the shares sum to `L`), and at least 1 on
+//! every shard for a limit of at least 1 (a configured limit never turns a shard into one that
+//! refuses everything; below `N` the shares sum to more than `L`); this applies to server
+//! `maxconn`, `maxqueue` and `conn_rate`, backend `maxconn` and `queue_cap`, and
+//! `max_idle_per_server` (`coreplex_engine::limits::shard_share`, also used for listener rate limits).
 //! Example: server `maxconn 100` over 8 shards gives shards 0-3 a limit of 13 and shards 4-7 a
 //! limit of 12. A shard's requests never borrow another shard's slots: with skewed load the
-//! effective limit can be lower than `L`, never higher. Timeouts and per-session or
+//! effective limit can be lower than `L`, and higher only by the floor of 1 (`L < N`). Timeouts and per-session or
 //! per-connection limits (`idle_timeout`, `queue_timeout`, `max_reuse`, `max_private_per_session`)
 //! are not divided.
 //!

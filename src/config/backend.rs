@@ -152,32 +152,23 @@ pub enum ClientClose {
     Wait,
 }
 
-/// `total` split over `shards`: shard `i` gets `total / shards`, plus one for the first
-/// `total % shards` shards; at least `min`.
-fn share(total: u64, shards: usize, i: usize, min: u64) -> u64 {
-    let n = shards.max(1) as u64;
-    let base = total / n + u64::from((i as u64) < total % n);
-    base.max(min)
-}
-
 impl Backend {
     /// This shard's share of the limits (see the `pool` crate's `config` module docs).
     pub fn policy_for_shard(&self, shard: usize, shards: usize) -> BackendPolicy {
         let mut p = self.policy.clone();
-        let part32 = |v: Option<u32>, min: u64| {
-            v.map(|x| share(u64::from(x), shards, shard, min).min(u64::from(u32::MAX)) as u32)
-        };
-        let part = |v: Option<usize>, min: u64| {
-            v.map(|x| share(x as u64, shards, shard, min).min(usize::MAX as u64) as usize)
-        };
+        let share = |v: u64| coreplex_engine::limits::shard_share(v, shards, shard);
+        let part32 =
+            |v: Option<u32>| v.map(|x| u32::try_from(share(u64::from(x))).unwrap_or(u32::MAX));
+        let part =
+            |v: Option<usize>| v.map(|x| usize::try_from(share(x as u64)).unwrap_or(usize::MAX));
         for s in &mut p.servers {
-            s.maxconn = part32(s.maxconn, 1);
-            s.maxqueue = part32(s.maxqueue, 0);
-            s.conn_rate = part32(s.conn_rate, 1);
+            s.maxconn = part32(s.maxconn);
+            s.maxqueue = part32(s.maxqueue);
+            s.conn_rate = part32(s.conn_rate);
         }
-        p.maxconn = part32(p.maxconn, 1);
-        p.queue_cap = part(p.queue_cap, 0);
-        p.max_idle_per_server = part(p.max_idle_per_server, 0);
+        p.maxconn = part32(p.maxconn);
+        p.queue_cap = part(p.queue_cap);
+        p.max_idle_per_server = part(p.max_idle_per_server);
         p
     }
 }
@@ -341,24 +332,5 @@ pub(super) fn validate(
                 ClientClose::Forward
             }
         },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shares_sum_to_the_total() {
-        let parts: Vec<u64> = (0..8).map(|i| share(100, 8, i, 1)).collect();
-        assert_eq!(parts.iter().sum::<u64>(), 100);
-        assert_eq!(parts[0], 13);
-        assert_eq!(parts[7], 12);
-        assert_eq!(
-            share(3, 8, 7, 1),
-            1,
-            "limits that must admit something stay >= 1"
-        );
-        assert_eq!(share(3, 8, 7, 0), 0);
     }
 }

@@ -819,6 +819,36 @@ pool = { max_idle_per_server = 8, idle_timeout = "10s", max_reuse = 1000 }
     }
 
     #[test]
+    fn every_backend_limit_is_split_per_shard_with_a_floor_of_one() {
+        let text = r#"
+version = 1
+[[listener]]
+bind = "127.0.0.1:1"
+[[listener.route]]
+backend = "app"
+[backend.app]
+servers = [{ address = "127.0.0.1:9001", maxconn = 3, maxqueue = 1, conn_rate = 1 }]
+maxconn = 5
+queue_length = 1
+pool = { max_idle_per_server = 0 }
+"#;
+        let c = load(text).expect("valid");
+        let b = &c.backends[0];
+        let parts: Vec<_> = (0..2).map(|i| b.policy_for_shard(i, 2)).collect();
+        let s = |i: usize| &parts[i].servers[0];
+        assert_eq!((s(0).maxconn, s(1).maxconn), (Some(2), Some(1)));
+        assert_eq!((s(0).maxqueue, s(1).maxqueue), (Some(1), Some(1)));
+        assert_eq!((s(0).conn_rate, s(1).conn_rate), (Some(1), Some(1)));
+        assert_eq!((parts[0].maxconn, parts[1].maxconn), (Some(3), Some(2)));
+        assert_eq!((parts[0].queue_cap, parts[1].queue_cap), (Some(1), Some(1)));
+        // 0 (keep no idle connection) stays 0 on every shard.
+        assert_eq!(
+            (parts[0].max_idle_per_server, parts[1].max_idle_per_server),
+            (Some(0), Some(0))
+        );
+    }
+
+    #[test]
     fn backend_errors_carry_their_key_paths() {
         let text = r#"
 version = 1

@@ -404,6 +404,11 @@ impl Conn {
     pub fn connect(addr: SocketAddr) -> Conn {
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
             .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        Conn::from_stream(stream)
+    }
+
+    /// Wraps a connected stream (Nagle off, 5 s write timeout).
+    pub fn from_stream(stream: TcpStream) -> Conn {
         stream.set_nodelay(true).unwrap();
         stream
             .set_write_timeout(Some(Duration::from_secs(5)))

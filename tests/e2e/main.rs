@@ -11,6 +11,7 @@ mod metrics;
 mod proxy;
 mod proxy_pool;
 mod runtime;
+mod shards;
 mod shutdown;
 mod timeouts;
 mod tuning;
