@@ -290,11 +290,11 @@ fn max_idle_per_server_is_per_shard_and_at_least_one() {
     // 1 over 2 shards: still 1 on each (a pool that keeps nothing would never reuse).
     let s = two_shard_proxy(&b, "reuse = \"always\"\npool = { max_idle_per_server = 1 }");
     let ports = ports_per_shard(&s, 2);
-    for shard in 0..2 {
+    for (shard, ports) in ports.iter().enumerate() {
         // Two requests at once on this shard: two backend connections, one kept afterwards.
         let before = b.accepted();
-        let mut x = client_from(&s, ports[shard][0]);
-        let mut y = client_from(&s, ports[shard][1]);
+        let mut x = client_from(&s, ports[0]);
+        let mut y = client_from(&s, ports[1]);
         x.send(b"GET /delay/300 HTTP/1.1\r\nHost: a\r\n\r\n");
         y.send(b"GET /delay/300 HTTP/1.1\r\nHost: a\r\n\r\n");
         assert_eq!(x.response(false, true).unwrap().status, 200);
