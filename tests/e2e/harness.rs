@@ -587,6 +587,24 @@ pub fn assert_metric_at_least(admin: SocketAddr, key: &str, min: f64) {
     wait_metric(admin, key, |v| v >= min, &format!(">= {min}"));
 }
 
+/// Runs `tests/e2e/tools/sockopt.py ARGS` (reads or sets another process's socket options
+/// through pidfd_getfd) and returns what it printed; panics if it fails.
+pub fn sockopt(args: &[&str]) -> String {
+    let tool = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/tools/sockopt.py");
+    let out = Command::new("python3")
+        .arg(tool)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "sockopt.py {args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 /// Runs `curl` with `args` (plus `--max-time 10`); panics if curl is not installed.
 pub fn curl(args: &[&str]) -> Output {
     match Command::new("curl")

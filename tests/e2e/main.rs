@@ -4,6 +4,7 @@
 
 mod backend;
 mod cli;
+mod forwarding;
 mod harness;
 mod http1;
 mod malformed;

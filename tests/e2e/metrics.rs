@@ -102,3 +102,205 @@ fn idle_admin_connections_do_not_block_health_checks() {
     );
     drop(idle);
 }
+
+/// `coreplex_connections_closed_total` by reason, from one scrape.
+fn closed_by_reason(admin: std::net::SocketAddr) -> std::collections::BTreeMap<String, f64> {
+    let text = metrics_text(admin);
+    text.lines()
+        .filter_map(|l| l.strip_prefix("coreplex_connections_closed_total{reason=\""))
+        .filter_map(|l| {
+            let (reason, v) = l.split_once("\"} ")?;
+            Some((reason.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Runs `scenario` and asserts that exactly one connection closed, for `reason`.
+fn closes_once_for(s: &Server, reason: &str, scenario: impl FnOnce()) {
+    let before = closed_by_reason(s.admin());
+    scenario();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let after = closed_by_reason(s.admin());
+        let moved: Vec<(String, f64)> = after
+            .iter()
+            .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+            .filter(|(_, d)| *d != 0.0)
+            .collect();
+        if moved == [(reason.to_string(), 1.0)] {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline && moved.iter().all(|(_, d)| *d > 0.0),
+            "expected one close for {reason}, got {moved:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn every_close_reason_is_counted() {
+    use crate::harness::SHORT_TIMEOUTS;
+    let s = Server::start(&config(
+        &format!("shutdown_timeout = \"20s\"\n{SHORT_TIMEOUTS}"),
+        "",
+    ));
+    let addr = s.addr();
+    closes_once_for(&s, "peer_closed", || {
+        let mut c = Conn::connect(addr);
+        c.send(&get("/"));
+        c.response();
+    });
+    closes_once_for(&s, "peer_reset", || {
+        let mut c = Conn::connect(addr);
+        c.send(&get("/"));
+        c.response();
+        let _ = socket2::SockRef::from(&c.stream).set_linger(Some(Duration::ZERO));
+    });
+    closes_once_for(&s, "done", || {
+        let (_, closed) = raw(
+            addr,
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(3),
+        );
+        assert!(closed);
+    });
+    closes_once_for(&s, "keepalive_timeout", || {
+        let mut c = Conn::connect(addr);
+        c.send(&get("/"));
+        c.response();
+        assert!(c.expect_eof(Duration::from_secs(3)).0);
+    });
+    closes_once_for(&s, "request_timeout", || {
+        let mut c = Conn::connect(addr);
+        c.send(b"GET / HTTP/1.1\r\n");
+        assert_eq!(c.response().status, 408);
+        assert!(c.expect_eof(Duration::from_secs(3)).0);
+    });
+    closes_once_for(&s, "client_timeout", || {
+        let mut c = Conn::connect(addr);
+        c.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 9\r\n\r\nabc");
+        assert_eq!(c.response().status, 408);
+        assert!(c.expect_eof(Duration::from_secs(3)).0);
+    });
+    closes_once_for(&s, "protocol_error", || {
+        let (bytes, closed) = raw(
+            addr,
+            b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            Duration::from_secs(3),
+        );
+        assert!(
+            bytes.starts_with(b"HTTP/1.1 400 "),
+            "{:?}",
+            String::from_utf8_lossy(&bytes)
+        );
+        assert!(closed);
+    });
+    // An idle connection closed by the stop, while a stuck request keeps the process running.
+    let mut stuck = Conn::connect(addr);
+    stuck.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 9\r\n\r\nabc");
+    closes_once_for(&s, "shutdown", || {
+        let mut idle = Conn::connect(addr);
+        idle.send(&get("/"));
+        idle.response();
+        s.signal("TERM");
+        assert!(idle.expect_eof(Duration::from_secs(3)).0);
+    });
+}
+
+#[test]
+fn accept_errors_are_counted_and_accepting_recovers() {
+    // 64 descriptors for 200 configured connections: accepts beyond the limit fail with EMFILE
+    // (counted, retried); clients wait in the backlog and are served as others leave.
+    let s = Server::start_with_nofile(&config("max_connections = 200", ""), 64);
+    // Scrapes need descriptors too: open the admin connections before the shard takes the rest
+    // (each waits 2 s for its request).
+    let mut scrapes: Vec<Conn> = (0..4).map(|_| Conn::connect(s.admin())).collect();
+    let clients: Vec<Conn> = (0..70)
+        .map(|_| {
+            let mut c = Conn::connect(s.addr());
+            c.send(&get("/"));
+            c
+        })
+        .collect();
+    let mut emfile = 0.0;
+    while let Some(mut admin) = scrapes.pop() {
+        admin.send(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n");
+        let r = admin.response_within(Duration::from_secs(2), false);
+        emfile = metric_in(&r.text(), "coreplex_accept_errors_total{kind=\"emfile\"}").unwrap();
+        if emfile >= 1.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(emfile >= 1.0, "no EMFILE accept error counted");
+    let mut clients = clients;
+    let rest = clients.split_off(30);
+    drop(clients);
+    for (i, mut c) in rest.into_iter().enumerate() {
+        let r = c.try_response(Duration::from_secs(5), false);
+        assert_eq!(
+            r.map(|r| r.status),
+            Some(200),
+            "client {} not served",
+            30 + i
+        );
+    }
+}
+
+#[test]
+fn idle_connections_hold_no_buffer_and_one_timer_each() {
+    let s = Server::start(&config("", ""));
+    let conns: Vec<Conn> = (0..10)
+        .map(|_| {
+            let mut c = Conn::connect(s.addr());
+            c.send(&get("/"));
+            assert_eq!(c.response().status, 200);
+            c
+        })
+        .collect();
+    let text = metrics_text(s.admin());
+    assert_eq!(m(&text, "coreplex_connections_current"), 10.0);
+    assert_eq!(
+        m(&text, "coreplex_buffers_outstanding"),
+        0.0,
+        "an idle keep-alive connection holds a receive buffer"
+    );
+    assert_eq!(
+        m(&text, "coreplex_timers"),
+        10.0,
+        "one keep-alive timer each"
+    );
+    drop(conns);
+    assert!(crate::backend::wait_until(Duration::from_secs(3), || {
+        let text = metrics_text(s.admin());
+        m(&text, "coreplex_connections_current") == 0.0
+    }));
+    let text = metrics_text(s.admin());
+    assert_eq!(m(&text, "coreplex_timers"), 0.0);
+    assert_eq!(m(&text, "coreplex_buffers_outstanding"), 0.0);
+}
+
+#[test]
+fn a_proxied_exchange_leaves_no_buffer_or_timer_behind() {
+    use crate::backend::{Client, TestBackend};
+    let b = TestBackend::start();
+    let s = crate::proxy::start(&b, "");
+    let mut c = Client::connect(s.addr());
+    for _ in 0..5 {
+        assert_eq!(c.get("/bytes/100000").status, 200);
+    }
+    // Idle now: the client connection keeps its keep-alive timer, the pooled backend connection
+    // none (the pool's own deadlines bound the loop instead); no buffer anywhere.
+    let text = metrics_text(s.admin());
+    assert_eq!(m(&text, "coreplex_outbound_connections_current"), 1.0);
+    assert_eq!(m(&text, "coreplex_buffers_outstanding"), 0.0);
+    assert_eq!(m(&text, "coreplex_timers"), 1.0);
+    drop(c);
+    assert!(crate::backend::wait_until(Duration::from_secs(3), || {
+        m(&metrics_text(s.admin()), "coreplex_connections_current") == 0.0
+    }));
+    let text = metrics_text(s.admin());
+    assert_eq!(m(&text, "coreplex_timers"), 0.0);
+    assert_eq!(m(&text, "coreplex_buffers_outstanding"), 0.0);
+}

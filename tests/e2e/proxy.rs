@@ -1189,19 +1189,9 @@ fn client_close_wait_keeps_the_backend_connection_for_reuse() {
 }
 
 /// `(SO_KEEPALIVE, idle, interval, count)` of process `pid`'s connected socket whose local
-/// (`local == true`) or peer address is `addr`, read by `tools/keepalive.py` (pidfd_getfd).
+/// (`local == true`) or peer address is `addr`, read by `tools/sockopt.py` (pidfd_getfd).
 fn keepalive_of(pid: u32, addr: SocketAddr, local: bool) -> (u32, u32, u32, u32) {
-    let tool = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/tools/keepalive.py");
-    let out = Command::new("python3")
-        .args([tool, &pid.to_string()])
-        .output()
-        .expect("python3 runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "keepalive.py: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = crate::harness::sockopt(&["keepalive", &pid.to_string()]);
     let addr = addr.to_string();
     let line = text
         .lines()

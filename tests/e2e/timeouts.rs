@@ -140,3 +140,91 @@ fn a_client_that_never_reads_its_final_response_is_closed() {
     }
     drop(c);
 }
+
+/// Seconds until `coreplex_connections_current` drops to 0 (polled; `None` after `limit`).
+fn until_no_connections(s: &Server, t0: Instant, limit: Duration) -> Option<Duration> {
+    loop {
+        if metric(s.admin(), "coreplex_connections_current") == 0.0 {
+            return Some(t0.elapsed());
+        }
+        if t0.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn client_fin_bounds_a_final_response_the_client_does_not_read() {
+    // A final response (`Connection: close`) of 1 MB to a client that never reads: once it is
+    // queued, `client_fin` (300 ms) governs, not `client` (30 s), nor `linger` (10 s, which
+    // would apply had the kernel taken the whole response).
+    let big = "x".repeat(1_000_000);
+    let cfg = format!(
+        "{}\n[[listener.route]]\npath = \"/big\"\nrespond = {{ body = \"{big}\" }}\n",
+        config(
+            "linger = \"10s\"\n[defaults.timeouts]\nclient = \"30s\"\nclient_fin = \"300ms\"\n",
+            ""
+        )
+    );
+    let s = Server::start(&cfg);
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&s.addr().into()).unwrap();
+    let mut c: std::net::TcpStream = sock.into();
+    // Keep the kernel from taking the whole response: a small send buffer on the server's side
+    // of this connection leaves most of it in coreplex's output.
+    assert!(crate::backend::wait_until(Duration::from_secs(3), || {
+        metric(s.admin(), "coreplex_connections_current") == 1.0
+    }));
+    let peer = c.local_addr().unwrap().to_string();
+    crate::harness::sockopt(&["sndbuf", &s.pid().to_string(), &peer, "4096"]);
+    use std::io::Write;
+    c.write_all(b"GET /big HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let t0 = Instant::now();
+    let closed = until_no_connections(&s, t0, Duration::from_secs(10))
+        .expect("the stuck final response outlived client_fin by far");
+    assert!(
+        closed >= Duration::from_millis(250) && closed < Duration::from_secs(3),
+        "closed after {closed:?}: expected about client_fin (300 ms), far below client (30 s)"
+    );
+    drop(c);
+}
+
+#[test]
+fn linger_bounds_the_drain_after_a_final_response() {
+    // After a final response the server stops sending and reads (drains) what the client still
+    // sends, for at most `global.linger`, then closes: the client reads its response, not a reset.
+    for (linger, min, max) in [
+        (
+            "300ms",
+            Duration::from_millis(250),
+            Duration::from_millis(2000),
+        ),
+        (
+            "3s",
+            Duration::from_millis(2500),
+            Duration::from_millis(6000),
+        ),
+    ] {
+        let s = Server::start(&config(&format!("linger = \"{linger}\""), ""));
+        let mut c = Conn::connect(s.addr());
+        c.send(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+        let r = c.response();
+        assert_eq!(r.status, 200);
+        let t0 = Instant::now();
+        // The server's FIN arrives at once; the client keeps its side open (and sends more).
+        assert!(
+            c.expect_eof(Duration::from_secs(3)).0,
+            "no FIN after the final response"
+        );
+        c.send_lossy(b"more bytes the server drains");
+        let closed = until_no_connections(&s, t0, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("linger {linger}: never closed"));
+        assert!(
+            closed >= min && closed < max,
+            "linger {linger}: closed after {closed:?}"
+        );
+    }
+}
