@@ -80,26 +80,9 @@ fn max_connections(cfg: &Config, fd: &limits::FdLimit) -> usize {
     }
 }
 
-fn start(cfg: Config, signals: SigSet) -> Result<(), String> {
-    let fd = limits::raise_nofile();
-    if fd.soft != fd.before {
-        tracing::info!(
-            "raised the open-files limit from {} to {}",
-            fd.before,
-            fd.soft
-        );
-    }
-    let max_conn = max_connections(&cfg, &fd);
-    let admin_listener = match cfg.admin {
-        Some(addr) => Some(admin::bind(addr)?),
-        None => None,
-    };
-    let listeners: Arc<Vec<ListenerRuntime>> =
-        Arc::new(cfg.listeners.iter().map(ListenerRuntime::new).collect());
-    let backends: Arc<Vec<BackendRuntime>> =
-        Arc::new(cfg.backends.iter().map(BackendRuntime::new).collect());
-    let shards = cfg.global.cpus.len();
-    let rt_cfg = RuntimeConfig {
+/// The engine's configuration for `cfg`, with `max_conn` client connections per shard.
+pub(crate) fn runtime_config(cfg: &Config, max_conn: usize) -> RuntimeConfig {
+    RuntimeConfig {
         cpus: cfg.global.cpus.clone(),
         listeners: cfg
             .listeners
@@ -126,11 +109,36 @@ fn start(cfg: Config, signals: SigSet) -> Result<(), String> {
             // One backend connection per client in flight, plus pooled idle ones.
             max_outbound: if cfg.backends.is_empty() { 0 } else { max_conn },
         },
+    }
+}
+
+/// Builds each shard's HTTP service (on the shard's own thread) over the shared, read-only
+/// listener and backend tables of `cfg`.
+pub(crate) fn service_factory(cfg: &Config) -> impl Fn(usize) -> HttpService + Send + Sync {
+    let listeners: Arc<Vec<ListenerRuntime>> =
+        Arc::new(cfg.listeners.iter().map(ListenerRuntime::new).collect());
+    let backends: Arc<Vec<BackendRuntime>> =
+        Arc::new(cfg.backends.iter().map(BackendRuntime::new).collect());
+    let shards = cfg.global.cpus.len();
+    move |shard| HttpService::new(listeners.clone(), backends.clone(), shard, shards)
+}
+
+fn start(cfg: Config, signals: SigSet) -> Result<(), String> {
+    let fd = limits::raise_nofile();
+    if fd.soft != fd.before {
+        tracing::info!(
+            "raised the open-files limit from {} to {}",
+            fd.before,
+            fd.soft
+        );
+    }
+    let max_conn = max_connections(&cfg, &fd);
+    let admin_listener = match cfg.admin {
+        Some(addr) => Some(admin::bind(addr)?),
+        None => None,
     };
-    let runtime = Runtime::start(rt_cfg, move |shard| {
-        HttpService::new(listeners.clone(), backends.clone(), shard, shards)
-    })
-    .map_err(|e| e.to_string())?;
+    let runtime = Runtime::start(runtime_config(&cfg, max_conn), service_factory(&cfg))
+        .map_err(|e| e.to_string())?;
     let handle = runtime.handle();
     let stopping = Arc::new(AtomicBool::new(false));
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());

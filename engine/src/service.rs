@@ -218,11 +218,14 @@ pub(crate) struct ConnIo<B> {
 }
 
 impl<B> Default for ConnIo<B> {
+    /// A new box: the two output buffers (one filling while the other is being sent) start at
+    /// [`OUT_START`] bytes, so the responses to a short pipeline are written without growing
+    /// them; input is only buffered for requests split across reads and starts empty.
     fn default() -> Self {
         ConnIo {
             input: Vec::new(),
-            out: Vec::new(),
-            spare: Vec::new(),
+            out: Vec::with_capacity(OUT_START),
+            spare: Vec::with_capacity(OUT_START),
             in_flight: 0,
             busy: None,
             peer: None,
@@ -232,6 +235,8 @@ impl<B> Default for ConnIo<B> {
 
 /// Largest buffer capacity kept when a connection goes idle.
 pub(crate) const KEEP_CAPACITY: usize = 64 * 1024;
+/// Starting capacity of a box's output buffers.
+pub(crate) const OUT_START: usize = 4096;
 
 impl<B> ConnIo<B> {
     pub fn is_idle(&self) -> bool {
@@ -245,10 +250,14 @@ impl<B> ConnIo<B> {
     pub fn trim(&mut self) {
         self.busy = None;
         self.peer = None;
-        for v in [&mut self.input, &mut self.out, &mut self.spare] {
+        self.input.clear();
+        if self.input.capacity() > KEEP_CAPACITY {
+            self.input = Vec::new();
+        }
+        for v in [&mut self.out, &mut self.spare] {
             v.clear();
             if v.capacity() > KEEP_CAPACITY {
-                *v = Vec::new();
+                *v = Vec::with_capacity(OUT_START);
             }
         }
     }

@@ -2,6 +2,8 @@
 //! `coreplex-protocol`, matches routes, writes direct responses or forwards to backends through
 //! the [`proxy`], enforces timeouts and limits, and keeps per-shard statistics.
 
+#[cfg(test)]
+mod alloc_tests;
 pub mod proxy;
 mod response;
 mod service;

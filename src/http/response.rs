@@ -148,10 +148,10 @@ impl DateCache {
 
     fn refresh(&mut self, now: Instant) {
         let wall = SystemTime::now();
-        let s = httpdate::fmt_http_date(wall);
-        let b = s.as_bytes();
-        let n = b.len().min(29);
-        self.value[..n].copy_from_slice(&b[..n]);
+        // Formatted straight into the cache (no String: nothing is allocated once a second).
+        let mut w = std::io::Cursor::new(&mut self.value[..]);
+        let _ =
+            std::io::Write::write_fmt(&mut w, format_args!("{}", httpdate::HttpDate::from(wall)));
         let sub = wall
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())

@@ -6,12 +6,16 @@
 //! - [`BufRing`]: the provided-buffer ring that multishot receives pick from. A buffer leaves the
 //!   kernel's ownership only through a completion ([`RecvBuf`]) and goes back through `recycle`.
 //! - [`fd`]: turning raw descriptors returned by completions into owned ones.
+//! - [`CountingAlloc`]: a counting global allocator for the tests of "no allocation on the fast
+//!   path" (installed by those tests only).
 //!
 //! Invariant: every `unsafe` block carries a `// SAFETY:` line naming what makes it sound.
 
+mod alloc;
 mod bufring;
 pub mod fd;
 mod ring;
 
+pub use alloc::CountingAlloc;
 pub use bufring::{BufRing, RecvBuf};
 pub use ring::{Completion, Ring, RingError, RingFeatures, SendOutcome};
