@@ -21,7 +21,7 @@ use crate::stats::EngineStats;
 use crate::sys::{fd::from_accept_result, Completion, Ring, SendOutcome};
 use crate::table::{Id, Table};
 use crate::token::{self, OP_ACCEPT, OP_CANCEL, OP_CONNECT, OP_RECV, OP_SEND, OP_WAKE};
-use crate::wheel::{TimerKey, Wheel};
+use crate::wheel::{Fired, TimerKey, Wheel};
 use socket2::SockRef;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -285,7 +285,7 @@ pub(crate) struct Shard<S: Service> {
     /// Sockets accepted beyond a listener's rate limit, served as its tokens come.
     rate_held: std::collections::VecDeque<(OwnedFd, usize)>,
     rate_timer: TimerKey,
-    fired: Vec<u32>,
+    fired: Vec<Fired>,
     actions: ShardActions,
     /// When the service asked to be polled again ([`Service::poll`]).
     service_deadline: Option<Instant>,
@@ -405,8 +405,8 @@ impl<S: Service> Shard<S> {
         self.set_clock();
         let mut fired = std::mem::take(&mut self.fired);
         self.core.wheel.poll(self.core.now_ms, &mut fired);
-        for &t in &fired {
-            self.on_timer(t);
+        for &f in &fired {
+            self.on_timer(f);
         }
         fired.clear();
         self.fired = fired;
@@ -1277,15 +1277,22 @@ impl<S: Service> Shard<S> {
 
     // ---- timers -------------------------------------------------------------------------------
 
-    fn on_timer(&mut self, token: u32) {
-        match token {
+    /// Runs the handler of a fired timer whose holder still holds its key (keys fired in this
+    /// batch are not reused within it: see the wheel's docs), so a connection closed or a slot
+    /// refilled earlier in the batch is never acted on.
+    fn on_timer(&mut self, fired: Fired) {
+        match fired.token {
             TIMER_ACCEPT_RETRY => {
+                if self.accept_retry != fired.key {
+                    return;
+                }
                 self.accept_retry = TimerKey::NONE;
                 if !self.accept_paused && !self.core.stopping {
                     self.arm_accepts();
                 }
             }
-            TIMER_RATE => self.on_rate_timer(),
+            TIMER_RATE if self.rate_timer == fired.key => self.on_rate_timer(),
+            TIMER_RATE => {}
             TIMER_STOP_DEADLINE => {
                 let open = self.core.conns.len();
                 if open > 0 {
@@ -1304,7 +1311,7 @@ impl<S: Service> Shard<S> {
                     return;
                 };
                 let conn = self.core.conns.get_mut(id).expect("id_at");
-                if !conn.timer.is_some() {
+                if conn.timer != fired.key {
                     return;
                 }
                 conn.timer = TimerKey::NONE;

@@ -8,12 +8,25 @@
 //! Most timers (request, keep-alive, server, connect) are cancelled before they fire: cancelling is an
 //! unlink, and nothing is sorted until a slot actually expires (entries of a higher level cascade
 //! down only when their slot comes due).
+//!
+//! # Fired keys stay reserved for the batch
+//! [`Wheel::poll`] hands out every due timer as `(token, key)`. Those entries are *not* freed
+//! then: they stay reserved (neither scheduled nor reusable) until the next `poll`, so while the
+//! caller runs the batch's handlers, a handler that inserts a timer always gets a key no holder of
+//! a fired key still has, and cancelling a fired key (say, closing a connection whose timer is
+//! later in the batch) is a no-op that cannot hit someone else's new timer. A caller checks that a
+//! fired key is still the one its record holds before acting on the token, so a token whose slot
+//! was reused within the batch (its record holds another key, or none) is ignored. Together these
+//! do what generations would, without widening the 4-byte key.
 
 const LEVELS: usize = 6;
 const SLOTS: usize = 64;
 const MAX_DELAY: u64 = (1 << (6 * LEVELS)) - 1;
 const NONE: u32 = u32::MAX;
+/// `Entry::slot` of an entry on the free list.
 const FREE: u16 = u16::MAX;
+/// `Entry::slot` of an entry handed out by the last `poll` and not yet freed.
+const FIRED: u16 = u16::MAX - 1;
 
 /// A handle to a scheduled timer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +51,16 @@ struct Entry {
     slot: u16,
 }
 
+/// A timer handed out by [`Wheel::poll`]: the token it was inserted with and its key, which its
+/// holder compares with the key it stored before acting on the token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fired {
+    /// The token given to [`Wheel::insert`].
+    pub token: u32,
+    /// The key [`Wheel::insert`] returned.
+    pub key: TimerKey,
+}
+
 /// The wheel. Time is in milliseconds since an epoch the owner chooses.
 pub struct Wheel {
     entries: Vec<Entry>,
@@ -46,6 +69,8 @@ pub struct Wheel {
     occupied: [u64; LEVELS],
     elapsed: u64,
     len: usize,
+    /// Keys handed out by the last poll, freed at the next one.
+    reserved: Vec<u32>,
 }
 
 impl Wheel {
@@ -59,10 +84,11 @@ impl Wheel {
             occupied: [0; LEVELS],
             elapsed: 0,
             len: 0,
+            reserved: Vec::new(),
         }
     }
 
-    /// Number of scheduled timers.
+    /// Number of scheduled timers (fired ones not included).
     pub fn len(&self) -> usize {
         self.len
     }
@@ -102,14 +128,21 @@ impl Wheel {
         TimerKey(key)
     }
 
-    /// Cancels a timer. Cancelling a key that already fired or was cancelled is a bug in the caller
-    /// and is ignored when detectable.
+    /// Cancels a timer. Cancelling a key that fired in the last poll is a no-op (the key stays
+    /// reserved until the next poll); cancelling one that was already freed is a bug in the caller,
+    /// ignored when detectable.
     pub fn cancel(&mut self, key: TimerKey) {
         let k = key.0;
-        if k == NONE || self.entries.get(k as usize).is_none_or(|e| e.slot == FREE) {
+        if k == NONE
+            || self
+                .entries
+                .get(k as usize)
+                .is_none_or(|e| e.slot == FREE || e.slot == FIRED)
+        {
             return;
         }
         self.unlink(k);
+        self.len -= 1;
         self.release(k);
     }
 
@@ -118,8 +151,14 @@ impl Wheel {
         self.next_expiration().map(|(_, _, d)| d)
     }
 
-    /// Advances the wheel to `now` and appends the tokens of all timers due by then to `fired`.
-    pub fn poll(&mut self, now: u64, fired: &mut Vec<u32>) {
+    /// Frees the keys handed out by the previous poll, advances the wheel to `now` and appends
+    /// every timer due by then to `fired` (their keys stay reserved until the next poll).
+    pub fn poll(&mut self, now: u64, fired: &mut Vec<Fired>) {
+        let mut reserved = std::mem::take(&mut self.reserved);
+        for k in reserved.drain(..) {
+            self.release(k);
+        }
+        self.reserved = reserved;
         while let Some((level, slot, deadline)) = self.next_expiration() {
             if deadline > now {
                 break;
@@ -135,8 +174,13 @@ impl Wheel {
                 e.next = NONE;
                 e.slot = FREE;
                 if e.deadline <= self.elapsed {
-                    fired.push(e.token);
-                    self.release(k);
+                    e.slot = FIRED;
+                    fired.push(Fired {
+                        token: e.token,
+                        key: TimerKey(k),
+                    });
+                    self.reserved.push(k);
+                    self.len -= 1;
                 } else {
                     self.link(k);
                 }
@@ -146,12 +190,12 @@ impl Wheel {
         self.elapsed = self.elapsed.max(now);
     }
 
+    /// Puts entry `k` on the free list.
     fn release(&mut self, k: u32) {
         let e = &mut self.entries[k as usize];
         e.slot = FREE;
         e.next = self.free;
         self.free = k;
-        self.len -= 1;
     }
 
     fn link(&mut self, k: u32) {
@@ -229,6 +273,7 @@ mod tests {
     fn drain(w: &mut Wheel, now: u64) -> Vec<u32> {
         let mut v = Vec::new();
         w.poll(now, &mut v);
+        let mut v: Vec<u32> = v.into_iter().map(|f| f.token).collect();
         v.sort();
         v
     }
@@ -264,7 +309,8 @@ mod tests {
         assert_eq!(d, b, "freed entry is reused");
         w.cancel(a);
         assert_eq!(drain(&mut w, 60), vec![3]);
-        w.cancel(c); // already fired: ignored
+        w.cancel(c); // fired in the last poll: ignored
+        assert_eq!(w.len(), 1);
         assert_eq!(drain(&mut w, 70), vec![4]);
         assert!(w.is_empty());
         assert_eq!(w.next_deadline(), None);
@@ -317,6 +363,10 @@ mod tests {
                     now += (x >> 8) % 700;
                     let mut fired = Vec::new();
                     w.poll(now, &mut fired);
+                    for f in &fired {
+                        assert_eq!(Some(&f.key), keys.get(&f.token), "fired with its own key");
+                    }
+                    let mut fired: Vec<u32> = fired.into_iter().map(|f| f.token).collect();
                     fired.sort();
                     let mut due: Vec<u32> = model
                         .iter()
@@ -339,6 +389,38 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn keys_fired_in_one_poll_stay_reserved_for_the_batch() {
+        // Two timers fire in one poll; a handler inserts a new one; then each fired key is
+        // cancelled (a later connection in the batch closing, say): only the new timer remains.
+        let mut w = Wheel::with_capacity(4);
+        let a = w.insert(10, 1);
+        let b = w.insert(10, 2);
+        let mut fired = Vec::new();
+        w.poll(10, &mut fired);
+        assert_eq!(fired.len(), 2);
+        assert!(fired.contains(&Fired { token: 1, key: a }));
+        assert!(fired.contains(&Fired { token: 2, key: b }));
+        assert!(w.is_empty());
+        let new = w.insert(50, 3);
+        assert!(
+            new != a && new != b,
+            "a fired key was handed out within its batch"
+        );
+        w.cancel(a);
+        w.cancel(b);
+        assert_eq!(w.len(), 1, "cancelling a fired key cancelled another timer");
+        assert_eq!(drain(&mut w, 49), Vec::<u32>::new());
+        // The next poll freed them: they are reused now, and fire normally.
+        let again = w.insert(60, 4);
+        assert!(
+            again == a || again == b,
+            "reserved keys were not freed by the next poll"
+        );
+        assert_eq!(drain(&mut w, 60), vec![3, 4]);
+        assert!(w.is_empty());
     }
 
     #[test]
