@@ -98,6 +98,22 @@ fn client_from(s: &Server, port: u16) -> Client {
     )
 }
 
+/// One `GET /` from each of `ports`, all at once, each on its own thread: their statuses.
+fn gets_from(s: &Server, ports: &[u16]) -> Vec<std::thread::JoinHandle<u16>> {
+    let addr = s.addr();
+    ports
+        .iter()
+        .map(|&p| {
+            std::thread::spawn(move || {
+                let stream = connect_from(addr, p).expect("connect from a probed port");
+                Client::from_stream(stream, Duration::from_secs(10))
+                    .get("/")
+                    .status
+            })
+        })
+        .collect()
+}
+
 #[test]
 fn max_connections_is_per_shard() {
     if !two_shards("max_connections_is_per_shard") {
@@ -152,17 +168,7 @@ fn listener_rate_limit_is_split_between_shards() {
     // The probes spent tokens: let both buckets refill.
     std::thread::sleep(Duration::from_millis(1100));
     let t0 = Instant::now();
-    let on0: Vec<_> = ports[0]
-        .iter()
-        .map(|&p| {
-            let addr = s.addr();
-            std::thread::spawn(move || {
-                let mut c =
-                    Client::from_stream(connect_from(addr, p).unwrap(), Duration::from_secs(10));
-                c.get("/").status
-            })
-        })
-        .collect();
+    let on0 = gets_from(&s, &ports[0]);
     // Shard 1's bucket is untouched by shard 0's burst: its two connections go through at once.
     for &p in &ports[1][..2] {
         let mut c = client_from(&s, p);
@@ -329,17 +335,7 @@ fn conn_rate_is_per_shard() {
     let s = Server::start(&cfg);
     let ports = ports_per_shard(&s, 2);
     let t0 = Instant::now();
-    let slow: Vec<_> = ports[0]
-        .iter()
-        .map(|&p| {
-            let addr = s.addr();
-            std::thread::spawn(move || {
-                let mut c =
-                    Client::from_stream(connect_from(addr, p).unwrap(), Duration::from_secs(10));
-                c.get("/").status
-            })
-        })
-        .collect();
+    let slow = gets_from(&s, &ports[0]);
     let mut other = client_from(&s, ports[1][0]);
     assert_eq!(other.get("/").status, 200);
     let fast = t0.elapsed();
