@@ -1,0 +1,76 @@
+//! Carrying out what a service callback asked for (its own state, its peer, wake-ups).
+
+use super::*;
+
+impl<S: Service> Shard<S> {
+    // ---- requests from callbacks --------------------------------------------------------------
+
+    pub(super) fn apply(&mut self, id: Id, req: Requests) {
+        const PEER_BITS: u16 = flags::PEER_OUTPUT
+            | flags::RESUME_PEER
+            | flags::UNPAIR
+            | flags::CLOSE_PEER
+            | flags::CLOSE_PEER_AFTER_FLUSH
+            | flags::SHUTDOWN_PEER_WRITE;
+        let Requests {
+            bits,
+            reason,
+            mut effects,
+        } = req;
+        // This connection's own state first, so what the peer effects trigger (e.g. `on_paired`
+        // resuming input) sees it.
+        if bits & flags::CLOSE == 0 {
+            self.apply_own(id, bits, reason);
+        }
+        let wake = std::mem::take(&mut effects.wake);
+        if bits & PEER_BITS != 0 || effects.connect.is_some() || effects.pair.is_some() {
+            self.apply_peer(id, bits, effects);
+        }
+        for other in wake {
+            if self
+                .core
+                .conns
+                .get(other)
+                .is_some_and(|c| c.state & state::CLOSING == 0)
+            {
+                if let Some(((), req)) = self.core.call(other, |svc, cx, app| svc.on_wake(cx, app))
+                {
+                    self.apply(other, req);
+                }
+            }
+        }
+        if bits & flags::CLOSE != 0 {
+            self.begin_close(id, reason);
+            self.maybe_finalize(id);
+            return;
+        }
+        if bits & flags::RESUME != 0 {
+            self.resume(id);
+        }
+        self.flush(id);
+        self.settle(id);
+    }
+
+    pub(super) fn apply_own(&mut self, id: Id, bits: u16, reason: CloseReason) {
+        let Some(conn) = self.core.conns.get_mut(id) else {
+            return;
+        };
+        if bits & flags::SHUTDOWN_WRITE != 0 {
+            conn.state |= state::SHUT_WR_PENDING;
+        }
+        if bits & flags::CLOSE_AFTER_FLUSH != 0 && conn.state & state::FLUSH_THEN_CLOSE == 0 {
+            conn.state |= state::FLUSH_THEN_CLOSE;
+            conn.reason = reason;
+        }
+        if bits & flags::PAUSE != 0
+            && conn.state & state::PAUSED == 0
+            && conn.state & state::FLUSH_THEN_CLOSE == 0
+        {
+            conn.state |= state::PAUSED;
+            if conn.state & state::RECV_ARMED != 0 {
+                self.ring
+                    .cancel(token::pack(OP_RECV, id), token::pack_index(OP_CANCEL, 0));
+            }
+        }
+    }
+}

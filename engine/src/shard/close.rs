@@ -1,0 +1,93 @@
+//! Closing: the linger phase after a final response, cancelling a connection's operations and
+//! freeing its slot once their completions are in.
+
+use super::*;
+
+impl<S: Service> Shard<S> {
+    // ---- close --------------------------------------------------------------------------------
+
+    pub(super) fn start_linger(&mut self, id: Id) {
+        let Some(conn) = self.core.conns.get_mut(id) else {
+            return;
+        };
+        conn.state |= state::LINGER;
+        conn.state &= !state::PAUSED;
+        let _ = SockRef::from(&conn.fd).shutdown(std::net::Shutdown::Write);
+        if conn.state & state::PEER_EOF != 0 || self.linger.is_zero() {
+            let reason = conn.reason;
+            self.begin_close(id, reason);
+            self.maybe_finalize(id);
+            return;
+        }
+        if conn.timer.is_some() {
+            self.core.wheel.cancel(conn.timer);
+        }
+        let at = self.core.now_ms + self.linger.as_millis() as u64;
+        conn.timer = self.core.wheel.insert(at, id.index);
+        if let Some(io) = conn.io.take() {
+            self.core.release_io(io);
+        }
+        self.after_recv(id);
+    }
+
+    /// Marks a connection closing and cancels its operations; `maybe_finalize` frees it once they
+    /// have completed.
+    pub(super) fn begin_close(&mut self, id: Id, reason: CloseReason) {
+        let Some(conn) = self.core.conns.get_mut(id) else {
+            return;
+        };
+        if conn.state & state::CLOSING != 0 {
+            return;
+        }
+        conn.state |= state::CLOSING;
+        conn.reason = reason;
+        if conn.timer.is_some() {
+            self.core.wheel.cancel(conn.timer);
+            conn.timer = TimerKey::NONE;
+        }
+        if conn.state & (state::RECV_ARMED | state::SENDING | state::CONNECTING) != 0 {
+            let fd = conn.fd.as_raw_fd();
+            self.ring.cancel_fd(fd, token::pack_index(OP_CANCEL, 0));
+        }
+    }
+
+    pub(super) fn maybe_finalize(&mut self, id: Id) {
+        let Some(conn) = self.core.conns.get(id) else {
+            return;
+        };
+        if conn.state & state::CLOSING == 0
+            || conn.state & (state::RECV_ARMED | state::SENDING | state::CONNECTING) != 0
+        {
+            return;
+        }
+        let mut conn = self.core.conns.remove(id).expect("checked");
+        self.core.stats.closed[conn.reason as usize] += 1;
+        if conn.state & state::OUTBOUND != 0 {
+            self.core.outbound -= 1;
+        }
+        let peer = conn.io.as_mut().and_then(|io| io.peer.take());
+        if let Some(io) = conn.io {
+            self.core.release_io(io);
+        }
+        drop(conn.fd);
+        self.core.service.on_close(id, conn.app, conn.reason);
+        if let Some(p) = peer {
+            if let Some(io) = self.core.conns.get_mut(p).and_then(|c| c.io.as_mut()) {
+                io.peer = None;
+            }
+            let live = self
+                .core
+                .conns
+                .get(p)
+                .is_some_and(|c| c.state & state::CLOSING == 0);
+            if live {
+                if let Some(((), req)) = self.core.call(p, |svc, cx, app| svc.on_unpaired(cx, app))
+                {
+                    self.apply(p, req);
+                }
+                self.settle(p);
+            }
+        }
+        self.maybe_resume_accepting();
+    }
+}

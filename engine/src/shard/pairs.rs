@@ -1,0 +1,222 @@
+//! Pairs and outbound connections: linking two connections, non-blocking connects, resuming a
+//! paused peer, deferred EOFs, returning idle buffers to the pool.
+
+use super::*;
+
+impl<S: Service> Shard<S> {
+    // ---- pairs and outbound connections --------------------------------------------------------
+
+    pub(super) fn peer_of(&self, id: Id) -> Option<Id> {
+        self.core.conns.get(id)?.io.as_ref()?.peer
+    }
+
+    /// Carries out what a callback on `id` asked of its peer or of new connections.
+    pub(super) fn apply_peer(&mut self, id: Id, bits: u16, effects: Effects) {
+        if bits & flags::UNPAIR != 0 {
+            self.unlink(id);
+        }
+        let asked = effects.pair.is_some() || effects.connect.is_some();
+        if let Some(other) = effects.pair {
+            self.link(id, other);
+        }
+        if let Some(fd) = effects.connect {
+            self.open_outbound(id, fd);
+        }
+        if asked && self.peer_of(id).is_some() {
+            if let Some(((), req)) = self.core.call(id, |svc, cx, app| svc.on_paired(cx, app)) {
+                self.apply(id, req);
+            }
+        }
+        let Some(peer) = self.peer_of(id) else {
+            return;
+        };
+        if bits & flags::CLOSE_PEER != 0 {
+            let reason = effects.peer_reason.unwrap_or(CloseReason::Done);
+            self.begin_close(peer, reason);
+            self.maybe_finalize(peer);
+            return;
+        }
+        if bits & flags::CLOSE_PEER_AFTER_FLUSH != 0 {
+            if let Some(p) = self.core.conns.get_mut(peer) {
+                if p.state & state::FLUSH_THEN_CLOSE == 0 {
+                    p.state |= state::FLUSH_THEN_CLOSE;
+                    p.reason = effects.peer_reason.unwrap_or(CloseReason::Done);
+                }
+            }
+        }
+        if bits & flags::SHUTDOWN_PEER_WRITE != 0 {
+            if let Some(p) = self.core.conns.get_mut(peer) {
+                p.state |= state::SHUT_WR_PENDING;
+            }
+        }
+        if bits & (flags::PEER_OUTPUT | flags::CLOSE_PEER_AFTER_FLUSH | flags::SHUTDOWN_PEER_WRITE)
+            != 0
+        {
+            self.flush(peer);
+        }
+        if bits & flags::RESUME_PEER != 0 {
+            self.resume(peer);
+        }
+    }
+
+    /// Pairs two live, unpaired connections.
+    pub(super) fn link(&mut self, a: Id, b: Id) {
+        if a == b || self.peer_of(a).is_some() || self.peer_of(b).is_some() {
+            return;
+        }
+        let (Some(x), Some(y)) = self.core.conns.get2_mut(a, b) else {
+            return;
+        };
+        let pool = &mut self.core.io_pool;
+        x.io.get_or_insert_with(|| pool.pop().unwrap_or_default())
+            .peer = Some(b);
+        y.io.get_or_insert_with(|| pool.pop().unwrap_or_default())
+            .peer = Some(a);
+    }
+
+    /// Ends `id`'s pairing on both sides.
+    pub(super) fn unlink(&mut self, id: Id) {
+        let Some(peer) = self.peer_of(id) else {
+            return;
+        };
+        for x in [id, peer] {
+            if let Some(io) = self.core.conns.get_mut(x).and_then(|c| c.io.as_mut()) {
+                io.peer = None;
+            }
+        }
+        self.settle(peer);
+    }
+
+    pub(super) fn open_outbound(&mut self, from: Id, fd: OwnedFd) {
+        let raw = fd.as_raw_fd();
+        let conn = Conn {
+            fd,
+            state: state::OUTBOUND | state::CONNECTING,
+            reason: CloseReason::Done,
+            timer: TimerKey::NONE,
+            io: None,
+            app: S::Conn::default(),
+        };
+        match self.core.conns.insert(conn) {
+            Ok(nid) => {
+                self.core.outbound += 1;
+                self.core.stats.outbound_opened += 1;
+                self.link(from, nid);
+                self.ring.poll_out(raw, token::pack(OP_CONNECT, nid));
+            }
+            Err(_) => {
+                // No slot for another outbound connection (global.max_outbound): the socket is
+                // closed on drop and the asking connection learns it has no peer.
+                self.core.stats.outbound_refused += 1;
+                if let Some(((), req)) = self
+                    .core
+                    .call(from, |svc, cx, app| svc.on_unpaired(cx, app))
+                {
+                    self.apply(from, req);
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_connect(&mut self, c: Completion) {
+        let id = token::id(c.user_data);
+        let Some(conn) = self.core.conns.get_mut(id) else {
+            return;
+        };
+        if conn.state & state::CONNECTING == 0 {
+            return;
+        }
+        conn.state &= !state::CONNECTING;
+        if conn.state & state::CLOSING != 0 {
+            self.maybe_finalize(id);
+            return;
+        }
+        let sock = SockRef::from(&conn.fd);
+        let result = if c.result < 0 {
+            Err(std::io::Error::from_raw_os_error(-c.result))
+        } else {
+            match sock.take_error() {
+                Ok(None) => Ok(()),
+                Ok(Some(e)) | Err(e) => Err(e),
+            }
+        };
+        let ok = result.is_ok();
+        if ok {
+            let _ = sock.set_nodelay(true);
+            conn.state |= state::RECV_ARMED;
+            let fd = conn.fd.as_raw_fd();
+            self.ring.recv_multi(fd, token::pack(OP_RECV, id));
+        } else {
+            self.core.stats.outbound_failed += 1;
+        }
+        if let Some(((), req)) = self
+            .core
+            .call(id, |svc, cx, app| svc.on_connected(cx, app, result))
+        {
+            self.apply(id, req);
+        }
+        if !ok {
+            self.begin_close(id, CloseReason::ConnectFailed);
+            self.maybe_finalize(id);
+        }
+    }
+
+    /// Lets a paused connection read again, presenting its buffered input first.
+    pub(super) fn resume(&mut self, id: Id) {
+        let Some(conn) = self.core.conns.get_mut(id) else {
+            return;
+        };
+        if conn.state & state::PAUSED == 0 || conn.state & state::CLOSING != 0 {
+            return;
+        }
+        conn.state &= !state::PAUSED;
+        if let Some(req) = self.core.deliver(id, &[]) {
+            self.apply(id, req);
+        }
+        self.after_recv(id);
+        self.deferred_eof(id);
+    }
+
+    /// Reports an EOF that arrived while input was paused, once the buffered input is consumed.
+    /// Returns true when it did.
+    pub(super) fn deferred_eof(&mut self, id: Id) -> bool {
+        let due = self.core.conns.get(id).is_some_and(|c| {
+            c.state & state::PEER_EOF != 0
+                && c.state
+                    & (state::PAUSED | state::CLOSING | state::FLUSH_THEN_CLOSE | state::LINGER)
+                    == 0
+        });
+        if due {
+            self.report_peer_closed(id);
+            self.close_if_both_done(id);
+        }
+        due
+    }
+
+    /// A connection that has seen the peer's FIN and sent its own is finished.
+    pub(super) fn close_if_both_done(&mut self, id: Id) {
+        let done = self
+            .core
+            .conns
+            .get(id)
+            .is_some_and(|c| c.state & state::WRITE_SHUT != 0 && c.state & state::CLOSING == 0);
+        if done {
+            self.begin_close(id, CloseReason::PeerClosed);
+            self.maybe_finalize(id);
+        }
+    }
+
+    /// Returns an idle connection's buffers to the pool.
+    pub(super) fn settle(&mut self, id: Id) {
+        let Some(conn) = self.core.conns.get_mut(id) else {
+            return;
+        };
+        if conn.state & (state::SENDING | state::CLOSING) != 0 {
+            return;
+        }
+        if conn.io.as_ref().is_some_and(|io| io.is_idle()) {
+            let io = conn.io.take().expect("checked");
+            self.core.release_io(io);
+        }
+    }
+}

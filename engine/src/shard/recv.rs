@@ -1,0 +1,100 @@
+//! Receiving: multishot receives with buffer selection, input handed to the service straight
+//! from the ring buffer (only unconsumed bytes are kept), the peer's EOF.
+
+use super::*;
+
+impl<S: Service> Shard<S> {
+    // ---- receive ------------------------------------------------------------------------------
+
+    pub(super) fn on_recv(&mut self, c: Completion) {
+        let id = token::id(c.user_data);
+        let buf = self.ring.bufs().take(c.flags, c.result);
+        let Some(conn) = self.core.conns.get_mut(id) else {
+            if let Some(b) = buf {
+                self.ring.bufs().recycle(b);
+            }
+            return;
+        };
+        if !c.more() {
+            conn.state &= !state::RECV_ARMED;
+        }
+        let st = conn.state;
+        if c.result > 0 {
+            self.core.stats.bytes_in += c.result as u64;
+            if let Some(b) = buf {
+                let mut req = None;
+                if st & (state::CLOSING | state::LINGER) == 0 {
+                    let data = self.ring.bufs_ref().data(&b);
+                    if st & state::PAUSED != 0 {
+                        self.core.buffer(id, data);
+                    } else {
+                        req = self.core.deliver(id, data);
+                    }
+                }
+                self.ring.bufs().recycle(b);
+                if let Some(req) = req {
+                    self.apply(id, req);
+                }
+            }
+        } else if c.result == 0 {
+            self.peer_eof(id);
+        } else {
+            match -c.result {
+                libc::ENOBUFS => self.core.stats.recv_no_buffers += 1,
+                libc::ECANCELED => {}
+                _ => self.begin_close(id, CloseReason::PeerReset),
+            }
+        }
+        self.after_recv(id);
+    }
+
+    /// Re-arms a receive that ended, or finishes a close that waited for it.
+    pub(super) fn after_recv(&mut self, id: Id) {
+        let Some(conn) = self.core.conns.get_mut(id) else {
+            return;
+        };
+        let st = conn.state;
+        if st & state::RECV_ARMED != 0 {
+            return;
+        }
+        if st & state::CLOSING != 0 {
+            self.maybe_finalize(id);
+        } else if st & state::PEER_EOF == 0 && (st & state::LINGER != 0 || st & state::PAUSED == 0)
+        {
+            conn.state |= state::RECV_ARMED;
+            let fd = conn.fd.as_raw_fd();
+            self.ring.recv_multi(fd, token::pack(OP_RECV, id));
+        }
+    }
+
+    pub(super) fn peer_eof(&mut self, id: Id) {
+        let Some(conn) = self.core.conns.get_mut(id) else {
+            return;
+        };
+        conn.state |= state::PEER_EOF;
+        if conn.state & state::LINGER != 0 {
+            let reason = conn.reason;
+            self.begin_close(id, reason);
+            return;
+        }
+        if conn.state & state::CLOSING != 0 {
+            return;
+        }
+        if conn.state & state::PAUSED != 0 {
+            // Complete requests may wait behind the pause: `drained` serves them first and
+            // reports the EOF after.
+            return;
+        }
+        self.report_peer_closed(id);
+        self.close_if_both_done(id);
+    }
+
+    pub(super) fn report_peer_closed(&mut self, id: Id) {
+        if let Some(((), req)) = self
+            .core
+            .call(id, |svc, cx, app| svc.on_peer_closed(cx, app))
+        {
+            self.apply(id, req);
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Sending: one send in flight per connection from its output buffer, partial sends, and what
+//! follows a drained output (resume paused input, half-close, linger).
+
+use super::*;
+
+impl<S: Service> Shard<S> {
+    // ---- send ---------------------------------------------------------------------------------
+
+    /// Starts a send of pending output when none is in flight; starts the linger phase when a
+    /// close-after-flush connection has nothing left to send.
+    pub(super) fn flush(&mut self, id: Id) {
+        let Some(conn) = self.core.conns.get_mut(id) else {
+            return;
+        };
+        if conn.state & (state::SENDING | state::CLOSING | state::LINGER | state::CONNECTING) != 0 {
+            return;
+        }
+        let has_out = conn.io.as_ref().is_some_and(|io| !io.out.is_empty());
+        if has_out {
+            let io = conn.io.as_mut().expect("checked");
+            let spare = std::mem::take(&mut io.spare);
+            let buf = std::mem::replace(&mut io.out, spare);
+            io.in_flight = buf.len();
+            conn.state |= state::SENDING;
+            let fd = conn.fd.as_raw_fd();
+            self.ring.send(fd, buf, token::pack(OP_SEND, id));
+        } else if conn.state & state::FLUSH_THEN_CLOSE != 0 {
+            self.start_linger(id);
+        } else if conn.state & state::SHUT_WR_PENDING != 0 {
+            self.shutdown_write_now(id);
+        }
+    }
+
+    /// Sends FIN; a connection that has also seen the peer's FIN is done and closes.
+    pub(super) fn shutdown_write_now(&mut self, id: Id) {
+        let Some(conn) = self.core.conns.get_mut(id) else {
+            return;
+        };
+        conn.state &= !state::SHUT_WR_PENDING;
+        conn.state |= state::WRITE_SHUT;
+        let _ = SockRef::from(&conn.fd).shutdown(std::net::Shutdown::Write);
+        if conn.state & state::PEER_EOF != 0 {
+            self.begin_close(id, CloseReason::Done);
+            self.maybe_finalize(id);
+        }
+    }
+
+    pub(super) fn on_send(&mut self, c: Completion) {
+        let Some(outcome) = self.ring.complete_send(c.user_data, c.result) else {
+            return;
+        };
+        match outcome {
+            SendOutcome::Partial { owner, sent } => {
+                self.core.stats.bytes_out += sent as u64;
+                if let Some(io) = self
+                    .core
+                    .conns
+                    .get_mut(token::id(owner))
+                    .and_then(|c| c.io.as_mut())
+                {
+                    io.in_flight = io.in_flight.saturating_sub(sent);
+                }
+            }
+            SendOutcome::Failed { owner, buf, errno } => {
+                let id = token::id(owner);
+                self.sent_back(id, buf);
+                let reason = if errno == libc::ECANCELED {
+                    CloseReason::Shutdown
+                } else {
+                    CloseReason::PeerReset
+                };
+                self.begin_close(id, reason);
+                self.maybe_finalize(id);
+            }
+            SendOutcome::Done { owner, buf, sent } => {
+                self.core.stats.bytes_out += sent as u64;
+                let id = token::id(owner);
+                self.sent_back(id, buf);
+                self.drained(id);
+            }
+        }
+    }
+
+    pub(super) fn sent_back(&mut self, id: Id, buf: Vec<u8>) {
+        if let Some(conn) = self.core.conns.get_mut(id) {
+            conn.state &= !state::SENDING;
+            if let Some(io) = conn.io.as_mut() {
+                io.in_flight = 0;
+                if buf.capacity() <= KEEP_CAPACITY && io.spare.capacity() < buf.capacity() {
+                    io.spare = buf;
+                }
+            }
+        }
+    }
+
+    pub(super) fn drained(&mut self, id: Id) {
+        let Some(conn) = self.core.conns.get_mut(id) else {
+            return;
+        };
+        if conn.state & state::CLOSING != 0 {
+            self.maybe_finalize(id);
+            return;
+        }
+        if conn.io.as_ref().is_some_and(|io| !io.out.is_empty()) {
+            self.flush(id);
+            return;
+        }
+        if conn.state & state::FLUSH_THEN_CLOSE != 0 {
+            self.start_linger(id);
+            return;
+        }
+        if conn.state & state::SHUT_WR_PENDING != 0 {
+            self.shutdown_write_now(id);
+            if self
+                .core
+                .conns
+                .get(id)
+                .is_none_or(|c| c.state & state::CLOSING != 0)
+            {
+                return;
+            }
+        }
+        let Some(conn) = self.core.conns.get_mut(id) else {
+            return;
+        };
+        if conn.state & state::PAUSED != 0 {
+            conn.state &= !state::PAUSED;
+            if let Some(req) = self.core.deliver(id, &[]) {
+                self.apply(id, req);
+            }
+            self.after_recv(id);
+            if self.deferred_eof(id) {
+                return;
+            }
+        }
+        if let Some(((), req)) = self.core.call(id, |svc, cx, app| svc.on_drained(cx, app)) {
+            self.apply(id, req);
+        }
+        // A peer that paused because this connection's output was full may read again.
+        if let Some(peer) = self.peer_of(id) {
+            self.resume(peer);
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Fired timers: accept retry, rate limit, the stop deadline and connection timers.
+
+use super::*;
+
+impl<S: Service> Shard<S> {
+    // ---- timers -------------------------------------------------------------------------------
+
+    /// Runs the handler of a fired timer whose holder still holds its key (keys fired in this
+    /// batch are not reused within it: see the wheel's docs), so a connection closed or a slot
+    /// refilled earlier in the batch is never acted on.
+    pub(super) fn on_timer(&mut self, fired: Fired) {
+        match fired.token {
+            TIMER_ACCEPT_RETRY => {
+                if self.accept_retry != fired.key {
+                    return;
+                }
+                self.accept_retry = TimerKey::NONE;
+                if !self.accept_paused && !self.core.stopping {
+                    self.arm_accepts();
+                }
+            }
+            TIMER_RATE if self.rate_timer == fired.key => self.on_rate_timer(),
+            TIMER_RATE => {}
+            TIMER_STOP_DEADLINE => {
+                let open = self.core.conns.len();
+                if open > 0 {
+                    tracing::info!(
+                        shard = self.id,
+                        "shutdown_timeout reached: closing {open} connection(s)"
+                    );
+                }
+                for id in self.core.conns.ids() {
+                    self.begin_close(id, CloseReason::Shutdown);
+                    self.maybe_finalize(id);
+                }
+            }
+            index => {
+                let Some(id) = self.core.conns.id_at(index) else {
+                    return;
+                };
+                let conn = self.core.conns.get_mut(id).expect("id_at");
+                if conn.timer != fired.key {
+                    return;
+                }
+                conn.timer = TimerKey::NONE;
+                if conn.state & state::LINGER != 0 {
+                    let reason = conn.reason;
+                    self.begin_close(id, reason);
+                    self.maybe_finalize(id);
+                    return;
+                }
+                if conn.state & state::CLOSING != 0 {
+                    return;
+                }
+                if let Some(((), req)) = self.core.call(id, |svc, cx, app| svc.on_timer(cx, app)) {
+                    self.apply(id, req);
+                }
+            }
+        }
+    }
+}
