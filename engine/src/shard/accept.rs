@@ -225,6 +225,7 @@ impl<S: Service> Shard<S> {
         let conn = Conn {
             fd,
             state: state::RECV_ARMED,
+            life: Life::OPEN,
             reason: CloseReason::Done,
             timer: TimerKey::NONE,
             io: None,

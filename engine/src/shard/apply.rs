@@ -31,7 +31,7 @@ impl<S: Service> Shard<S> {
                 .core
                 .conns
                 .get(other)
-                .is_some_and(|c| c.state & state::CLOSING == 0)
+                .is_some_and(|c| !c.life.is_closing())
             {
                 if let Some(((), req)) = self.core.call(other, |svc, cx, app| svc.on_wake(cx, app))
                 {
@@ -56,16 +56,13 @@ impl<S: Service> Shard<S> {
             return;
         };
         if bits & flags::SHUTDOWN_WRITE != 0 {
-            conn.state |= state::SHUT_WR_PENDING;
+            conn.life = conn.life.shutdown_write();
         }
-        if bits & flags::CLOSE_AFTER_FLUSH != 0 && conn.state & state::FLUSH_THEN_CLOSE == 0 {
-            conn.state |= state::FLUSH_THEN_CLOSE;
+        if bits & flags::CLOSE_AFTER_FLUSH != 0 && matches!(conn.life, Life::Open { .. }) {
+            conn.life = conn.life.close_after_flush();
             conn.reason = reason;
         }
-        if bits & flags::PAUSE != 0
-            && conn.state & state::PAUSED == 0
-            && conn.state & state::FLUSH_THEN_CLOSE == 0
-        {
+        if bits & flags::PAUSE != 0 && conn.state & state::PAUSED == 0 && !conn.life.is_flushing() {
             conn.state |= state::PAUSED;
             if conn.state & state::RECV_ARMED != 0 {
                 self.ring

@@ -6,19 +6,13 @@ use super::*;
 impl<S: Service> Shard<S> {
     // ---- close --------------------------------------------------------------------------------
 
+    /// The connection entered [`Life::Lingering`] (its FIN is sent): input is read and dropped
+    /// until the peer's FIN or the linger timer; its buffers go back to the pool.
     pub(super) fn start_linger(&mut self, id: Id) {
         let Some(conn) = self.core.conns.get_mut(id) else {
             return;
         };
-        conn.state |= state::LINGER;
         conn.state &= !state::PAUSED;
-        let _ = SockRef::from(&conn.fd).shutdown(std::net::Shutdown::Write);
-        if conn.state & state::PEER_EOF != 0 || self.linger.is_zero() {
-            let reason = conn.reason;
-            self.begin_close(id, reason);
-            self.maybe_finalize(id);
-            return;
-        }
         if conn.timer.is_some() {
             self.core.wheel.cancel(conn.timer);
         }
@@ -31,21 +25,30 @@ impl<S: Service> Shard<S> {
     }
 
     /// Marks a connection closing and cancels its operations; `maybe_finalize` frees it once they
-    /// have completed.
+    /// have completed. Does nothing to a connection already closing.
     pub(super) fn begin_close(&mut self, id: Id, reason: CloseReason) {
+        if self
+            .core
+            .conns
+            .get(id)
+            .is_some_and(|c| !c.life.is_closing())
+        {
+            self.enter_closing(id, reason);
+        }
+    }
+
+    /// Enters [`Life::Closing`] with `reason`: cancels the timer and the kernel's operations.
+    pub(super) fn enter_closing(&mut self, id: Id, reason: CloseReason) {
         let Some(conn) = self.core.conns.get_mut(id) else {
             return;
         };
-        if conn.state & state::CLOSING != 0 {
-            return;
-        }
-        conn.state |= state::CLOSING;
+        conn.life = Life::Closing;
         conn.reason = reason;
         if conn.timer.is_some() {
             self.core.wheel.cancel(conn.timer);
             conn.timer = TimerKey::NONE;
         }
-        if conn.state & (state::RECV_ARMED | state::SENDING | state::CONNECTING) != 0 {
+        if conn.state & state::IN_KERNEL != 0 {
             let fd = conn.fd.as_raw_fd();
             self.ring.cancel_fd(fd, token::pack_index(OP_CANCEL, 0));
         }
@@ -55,9 +58,7 @@ impl<S: Service> Shard<S> {
         let Some(conn) = self.core.conns.get(id) else {
             return;
         };
-        if conn.state & state::CLOSING == 0
-            || conn.state & (state::RECV_ARMED | state::SENDING | state::CONNECTING) != 0
-        {
+        if !conn.life.is_closing() || conn.state & state::IN_KERNEL != 0 {
             return;
         }
         let mut conn = self.core.conns.remove(id).expect("checked");
@@ -75,11 +76,7 @@ impl<S: Service> Shard<S> {
             if let Some(io) = self.core.conns.get_mut(p).and_then(|c| c.io.as_mut()) {
                 io.peer = None;
             }
-            let live = self
-                .core
-                .conns
-                .get(p)
-                .is_some_and(|c| c.state & state::CLOSING == 0);
+            let live = self.core.conns.get(p).is_some_and(|c| !c.life.is_closing());
             if live {
                 if let Some(((), req)) = self.core.call(p, |svc, cx, app| svc.on_unpaired(cx, app))
                 {

@@ -50,11 +50,7 @@ impl<S: Service> Shard<S> {
         let at = self.core.now_ms + grace.as_millis() as u64;
         self.core.wheel.insert(at, TIMER_STOP_DEADLINE);
         for id in self.core.conns.ids() {
-            let closing = self
-                .core
-                .conns
-                .get(id)
-                .is_none_or(|c| c.state & (state::CLOSING | state::LINGER) != 0);
+            let closing = self.core.conns.get(id).is_none_or(|c| c.life.is_ending());
             if closing {
                 continue;
             }

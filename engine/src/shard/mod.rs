@@ -34,9 +34,11 @@ use std::time::{Duration, Instant};
 mod accept;
 
 use accept::{Listener, RateBucket};
+use life::{AfterOutput, Life};
 mod apply;
 mod close;
 mod control;
+mod life;
 mod pairs;
 mod recv;
 mod send;
@@ -61,29 +63,28 @@ pub struct ShardConfig {
     pub max_outbound: usize,
 }
 
-/// Connection state bits kept by the engine.
+/// Connection state bits kept by the engine: the operations the kernel owns, input paused, and
+/// where the connection came from. The protocol life cycle is [`Life`].
 mod state {
-    pub const RECV_ARMED: u16 = 1 << 0;
-    pub const SENDING: u16 = 1 << 1;
-    pub const CLOSING: u16 = 1 << 2;
-    pub const FLUSH_THEN_CLOSE: u16 = 1 << 3;
-    pub const LINGER: u16 = 1 << 4;
-    pub const PAUSED: u16 = 1 << 5;
-    pub const PEER_EOF: u16 = 1 << 6;
+    /// A multishot receive is armed.
+    pub const RECV_ARMED: u8 = 1 << 0;
+    /// A send is in flight.
+    pub const SENDING: u8 = 1 << 1;
+    /// Input is paused until output drains.
+    pub const PAUSED: u8 = 1 << 2;
     /// Made by `ConnCx::connect`.
-    pub const OUTBOUND: u16 = 1 << 7;
+    pub const OUTBOUND: u8 = 1 << 3;
     /// Connect in progress (a POLLOUT poll is armed).
-    pub const CONNECTING: u16 = 1 << 8;
-    /// Shut down the sending side once output is sent.
-    pub const SHUT_WR_PENDING: u16 = 1 << 9;
-    /// The sending side is shut down (FIN sent).
-    pub const WRITE_SHUT: u16 = 1 << 10;
+    pub const CONNECTING: u8 = 1 << 4;
+    /// Operations the kernel owns: a closing connection waits for their completions.
+    pub const IN_KERNEL: u8 = RECV_ARMED | SENDING | CONNECTING;
 }
 
 struct Conn<C, B> {
     fd: OwnedFd,
     timer: TimerKey,
-    state: u16,
+    state: u8,
+    life: Life,
     reason: CloseReason,
     app: C,
     io: Option<Box<ConnIo<B>>>,
@@ -392,7 +393,7 @@ impl<S: Service> Shard<S> {
                     .core
                     .conns
                     .get(id)
-                    .is_some_and(|c| c.state & state::CLOSING == 0);
+                    .is_some_and(|c| !c.life.is_closing());
                 if open {
                     if let Some(((), req)) = self.core.call(id, |svc, cx, app| svc.on_wake(cx, app))
                     {

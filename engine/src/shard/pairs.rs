@@ -38,15 +38,15 @@ impl<S: Service> Shard<S> {
         }
         if bits & flags::CLOSE_PEER_AFTER_FLUSH != 0 {
             if let Some(p) = self.core.conns.get_mut(peer) {
-                if p.state & state::FLUSH_THEN_CLOSE == 0 {
-                    p.state |= state::FLUSH_THEN_CLOSE;
+                if matches!(p.life, Life::Open { .. }) {
+                    p.life = p.life.close_after_flush();
                     p.reason = effects.peer_reason.unwrap_or(CloseReason::Done);
                 }
             }
         }
         if bits & flags::SHUTDOWN_PEER_WRITE != 0 {
             if let Some(p) = self.core.conns.get_mut(peer) {
-                p.state |= state::SHUT_WR_PENDING;
+                p.life = p.life.shutdown_write();
             }
         }
         if bits & (flags::PEER_OUTPUT | flags::CLOSE_PEER_AFTER_FLUSH | flags::SHUTDOWN_PEER_WRITE)
@@ -92,6 +92,7 @@ impl<S: Service> Shard<S> {
         let conn = Conn {
             fd,
             state: state::OUTBOUND | state::CONNECTING,
+            life: Life::OPEN,
             reason: CloseReason::Done,
             timer: TimerKey::NONE,
             io: None,
@@ -127,7 +128,7 @@ impl<S: Service> Shard<S> {
             return;
         }
         conn.state &= !state::CONNECTING;
-        if conn.state & state::CLOSING != 0 {
+        if conn.life.is_closing() {
             self.maybe_finalize(id);
             return;
         }
@@ -166,7 +167,7 @@ impl<S: Service> Shard<S> {
         let Some(conn) = self.core.conns.get_mut(id) else {
             return;
         };
-        if conn.state & state::PAUSED == 0 || conn.state & state::CLOSING != 0 {
+        if conn.state & state::PAUSED == 0 || conn.life.is_closing() {
             return;
         }
         conn.state &= !state::PAUSED;
@@ -180,12 +181,11 @@ impl<S: Service> Shard<S> {
     /// Reports an EOF that arrived while input was paused, once the buffered input is consumed.
     /// Returns true when it did.
     pub(super) fn deferred_eof(&mut self, id: Id) -> bool {
-        let due = self.core.conns.get(id).is_some_and(|c| {
-            c.state & state::PEER_EOF != 0
-                && c.state
-                    & (state::PAUSED | state::CLOSING | state::FLUSH_THEN_CLOSE | state::LINGER)
-                    == 0
-        });
+        let due = self
+            .core
+            .conns
+            .get(id)
+            .is_some_and(|c| c.life.open_at_eof() && c.state & state::PAUSED == 0);
         if due {
             self.report_peer_closed(id);
             self.close_if_both_done(id);
@@ -195,11 +195,7 @@ impl<S: Service> Shard<S> {
 
     /// A connection that has seen the peer's FIN and sent its own is finished.
     pub(super) fn close_if_both_done(&mut self, id: Id) {
-        let done = self
-            .core
-            .conns
-            .get(id)
-            .is_some_and(|c| c.state & state::WRITE_SHUT != 0 && c.state & state::CLOSING == 0);
+        let done = self.core.conns.get(id).is_some_and(|c| c.life.both_done());
         if done {
             self.begin_close(id, CloseReason::PeerClosed);
             self.maybe_finalize(id);
@@ -211,7 +207,7 @@ impl<S: Service> Shard<S> {
         let Some(conn) = self.core.conns.get_mut(id) else {
             return;
         };
-        if conn.state & (state::SENDING | state::CLOSING) != 0 {
+        if conn.state & state::SENDING != 0 || conn.life.is_closing() {
             return;
         }
         if conn.io.as_ref().is_some_and(|io| io.is_idle()) {

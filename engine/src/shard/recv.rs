@@ -18,12 +18,12 @@ impl<S: Service> Shard<S> {
         if !c.more() {
             conn.state &= !state::RECV_ARMED;
         }
-        let st = conn.state;
+        let (st, life) = (conn.state, conn.life);
         if c.result > 0 {
             self.core.stats.bytes_in += c.result as u64;
             if let Some(b) = buf {
                 let mut req = None;
-                if st & (state::CLOSING | state::LINGER) == 0 {
+                if !life.is_ending() {
                     let data = self.ring.bufs_ref().data(&b);
                     if st & state::PAUSED != 0 {
                         self.core.buffer(id, data);
@@ -57,10 +57,10 @@ impl<S: Service> Shard<S> {
         if st & state::RECV_ARMED != 0 {
             return;
         }
-        if st & state::CLOSING != 0 {
+        let life = conn.life;
+        if life.is_closing() {
             self.maybe_finalize(id);
-        } else if st & state::PEER_EOF == 0 && (st & state::LINGER != 0 || st & state::PAUSED == 0)
-        {
+        } else if !life.eof() && (life == Life::Lingering || st & state::PAUSED == 0) {
             conn.state |= state::RECV_ARMED;
             let fd = conn.fd.as_raw_fd();
             self.ring.recv_multi(fd, token::pack(OP_RECV, id));
@@ -71,14 +71,16 @@ impl<S: Service> Shard<S> {
         let Some(conn) = self.core.conns.get_mut(id) else {
             return;
         };
-        conn.state |= state::PEER_EOF;
-        if conn.state & state::LINGER != 0 {
-            let reason = conn.reason;
-            self.begin_close(id, reason);
-            return;
-        }
-        if conn.state & state::CLOSING != 0 {
-            return;
+        let was = conn.life;
+        conn.life = was.peer_eof();
+        match was {
+            Life::Lingering => {
+                let reason = conn.reason;
+                self.enter_closing(id, reason);
+                return;
+            }
+            Life::Closing => return,
+            Life::Open { .. } | Life::Flushing { .. } => {}
         }
         if conn.state & state::PAUSED != 0 {
             // Complete requests may wait behind the pause: `drained` serves them first and

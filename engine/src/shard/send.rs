@@ -6,13 +6,13 @@ use super::*;
 impl<S: Service> Shard<S> {
     // ---- send ---------------------------------------------------------------------------------
 
-    /// Starts a send of pending output when none is in flight; starts the linger phase when a
-    /// close-after-flush connection has nothing left to send.
+    /// Starts a send of pending output when none is in flight; when nothing is pending, carries
+    /// out what the life cycle says follows (a FIN, the linger phase, the close).
     pub(super) fn flush(&mut self, id: Id) {
         let Some(conn) = self.core.conns.get_mut(id) else {
             return;
         };
-        if conn.state & (state::SENDING | state::CLOSING | state::LINGER | state::CONNECTING) != 0 {
+        if conn.state & (state::SENDING | state::CONNECTING) != 0 || !conn.life.sends() {
             return;
         }
         let has_out = conn.io.as_ref().is_some_and(|io| !io.out.is_empty());
@@ -24,24 +24,43 @@ impl<S: Service> Shard<S> {
             conn.state |= state::SENDING;
             let fd = conn.fd.as_raw_fd();
             self.ring.send(fd, buf, token::pack(OP_SEND, id));
-        } else if conn.state & state::FLUSH_THEN_CLOSE != 0 {
-            self.start_linger(id);
-        } else if conn.state & state::SHUT_WR_PENDING != 0 {
-            self.shutdown_write_now(id);
+        } else {
+            self.output_sent(id);
         }
     }
 
-    /// Sends FIN; a connection that has also seen the peer's FIN is done and closes.
-    pub(super) fn shutdown_write_now(&mut self, id: Id) {
+    /// All output is sent: takes the life cycle's next step ([`Life::output_sent`]). Returns
+    /// whether the connection goes on serving (false once it lingers or closes).
+    pub(super) fn output_sent(&mut self, id: Id) -> bool {
         let Some(conn) = self.core.conns.get_mut(id) else {
-            return;
+            return false;
         };
-        conn.state &= !state::SHUT_WR_PENDING;
-        conn.state |= state::WRITE_SHUT;
-        let _ = SockRef::from(&conn.fd).shutdown(std::net::Shutdown::Write);
-        if conn.state & state::PEER_EOF != 0 {
-            self.begin_close(id, CloseReason::Done);
-            self.maybe_finalize(id);
+        let (next, then) = conn.life.output_sent(!self.linger.is_zero());
+        if then != AfterOutput::Continue {
+            let _ = SockRef::from(&conn.fd).shutdown(std::net::Shutdown::Write);
+        }
+        match then {
+            AfterOutput::Continue => true,
+            AfterOutput::SendFin => {
+                conn.life = next;
+                if next.both_done() {
+                    self.enter_closing(id, CloseReason::Done);
+                    self.maybe_finalize(id);
+                    return false;
+                }
+                true
+            }
+            AfterOutput::Linger => {
+                conn.life = next;
+                self.start_linger(id);
+                false
+            }
+            AfterOutput::FinThenClose => {
+                let reason = conn.reason;
+                self.enter_closing(id, reason);
+                self.maybe_finalize(id);
+                false
+            }
         }
     }
 
@@ -97,7 +116,7 @@ impl<S: Service> Shard<S> {
         let Some(conn) = self.core.conns.get_mut(id) else {
             return;
         };
-        if conn.state & state::CLOSING != 0 {
+        if conn.life.is_closing() {
             self.maybe_finalize(id);
             return;
         }
@@ -105,20 +124,8 @@ impl<S: Service> Shard<S> {
             self.flush(id);
             return;
         }
-        if conn.state & state::FLUSH_THEN_CLOSE != 0 {
-            self.start_linger(id);
+        if !self.output_sent(id) {
             return;
-        }
-        if conn.state & state::SHUT_WR_PENDING != 0 {
-            self.shutdown_write_now(id);
-            if self
-                .core
-                .conns
-                .get(id)
-                .is_none_or(|c| c.state & state::CLOSING != 0)
-            {
-                return;
-            }
         }
         let Some(conn) = self.core.conns.get_mut(id) else {
             return;

@@ -43,13 +43,13 @@ impl<S: Service> Shard<S> {
                     return;
                 }
                 conn.timer = TimerKey::NONE;
-                if conn.state & state::LINGER != 0 {
+                if conn.life == Life::Lingering {
                     let reason = conn.reason;
                     self.begin_close(id, reason);
                     self.maybe_finalize(id);
                     return;
                 }
-                if conn.state & state::CLOSING != 0 {
+                if conn.life.is_closing() {
                     return;
                 }
                 if let Some(((), req)) = self.core.call(id, |svc, cx, app| svc.on_timer(cx, app)) {
