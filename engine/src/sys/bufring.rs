@@ -8,10 +8,18 @@
 //! `IORING_CQE_F_BUFFER` hands it to user space as a [`RecvBuf`] (not `Clone`), which can be read
 //! with [`BufRing::data`] and must be given back with [`BufRing::recycle`]. Recycled buffers become
 //! visible to the kernel at the next [`BufRing::publish`] (once per loop turn).
+//!
+//! A [`RecvBuf`] names the ring it came from: reading or recycling it through another ring (whose
+//! buffer of that number may be the kernel's at that moment) panics instead of racing the kernel.
+//! Registering the memory is the crate's own business ([`BufRing::new`] is `pub(crate)`): the
+//! ring that registers it must unregister it (or be destroyed) before the memory is freed.
 
 use io_uring::types::BufRingEntry;
 use std::alloc::{alloc_zeroed, dealloc, Layout};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
+
+/// Source of [`BufRing`] identities.
+static NEXT_RING: AtomicU32 = AtomicU32::new(1);
 
 /// A buffer that a completion handed to user space. Give it back with [`BufRing::recycle`].
 #[derive(Debug)]
@@ -19,6 +27,8 @@ use std::sync::atomic::{AtomicU16, Ordering};
 pub struct RecvBuf {
     bid: u16,
     len: u32,
+    /// The [`BufRing`] it belongs to.
+    ring: u32,
 }
 
 impl RecvBuf {
@@ -46,12 +56,15 @@ pub struct BufRing {
     bgid: u16,
     dirty: bool,
     outstanding: u32,
+    /// This ring's identity, carried by its [`RecvBuf`]s.
+    id: u32,
 }
 
 impl BufRing {
     /// Allocates `count` (a power of two, at most 32768) buffers of `size` bytes and registers them
-    /// with `submitter` under buffer group `bgid`.
-    pub fn new(
+    /// with `submitter` under buffer group `bgid`. The ring behind `submitter` must unregister the
+    /// group ([`BufRing::unregister`]) or be destroyed before this value is dropped.
+    pub(crate) fn new(
         submitter: &io_uring::Submitter<'_>,
         bgid: u16,
         count: u16,
@@ -95,6 +108,7 @@ impl BufRing {
             bgid,
             dirty: false,
             outstanding: 0,
+            id: NEXT_RING.fetch_add(1, Ordering::Relaxed),
         };
         for bid in 0..count {
             ring.push(bid);
@@ -138,22 +152,27 @@ impl BufRing {
         Some(RecvBuf {
             bid,
             len: len.max(0) as u32,
+            ring: self.id,
         })
     }
 
-    /// The bytes a completion wrote into `buf`.
+    /// The bytes a completion wrote into `buf`. Panics if `buf` came from another ring.
     pub fn data(&self, buf: &RecvBuf) -> &[u8] {
+        assert_eq!(buf.ring, self.id, "a RecvBuf read through another ring");
         let len = (buf.len as usize).min(self.size as usize);
-        // SAFETY: bid < count (checked in `take`), so the range lies inside the allocation; the kernel
-        // no longer writes to this buffer: it handed it over with the completion and gets it back only
-        // through `recycle`, which consumes the RecvBuf this borrow depends on.
+        // SAFETY: `buf` came from this ring (asserted) with bid < count (checked in `take`), so the
+        // range lies inside the allocation; the kernel no longer writes to this buffer: it handed it
+        // over with the completion and gets it back only through `recycle`, which consumes the
+        // RecvBuf this borrow depends on.
         unsafe {
             std::slice::from_raw_parts(self.data.add(buf.bid as usize * self.size as usize), len)
         }
     }
 
-    /// Gives a buffer back to the kernel (visible after the next `publish`).
+    /// Gives a buffer back to the kernel (visible after the next `publish`). Panics if `buf` came
+    /// from another ring.
     pub fn recycle(&mut self, buf: RecvBuf) {
+        assert_eq!(buf.ring, self.id, "a RecvBuf recycled through another ring");
         self.outstanding -= 1;
         self.push(buf.bid);
         self.dirty = true;
@@ -186,7 +205,7 @@ impl BufRing {
     }
 
     /// Unregisters the group from `submitter`; the memory is freed on drop.
-    pub fn unregister(&self, submitter: &io_uring::Submitter<'_>) {
+    pub(crate) fn unregister(&self, submitter: &io_uring::Submitter<'_>) {
         let _ = submitter.unregister_buf_ring(self.bgid);
     }
 }
@@ -200,5 +219,45 @@ impl Drop for BufRing {
             dealloc(self.entries as *mut u8, self.entries_layout);
             dealloc(self.data, self.data_layout);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two buffer rings, each after its io_uring so that (dropped in reverse order) every
+    /// io_uring is destroyed before the memory registered with it is freed, panics included.
+    fn two_rings() -> (BufRing, io_uring::IoUring, BufRing, io_uring::IoUring) {
+        let a = io_uring::IoUring::new(8).expect("io_uring");
+        let b = io_uring::IoUring::new(8).expect("io_uring");
+        let ra = BufRing::new(&a.submitter(), 0, 4, 64).expect("buffer ring");
+        let rb = BufRing::new(&b.submitter(), 0, 4, 64).expect("buffer ring");
+        (ra, a, rb, b)
+    }
+
+    /// The flags a completion carries when the kernel picked buffer `bid` (the kernel ABI:
+    /// `IORING_CQE_F_BUFFER` = 1, the buffer id in the upper 16 bits).
+    fn flags_for(bid: u16) -> u32 {
+        1 | (u32::from(bid) << 16)
+    }
+
+    #[test]
+    #[should_panic(expected = "read through another ring")]
+    fn a_buffer_cannot_be_read_through_another_ring() {
+        let (mut ra, a, rb, b) = two_rings();
+        let buf = ra.take(flags_for(1), 10).expect("a buffer");
+        assert_eq!(ra.data(&buf).len(), 10);
+        let _ = rb.data(&buf);
+        drop((b, a));
+    }
+
+    #[test]
+    #[should_panic(expected = "recycled through another ring")]
+    fn a_buffer_cannot_be_recycled_through_another_ring() {
+        let (mut ra, a, mut rb, b) = two_rings();
+        let buf = ra.take(flags_for(2), 10).expect("a buffer");
+        rb.recycle(buf);
+        drop((b, a));
     }
 }

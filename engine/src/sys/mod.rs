@@ -5,7 +5,8 @@
 //!   their completion arrives, so a buffer can never be freed or reused while the kernel reads it.
 //! - [`BufRing`]: the provided-buffer ring that multishot receives pick from. A buffer leaves the
 //!   kernel's ownership only through a completion ([`RecvBuf`]) and goes back through `recycle`.
-//! - [`fd`]: turning raw descriptors returned by completions into owned ones.
+//! - `fd` (crate-private): turning the descriptor an accept completion returns into an owned one;
+//!   nothing outside the engine can turn an integer into an `OwnedFd` through it.
 //! - [`CountingAlloc`]: a counting global allocator for the tests of "no allocation on the fast
 //!   path" (installed by those tests only).
 //!
@@ -13,7 +14,7 @@
 
 mod alloc;
 mod bufring;
-pub mod fd;
+pub(crate) mod fd;
 mod ring;
 
 pub use alloc::CountingAlloc;
