@@ -22,6 +22,7 @@ pub mod stats;
 pub mod sys;
 pub mod table;
 pub mod token;
+pub mod transport;
 pub mod wheel;
 
 pub use control::{Control, SendError, ShardHandle, ShardReport};
@@ -32,3 +33,4 @@ pub use service::{CloseReason, ConnCx, Service, ShardActions};
 pub use shard::ShardConfig;
 pub use stats::EngineStats;
 pub use table::Id;
+pub use transport::{Plain, Received, Status, Transport};

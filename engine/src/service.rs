@@ -38,11 +38,15 @@ pub enum CloseReason {
     Overflow,
     /// An outbound connection could not be established.
     ConnectFailed,
+    /// A secure session's handshake failed (the transport's alert was sent).
+    HandshakeFailed,
+    /// A secure session's handshake did not finish within its deadline.
+    HandshakeTimeout,
 }
 
 impl CloseReason {
     /// Every reason, in discriminant order.
-    pub const ALL: [CloseReason; 10] = [
+    pub const ALL: [CloseReason; 12] = [
         CloseReason::PeerClosed,
         CloseReason::PeerReset,
         CloseReason::Done,
@@ -53,6 +57,8 @@ impl CloseReason {
         CloseReason::Shutdown,
         CloseReason::Overflow,
         CloseReason::ConnectFailed,
+        CloseReason::HandshakeFailed,
+        CloseReason::HandshakeTimeout,
     ];
 
     /// A stable snake_case label.
@@ -68,6 +74,8 @@ impl CloseReason {
             CloseReason::Shutdown => "shutdown",
             CloseReason::Overflow => "overflow",
             CloseReason::ConnectFailed => "connect_failed",
+            CloseReason::HandshakeFailed => "handshake_failed",
+            CloseReason::HandshakeTimeout => "handshake_timeout",
         }
     }
 }
@@ -80,8 +88,15 @@ pub trait Service: 'static {
     type Busy: 'static;
     /// The statistics snapshot the admin endpoint aggregates.
     type Stats: Send + 'static;
+    /// The layer between this service's sockets and itself
+    /// ([`Plain`](crate::transport::Plain) when every connection is plaintext).
+    type Transport: crate::transport::Transport;
 
-    /// A connection was accepted on listener `listener` (index into the runtime's listeners).
+    /// The shard's transport (the engine calls it where bytes cross; see [`crate::transport`]).
+    fn transport(&mut self) -> &mut Self::Transport;
+
+    /// A connection was accepted on listener `listener` (index into the runtime's listeners); on
+    /// a secure listener, once its handshake is done.
     fn on_accept(
         &mut self,
         cx: &mut ConnCx<'_, Self::Busy>,
@@ -108,7 +123,8 @@ pub trait Service: 'static {
     fn on_drained(&mut self, _cx: &mut ConnCx<'_, Self::Busy>, _conn: &mut Self::Conn) {}
 
     /// An outbound connection made with [`ConnCx::connect`] finished connecting (or failed; the
-    /// default then closes it). Its peer is the connection that asked for it.
+    /// default then closes it). Its peer is the connection that asked for it. For
+    /// [`ConnCx::connect_secure`], once the handshake is done (a failed handshake is an error).
     fn on_connected(
         &mut self,
         cx: &mut ConnCx<'_, Self::Busy>,
@@ -197,6 +213,8 @@ pub(crate) mod flags {
 pub(crate) struct Effects {
     /// A socket connecting (non-blocking) to pair with the calling connection.
     pub connect: Option<std::os::fd::OwnedFd>,
+    /// The transport's client profile for that connection (a secure one).
+    pub connect_profile: Option<u32>,
     /// An existing connection to pair with the calling connection.
     pub pair: Option<crate::table::Id>,
     /// Close reason for the peer.
@@ -208,9 +226,17 @@ pub(crate) struct Effects {
 /// What a connection holds only while busy: buffers and the service's busy state. Returned to the
 /// shard's pool when the connection goes idle.
 pub(crate) struct ConnIo<B> {
+    /// Application bytes received and not yet consumed by the service.
     pub input: Vec<u8>,
+    /// Application bytes to send.
     pub out: Vec<u8>,
+    /// The buffer the next send fills (the last sent one comes back here).
     pub spare: Vec<u8>,
+    /// Secure connections: bytes of the wire received and not yet processed (a record split
+    /// across reads).
+    pub wire_in: Vec<u8>,
+    /// Secure connections: sealed bytes to send (records, handshake messages, alerts).
+    pub wire_out: Vec<u8>,
     pub in_flight: usize,
     pub busy: Option<B>,
     /// The paired connection (a client and its backend, the two ends of a tunnel).
@@ -226,6 +252,8 @@ impl<B> Default for ConnIo<B> {
             input: Vec::new(),
             out: Vec::with_capacity(OUT_START),
             spare: Vec::with_capacity(OUT_START),
+            wire_in: Vec::new(),
+            wire_out: Vec::new(),
             in_flight: 0,
             busy: None,
             peer: None,
@@ -242,6 +270,8 @@ impl<B> ConnIo<B> {
     pub fn is_idle(&self) -> bool {
         self.input.is_empty()
             && self.out.is_empty()
+            && self.wire_in.is_empty()
+            && self.wire_out.is_empty()
             && self.in_flight == 0
             && self.busy.is_none()
             && self.peer.is_none()
@@ -250,9 +280,11 @@ impl<B> ConnIo<B> {
     pub fn trim(&mut self) {
         self.busy = None;
         self.peer = None;
-        self.input.clear();
-        if self.input.capacity() > KEEP_CAPACITY {
-            self.input = Vec::new();
+        for v in [&mut self.input, &mut self.wire_in, &mut self.wire_out] {
+            v.clear();
+            if v.capacity() > KEEP_CAPACITY {
+                *v = Vec::new();
+            }
         }
         for v in [&mut self.out, &mut self.spare] {
             v.clear();
@@ -280,6 +312,8 @@ pub struct ConnCx<'a, B> {
     pub(crate) peer: Option<(crate::table::Id, &'a mut Option<Box<ConnIo<B>>>)>,
     pub(crate) effects: &'a mut Effects,
     pub(crate) fd: std::os::fd::BorrowedFd<'a>,
+    /// The transport's session of a secure connection.
+    pub(crate) session: Option<&'a dyn std::any::Any>,
 }
 
 impl<B> ConnCx<'_, B> {
@@ -322,7 +356,20 @@ impl<B> ConnCx<'_, B> {
 
     /// Bytes handed to the engine and not yet acknowledged by the kernel.
     pub fn pending_output(&self) -> usize {
-        self.io.as_ref().map_or(0, |io| io.out.len() + io.in_flight)
+        self.io
+            .as_ref()
+            .map_or(0, |io| io.out.len() + io.wire_out.len() + io.in_flight)
+    }
+
+    /// Whether the connection is secure (its transport has a session for it).
+    pub fn is_secure(&self) -> bool {
+        self.session.is_some()
+    }
+
+    /// The transport's session of a secure connection, as the transport's own type `X` (`None`
+    /// for a plaintext connection or another type).
+    pub fn session<X: 'static>(&self) -> Option<&X> {
+        self.session?.downcast_ref()
     }
 
     /// Sets (or replaces) the connection's single timer.
@@ -410,7 +457,7 @@ impl<B> ConnCx<'_, B> {
         self.peer
             .as_ref()
             .and_then(|(_, io)| io.as_ref())
-            .map_or(0, |io| io.out.len() + io.in_flight)
+            .map_or(0, |io| io.out.len() + io.wire_out.len() + io.in_flight)
     }
 
     /// Opens an outbound TCP connection to `addr`, paired with this one. The socket is created and
@@ -435,6 +482,20 @@ impl<B> ConnCx<'_, B> {
             Err(e) => return Err(e),
         }
         self.effects.connect = Some(socket.into());
+        Ok(())
+    }
+
+    /// Like [`ConnCx::connect`], then a secure session with the transport's client profile
+    /// `profile` on top: [`Service::on_connected`] comes once its handshake is done (a failed
+    /// handshake, or a profile the transport refuses, is a failed connect). Bytes written to
+    /// [`ConnCx::peer_output`] meanwhile are sealed and sent once it is.
+    pub fn connect_secure(
+        &mut self,
+        addr: std::net::SocketAddr,
+        profile: u32,
+    ) -> std::io::Result<()> {
+        self.connect(addr)?;
+        self.effects.connect_profile = Some(profile);
         Ok(())
     }
 

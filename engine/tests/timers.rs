@@ -20,6 +20,7 @@ const TICK: Duration = Duration::from_millis(40);
 #[derive(Default)]
 struct Pairs {
     waiting: Option<Id>,
+    plain: coreplex_engine::Plain,
 }
 
 impl Service for Pairs {
@@ -27,6 +28,11 @@ impl Service for Pairs {
     type Conn = u8;
     type Busy = ();
     type Stats = ();
+    type Transport = coreplex_engine::Plain;
+
+    fn transport(&mut self) -> &mut coreplex_engine::Plain {
+        &mut self.plain
+    }
 
     fn on_accept(&mut self, cx: &mut ConnCx<'_, ()>, _: &mut u8, _listener: usize) {
         match self.waiting.take() {

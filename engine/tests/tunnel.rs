@@ -16,12 +16,18 @@ struct Tunnel {
     upstream: SocketAddr,
     /// Wake test (upstream port 1): the first client, waiting to be woken by the second.
     waiter: Option<coreplex_engine::table::Id>,
+    plain: coreplex_engine::Plain,
 }
 
 impl Service for Tunnel {
     type Conn = ();
     type Busy = ();
     type Stats = ();
+    type Transport = coreplex_engine::Plain;
+
+    fn transport(&mut self) -> &mut coreplex_engine::Plain {
+        &mut self.plain
+    }
 
     fn on_accept(&mut self, cx: &mut ConnCx<'_, ()>, _: &mut (), _listener: usize) {
         if let Some(waiter) = self.waiter.take() {
@@ -135,6 +141,7 @@ fn start(upstream: SocketAddr) -> (Runtime<()>, SocketAddr) {
     let rt = Runtime::start(cfg, move |_| Tunnel {
         upstream,
         waiter: None,
+        plain: coreplex_engine::Plain,
     })
     .expect("runtime starts");
     let addr = rt.listener_addrs()[0];

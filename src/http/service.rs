@@ -190,6 +190,7 @@ pub(super) type Cx<'a> = ConnCx<'a, InFlight>;
 
 /// The service instance of one shard.
 pub struct HttpService {
+    transport: coreplex_engine::Plain,
     pub(super) listeners: Arc<Vec<ListenerRuntime>>,
     pub(super) errors: ErrorPages,
     not_found: Rendered,
@@ -207,6 +208,7 @@ impl HttpService {
         shards: usize,
     ) -> HttpService {
         HttpService {
+            transport: coreplex_engine::Plain,
             listeners,
             errors: ErrorPages::new(),
             not_found: Rendered::text(404, "Not Found\n"),
@@ -399,6 +401,11 @@ impl Service for HttpService {
     type Conn = HttpConn;
     type Busy = InFlight;
     type Stats = HttpStats;
+    type Transport = coreplex_engine::Plain;
+
+    fn transport(&mut self) -> &mut coreplex_engine::Plain {
+        &mut self.transport
+    }
 
     fn on_accept(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, listener: usize) {
         conn.listener = listener as u8;

@@ -236,6 +236,9 @@ impl<S: Service> Shard<S> {
         };
         self.core.stats.accepted += 1;
         self.ring.recv_multi(raw, token::pack(OP_RECV, id));
+        if self.accept_secure(id, listener) {
+            return; // the service hears of it once the handshake is done
+        }
         if let Some(((), req)) = self
             .core
             .call(id, |svc, cx, app| svc.on_accept(cx, app, listener))

@@ -62,6 +62,14 @@ impl<S: Service> Shard<S> {
             return;
         }
         let mut conn = self.core.conns.remove(id).expect("checked");
+        let started = if conn.state & state::SECURE != 0 {
+            self.core
+                .sessions
+                .remove(&id.index)
+                .is_some_and(|s| s.started)
+        } else {
+            true
+        };
         self.core.stats.closed[conn.reason as usize] += 1;
         if conn.state & state::OUTBOUND != 0 {
             self.core.outbound -= 1;
@@ -71,7 +79,11 @@ impl<S: Service> Shard<S> {
             self.core.release_io(io);
         }
         drop(conn.fd);
-        self.core.service.on_close(id, conn.app, conn.reason);
+        // A secure connection whose handshake failed or timed out was never the service's (an
+        // outbound one was: it asked for it).
+        if started || conn.state & state::OUTBOUND != 0 {
+            self.core.service.on_close(id, conn.app, conn.reason);
+        }
         if let Some(p) = peer {
             if let Some(io) = self.core.conns.get_mut(p).and_then(|c| c.io.as_mut()) {
                 io.peer = None;

@@ -54,6 +54,17 @@ impl<S: Service> Shard<S> {
             if closing {
                 continue;
             }
+            let secure = self
+                .core
+                .conns
+                .get(id)
+                .is_some_and(|c| c.state & state::SECURE != 0);
+            if secure && !self.core.secure_started(id) {
+                // Still handshaking: not the service's yet.
+                self.begin_close(id, CloseReason::Shutdown);
+                self.maybe_finalize(id);
+                continue;
+            }
             if let Some(((), req)) = self.core.call(id, |svc, cx, app| svc.on_shutdown(cx, app)) {
                 self.apply(id, req);
             }

@@ -26,8 +26,10 @@ use crate::stats::EngineStats;
 use crate::sys::{fd::from_accept_result, Completion, Ring, SendOutcome};
 use crate::table::{Id, Table};
 use crate::token::{self, OP_ACCEPT, OP_CANCEL, OP_CONNECT, OP_RECV, OP_SEND, OP_WAKE};
+use crate::transport::{Status, Transport};
 use crate::wheel::{Fired, TimerKey, Wheel};
 use socket2::SockRef;
+use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -41,6 +43,7 @@ mod control;
 mod life;
 mod pairs;
 mod recv;
+mod secure;
 mod send;
 mod timers;
 
@@ -76,6 +79,8 @@ mod state {
     pub const OUTBOUND: u8 = 1 << 3;
     /// Connect in progress (a POLLOUT poll is armed).
     pub const CONNECTING: u8 = 1 << 4;
+    /// The transport holds a session for this connection (`Core::sessions`).
+    pub const SECURE: u8 = 1 << 5;
     /// Operations the kernel owns: a closing connection waits for their completions.
     pub const IN_KERNEL: u8 = RECV_ARMED | SENDING | CONNECTING;
 }
@@ -119,6 +124,23 @@ struct Core<S: Service> {
     max_input: usize,
     /// Outbound connections in the table (the rest are accepted ones).
     outbound: usize,
+    /// The transport's sessions of secure connections, by slot index (plaintext connections
+    /// have none, so their slot does not grow).
+    sessions: HashMap<u32, Secure<Session<S>>>,
+    /// Scratch for the application bytes a transport produces from one receive.
+    plain: Vec<u8>,
+}
+
+/// The transport's per-connection state for service `S`.
+type Session<S> = <<S as Service>::Transport as Transport>::Session;
+
+/// A secure connection's session and where it stands with its service.
+struct Secure<T> {
+    session: T,
+    /// The listener it was accepted on (`None`: outbound), for the deferred `on_accept`.
+    listener: Option<usize>,
+    /// The service has been told (`on_accept` / `on_connected`): the handshake is done.
+    started: bool,
 }
 
 impl<S: Service> Core<S> {
@@ -137,6 +159,13 @@ impl<S: Service> Core<S> {
             None => (self.conns.get_mut(id), None),
         };
         let conn = conn?;
+        let session = if conn.state & state::SECURE != 0 {
+            self.sessions
+                .get(&id.index)
+                .map(|s| &s.session as &dyn std::any::Any)
+        } else {
+            None
+        };
         let mut effects = Effects::default();
         let mut cx = ConnCx {
             now: self.now,
@@ -154,6 +183,7 @@ impl<S: Service> Core<S> {
             peer,
             effects: &mut effects,
             fd: conn.fd.as_fd(),
+            session,
         };
         let r = f(&mut self.service, &mut cx, &mut conn.app);
         let req = Requests {
@@ -283,6 +313,8 @@ impl<S: Service> Shard<S> {
                 stopping: false,
                 max_input: cfg.max_input,
                 outbound: 0,
+                sessions: HashMap::new(),
+                plain: Vec::new(),
             },
             ring,
             max_connections: cfg.max_connections,

@@ -20,7 +20,7 @@ impl<S: Service> Shard<S> {
             self.link(id, other);
         }
         if let Some(fd) = effects.connect {
-            self.open_outbound(id, fd);
+            self.open_outbound(id, fd, effects.connect_profile);
         }
         if asked && self.peer_of(id).is_some() {
             if let Some(((), req)) = self.core.call(id, |svc, cx, app| svc.on_paired(cx, app)) {
@@ -87,7 +87,18 @@ impl<S: Service> Shard<S> {
         self.settle(peer);
     }
 
-    pub(super) fn open_outbound(&mut self, from: Id, fd: OwnedFd) {
+    /// Adds connecting socket `fd` as an outbound connection paired with `from` (secure with
+    /// the transport's client profile `profile`, if given).
+    pub(super) fn open_outbound(&mut self, from: Id, fd: OwnedFd, profile: Option<u32>) {
+        let session = match profile.map(|p| self.core.service.transport().connect(p)) {
+            Some(Ok(s)) => Some(s),
+            Some(Err(e)) => {
+                tracing::debug!("the transport refused client profile {profile:?}: {e}");
+                self.refuse_outbound(from);
+                return;
+            }
+            None => None,
+        };
         let raw = fd.as_raw_fd();
         let conn = Conn {
             fd,
@@ -102,20 +113,36 @@ impl<S: Service> Shard<S> {
             Ok(nid) => {
                 self.core.outbound += 1;
                 self.core.stats.outbound_opened += 1;
+                if let Some(session) = session {
+                    self.core.sessions.insert(
+                        nid.index,
+                        Secure {
+                            session,
+                            listener: None,
+                            started: false,
+                        },
+                    );
+                    if let Some(c) = self.core.conns.get_mut(nid) {
+                        c.state |= state::SECURE;
+                    }
+                }
                 self.link(from, nid);
                 self.ring.poll_out(raw, token::pack(OP_CONNECT, nid));
             }
-            Err(_) => {
-                // No slot for another outbound connection (global.max_outbound): the socket is
-                // closed on drop and the asking connection learns it has no peer.
-                self.core.stats.outbound_refused += 1;
-                if let Some(((), req)) = self
-                    .core
-                    .call(from, |svc, cx, app| svc.on_unpaired(cx, app))
-                {
-                    self.apply(from, req);
-                }
-            }
+            // No slot for another outbound connection (global.max_outbound): the socket is
+            // closed on drop.
+            Err(_) => self.refuse_outbound(from),
+        }
+    }
+
+    /// The asking connection learns it has no peer (no slot, or a refused profile).
+    fn refuse_outbound(&mut self, from: Id) {
+        self.core.stats.outbound_refused += 1;
+        if let Some(((), req)) = self
+            .core
+            .call(from, |svc, cx, app| svc.on_unpaired(cx, app))
+        {
+            self.apply(from, req);
         }
     }
 
@@ -147,6 +174,11 @@ impl<S: Service> Shard<S> {
             conn.state |= state::RECV_ARMED;
             let fd = conn.fd.as_raw_fd();
             self.ring.recv_multi(fd, token::pack(OP_RECV, id));
+            if conn.state & state::SECURE != 0 {
+                // `on_connected` comes once the handshake is done.
+                self.start_handshake(id);
+                return;
+            }
         } else {
             self.core.stats.outbound_failed += 1;
         }

@@ -21,7 +21,22 @@ impl<S: Service> Shard<S> {
         let (st, life) = (conn.state, conn.life);
         if c.result > 0 {
             self.core.stats.bytes_in += c.result as u64;
-            if let Some(b) = buf {
+            if st & state::SECURE != 0 {
+                let Some(mut b) = buf else {
+                    self.after_recv(id);
+                    return;
+                };
+                let status = if life.is_ending() {
+                    None
+                } else {
+                    let data = self.ring.bufs().data_mut(&mut b);
+                    self.core.open_records(id, data)
+                };
+                self.ring.bufs().recycle(b);
+                if let Some(status) = status {
+                    self.after_records(id, status);
+                }
+            } else if let Some(b) = buf {
                 let mut req = None;
                 if !life.is_ending() {
                     let data = self.ring.bufs_ref().data(&b);

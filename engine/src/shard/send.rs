@@ -15,16 +15,35 @@ impl<S: Service> Shard<S> {
         if conn.state & (state::SENDING | state::CONNECTING) != 0 || !conn.life.sends() {
             return;
         }
-        let has_out = conn.io.as_ref().is_some_and(|io| !io.out.is_empty());
+        let secure = conn.state & state::SECURE != 0;
+        if secure && !self.seal_output(id) {
+            return;
+        }
+        let Some(conn) = self.core.conns.get_mut(id) else {
+            return;
+        };
+        let has_out = conn.io.as_ref().is_some_and(|io| {
+            if secure {
+                !io.wire_out.is_empty()
+            } else {
+                !io.out.is_empty()
+            }
+        });
         if has_out {
             let io = conn.io.as_mut().expect("checked");
             let spare = std::mem::take(&mut io.spare);
-            let buf = std::mem::replace(&mut io.out, spare);
+            let src = if secure {
+                &mut io.wire_out
+            } else {
+                &mut io.out
+            };
+            let buf = std::mem::replace(src, spare);
             io.in_flight = buf.len();
             conn.state |= state::SENDING;
             let fd = conn.fd.as_raw_fd();
             self.ring.send(fd, buf, token::pack(OP_SEND, id));
-        } else {
+        } else if conn.io.as_ref().is_none_or(|io| io.out.is_empty()) {
+            // (A secure connection still handshaking keeps its application bytes for later.)
             self.output_sent(id);
         }
     }
@@ -36,6 +55,17 @@ impl<S: Service> Shard<S> {
             return false;
         };
         let (next, then) = conn.life.output_sent(!self.linger.is_zero());
+        if then != AfterOutput::Continue
+            && conn.state & state::SECURE != 0
+            && self.queue_close_record(id)
+        {
+            // The closing record goes out first; this runs again once it is sent.
+            self.flush(id);
+            return false;
+        }
+        let Some(conn) = self.core.conns.get_mut(id) else {
+            return false;
+        };
         if then != AfterOutput::Continue {
             let _ = SockRef::from(&conn.fd).shutdown(std::net::Shutdown::Write);
         }
@@ -113,6 +143,7 @@ impl<S: Service> Shard<S> {
     }
 
     pub(super) fn drained(&mut self, id: Id) {
+        let started = self.core.secure_started(id);
         let Some(conn) = self.core.conns.get_mut(id) else {
             return;
         };
@@ -120,9 +151,17 @@ impl<S: Service> Shard<S> {
             self.maybe_finalize(id);
             return;
         }
-        if conn.io.as_ref().is_some_and(|io| !io.out.is_empty()) {
+        let started = conn.state & state::SECURE == 0 || started;
+        let pending = conn
+            .io
+            .as_ref()
+            .is_some_and(|io| !io.wire_out.is_empty() || (!io.out.is_empty() && started));
+        if pending {
             self.flush(id);
             return;
+        }
+        if conn.io.as_ref().is_some_and(|io| !io.out.is_empty()) {
+            return; // handshaking: the application bytes wait for it
         }
         if !self.output_sent(id) {
             return;

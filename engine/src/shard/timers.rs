@@ -52,6 +52,12 @@ impl<S: Service> Shard<S> {
                 if conn.life.is_closing() {
                     return;
                 }
+                if conn.state & state::SECURE != 0 && !self.core.secure_started(id) {
+                    // The handshake deadline: the service never saw this connection.
+                    self.begin_close(id, CloseReason::HandshakeTimeout);
+                    self.maybe_finalize(id);
+                    return;
+                }
                 if let Some(((), req)) = self.core.call(id, |svc, cx, app| svc.on_timer(cx, app)) {
                     self.apply(id, req);
                 }

@@ -169,6 +169,21 @@ impl BufRing {
         }
     }
 
+    /// The bytes a completion wrote into `buf`, writable (a transport decrypts in place). Panics if
+    /// `buf` came from another ring.
+    pub fn data_mut(&mut self, buf: &mut RecvBuf) -> &mut [u8] {
+        assert_eq!(buf.ring, self.id, "a RecvBuf read through another ring");
+        let len = (buf.len as usize).min(self.size as usize);
+        // SAFETY: as for `data`; the buffer is ours (not the kernel's) until `recycle` consumes
+        // the RecvBuf, and the `&mut RecvBuf` borrow makes this the only reference to its bytes.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.data.add(buf.bid as usize * self.size as usize),
+                len,
+            )
+        }
+    }
+
     /// Gives a buffer back to the kernel (visible after the next `publish`). Panics if `buf` came
     /// from another ring.
     pub fn recycle(&mut self, buf: RecvBuf) {
