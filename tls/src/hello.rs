@@ -1,0 +1,211 @@
+//! A first look at what a client sends to a TLS listener, before rustls sees it: plaintext HTTP
+//! (answered with a readable 400, as nginx does), and the ClientHello's server name, so that an
+//! unknown name can be refused with `unrecognized_name` (rustls itself could only answer
+//! `access_denied`) and the name is known to the session.
+//!
+//! Grammar read (RFC 8446 4.1.2, RFC 6066 3; all lengths big-endian):
+//! ```text
+//! record   = type(1)=22 version(2) length(2) fragment
+//! fragment = msg_type(1)=1 length(3) legacy_version(2) random(32)
+//!            session_id<0..32> cipher_suites<2..2^16-2> compression<1..2^8-1>
+//!            extensions<0..2^16-1>
+//! extension = type(2) data<0..2^16-1>; server_name (type 0) data =
+//!            list<1..2^16-1> of { name_type(1)=0 host_name<1..2^16-1> }
+//! ```
+//! Only the first record is read: a ClientHello that does not fit one record (16 KiB) is left to
+//! rustls, as one without the extension is.
+
+/// What the first bytes from a client are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peek {
+    /// Not enough bytes yet to tell.
+    NeedMore,
+    /// An HTTP/1 request sent in plaintext (starts with an uppercase token and a space).
+    PlainHttp,
+    /// A TLS ClientHello; its server name if it has one (lowercase, as sent).
+    Hello(Option<String>),
+    /// Something else: left to rustls, which answers it with an alert.
+    Other,
+}
+
+/// Looks at the start of a client's first bytes.
+pub fn peek(input: &[u8]) -> Peek {
+    let Some(&first) = input.first() else {
+        return Peek::NeedMore;
+    };
+    if first != 22 {
+        return if looks_like_http(input) {
+            Peek::PlainHttp
+        } else if input.len() < 8 && input.iter().all(u8::is_ascii_uppercase) {
+            Peek::NeedMore
+        } else {
+            Peek::Other
+        };
+    }
+    if input.len() < 5 {
+        return Peek::NeedMore;
+    }
+    let len = usize::from(u16::from_be_bytes([input[3], input[4]]));
+    if input.len() < 5 + len {
+        return Peek::NeedMore;
+    }
+    match server_name(&input[5..5 + len]) {
+        Some(name) => Peek::Hello(name),
+        None => Peek::Other,
+    }
+}
+
+/// An uppercase method of 3 to 7 letters followed by a space.
+fn looks_like_http(input: &[u8]) -> bool {
+    let token = input.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    (3..=7).contains(&token) && input.get(token) == Some(&b' ')
+}
+
+/// A cursor over big-endian fields.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+
+    fn u8(&mut self) -> Option<usize> {
+        Some(usize::from(self.take(1)?[0]))
+    }
+
+    fn u16(&mut self) -> Option<usize> {
+        let b = self.take(2)?;
+        Some(usize::from(u16::from_be_bytes([b[0], b[1]])))
+    }
+
+    fn u24(&mut self) -> Option<usize> {
+        let b = self.take(3)?;
+        Some((usize::from(b[0]) << 16) | (usize::from(b[1]) << 8) | usize::from(b[2]))
+    }
+}
+
+/// The server name of a ClientHello handshake message in `fragment`: `Some(None)` for a valid
+/// hello without one, `None` for something that is not a (whole) ClientHello.
+fn server_name(fragment: &[u8]) -> Option<Option<String>> {
+    let mut r = Reader(fragment);
+    if r.u8()? != 1 {
+        return None;
+    }
+    let len = r.u24()?;
+    let mut h = Reader(r.take(len)?);
+    h.take(2 + 32)?; // legacy_version, random
+    let n = h.u8()?;
+    h.take(n)?; // session id
+    let n = h.u16()?;
+    h.take(n)?; // cipher suites
+    let n = h.u8()?;
+    h.take(n)?; // compression methods
+    if h.0.is_empty() {
+        return Some(None); // no extensions
+    }
+    let n = h.u16()?;
+    let mut exts = Reader(h.take(n)?);
+    while !exts.0.is_empty() {
+        let kind = exts.u16()?;
+        let n = exts.u16()?;
+        let data = exts.take(n)?;
+        if kind != 0 {
+            continue;
+        }
+        let mut list = Reader(data);
+        let n = list.u16()?;
+        let mut names = Reader(list.take(n)?);
+        while !names.0.is_empty() {
+            let name_type = names.u8()?;
+            let n = names.u16()?;
+            let name = names.take(n)?;
+            if name_type == 0 {
+                let name = std::str::from_utf8(name).ok()?;
+                return Some(Some(name.to_ascii_lowercase()));
+            }
+        }
+        return Some(None);
+    }
+    Some(None)
+}
+
+/// The plaintext answer to an HTTP request sent to a TLS port.
+pub const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\
+Content-Length: 48\r\nConnection: close\r\n\r\nThis port speaks TLS: use https:// to reach it.\n";
+
+/// A fatal `unrecognized_name` alert (RFC 8446 6.2: level 2, description 112) in a TLS 1.2
+/// record, understood by clients of any version before a version is agreed.
+pub const UNRECOGNIZED_NAME_ALERT: &[u8] = &[21, 3, 3, 0, 2, 2, 112];
+
+/// Runs [`peek`] over untrusted input (the fuzz target).
+#[doc(hidden)]
+pub fn fuzz_peek(data: &[u8]) {
+    let _ = peek(data);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal ClientHello record with extensions `exts` (each `(type, data)`).
+    fn hello(exts: &[(u16, Vec<u8>)]) -> Vec<u8> {
+        let mut body = vec![3, 3];
+        body.extend_from_slice(&[7; 32]);
+        body.push(0); // session id
+        body.extend_from_slice(&[0, 2, 0x13, 0x01]); // one suite
+        body.extend_from_slice(&[1, 0]); // null compression
+        let mut e = Vec::new();
+        for (t, d) in exts {
+            e.extend_from_slice(&t.to_be_bytes());
+            e.extend_from_slice(&(d.len() as u16).to_be_bytes());
+            e.extend_from_slice(d);
+        }
+        body.extend_from_slice(&(e.len() as u16).to_be_bytes());
+        body.extend_from_slice(&e);
+        let mut msg = vec![1, 0, (body.len() >> 8) as u8, body.len() as u8];
+        msg.extend_from_slice(&body);
+        let mut rec = vec![22, 3, 1, (msg.len() >> 8) as u8, msg.len() as u8];
+        rec.extend_from_slice(&msg);
+        rec
+    }
+
+    fn sni(name: &str) -> (u16, Vec<u8>) {
+        let mut entry = vec![0, (name.len() >> 8) as u8, name.len() as u8];
+        entry.extend_from_slice(name.as_bytes());
+        let mut d = (entry.len() as u16).to_be_bytes().to_vec();
+        d.extend_from_slice(&entry);
+        (0, d)
+    }
+
+    #[test]
+    fn reads_the_server_name_at_any_split() {
+        let rec = hello(&[(10, vec![0, 2, 0, 29]), sni("Api.Example")]);
+        assert_eq!(peek(&rec), Peek::Hello(Some("api.example".into())));
+        for n in 0..rec.len() {
+            assert_eq!(peek(&rec[..n]), Peek::NeedMore, "at {n}");
+        }
+        assert_eq!(peek(&hello(&[])), Peek::Hello(None));
+        assert_eq!(peek(&hello(&[(10, vec![0, 2, 0, 29])])), Peek::Hello(None));
+    }
+
+    #[test]
+    fn tells_plaintext_http_from_garbage() {
+        assert_eq!(peek(b"GET / HTTP/1.1\r\n"), Peek::PlainHttp);
+        assert_eq!(peek(b"OPTIONS * HTTP/1.1\r\n"), Peek::PlainHttp);
+        assert_eq!(peek(b"GE"), Peek::NeedMore);
+        assert_eq!(peek(b"\x00\x01garbage"), Peek::Other);
+        assert_eq!(peek(b"get / HTTP/1.1"), Peek::Other);
+        // A handshake record that is not a ClientHello, or a corrupt one.
+        let mut rec = hello(&[sni("a")]);
+        rec[5] = 2;
+        assert_eq!(peek(&rec), Peek::Other);
+        let mut rec = hello(&[sni("a")]);
+        rec[8] = 0xff;
+        assert_eq!(peek(&rec), Peek::Other);
+    }
+}

@@ -1,0 +1,373 @@
+//! The TLS transport against rustls' own buffered client (an independent driver of the same
+//! protocol), in memory: handshakes with SNI and ALPN over ECDSA and RSA certificates, records
+//! split at every byte, application data both ways, close_notify, ticket resumption across two
+//! transports holding the same keys (two shards), plaintext HTTP and unknown names refused, and
+//! the backend side against a listener transport.
+
+use coreplex_engine::{Status, Transport};
+use coreplex_tls::server::{self, ServerSide};
+use coreplex_tls::settings::{CertSpec, ClientSettings, Roots, ServerSettings, Version};
+use coreplex_tls::tickets::{TicketKey, Ticketer};
+use coreplex_tls::{client, ListenerTls, Tls};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, RootCertStore};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn certs_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/certs"))
+}
+
+fn spec(name: &str, names: &[&str]) -> CertSpec {
+    CertSpec {
+        cert: certs_dir().join(format!("{name}.pem")),
+        key: certs_dir().join(format!("{name}.key")),
+        names: names.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn settings() -> ServerSettings {
+    ServerSettings {
+        certs: vec![spec("ecdsa", &[]), spec("rsa", &[])],
+        default_for_unknown: true,
+        min_version: Version::Tls12,
+        max_version: Version::Tls13,
+        cipher_suites: None,
+        groups: None,
+        alpn: vec!["http/1.1".into()],
+        client_auth: None,
+        handshake_timeout: Duration::from_secs(5),
+        session_cache: 0,
+        tls13_tickets: 2,
+    }
+}
+
+fn listener(s: &ServerSettings) -> ServerSide {
+    server::build(s, None).expect("listener TLS builds")
+}
+
+fn shard(side: &ServerSide, keys: &[TicketKey]) -> Tls {
+    let ticketer = (!keys.is_empty()).then(|| Ticketer::new(keys, 3600).unwrap());
+    Tls::new(
+        &[Some(ListenerTls {
+            side: side.clone(),
+            session_cache: 0,
+            tls13_tickets: 2,
+        })],
+        &[],
+        ticketer,
+    )
+}
+
+fn client_config(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    alpn: &[&str],
+) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    for c in coreplex_tls::certs::load_chain(&certs_dir().join("ca.pem")).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let mut c = ClientConfig::builder_with_protocol_versions(versions)
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    c.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Arc::new(c)
+}
+
+/// A server session of `tls` and the bytes exchanged with a rustls client.
+struct Pair<'a> {
+    tls: &'a mut Tls,
+    session: Box<coreplex_tls::State>,
+    client: ClientConnection,
+    /// Bytes received by the server and not yet consumed (an incomplete record).
+    pending: Vec<u8>,
+    /// Application bytes the server received.
+    plain: Vec<u8>,
+    status: Status,
+    /// Feed the server at most this many bytes per call (1: split at every byte).
+    chunk: usize,
+}
+
+impl<'a> Pair<'a> {
+    fn new(tls: &'a mut Tls, config: Arc<ClientConfig>, sni: &str, chunk: usize) -> Pair<'a> {
+        let (session, _) = tls.accept(0).expect("listener 0 is TLS");
+        let name = ServerName::try_from(sni.to_string()).unwrap();
+        Pair {
+            tls,
+            session,
+            client: ClientConnection::new(config, name).unwrap(),
+            pending: Vec::new(),
+            plain: Vec::new(),
+            status: Status::Handshaking,
+            chunk,
+        }
+    }
+
+    /// Moves bytes both ways until neither side has anything to send.
+    fn pump(&mut self) {
+        for _ in 0..10_000 {
+            let mut to_server = Vec::new();
+            while self.client.wants_write() {
+                self.client.write_tls(&mut to_server).unwrap();
+            }
+            let mut to_client = Vec::new();
+            for piece in to_server.chunks(self.chunk.max(1)) {
+                self.pending.extend_from_slice(piece);
+                let mut wire = std::mem::take(&mut self.pending);
+                let r = self.tls.receive(
+                    &mut self.session,
+                    &mut wire,
+                    &mut self.plain,
+                    &mut to_client,
+                );
+                self.pending = wire[r.consumed..].to_vec();
+                self.status = r.status;
+                if r.status == Status::Failed {
+                    break;
+                }
+            }
+            if to_client.is_empty() && to_server.is_empty() {
+                return;
+            }
+            let mut rd = &to_client[..];
+            while !rd.is_empty() {
+                if self.client.read_tls(&mut rd).unwrap() == 0 {
+                    break;
+                }
+                if let Err(e) = self.client.process_new_packets() {
+                    panic!("client: {e}");
+                }
+            }
+        }
+        panic!("the handshake did not settle");
+    }
+
+    /// Sends `data` from the server and returns what the client reads.
+    fn server_says(&mut self, data: &[u8]) -> Vec<u8> {
+        let mut wire = Vec::new();
+        assert!(self.tls.seal(&mut self.session, data, &mut wire));
+        let mut rd = &wire[..];
+        let mut got = Vec::new();
+        while !rd.is_empty() {
+            self.client.read_tls(&mut rd).unwrap();
+            self.client.process_new_packets().unwrap();
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = self.client.reader().read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        got
+    }
+}
+
+#[test]
+fn handshake_sni_alpn_and_data_both_ways_at_every_split() {
+    let side = listener(&settings());
+    for (chunk, versions) in [
+        (1, &[&rustls::version::TLS13][..]),
+        (7, &[&rustls::version::TLS12][..]),
+        (
+            100_000,
+            &[&rustls::version::TLS13, &rustls::version::TLS12][..],
+        ),
+    ] {
+        let mut tls = shard(&side, &[]);
+        let config = client_config(versions, &["h2", "http/1.1"]);
+        let mut p = Pair::new(&mut tls, config, "localhost", chunk);
+        p.pump();
+        assert_eq!(p.status, Status::Ready, "chunk {chunk}");
+        assert!(!p.client.is_handshaking());
+        assert_eq!(p.session.alpn(), Some(&b"http/1.1"[..]));
+        assert_eq!(p.session.sni(), Some("localhost"));
+        assert_eq!(
+            p.session.agreed().tls13,
+            versions.len() == 2 || versions[0] == &rustls::version::TLS13
+        );
+        p.client
+            .writer()
+            .write_all(b"GET / HTTP/1.1\r\n\r\n")
+            .unwrap();
+        p.pump();
+        assert_eq!(p.plain, b"GET / HTTP/1.1\r\n\r\n");
+        let big = vec![b'z'; 40_000];
+        assert_eq!(p.server_says(&big), big);
+        let mut wire = Vec::new();
+        assert!(p.tls.close(&mut p.session, &mut wire));
+        assert!(!p.tls.close(&mut p.session, &mut wire), "close_notify once");
+    }
+}
+
+#[test]
+fn ecdsa_or_rsa_by_what_the_client_accepts() {
+    let side = listener(&settings());
+    // A TLS 1.2 client that offers only RSA suites gets the RSA certificate.
+    let mut tls = shard(&side, &[]);
+    let provider = rustls::crypto::CryptoProvider {
+        cipher_suites: vec![
+            rustls::crypto::aws_lc_rs::cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        ],
+        ..rustls::crypto::aws_lc_rs::default_provider()
+    };
+    let mut roots = RootCertStore::empty();
+    for c in coreplex_tls::certs::load_chain(&certs_dir().join("ca.pem")).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let config = Arc::new(
+        ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let mut p = Pair::new(&mut tls, config, "localhost", 1000);
+    p.pump();
+    assert_eq!(p.status, Status::Ready);
+    let leaf = p.client.peer_certificates().unwrap()[0].clone();
+    let rsa = coreplex_tls::certs::load_chain(&certs_dir().join("rsa.pem")).unwrap();
+    assert_eq!(leaf, rsa[0], "not the RSA certificate");
+    // A default client gets ECDSA.
+    let mut p = Pair::new(
+        &mut tls,
+        client_config(&[&rustls::version::TLS13], &[]),
+        "localhost",
+        1000,
+    );
+    p.pump();
+    let ecdsa = coreplex_tls::certs::load_chain(&certs_dir().join("ecdsa.pem")).unwrap();
+    assert_eq!(p.client.peer_certificates().unwrap()[0], ecdsa[0]);
+}
+
+#[test]
+fn tickets_resume_on_another_shard_holding_the_same_keys() {
+    let side = listener(&settings());
+    let keys = [TicketKey::generate().unwrap()];
+    for versions in [
+        &[&rustls::version::TLS13][..],
+        &[&rustls::version::TLS12][..],
+    ] {
+        let config = client_config(versions, &[]);
+        let mut shard0 = shard(&side, &keys);
+        let mut p = Pair::new(&mut shard0, config.clone(), "localhost", 1000);
+        p.pump();
+        assert!(!p.session.agreed().resumed);
+        // Another shard (its own transport and configuration copy), the same keys: resumed.
+        let mut shard1 = shard(&side, &keys);
+        let mut p = Pair::new(&mut shard1, config.clone(), "localhost", 1000);
+        p.pump();
+        assert_eq!(p.status, Status::Ready);
+        assert!(
+            p.session.agreed().resumed,
+            "{versions:?}: not resumed on another shard"
+        );
+        // A shard without those keys: a full handshake.
+        let mut other = shard(&side, &[TicketKey::generate().unwrap()]);
+        let mut p = Pair::new(&mut other, config, "localhost", 1000);
+        p.pump();
+        assert_eq!(p.status, Status::Ready);
+        assert!(!p.session.agreed().resumed);
+        assert_eq!(shard1.stats().handshakes.iter().sum::<u64>(), 1);
+    }
+}
+
+#[test]
+fn unknown_names_are_refused_when_asked_and_plaintext_gets_a_400() {
+    let mut s = settings();
+    s.certs = vec![spec("ecdsa", &["localhost"])];
+    s.default_for_unknown = false;
+    let side = listener(&s);
+    let mut tls = shard(&side, &[]);
+    let mut p = Pair::new(
+        &mut tls,
+        client_config(&[&rustls::version::TLS13], &[]),
+        "other.test",
+        1000,
+    );
+    let mut to_server = Vec::new();
+    p.client.write_tls(&mut to_server).unwrap();
+    let mut reply = Vec::new();
+    let mut plain = Vec::new();
+    let r = p
+        .tls
+        .receive(&mut p.session, &mut to_server, &mut plain, &mut reply);
+    assert_eq!(r.status, Status::Failed);
+    assert_eq!(reply, coreplex_tls::hello::UNRECOGNIZED_NAME_ALERT);
+    // Plaintext HTTP.
+    let (mut session, _) = tls.accept(0).unwrap();
+    let mut req = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
+    let mut reply = Vec::new();
+    let r = tls.receive(&mut session, &mut req, &mut plain, &mut reply);
+    assert_eq!(r.status, Status::Failed);
+    assert!(
+        reply.starts_with(b"HTTP/1.1 400 "),
+        "{:?}",
+        String::from_utf8_lossy(&reply)
+    );
+    let st = tls.stats();
+    assert_eq!(
+        st.failures[coreplex_tls::stats::Failure::UnknownName as usize],
+        1
+    );
+    assert_eq!(
+        st.failures[coreplex_tls::stats::Failure::PlaintextHttp as usize],
+        1
+    );
+}
+
+#[test]
+fn the_backend_side_talks_to_a_listener_and_resumes() {
+    let side = listener(&settings());
+    let keys = [TicketKey::generate().unwrap()];
+    let profile = client::build(&ClientSettings {
+        roots: Roots::CaFile(certs_dir().join("ca.pem")),
+        verify: true,
+        server_name: Some("localhost".into()),
+        address: "127.0.0.1".parse().unwrap(),
+        client_cert: None,
+        alpn: vec!["http/1.1".into()],
+        min_version: Version::Tls12,
+        max_version: Version::Tls13,
+        resumption_cache: 16,
+    })
+    .unwrap();
+    let mut backend_shard = Tls::new(&[], &[profile], None);
+    let mut listener_shard = shard(&side, &keys);
+    for round in 0..2 {
+        let mut c = backend_shard.connect(0).unwrap();
+        let (mut s, _) = listener_shard.accept(0).unwrap();
+        let (mut cs, mut ss) = (Status::Handshaking, Status::Handshaking);
+        let (mut to_s, mut to_c) = (Vec::new(), Vec::new());
+        let (mut plain_c, mut plain_s) = (Vec::new(), Vec::new());
+        for _ in 0..20 {
+            let mut out = Vec::new();
+            let r = backend_shard.receive(&mut c, &mut to_c, &mut plain_c, &mut out);
+            to_c.drain(..r.consumed);
+            cs = r.status;
+            to_s.extend_from_slice(&out);
+            let mut back = Vec::new();
+            let r = listener_shard.receive(&mut s, &mut to_s, &mut plain_s, &mut back);
+            to_s.drain(..r.consumed);
+            ss = r.status;
+            to_c.extend_from_slice(&back);
+            if cs == Status::Ready && ss == Status::Ready && to_c.is_empty() && to_s.is_empty() {
+                break;
+            }
+        }
+        assert_eq!((cs, ss), (Status::Ready, Status::Ready), "round {round}");
+        assert_eq!(c.alpn(), Some(&b"http/1.1"[..]));
+        assert_eq!(c.agreed().resumed, round == 1, "round {round}");
+        let mut wire = Vec::new();
+        assert!(backend_shard.seal(&mut c, b"ping", &mut wire));
+        let r = listener_shard.receive(&mut s, &mut wire, &mut plain_s, &mut Vec::new());
+        assert_eq!(r.status, Status::Ready);
+        assert_eq!(plain_s, b"ping");
+    }
+    assert_eq!(
+        backend_shard.stats().backend_handshakes.iter().sum::<u64>(),
+        2
+    );
+}
