@@ -92,7 +92,14 @@ pub fn load_file(path: &std::path::Path) -> Result<config::Config, ExitCode> {
             return Err(ExitCode::from(2));
         }
     };
-    config::load(&text).map_err(|errors| {
+    let base = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let loaded = config::load_in(&text, base);
+    if let Ok(c) = &loaded {
+        for w in &c.warnings {
+            eprintln!("warning: {}: {w}", path.display());
+        }
+    }
+    loaded.map_err(|errors| {
         for e in &errors {
             eprintln!("error: {}: {e}", path.display());
         }

@@ -11,6 +11,7 @@ mod config;
 mod http;
 mod metrics;
 mod run;
+mod secure;
 mod tune;
 mod units;
 

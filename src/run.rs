@@ -4,6 +4,7 @@
 use crate::admin;
 use crate::config::{self, Config};
 use crate::http::{BackendRuntime, HttpService, ListenerRuntime};
+use crate::secure::Secure;
 use coreplex_engine::{cpus, limits, ListenerSpec, Runtime, RuntimeConfig, ShardConfig};
 use nix::sys::signal::{SigSet, Signal};
 use std::path::Path;
@@ -90,7 +91,11 @@ pub(crate) fn runtime_config(cfg: &Config, max_conn: usize) -> RuntimeConfig {
             .map(|l| ListenerSpec {
                 addr: l.bind,
                 backlog: l.backlog,
-                rate_limit: l.rate_limit,
+                // New TLS sessions are new connections here: both limits bound accepts.
+                rate_limit: match (l.rate_limit, l.tls.as_ref().and_then(|t| t.session_rate)) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                },
             })
             .collect(),
         shard: ShardConfig {
@@ -113,14 +118,31 @@ pub(crate) fn runtime_config(cfg: &Config, max_conn: usize) -> RuntimeConfig {
 }
 
 /// Builds each shard's HTTP service (on the shard's own thread) over the shared, read-only
-/// listener and backend tables of `cfg`.
-pub(crate) fn service_factory(cfg: &Config) -> impl Fn(usize) -> HttpService + Send + Sync {
+/// listener and backend tables of `cfg` and its loaded TLS.
+pub(crate) fn service_factory(
+    cfg: &Config,
+    secure: &Secure,
+) -> impl Fn(usize) -> HttpService + Send + Sync {
     let listeners: Arc<Vec<ListenerRuntime>> =
         Arc::new(cfg.listeners.iter().map(ListenerRuntime::new).collect());
-    let backends: Arc<Vec<BackendRuntime>> =
-        Arc::new(cfg.backends.iter().map(BackendRuntime::new).collect());
+    let backends: Arc<Vec<BackendRuntime>> = Arc::new(
+        cfg.backends
+            .iter()
+            .zip(&secure.backend_profiles)
+            .map(|(b, p)| BackendRuntime::new(b, p.clone()))
+            .collect(),
+    );
     let shards = cfg.global.cpus.len();
-    move |shard| HttpService::new(listeners.clone(), backends.clone(), shard, shards)
+    let secure = secure.clone();
+    move |shard| {
+        HttpService::new(
+            listeners.clone(),
+            backends.clone(),
+            shard,
+            shards,
+            secure.transport(),
+        )
+    }
 }
 
 fn start(cfg: Config, signals: SigSet) -> Result<(), String> {
@@ -137,9 +159,14 @@ fn start(cfg: Config, signals: SigSet) -> Result<(), String> {
         Some(addr) => Some(admin::bind(addr)?),
         None => None,
     };
-    let runtime = Runtime::start(runtime_config(&cfg, max_conn), service_factory(&cfg))
-        .map_err(|e| e.to_string())?;
+    let secure = Secure::load(&cfg)?;
+    let runtime = Runtime::start(
+        runtime_config(&cfg, max_conn),
+        service_factory(&cfg, &secure),
+    )
+    .map_err(|e| e.to_string())?;
     let handle = runtime.handle();
+    secure.rotate(&cfg, handle.clone());
     let stopping = Arc::new(AtomicBool::new(false));
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
     if let Some(l) = admin_listener {
@@ -147,7 +174,8 @@ fn start(cfg: Config, signals: SigSet) -> Result<(), String> {
             .map_err(|e| format!("cannot start the admin thread: {e}"))?;
     }
     for (l, addr) in cfg.listeners.iter().zip(runtime.listener_addrs()) {
-        tracing::info!("listener {} on http://{addr}", l.name);
+        let scheme = if l.tls.is_some() { "https" } else { "http" };
+        tracing::info!("listener {} on {scheme}://{addr}", l.name);
     }
     if let Some(a) = admin_addr {
         tracing::info!("admin on http://{a}/metrics");

@@ -30,6 +30,9 @@ pub enum Control<St> {
         /// Deadline after which remaining connections are closed.
         grace: Duration,
     },
+    /// A message for the service ([`crate::Service::on_control`]): configuration pushed to
+    /// every shard, such as new TLS ticket keys.
+    Service(Box<dyn std::any::Any + Send>),
 }
 
 /// A message could not be delivered because the shard is gone; the message comes back.

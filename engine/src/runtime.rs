@@ -71,6 +71,15 @@ impl<St: Send + 'static> RuntimeHandle<St> {
         out
     }
 
+    /// Delivers a message made by `make` to every shard's service ([`crate::Service::on_control`]).
+    /// Returns how many shards it reached.
+    pub fn broadcast<M: Send + 'static>(&self, make: impl Fn() -> M) -> usize {
+        self.shards
+            .iter()
+            .filter(|s| s.send(Control::Service(Box::new(make()))).is_ok())
+            .count()
+    }
+
     /// Asks every shard to stop gracefully within `grace`.
     pub fn stop(&self, grace: Duration) {
         for s in self.shards.iter() {

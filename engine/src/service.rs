@@ -159,6 +159,10 @@ pub trait Service: 'static {
     /// A statistics snapshot.
     fn stats(&mut self) -> Self::Stats;
 
+    /// A message from another thread ([`crate::RuntimeHandle::broadcast`]), such as new
+    /// configuration. The default ignores it.
+    fn on_control(&mut self, _msg: Box<dyn std::any::Any + Send>) {}
+
     /// Work due outside any connection's callbacks (shard-level deadlines such as a backend
     /// pool's queue timeouts and idle expiry, or closes decided in [`Service::on_close`]). The
     /// engine calls it once per loop turn, before it waits; the service pushes what it wants done

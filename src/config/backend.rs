@@ -19,6 +19,7 @@ struct RawServer {
     maxconn: Option<u32>,
     maxqueue: Option<u32>,
     conn_rate: Option<u32>,
+    sni: Option<String>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -101,6 +102,16 @@ pub(super) struct RawBackend {
     forwarded: Option<bool>,
     via: Option<bool>,
     client_close: Option<String>,
+    tls: Option<super::tls::RawBackendTls>,
+}
+
+impl RawBackend {
+    /// Makes the paths of its TLS settings relative to `base`.
+    pub(super) fn rebase(&mut self, base: &std::path::Path) {
+        if let Some(t) = &mut self.tls {
+            t.rebase(base);
+        }
+    }
 }
 
 /// One server of a backend.
@@ -110,6 +121,8 @@ pub struct Server {
     pub address: SocketAddr,
     /// Name in the metrics (default: the address).
     pub name: String,
+    /// TLS to this server (the backend's settings with this server's name and address).
+    pub tls: Option<coreplex_tls::settings::ClientSettings>,
 }
 
 /// A validated backend.
@@ -178,8 +191,13 @@ pub(super) fn validate(
     raw: RawBackend,
     defaults: &RawTimeouts,
     errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
 ) -> Backend {
     let p = format!("backend.{name}");
+    let tls = raw
+        .tls
+        .as_ref()
+        .map(|t| super::tls::validate_backend(t, &format!("{p}.tls"), errors, warnings));
     if !name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
@@ -227,7 +245,25 @@ pub(super) fn validate(
                 format!("duplicate server name {name:?}"),
             ));
         }
-        servers.push(Server { address, name });
+        if s.sni.is_some() && tls.is_none() {
+            errors.push(err(
+                format!("{sp}.sni"),
+                "needs TLS: add tls = { ... } to the backend",
+            ));
+        }
+        let server_tls = tls.as_ref().map(|t| {
+            let mut c = t.settings.clone();
+            c.address = address.ip();
+            if let Some(sni) = &s.sni {
+                c.server_name = Some(sni.clone());
+            }
+            c
+        });
+        servers.push(Server {
+            address,
+            name,
+            tls: server_tls,
+        });
         policies.push(ServerPolicy {
             weight: s.weight.unwrap_or(1),
             maxconn: s.maxconn,

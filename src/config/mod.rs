@@ -9,11 +9,13 @@
 
 mod backend;
 mod timeouts;
+mod tls;
 
 pub use backend::{Backend, ClientClose, TcpKeepalive};
 pub use timeouts::Timeouts;
 #[cfg(test)]
 use timeouts::DEFAULT_TIMEOUTS;
+pub use tls::ListenerTls;
 
 use crate::units::{Bytes, Dur};
 use backend::{RawBackend, RawKeepalive};
@@ -67,6 +69,7 @@ struct RawGlobal {
     buffer_size: Option<Bytes>,
     shutdown_timeout: Option<Dur>,
     linger: Option<Dur>,
+    tls: Option<tls::RawGlobalTls>,
 }
 
 #[derive(Deserialize, Default, Debug, Clone)]
@@ -130,6 +133,7 @@ struct RawListener {
     #[serde(default)]
     limits: RawLimits,
     tcp_keepalive: Option<RawKeepalive>,
+    tls: Option<tls::RawListenerTls>,
     #[serde(default)]
     route: Vec<RawRoute>,
 }
@@ -154,6 +158,8 @@ pub struct Global {
     pub shutdown_timeout: Duration,
     /// How long a closing connection drains input after its last response.
     pub linger: Duration,
+    /// TLS session tickets (every TLS listener).
+    pub tickets: coreplex_tls::settings::TicketSettings,
 }
 
 /// A direct response, as configured.
@@ -215,6 +221,8 @@ pub struct Listener {
     pub tcp_keepalive: Option<TcpKeepalive>,
     /// Routes, first match wins; no match answers 404.
     pub routes: Vec<Route>,
+    /// TLS on this listener.
+    pub tls: Option<ListenerTls>,
 }
 
 /// The validated configuration.
@@ -228,10 +236,19 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     /// Backends, sorted by name.
     pub backends: Vec<Backend>,
+    /// Problems that do not stop it (a certificate about to expire), with their key paths.
+    pub warnings: Vec<ConfigError>,
 }
 
-/// Parses and validates a configuration text. Returns every problem found.
+/// Parses and validates a configuration text (file paths in it are relative to the working
+/// directory). Returns every problem found.
 pub fn load(text: &str) -> Result<Config, Vec<ConfigError>> {
+    load_in(text, None)
+}
+
+/// Like [`load`], with relative file paths (certificates, keys) taken from directory `base`
+/// (the configuration file's).
+pub fn load_in(text: &str, base: Option<&std::path::Path>) -> Result<Config, Vec<ConfigError>> {
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         vec![err("", format!("invalid TOML: {}", e.to_string().trim()))]
     })?;
@@ -304,7 +321,32 @@ pub fn load(text: &str) -> Result<Config, Vec<ConfigError>> {
             "missing: the file must start with `version = 1`",
         ));
     }
-    let config = validate(global, defaults, admin, listeners, backends, &mut errors);
+    if let Some(base) = base {
+        if let Some(t) = &mut global.tls {
+            t.rebase(base);
+        }
+        for l in listeners.iter_mut().flatten() {
+            if let Some(t) = &mut l.tls {
+                t.rebase(base);
+            }
+        }
+        for (_, b) in backends.iter_mut() {
+            if let Some(b) = b {
+                b.rebase(base);
+            }
+        }
+    }
+    let mut warnings = Vec::new();
+    let mut config = validate(
+        global,
+        defaults,
+        admin,
+        listeners,
+        backends,
+        &mut errors,
+        &mut warnings,
+    );
+    config.warnings = warnings;
     if errors.is_empty() {
         Ok(config)
     } else {
@@ -342,11 +384,12 @@ fn validate(
     listeners: Vec<Option<RawListener>>,
     raw_backends: Vec<(String, Option<RawBackend>)>,
     errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
 ) -> Config {
     let global = validate_global(&g, errors);
     let mut backends: BTreeMap<String, Option<Backend>> = BTreeMap::new();
     for (name, raw) in raw_backends {
-        let b = raw.map(|r| backend::validate(&name, r, &defaults.timeouts, errors));
+        let b = raw.map(|r| backend::validate(&name, r, &defaults.timeouts, errors, warnings));
         backends.insert(name, b);
     }
     let backend_index = |name: &str| backends.keys().position(|k| k == name);
@@ -422,6 +465,9 @@ fn validate(
         let tcp_keepalive = raw
             .tcp_keepalive
             .map(|k| k.validate(&format!("{p}.tcp_keepalive"), errors));
+        let tls = raw.tls.as_ref().map(|t| {
+            tls::validate_listener(t, &format!("{p}.tls"), timeouts.client_hs, errors, warnings)
+        });
         let mut routes = Vec::new();
         for (j, r) in raw.route.into_iter().enumerate() {
             if let Some(route) =
@@ -439,6 +485,7 @@ fn validate(
             limits,
             tcp_keepalive,
             routes,
+            tls,
         });
     }
     if out.is_empty() && errors.is_empty() {
@@ -455,6 +502,7 @@ fn validate(
         admin,
         listeners: out,
         backends: backends.into_values().flatten().collect(),
+        warnings: Vec::new(),
     }
 }
 
@@ -514,6 +562,7 @@ fn validate_global(g: &RawGlobal, errors: &mut Vec<ConfigError>) -> Global {
         buffer_size: buffer_size.min(1 << 20) as u32,
         shutdown_timeout: g.shutdown_timeout.map_or(Duration::from_secs(10), |d| d.0),
         linger: g.linger.map_or(Duration::from_secs(2), |d| d.0),
+        tickets: tls::validate_global(&g.tls.clone().unwrap_or_default(), errors),
     }
 }
 

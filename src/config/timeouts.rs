@@ -19,6 +19,7 @@ pub(super) struct RawTimeouts {
     server_fin: Option<Dur>,
     queue: Option<Dur>,
     tunnel: Option<Dur>,
+    client_hs: Option<Dur>,
 }
 
 impl RawTimeouts {
@@ -34,6 +35,7 @@ impl RawTimeouts {
             server_fin: over.server_fin.or(self.server_fin),
             queue: over.queue.or(self.queue),
             tunnel: over.tunnel.or(self.tunnel),
+            client_hs: over.client_hs.or(self.client_hs),
         }
     }
 
@@ -54,6 +56,7 @@ impl RawTimeouts {
             server_fin: get(self.server_fin, server),
             queue: get(self.queue, connect),
             tunnel: get(self.tunnel, d.tunnel),
+            client_hs: get(self.client_hs, client),
         }
     }
 }
@@ -79,6 +82,8 @@ pub struct Timeouts {
     pub queue: Duration,
     /// Inactivity on both sides of an upgraded connection.
     pub tunnel: Duration,
+    /// A TLS handshake must finish within this (HAProxy's `timeout client-hs`).
+    pub client_hs: Duration,
 }
 
 /// Built-in timeouts, used where neither `[defaults]` nor a listener or backend sets one.
@@ -92,6 +97,7 @@ pub const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
     server_fin: Duration::from_secs(60),
     queue: Duration::from_secs(5),
     tunnel: Duration::from_secs(3600),
+    client_hs: Duration::from_secs(60),
 };
 
 #[cfg(test)]

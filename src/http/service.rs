@@ -190,7 +190,7 @@ pub(super) type Cx<'a> = ConnCx<'a, InFlight>;
 
 /// The service instance of one shard.
 pub struct HttpService {
-    transport: coreplex_engine::Plain,
+    transport: coreplex_tls::Tls,
     pub(super) listeners: Arc<Vec<ListenerRuntime>>,
     pub(super) errors: ErrorPages,
     not_found: Rendered,
@@ -206,9 +206,10 @@ impl HttpService {
         backends: Arc<Vec<BackendRuntime>>,
         shard: usize,
         shards: usize,
+        tls: coreplex_tls::Tls,
     ) -> HttpService {
         HttpService {
-            transport: coreplex_engine::Plain,
+            transport: tls,
             listeners,
             errors: ErrorPages::new(),
             not_found: Rendered::text(404, "Not Found\n"),
@@ -401,10 +402,16 @@ impl Service for HttpService {
     type Conn = HttpConn;
     type Busy = InFlight;
     type Stats = HttpStats;
-    type Transport = coreplex_engine::Plain;
+    type Transport = coreplex_tls::Tls;
 
-    fn transport(&mut self) -> &mut coreplex_engine::Plain {
+    fn transport(&mut self) -> &mut coreplex_tls::Tls {
         &mut self.transport
+    }
+
+    fn on_control(&mut self, msg: Box<dyn std::any::Any + Send>) {
+        if let Ok(t) = msg.downcast::<std::sync::Arc<coreplex_tls::tickets::Ticketer>>() {
+            self.transport.set_ticketer(*t);
+        }
     }
 
     fn on_accept(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, listener: usize) {
@@ -582,6 +589,7 @@ impl Service for HttpService {
 
     fn stats(&mut self) -> HttpStats {
         self.stats.backends = self.proxy.stats();
+        self.stats.tls = self.transport.stats();
         self.stats.clone()
     }
 

@@ -22,6 +22,8 @@ pub struct HttpStats {
     pub latency: Histogram<u64>,
     /// Per-backend counters, indexed like the configuration's backends.
     pub backends: Vec<BackendStats>,
+    /// TLS counters (listeners and backends).
+    pub tls: coreplex_tls::TlsStats,
 }
 
 impl Default for HttpStats {
@@ -34,6 +36,7 @@ impl Default for HttpStats {
             latency: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)
                 .expect("valid histogram bounds"),
             backends: Vec::new(),
+            tls: coreplex_tls::TlsStats::default(),
         }
     }
 }
@@ -84,5 +87,6 @@ impl HttpStats {
         for (a, b) in self.backends.iter_mut().zip(&o.backends) {
             a.merge(b);
         }
+        self.tls.merge(&o.tls);
     }
 }

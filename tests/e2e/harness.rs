@@ -141,7 +141,9 @@ impl Server {
         loop {
             for line in self.logs() {
                 if self.addr.is_none() && line.contains("listener ") {
-                    if let Some(a) = addr_after(&line, " on http://") {
+                    if let Some(a) = addr_after(&line, " on http://")
+                        .or_else(|| addr_after(&line, " on https://"))
+                    {
                         self.addr = Some(a);
                     }
                 }

@@ -18,6 +18,7 @@ impl<S: Service> Shard<S> {
                     let _ = reply.send(report);
                 }
                 Control::Stop { grace } => self.begin_stop(grace),
+                Control::Service(msg) => self.core.service.on_control(msg),
             }
         }
     }

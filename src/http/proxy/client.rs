@@ -85,6 +85,7 @@ impl HttpService {
                 forwarded: cfg.forwarded,
                 default_host: &rt.default_host,
                 via: cfg.via,
+                tls: cx.is_secure(),
             },
         );
         let has_body = !matches!(head.body, BodyKind::None | BodyKind::Length(0));
@@ -169,7 +170,11 @@ impl HttpService {
                 ex.stage = Stage::Connecting;
                 ex.since = now;
                 let addr = self.proxy.addr(b, server);
-                match cx.connect(addr) {
+                let connected = match self.proxy.tls_profile(b, server) {
+                    Some(profile) => cx.connect_secure(addr, profile),
+                    None => cx.connect(addr),
+                };
+                match connected {
                     Ok(()) => cx.set_timer(self.proxy.config(b).timeouts.connect),
                     Err(e) => {
                         tracing::debug!("connect to {addr}: {e}");

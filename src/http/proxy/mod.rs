@@ -39,15 +39,19 @@ use super::service::Cx;
 pub struct BackendRuntime {
     config: Backend,
     addrs: Vec<SocketAddr>,
+    /// The TLS transport's client profile of each server (`None`: plaintext).
+    tls_profiles: Vec<Option<u32>>,
     /// `Host` for requests without one.
     pub(super) default_host: String,
 }
 
 impl BackendRuntime {
-    /// Wraps a validated backend.
-    pub fn new(config: &Backend) -> BackendRuntime {
+    /// Wraps a validated backend whose servers use TLS client profiles `tls_profiles` (one per
+    /// server, `None` for plaintext).
+    pub fn new(config: &Backend, tls_profiles: Vec<Option<u32>>) -> BackendRuntime {
         BackendRuntime {
             addrs: config.servers.iter().map(|s| s.address).collect(),
+            tls_profiles,
             default_host: config
                 .servers
                 .first()
@@ -257,6 +261,15 @@ impl ProxyShard {
 
     pub(super) fn addr(&self, backend: usize, server: ServerId) -> SocketAddr {
         self.backends[backend].addrs[server.0 as usize]
+    }
+
+    /// The TLS client profile of a server, if it speaks TLS.
+    pub(super) fn tls_profile(&self, backend: usize, server: ServerId) -> Option<u32> {
+        self.backends[backend]
+            .tls_profiles
+            .get(server.0 as usize)
+            .copied()
+            .flatten()
     }
 
     /// The engine closed backend connection `id` of `backend`: the pool forgets it (freeing its

@@ -87,6 +87,8 @@ pub struct Forwarding<'a> {
     /// Add `Via: 1.1 coreplex` (RFC 9110 §7.6.3: a gateway must send one in each inbound
     /// request), after any the request already has.
     pub via: bool,
+    /// The client spoke TLS: `X-Forwarded-Proto: https` and `proto=https` in `Forwarded`.
+    pub tls: bool,
 }
 
 /// An absolute-form target (`http://host:port/path?q`) as the origin-form target and the
@@ -173,7 +175,8 @@ pub fn request_head(
             push_field(out, b"X-Forwarded-For", &v);
         }
         if !has_proto {
-            push_field(out, b"X-Forwarded-Proto", b"http");
+            let proto: &[u8] = if fwd.tls { b"https" } else { b"http" };
+            push_field(out, b"X-Forwarded-Proto", proto);
         }
     }
     if fwd.forwarded {
@@ -186,7 +189,11 @@ pub fn request_head(
             Some(IpAddr::V4(a)) => v.extend_from_slice(format!("for={a}").as_bytes()),
             None => v.extend_from_slice(b"for=unknown"),
         }
-        v.extend_from_slice(b";proto=http");
+        v.extend_from_slice(if fwd.tls {
+            b";proto=https"
+        } else {
+            b";proto=http"
+        });
         push_field(out, b"Forwarded", &v);
     }
     out.extend_from_slice(b"\r\n");
@@ -265,6 +272,7 @@ mod tests {
             forwarded: false,
             default_host: "b",
             via: false,
+            tls: false,
         }
     }
 

@@ -1,0 +1,136 @@
+//! TLS wiring of the process: each TLS listener's loaded configuration, a client profile per
+//! TLS backend server (profile numbers are what the proxy passes to `connect_secure`), and the
+//! ticket keys every shard seals with: read from the shared key file, or generated at start and
+//! rotated on a schedule by a thread that pushes each new key set to every shard over the control
+//! channel (old keys keep opening tickets for one lifetime; nothing is locked on a handshake).
+
+use crate::config::Config;
+use coreplex_engine::RuntimeHandle;
+use coreplex_tls::settings::TicketKeys;
+use coreplex_tls::tickets::{self, TicketKey, Ticketer};
+use coreplex_tls::{client, server, ListenerTls};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The TLS of a configuration, loaded once and copied into each shard's transport.
+#[derive(Clone)]
+pub struct Secure {
+    /// Per listener (`None`: plaintext).
+    pub listeners: Vec<Option<ListenerTls>>,
+    /// Client profiles, numbered in order.
+    pub profiles: Vec<client::ClientSide>,
+    /// Per backend, per server: its profile number.
+    pub backend_profiles: Vec<Vec<Option<u32>>>,
+    /// The ticketer shards start with (`None`: tickets off).
+    pub ticketer: Option<Arc<Ticketer>>,
+    /// The generated keys so far (newest first), when they rotate.
+    keys: Vec<TicketKey>,
+}
+
+impl Secure {
+    /// Loads every certificate and key of `cfg` and sets up the ticket keys.
+    pub fn load(cfg: &Config) -> Result<Secure, String> {
+        let mut listeners = Vec::new();
+        for l in &cfg.listeners {
+            listeners.push(match &l.tls {
+                Some(t) => {
+                    let side = server::build(&t.settings, None)
+                        .map_err(|e| format!("listener {}: TLS: {e}", l.name))?;
+                    Some(ListenerTls {
+                        side,
+                        session_cache: t.settings.session_cache,
+                        tls13_tickets: t.settings.tls13_tickets,
+                    })
+                }
+                None => None,
+            });
+        }
+        let mut profiles = Vec::new();
+        let mut backend_profiles = Vec::new();
+        for b in &cfg.backends {
+            let mut ids = Vec::new();
+            for s in &b.servers {
+                ids.push(match &s.tls {
+                    Some(settings) => {
+                        let side = client::build(settings).map_err(|e| {
+                            format!("backend {} server {}: TLS: {e}", b.name, s.name)
+                        })?;
+                        profiles.push(side);
+                        Some((profiles.len() - 1) as u32)
+                    }
+                    None => None,
+                });
+            }
+            backend_profiles.push(ids);
+        }
+        let lifetime = cfg
+            .global
+            .tickets
+            .lifetime
+            .as_secs()
+            .min(u64::from(u32::MAX)) as u32;
+        let any_tls = listeners.iter().any(Option::is_some);
+        let (keys, ticketer) = match &cfg.global.tickets.keys {
+            _ if !any_tls => (Vec::new(), None),
+            TicketKeys::Off => (Vec::new(), None),
+            TicketKeys::File(path) => {
+                let keys = tickets::load_keys(path).map_err(|e| e.to_string())?;
+                let t = Ticketer::new(&keys, lifetime).map_err(|e| e.to_string())?;
+                (Vec::new(), Some(t))
+            }
+            TicketKeys::Generated { .. } => {
+                let keys = vec![TicketKey::generate().map_err(|e| e.to_string())?];
+                let t = Ticketer::new(&keys, lifetime).map_err(|e| e.to_string())?;
+                (keys, Some(t))
+            }
+        };
+        Ok(Secure {
+            listeners,
+            profiles,
+            backend_profiles,
+            ticketer,
+            keys,
+        })
+    }
+
+    /// A shard's transport.
+    pub fn transport(&self) -> coreplex_tls::Tls {
+        coreplex_tls::Tls::new(&self.listeners, &self.profiles, self.ticketer.clone())
+    }
+
+    /// Starts the rotation of generated ticket keys (nothing to do for a key file or no tickets).
+    pub fn rotate<St: Send + 'static>(&self, cfg: &Config, handle: RuntimeHandle<St>) {
+        let TicketKeys::Generated { rotate } = cfg.global.tickets.keys else {
+            return;
+        };
+        if self.ticketer.is_none() {
+            return;
+        }
+        let lifetime = cfg.global.tickets.lifetime;
+        let mut keys = self.keys.clone();
+        // A ticket sealed just before a rotation must open for a whole lifetime after it.
+        let keep = (lifetime.as_secs_f64() / rotate.as_secs_f64()).ceil() as usize + 1;
+        let secs = lifetime.as_secs().min(u64::from(u32::MAX)) as u32;
+        let spawned = std::thread::Builder::new()
+            .name("coreplex-tickets".into())
+            .spawn(move || loop {
+                std::thread::sleep(rotate.max(Duration::from_secs(1)));
+                let Ok(key) = TicketKey::generate() else {
+                    tracing::warn!("ticket key rotation: no randomness; keeping the keys");
+                    continue;
+                };
+                keys.insert(0, key);
+                keys.truncate(keep);
+                let Ok(t) = Ticketer::new(&keys, secs) else {
+                    continue;
+                };
+                if handle.broadcast(|| t.clone()) == 0 {
+                    return; // the shards are gone
+                }
+                tracing::debug!("ticket keys rotated: {} in use", keys.len());
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the ticket key rotation: {e}");
+        }
+    }
+}
