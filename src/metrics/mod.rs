@@ -1,6 +1,7 @@
 //! Prometheus text rendering of the shards' aggregated statistics.
 
 mod backend;
+mod tls;
 
 use crate::http::HttpStats;
 use coreplex_engine::{CloseReason, EngineStats, ShardReport};
@@ -254,6 +255,7 @@ pub fn render(reports: &[ShardReport<HttpStats>], shards_expected: usize) -> Str
         secs(l.max()),
     );
     backend::render(o, &h.backends);
+    tls::render(o, &h.tls);
     out
 }
 

@@ -15,4 +15,5 @@ mod runtime;
 mod shards;
 mod shutdown;
 mod timeouts;
+mod tls;
 mod tuning;

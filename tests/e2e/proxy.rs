@@ -945,14 +945,23 @@ tcp_keepalive = { idle = "60s", interval = "10s", count = 6 }
 
 /// A Debian nginx on a temporary prefix, answering `200 nginx-ok`; stopped with SIGTERM (SIGKILL
 /// would orphan its worker), then SIGKILL if it has not exited within 5 s.
-struct Nginx {
+pub(crate) struct Nginx {
     child: Child,
     dir: PathBuf,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Nginx {
     fn start() -> Nginx {
+        Nginx::start_with(
+            "",
+            "location / {\n            default_type text/plain;\n            return 200 \"nginx-ok\";\n        }",
+        )
+    }
+
+    /// nginx with `listen_options` after its `listen ADDR` and `server_body` in its server
+    /// block (e.g. TLS: `ssl` and the `ssl_*` directives).
+    pub(crate) fn start_with(listen_options: &str, server_body: &str) -> Nginx {
         let addr = closed_port();
         let dir = std::env::temp_dir().join(format!(
             "coreplex-e2e-nginx-{}-{}",
@@ -975,11 +984,8 @@ http {{
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
     server {{
-        listen {addr};
-        location / {{
-            default_type text/plain;
-            return 200 "nginx-ok";
-        }}
+        listen {addr} {listen_options};
+        {server_body}
     }}
 }}
 "#

@@ -13,7 +13,10 @@
 //!            list<1..2^16-1> of { name_type(1)=0 host_name<1..2^16-1> }
 //! ```
 //! Only the first record is read: a ClientHello that does not fit one record (16 KiB) is left to
-//! rustls, as one without the extension is.
+//! rustls, as one without the extension is. A client offering nothing newer than TLS 1.1 (its
+//! `legacy_version` below 1.2 and no `supported_versions` extension, type 43, listing 1.2 or
+//! 1.3), or an SSLv2-format hello, is answered `protocol_version` (RFC 8446 6.2; rustls would
+//! say `handshake_failure`).
 
 /// What the first bytes from a client are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +27,8 @@ pub enum Peek {
     PlainHttp,
     /// A TLS ClientHello; its server name if it has one (lowercase, as sent).
     Hello(Option<String>),
+    /// A ClientHello of SSL 3.0, TLS 1.0 or 1.1 only (or SSLv2's format).
+    OldVersion,
     /// Something else: left to rustls, which answers it with an alert.
     Other,
 }
@@ -33,6 +38,10 @@ pub fn peek(input: &[u8]) -> Peek {
     let Some(&first) = input.first() else {
         return Peek::NeedMore;
     };
+    // SSLv2's record header: a length with the top bit set, then message type 1 (CLIENT-HELLO).
+    if first & 0x80 != 0 && input.get(2) == Some(&1) {
+        return Peek::OldVersion;
+    }
     if first != 22 {
         return if looks_like_http(input) {
             Peek::PlainHttp
@@ -49,8 +58,9 @@ pub fn peek(input: &[u8]) -> Peek {
     if input.len() < 5 + len {
         return Peek::NeedMore;
     }
-    match server_name(&input[5..5 + len]) {
-        Some(name) => Peek::Hello(name),
+    match parse_hello(&input[5..5 + len]) {
+        Some(h) if !h.modern => Peek::OldVersion,
+        Some(h) => Peek::Hello(h.name),
         None => Peek::Other,
     }
 }
@@ -89,16 +99,29 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The server name of a ClientHello handshake message in `fragment`: `Some(None)` for a valid
-/// hello without one, `None` for something that is not a (whole) ClientHello.
-fn server_name(fragment: &[u8]) -> Option<Option<String>> {
+/// What is read of a ClientHello.
+struct Hello {
+    /// The server name, if sent.
+    name: Option<String>,
+    /// TLS 1.2 or newer is offered.
+    modern: bool,
+}
+
+/// Reads a ClientHello handshake message in `fragment`; `None` for something that is not a
+/// (whole) ClientHello.
+fn parse_hello(fragment: &[u8]) -> Option<Hello> {
     let mut r = Reader(fragment);
     if r.u8()? != 1 {
         return None;
     }
     let len = r.u24()?;
     let mut h = Reader(r.take(len)?);
-    h.take(2 + 32)?; // legacy_version, random
+    let legacy = h.u16()?;
+    h.take(32)?; // random
+    let mut hello = Hello {
+        name: None,
+        modern: legacy >= 0x0303,
+    };
     let n = h.u8()?;
     h.take(n)?; // session id
     let n = h.u16()?;
@@ -106,7 +129,7 @@ fn server_name(fragment: &[u8]) -> Option<Option<String>> {
     let n = h.u8()?;
     h.take(n)?; // compression methods
     if h.0.is_empty() {
-        return Some(None); // no extensions
+        return Some(hello); // no extensions
     }
     let n = h.u16()?;
     let mut exts = Reader(h.take(n)?);
@@ -114,24 +137,38 @@ fn server_name(fragment: &[u8]) -> Option<Option<String>> {
         let kind = exts.u16()?;
         let n = exts.u16()?;
         let data = exts.take(n)?;
-        if kind != 0 {
-            continue;
-        }
-        let mut list = Reader(data);
-        let n = list.u16()?;
-        let mut names = Reader(list.take(n)?);
-        while !names.0.is_empty() {
-            let name_type = names.u8()?;
-            let n = names.u16()?;
-            let name = names.take(n)?;
-            if name_type == 0 {
-                let name = std::str::from_utf8(name).ok()?;
-                return Some(Some(name.to_ascii_lowercase()));
+        match kind {
+            0 if hello.name.is_none() => {
+                let mut list = Reader(data);
+                let n = list.u16()?;
+                let mut names = Reader(list.take(n)?);
+                while !names.0.is_empty() {
+                    let name_type = names.u8()?;
+                    let n = names.u16()?;
+                    let name = names.take(n)?;
+                    if name_type == 0 {
+                        let name = std::str::from_utf8(name).ok()?;
+                        hello.name = Some(name.to_ascii_lowercase());
+                        break;
+                    }
+                }
             }
+            43 => {
+                let mut list = Reader(data);
+                let n = list.u8()?;
+                let mut versions = Reader(list.take(n)?);
+                while !versions.0.is_empty() {
+                    // 0x0303 is TLS 1.2, 0x0304 TLS 1.3; GREASE values (0x?a?a) are skipped.
+                    let v = versions.u16()?;
+                    if (0x0303..0x0400).contains(&v) {
+                        hello.modern = true;
+                    }
+                }
+            }
+            _ => {}
         }
-        return Some(None);
     }
-    Some(None)
+    Some(hello)
 }
 
 /// The plaintext answer to an HTTP request sent to a TLS port.
@@ -141,6 +178,10 @@ Content-Length: 48\r\nConnection: close\r\n\r\nThis port speaks TLS: use https:/
 /// A fatal `unrecognized_name` alert (RFC 8446 6.2: level 2, description 112) in a TLS 1.2
 /// record, understood by clients of any version before a version is agreed.
 pub const UNRECOGNIZED_NAME_ALERT: &[u8] = &[21, 3, 3, 0, 2, 2, 112];
+
+/// A fatal `protocol_version` alert (description 70) in a TLS 1.0 record, which a client of an
+/// old version reads.
+pub const PROTOCOL_VERSION_ALERT: &[u8] = &[21, 3, 1, 0, 2, 2, 70];
 
 /// Runs [`peek`] over untrusted input (the fuzz target).
 #[doc(hidden)]
@@ -191,6 +232,18 @@ mod tests {
         }
         assert_eq!(peek(&hello(&[])), Peek::Hello(None));
         assert_eq!(peek(&hello(&[(10, vec![0, 2, 0, 29])])), Peek::Hello(None));
+    }
+
+    #[test]
+    fn old_versions_are_told_apart() {
+        let mut tls10 = hello(&[sni("a")]);
+        tls10[10] = 1; // legacy_version 3.1
+        assert_eq!(peek(&tls10), Peek::OldVersion);
+        // A TLS 1.3 client says 3.3 in legacy_version and lists 1.3 in supported_versions.
+        let mut modern = hello(&[(43, vec![4, 0x0a, 0x0a, 3, 4])]);
+        modern[10] = 1;
+        assert_eq!(peek(&modern), Peek::Hello(None));
+        assert_eq!(peek(&[0x80, 0x2e, 0x01, 0x00, 0x02]), Peek::OldVersion);
     }
 
     #[test]

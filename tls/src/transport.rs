@@ -289,6 +289,10 @@ impl Transport for Tls {
                     }
                     s.sni = name.map(String::into_boxed_str);
                 }
+                Peek::OldVersion => {
+                    reply.extend_from_slice(hello::PROTOCOL_VERSION_ALERT);
+                    return failed(self.failed(s, Failure::Incompatible));
+                }
                 Peek::Other => {}
             }
             s.phase = Phase::Handshake;

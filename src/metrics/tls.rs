@@ -1,0 +1,90 @@
+//! The TLS series: handshakes full and resumed by version and side, failures by reason, ALPN
+//! outcomes, listener handshake durations, ticket keys in use.
+
+use coreplex_tls::stats::{Failure, TlsStats};
+use std::fmt::Write;
+
+/// Appends the TLS series.
+pub fn render(o: &mut String, t: &TlsStats) {
+    super::header(
+        o,
+        "coreplex_tls_handshakes_total",
+        "TLS handshakes completed, by side (listener or backend), version and kind (full or resumed).",
+        "counter",
+    );
+    for (side, counts) in [
+        ("listener", &t.handshakes),
+        ("backend", &t.backend_handshakes),
+    ] {
+        for (i, (version, kind)) in [
+            ("1.2", "full"),
+            ("1.2", "resumed"),
+            ("1.3", "full"),
+            ("1.3", "resumed"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let _ = writeln!(
+                o,
+                "coreplex_tls_handshakes_total{{side=\"{side}\",version=\"{version}\",kind=\"{kind}\"}} {}",
+                counts[i]
+            );
+        }
+    }
+    super::header(
+        o,
+        "coreplex_tls_failures_total",
+        "TLS sessions that failed, by side and reason (handshake timeouts are a close reason).",
+        "counter",
+    );
+    for (side, counts) in [("listener", &t.failures), ("backend", &t.backend_failures)] {
+        for f in Failure::ALL {
+            let _ = writeln!(
+                o,
+                "coreplex_tls_failures_total{{side=\"{side}\",reason=\"{}\"}} {}",
+                f.label(),
+                counts[f as usize]
+            );
+        }
+    }
+    super::header(
+        o,
+        "coreplex_tls_alpn_total",
+        "Listener handshakes by negotiated ALPN protocol.",
+        "counter",
+    );
+    for (i, p) in ["h2", "http/1.1", "none"].into_iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "coreplex_tls_alpn_total{{protocol=\"{p}\"}} {}",
+            t.alpn[i]
+        );
+    }
+    let h = &t.handshake_us;
+    super::header(
+        o,
+        "coreplex_tls_handshake_seconds",
+        "Listener handshake time, from the first byte to done.",
+        "summary",
+    );
+    for q in [0.5, 0.9, 0.99] {
+        let v = if h.is_empty() {
+            0
+        } else {
+            h.value_at_quantile(q)
+        };
+        let _ = writeln!(
+            o,
+            "coreplex_tls_handshake_seconds{{quantile=\"{q}\"}} {}",
+            super::secs(v)
+        );
+    }
+    let _ = writeln!(o, "coreplex_tls_handshake_seconds_count {}", h.len());
+    super::gauge(
+        o,
+        "coreplex_tls_ticket_keys",
+        "Ticket keys in use (the first seals, all open).",
+        t.ticket_keys,
+    );
+}

@@ -1,0 +1,610 @@
+//! TLS, black-box, with curl and `openssl s_client` as clients and nginx as a TLS backend:
+//! TLS 1.2 and 1.3 with SNI and ALPN; resumption on 20 reconnects to a 2-shard server (tickets,
+//! both versions); one key file shared by two processes; key rotation (a ticket sealed with the
+//! previous key resumes, one older than the kept keys does not); ECDSA or RSA by what the client
+//! accepts; unknown names refused; plaintext HTTP answered 400; TLS 1.0 refused with
+//! `protocol_version`; a handshake slowloris closed at `client_hs`; client certificates;
+//! `X-Forwarded-Proto: https`; backends over TLS (verified, wrong CA -> 503, the SNI nginx saw,
+//! resumption counted); `coreplex check` errors with their key paths.
+
+use crate::backend::TestBackend;
+use crate::harness::{
+    metric, metric_in, metrics_text, run_cli, temp_path, test_shards, write_temp, Server,
+};
+use crate::proxy::{fields, values, Nginx};
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn certs() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/certs"))
+}
+
+fn cert(name: &str) -> String {
+    certs().join(name).to_string_lossy().into_owned()
+}
+
+/// A `[listener.tls]` table body with the ECDSA and RSA test certificates and `extra` keys.
+fn tls_table(extra: &str) -> String {
+    format!(
+        "certificates = [ {{ cert = \"{}\", key = \"{}\" }}, {{ cert = \"{}\", key = \"{}\" }} ]\n{extra}",
+        cert("ecdsa.pem"),
+        cert("ecdsa.key"),
+        cert("rsa.pem"),
+        cert("rsa.key")
+    )
+}
+
+/// A configuration with one TLS listener answering `hello over tls` on every path.
+fn tls_config(shards: usize, global_tls: &str, listener_extra: &str, tls_extra: &str) -> String {
+    format!(
+        r#"version = 1
+
+[global]
+shards = {shards}
+max_connections = 256
+
+[global.tls]
+{global_tls}
+
+[admin]
+bind = "127.0.0.1:0"
+
+[[listener]]
+name = "https"
+bind = "127.0.0.1:0"
+{listener_extra}
+
+[listener.tls]
+{tls}
+
+[[listener.route]]
+path_prefix = "/"
+respond = {{ body = "hello over tls" }}
+"#,
+        tls = tls_table(tls_extra)
+    )
+}
+
+/// `curl` over TLS to `addr` as `localhost` (with `--resolve`), trusting the test CA; returns
+/// (exit code, stdout, stderr).
+fn curl_tls(addr: SocketAddr, path: &str, extra: &[&str]) -> (Option<i32>, String, String) {
+    let resolve = format!("localhost:{}:127.0.0.1", addr.port());
+    let url = format!("https://localhost:{}{path}", addr.port());
+    let o = crate::harness::curl(
+        &[
+            &[
+                "-sS",
+                "-v",
+                "--cacert",
+                &cert("ca.pem"),
+                "--resolve",
+                &resolve,
+            ][..],
+            extra,
+            &[&url],
+        ]
+        .concat(),
+    );
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// One `openssl s_client` handshake: reads and writes the session file `sess`, stays 300 ms so
+/// TLS 1.3 tickets arrive. Returns its output.
+fn s_client(addr: SocketAddr, args: &[&str], sess: Option<&PathBuf>) -> String {
+    let connect = addr.to_string();
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_client", "-connect", &connect, "-CAfile", &cert("ca.pem")])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(s) = sess {
+        cmd.arg("-sess_out").arg(s);
+        if s.exists() {
+            cmd.arg("-sess_in").arg(s);
+        }
+    }
+    let mut child = cmd
+        .spawn()
+        .expect("openssl runs (tests/setup.sh installs it with curl)");
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = stdin.write_all(b"Q\n");
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let o = child.wait_with_output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn curl_over_tls_12_and_13_with_sni_and_alpn() {
+    let s = Server::start(&tls_config(1, "", "", ""));
+    for (flag, version) in [("--tlsv1.3", "TLSv1.3"), ("--tls-max", "TLSv1.2")] {
+        let args: &[&str] = if flag == "--tls-max" {
+            &["--tls-max", "1.2"]
+        } else {
+            &[flag]
+        };
+        let (code, body, log) = curl_tls(s.addr(), "/", args);
+        assert_eq!(code, Some(0), "{log}");
+        assert_eq!(body, "hello over tls");
+        assert!(
+            log.contains(&format!("SSL connection using {version}")),
+            "{log}"
+        );
+        assert!(log.contains("ALPN: server accepted http/1.1"), "{log}");
+        assert!(log.contains("subject: CN=localhost"), "{log}");
+    }
+    let text = metrics_text(s.admin());
+    let get = |k: &str| metric_in(&text, k).unwrap_or_else(|| panic!("{k} missing:\n{text}"));
+    assert_eq!(
+        get("coreplex_tls_handshakes_total{side=\"listener\",version=\"1.3\",kind=\"full\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("coreplex_tls_handshakes_total{side=\"listener\",version=\"1.2\",kind=\"full\"}"),
+        1.0
+    );
+    assert_eq!(get("coreplex_tls_alpn_total{protocol=\"http/1.1\"}"), 2.0);
+    assert_eq!(get("coreplex_tls_handshake_seconds_count"), 2.0);
+    assert!(get("coreplex_tls_ticket_keys") >= 1.0);
+}
+
+#[test]
+fn every_reconnect_resumes_on_a_two_shard_server() {
+    let shards = test_shards("every_reconnect_resumes_on_a_two_shard_server", 2);
+    let s = Server::start(&tls_config(shards, "", "", ""));
+    for version in ["-tls1_3", "-tls1_2"] {
+        let sess = temp_path("tls-session.pem");
+        let first = s_client(
+            s.addr(),
+            &[version, "-servername", "localhost"],
+            Some(&sess),
+        );
+        assert!(first.contains("\nNew, TLSv1."), "{first}");
+        for i in 0..20 {
+            let out = s_client(
+                s.addr(),
+                &[version, "-servername", "localhost"],
+                Some(&sess),
+            );
+            assert!(
+                out.contains("\nReused, TLSv1."),
+                "{version} reconnect {i}: {out}"
+            );
+        }
+        let _ = std::fs::remove_file(&sess);
+    }
+    let resumed = metric(
+        s.admin(),
+        "coreplex_tls_handshakes_total{side=\"listener\",version=\"1.3\",kind=\"resumed\"}",
+    ) + metric(
+        s.admin(),
+        "coreplex_tls_handshakes_total{side=\"listener\",version=\"1.2\",kind=\"resumed\"}",
+    );
+    assert_eq!(resumed, 40.0);
+    // Both shards took part (20 connections each way over two SO_REUSEPORT sockets).
+    if shards == 2 {
+        let text = metrics_text(s.admin());
+        assert!(text.contains("coreplex_shards 2"), "{text}");
+    }
+}
+
+#[test]
+fn a_shared_key_file_resumes_across_processes() {
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        keys.extend(coreplex_tls_key());
+    }
+    let file = temp_path("ticket.keys");
+    std::fs::write(&file, &keys).unwrap();
+    let global = format!("ticket_key_file = \"{}\"", file.display());
+    let a = Server::start(&tls_config(1, &global, "", ""));
+    let b = Server::start(&tls_config(1, &global, "", ""));
+    let sess = temp_path("tls-session.pem");
+    let first = s_client(
+        a.addr(),
+        &["-tls1_3", "-servername", "localhost"],
+        Some(&sess),
+    );
+    assert!(first.contains("\nNew, TLSv1.3"), "{first}");
+    let other = s_client(
+        b.addr(),
+        &["-tls1_3", "-servername", "localhost"],
+        Some(&sess),
+    );
+    assert!(
+        other.contains("\nReused, TLSv1.3"),
+        "instance B did not resume A's session: {other}"
+    );
+    assert_eq!(metric(b.admin(), "coreplex_tls_ticket_keys"), 2.0);
+    // An instance with other keys: a full handshake.
+    let other_file = temp_path("ticket2.keys");
+    std::fs::write(&other_file, coreplex_tls_key()).unwrap();
+    let c = Server::start(&tls_config(
+        1,
+        &format!("ticket_key_file = \"{}\"", other_file.display()),
+        "",
+        "",
+    ));
+    let sess2 = temp_path("tls-session.pem");
+    s_client(
+        a.addr(),
+        &["-tls1_3", "-servername", "localhost"],
+        Some(&sess2),
+    );
+    let out = s_client(
+        c.addr(),
+        &["-tls1_3", "-servername", "localhost"],
+        Some(&sess2),
+    );
+    assert!(out.contains("\nNew, TLSv1.3"), "{out}");
+    for f in [file, other_file, sess, sess2] {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+/// 80 random bytes: one key of the nginx / Envoy ticket key file format.
+fn coreplex_tls_key() -> Vec<u8> {
+    let mut k = vec![0u8; 80];
+    let mut f = std::fs::File::open("/dev/urandom").unwrap();
+    std::io::Read::read_exact(&mut f, &mut k).unwrap();
+    k
+}
+
+#[test]
+fn rotated_keys_keep_resuming_for_one_lifetime() {
+    // A new key every second, each kept for a 3 s lifetime.
+    let s = Server::start(&tls_config(
+        1,
+        "ticket_rotate = \"1s\"\nticket_lifetime = \"3s\"",
+        "",
+        "",
+    ));
+    let sess = temp_path("tls-session.pem");
+    s_client(
+        s.addr(),
+        &["-tls1_2", "-servername", "localhost"],
+        Some(&sess),
+    );
+    let saved = std::fs::read(&sess).unwrap();
+    // After a rotation the previous key still opens the ticket.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(metric(s.admin(), "coreplex_tls_ticket_keys") >= 2.0);
+    let out = s_client(
+        s.addr(),
+        &["-tls1_2", "-servername", "localhost"],
+        Some(&sess),
+    );
+    assert!(
+        out.contains("\nReused, TLSv1.2"),
+        "not resumed after one rotation: {out}"
+    );
+    // The same ticket past its lifetime (and past the kept keys): a full handshake.
+    std::thread::sleep(Duration::from_millis(4500));
+    std::fs::write(&sess, &saved).unwrap();
+    let out = s_client(
+        s.addr(),
+        &["-tls1_2", "-servername", "localhost"],
+        Some(&sess),
+    );
+    assert!(
+        out.contains("\nNew, TLSv1.2"),
+        "an expired ticket resumed: {out}"
+    );
+    let _ = std::fs::remove_file(&sess);
+}
+
+#[test]
+fn ecdsa_or_rsa_by_what_the_client_accepts() {
+    let s = Server::start(&tls_config(1, "", "", ""));
+    let out = s_client(
+        s.addr(),
+        &[
+            "-tls1_2",
+            "-servername",
+            "localhost",
+            "-sigalgs",
+            "RSA+SHA256:RSA-PSS+SHA256",
+        ],
+        None,
+    );
+    assert!(out.contains("Peer signature type: RSA"), "{out}");
+    let out = s_client(s.addr(), &["-tls1_3", "-servername", "localhost"], None);
+    assert!(out.contains("Peer signature type: ECDSA"), "{out}");
+}
+
+#[test]
+fn unknown_names_plaintext_and_old_versions_get_their_answers() {
+    let s = Server::start(&tls_config(1, "", "", "unknown_sni = \"refuse\""));
+    let out = s_client(s.addr(), &["-servername", "other.example"], None);
+    assert!(
+        out.contains("alert unrecognized name") || out.contains("SSL alert number 112"),
+        "{out}"
+    );
+    let out = s_client(s.addr(), &["-servername", "localhost"], None);
+    assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
+    // Plaintext HTTP to the TLS port: a readable 400.
+    let (bytes, closed) = crate::harness::raw(
+        s.addr(),
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        Duration::from_secs(3),
+    );
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+    assert!(text.contains("https://"), "{text}");
+    assert!(closed);
+    // TLS 1.0: protocol_version.
+    let out = s_client(s.addr(), &["-tls1", "-cipher", "DEFAULT@SECLEVEL=0"], None);
+    assert!(
+        out.contains("alert protocol version") || out.contains("SSL alert number 70"),
+        "{out}"
+    );
+    let failures = |r: &str| {
+        metric(
+            s.admin(),
+            &format!("coreplex_tls_failures_total{{side=\"listener\",reason=\"{r}\"}}"),
+        )
+    };
+    assert_eq!(failures("unknown_name"), 1.0);
+    assert_eq!(failures("plaintext_http"), 1.0);
+    assert_eq!(failures("incompatible"), 1.0);
+    assert_eq!(
+        metric(
+            s.admin(),
+            "coreplex_connections_closed_total{reason=\"handshake_failed\"}"
+        ),
+        3.0
+    );
+}
+
+#[test]
+fn a_handshake_slowloris_is_closed_at_client_hs() {
+    let s = Server::start(&tls_config(
+        1,
+        "",
+        "timeouts = { client_hs = \"400ms\" }",
+        "",
+    ));
+    let mut c = TcpStream::connect(s.addr()).unwrap();
+    c.write_all(&[22, 3, 1, 0]).unwrap(); // the start of a record, then nothing
+    let t0 = Instant::now();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 16];
+    let n = std::io::Read::read(&mut c, &mut buf).unwrap_or(0);
+    let took = t0.elapsed();
+    assert_eq!(n, 0, "bytes before the close: {:?}", &buf[..n]);
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "closed after {took:?}"
+    );
+    assert_eq!(
+        metric(
+            s.admin(),
+            "coreplex_connections_closed_total{reason=\"handshake_timeout\"}"
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn client_certificates_required_and_optional() {
+    let ca = cert("ca.pem");
+    let s = Server::start(&tls_config(
+        1,
+        "",
+        "",
+        &format!("client_ca = \"{ca}\"\nclient_auth = \"required\""),
+    ));
+    let (code, _, log) = curl_tls(s.addr(), "/", &[]);
+    assert_ne!(code, Some(0), "served without a client certificate: {log}");
+    let (code, body, log) = curl_tls(
+        s.addr(),
+        "/",
+        &["--cert", &cert("client.pem"), "--key", &cert("client.key")],
+    );
+    assert_eq!((code, body.as_str()), (Some(0), "hello over tls"), "{log}");
+    let s = Server::start(&tls_config(
+        1,
+        "",
+        "",
+        &format!("client_ca = \"{ca}\"\nclient_auth = \"optional\""),
+    ));
+    let (code, body, _) = curl_tls(s.addr(), "/", &[]);
+    assert_eq!((code, body.as_str()), (Some(0), "hello over tls"));
+}
+
+/// A proxy with a TLS listener routing to `backend_toml` (a `[backend.app]` body).
+fn tls_proxy(backend_toml: &str) -> Server {
+    Server::start(&format!(
+        r#"version = 1
+
+[global]
+shards = 1
+max_connections = 256
+
+[admin]
+bind = "127.0.0.1:0"
+
+[[listener]]
+name = "https"
+bind = "127.0.0.1:0"
+
+[listener.tls]
+{tls}
+
+[[listener.route]]
+path_prefix = "/"
+backend = "app"
+
+[backend.app]
+{backend_toml}
+"#,
+        tls = tls_table("")
+    ))
+}
+
+#[test]
+fn x_forwarded_proto_says_https() {
+    let b = TestBackend::start();
+    let s = tls_proxy(&format!(
+        "servers = [ {{ address = \"{}\" }} ]\nforwarded = true",
+        b.addr()
+    ));
+    let (code, body, log) = curl_tls(s.addr(), "/echo", &[]);
+    assert_eq!(code, Some(0), "{log}");
+    let f = fields(&body);
+    assert_eq!(values(&f, "x-forwarded-proto"), ["https"], "{body}");
+    assert_eq!(
+        values(&f, "forwarded"),
+        ["for=127.0.0.1;proto=https"],
+        "{body}"
+    );
+    drop(b);
+}
+
+/// nginx over TLS (the ECDSA test certificate) answering `sni=<name> reused=<r|.> <protocol>` (TLS 1.3 named: nginx 1.22 leaves it out by default).
+fn tls_nginx() -> Nginx {
+    Nginx::start_with(
+        "ssl",
+        &format!(
+            "ssl_certificate {};\n        ssl_certificate_key {};\n        ssl_session_tickets on;\n        ssl_protocols TLSv1.2 TLSv1.3;\n        location / {{ default_type text/plain; return 200 \"sni=$ssl_server_name reused=$ssl_session_reused $ssl_protocol\"; }}",
+            cert("ecdsa.pem"),
+            cert("ecdsa.key")
+        ),
+    )
+}
+
+#[test]
+fn backends_over_tls_verified_with_sni_and_resumed() {
+    let n = tls_nginx();
+    let s = tls_proxy(&format!(
+        "servers = [ {{ address = \"{}\" }} ]\nreuse = \"never\"\ntls = {{ ca = \"{}\", sni = \"localhost\" }}",
+        n.addr,
+        cert("ca.pem")
+    ));
+    let mut bodies = Vec::new();
+    for _ in 0..3 {
+        let (code, body, log) = curl_tls(s.addr(), "/", &[]);
+        assert_eq!(code, Some(0), "{log}");
+        bodies.push(body);
+    }
+    assert_eq!(bodies[0], "sni=localhost reused=. TLSv1.3");
+    assert!(
+        bodies[1..]
+            .iter()
+            .all(|b| b == "sni=localhost reused=r TLSv1.3"),
+        "pool refills did not resume: {bodies:?}"
+    );
+    let full = metric(
+        s.admin(),
+        "coreplex_tls_handshakes_total{side=\"backend\",version=\"1.3\",kind=\"full\"}",
+    );
+    let resumed = metric(
+        s.admin(),
+        "coreplex_tls_handshakes_total{side=\"backend\",version=\"1.3\",kind=\"resumed\"}",
+    );
+    assert_eq!((full, resumed), (1.0, 2.0), "{}", metrics_text(s.admin()));
+}
+
+#[test]
+fn a_backend_with_an_untrusted_certificate_gets_503_and_recovers_when_trusted() {
+    let n = tls_nginx();
+    // Verified against the bundled web roots: the test CA is not among them.
+    let s = tls_proxy(&format!(
+        "servers = [ {{ address = \"{}\" }} ]\nretries = 1\ntls = {{ sni = \"localhost\" }}",
+        n.addr
+    ));
+    let (code, body, log) = curl_tls(s.addr(), "/", &["-o", "/dev/null", "-w", "%{http_code}"]);
+    assert_eq!((code, body.as_str()), (Some(0), "503"), "{log}");
+    assert_eq!(
+        metric(
+            s.admin(),
+            "coreplex_tls_failures_total{side=\"backend\",reason=\"bad_certificate\"}"
+        ),
+        2.0,
+        "the try and the retry"
+    );
+    // verify = false (explicit): served.
+    let s = tls_proxy(&format!(
+        "servers = [ {{ address = \"{}\" }} ]\ntls = {{ verify = false, sni = \"localhost\" }}",
+        n.addr
+    ));
+    let (code, body, _) = curl_tls(s.addr(), "/", &[]);
+    assert_eq!(
+        (code, body.as_str()),
+        (Some(0), "sni=localhost reused=. TLSv1.3")
+    );
+}
+
+#[test]
+fn check_reports_tls_errors_with_their_key_paths() {
+    let text = format!(
+        r#"version = 1
+[global.tls]
+ticket_key_file = "/nonexistent/keys"
+[[listener]]
+bind = "127.0.0.1:0"
+[listener.tls]
+certificates = [
+  {{ cert = "{ecdsa}", key = "{rsa_key}" }},
+  {{ cert = "/nonexistent.pem", key = "{rsa_key}" }},
+  {{ cert = "{ecdsa}", key = "{ecdsa_key}", names = ["example.com"] }},
+]
+cipher_suites = ["TLS_NOPE"]
+min_version = "1.1"
+[[listener.route]]
+respond = {{ body = "x" }}
+[[listener]]
+bind = "127.0.0.1:0"
+[listener.tls]
+certificates = [ {{ cert = "{ecdsa}", key = "{ecdsa_key}" }} ]
+groups = ["X448"]
+[[listener.route]]
+respond = {{ body = "x" }}
+"#,
+        ecdsa = cert("ecdsa.pem"),
+        ecdsa_key = cert("ecdsa.key"),
+        rsa_key = cert("rsa.key"),
+    );
+    let path = write_temp("bad-tls.toml", &text);
+    let file = path.to_string_lossy().into_owned();
+    let o = run_cli(&["check", "-c", &file]);
+    let _ = std::fs::remove_file(&path);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    for (p, says) in [
+        ("global.tls.ticket_key_file", "cannot read"),
+        ("listener[0].tls.certificates[0].cert", "does not match"),
+        ("listener[0].tls.certificates[1].cert", "cannot read"),
+        ("listener[0].tls.certificates[2].names[0]", "not covered"),
+        ("listener[0].tls.cipher_suites", "TLS_NOPE"),
+        ("listener[0].tls.min_version", "1.1"),
+        ("listener[1].tls.groups", "X448"),
+    ] {
+        let want = format!("error: {file}: {p}: ");
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(&want) && l.contains(says)),
+            "no `{want}...{says}` line in:\n{err}"
+        );
+    }
+}
