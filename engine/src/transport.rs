@@ -73,12 +73,22 @@ pub trait Transport: 'static {
     ) -> Received;
 
     /// Seals application bytes into records appended to `wire`. Only called once the handshake
-    /// is done. Returns false on a fatal error (the connection is then closed).
-    fn seal(&mut self, session: &mut Self::Session, plain: &[u8], wire: &mut Vec<u8>) -> bool;
+    /// is done. `unread` is the received input [`Transport::receive`] left unconsumed (an
+    /// incomplete record), exactly as it will be presented again: a transport may look at it
+    /// (rustls keeps offsets into it) but consumes none of it. Returns false on a fatal error
+    /// (the connection is then closed).
+    fn seal(
+        &mut self,
+        session: &mut Self::Session,
+        plain: &[u8],
+        unread: &mut [u8],
+        wire: &mut Vec<u8>,
+    ) -> bool;
 
     /// Appends the closing record (TLS close_notify) to `wire` if it has not been sent; returns
-    /// whether it appended anything.
-    fn close(&mut self, session: &mut Self::Session, wire: &mut Vec<u8>) -> bool;
+    /// whether it appended anything. `unread` as for [`Transport::seal`].
+    fn close(&mut self, session: &mut Self::Session, unread: &mut [u8], wire: &mut Vec<u8>)
+        -> bool;
 
     /// Whether the session is still handshaking.
     fn handshaking(&self, session: &Self::Session) -> bool;
@@ -116,12 +126,12 @@ impl Transport for Plain {
         }
     }
 
-    fn seal(&mut self, _: &mut (), plain: &[u8], wire: &mut Vec<u8>) -> bool {
+    fn seal(&mut self, _: &mut (), plain: &[u8], _: &mut [u8], wire: &mut Vec<u8>) -> bool {
         wire.extend_from_slice(plain);
         true
     }
 
-    fn close(&mut self, _: &mut (), _: &mut Vec<u8>) -> bool {
+    fn close(&mut self, _: &mut (), _: &mut [u8], _: &mut Vec<u8>) -> bool {
         false
     }
 

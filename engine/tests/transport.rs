@@ -95,14 +95,14 @@ impl Transport for ToyTransport {
         }
     }
 
-    fn seal(&mut self, _: &mut Toy, plain: &[u8], wire: &mut Vec<u8>) -> bool {
+    fn seal(&mut self, _: &mut Toy, plain: &[u8], _: &mut [u8], wire: &mut Vec<u8>) -> bool {
         for chunk in plain.chunks(100) {
             wire.extend_from_slice(&record(chunk));
         }
         true
     }
 
-    fn close(&mut self, s: &mut Toy, wire: &mut Vec<u8>) -> bool {
+    fn close(&mut self, s: &mut Toy, _: &mut [u8], wire: &mut Vec<u8>) -> bool {
         if s.closed || s.failed {
             return false;
         }

@@ -376,6 +376,121 @@ fn unknown_names_plaintext_and_old_versions_get_their_answers() {
     );
 }
 
+/// Reads from `c` until EOF (or 3 s); returns what came and whether it closed.
+fn read_until_close(c: &mut TcpStream) -> (Vec<u8>, bool) {
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match std::io::Read::read(c, &mut buf) {
+            Ok(0) => return (got, true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (got, true),
+            Err(_) => return (got, false),
+        }
+    }
+}
+
+#[test]
+fn garbage_truncated_hellos_renegotiation_and_closes_without_close_notify() {
+    let s = Server::start(&tls_config(1, "", "", ""));
+    // A handshake record whose body is not a ClientHello: a fatal alert (content type 21), closed.
+    let mut c = TcpStream::connect(s.addr()).unwrap();
+    let mut garbage = vec![22, 3, 1, 0, 64];
+    garbage.extend((0..64u32).map(|i| (i * 37 % 251) as u8));
+    c.write_all(&garbage).unwrap();
+    let (got, closed) = read_until_close(&mut c);
+    assert!(closed, "still open after garbage");
+    assert_eq!(got.first(), Some(&21), "an alert record: {got:?}");
+    assert_eq!(got.get(5), Some(&2), "fatal: {got:?}");
+    // A ClientHello cut short, then FIN: closed, nothing sent.
+    let mut c = TcpStream::connect(s.addr()).unwrap();
+    c.write_all(&[22, 3, 1, 0, 200, 1, 0, 0, 196, 3, 3, 9, 9, 9])
+        .unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let (got, closed) = read_until_close(&mut c);
+    assert!(closed && got.is_empty(), "closed={closed} got={got:?}");
+    // Random bytes that are not TLS at all: closed (with or without an alert).
+    let mut c = TcpStream::connect(s.addr()).unwrap();
+    c.write_all(&[0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3, 4, 5, 6, 7])
+        .unwrap();
+    let (_, closed) = read_until_close(&mut c);
+    assert!(closed);
+    // TLS 1.2 renegotiation (openssl's `R`): refused with a no_renegotiation warning.
+    let connect = s.addr().to_string();
+    let mut child = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &connect,
+            "-tls1_2",
+            "-CAfile",
+            &cert("ca.pem"),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = stdin.write_all(b"R\n");
+    std::thread::sleep(Duration::from_millis(500));
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let o = child.wait_with_output().unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains("RENEGOTIATING") && out.contains("no renegotiation"),
+        "{out}"
+    );
+    // Clients that vanish without close_notify, mid-request and after a complete request (Python's
+    // ssl module; detach() drops the socket without the closing record).
+    let script = format!(
+        r#"
+import socket, ssl
+ctx = ssl.create_default_context(cafile={ca:?})
+for request in [b"GET / HTTP/1.1\r\nHo", b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"]:
+    raw = socket.create_connection(("127.0.0.1", {port}))
+    tls = ctx.wrap_socket(raw, server_hostname="localhost")
+    tls.sendall(request)
+    if request.endswith(b"\r\n\r\n"):
+        assert b"hello over tls" in tls.recv(4096)
+    socket.socket(fileno=tls.detach()).close()
+print("ok")
+"#,
+        ca = cert("ca.pem"),
+        port = s.addr().port()
+    );
+    let o = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "ok",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    crate::harness::wait_metric(
+        s.admin(),
+        "coreplex_connections_current",
+        |v| v == 0.0,
+        "every connection closed",
+    );
+    // The server is unharmed.
+    let (code, body, log) = curl_tls(s.addr(), "/", &[]);
+    assert_eq!((code, body.as_str()), (Some(0), "hello over tls"), "{log}");
+}
+
 #[test]
 fn a_handshake_slowloris_is_closed_at_client_hs() {
     let s = Server::start(&tls_config(

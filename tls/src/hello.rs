@@ -55,6 +55,10 @@ pub fn peek(input: &[u8]) -> Peek {
         return Peek::NeedMore;
     }
     let len = usize::from(u16::from_be_bytes([input[3], input[4]]));
+    if len > MAX_PLAINTEXT_RECORD {
+        // Not worth waiting for: rustls answers record_overflow.
+        return Peek::Other;
+    }
     if input.len() < 5 + len {
         return Peek::NeedMore;
     }
@@ -64,6 +68,9 @@ pub fn peek(input: &[u8]) -> Peek {
         None => Peek::Other,
     }
 }
+
+/// The largest plaintext record (RFC 8446 5.1: 2^14 bytes).
+const MAX_PLAINTEXT_RECORD: usize = 1 << 14;
 
 /// An uppercase method of 3 to 7 letters followed by a space.
 fn looks_like_http(input: &[u8]) -> bool {
@@ -183,6 +190,14 @@ pub const UNRECOGNIZED_NAME_ALERT: &[u8] = &[21, 3, 3, 0, 2, 2, 112];
 /// old version reads.
 pub const PROTOCOL_VERSION_ALERT: &[u8] = &[21, 3, 1, 0, 2, 2, 70];
 
+/// A fatal `decode_error` alert (description 50) in a TLS 1.2 record: sent for a first flight
+/// rustls rejects without queueing an alert of its own (an oversized handshake message).
+pub const DECODE_ERROR_ALERT: &[u8] = &[21, 3, 3, 0, 2, 2, 50];
+
+/// A fatal `handshake_failure` alert (description 40) in a TLS 1.2 record: for other first
+/// flights rustls rejects in silence.
+pub const HANDSHAKE_FAILURE_ALERT: &[u8] = &[21, 3, 3, 0, 2, 2, 40];
+
 /// Runs [`peek`] over untrusted input (the fuzz target).
 #[doc(hidden)]
 pub fn fuzz_peek(data: &[u8]) {
@@ -260,5 +275,8 @@ mod tests {
         let mut rec = hello(&[sni("a")]);
         rec[8] = 0xff;
         assert_eq!(peek(&rec), Peek::Other);
+        // A record longer than TLS allows is not waited for.
+        assert_eq!(peek(&[22, 3, 1, 0x40, 0x01]), Peek::Other);
+        assert_eq!(peek(&[22, 3, 1, 0x40, 0x00]), Peek::NeedMore);
     }
 }

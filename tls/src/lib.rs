@@ -13,6 +13,8 @@
 //! No lock is taken on a handshake path: every shard holds its own copies of the
 //! configurations, its own session caches, and the ticket keys (pushed to it on rotation).
 
+#![forbid(unsafe_code)]
+
 pub mod certs;
 pub mod client;
 pub mod error;

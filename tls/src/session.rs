@@ -158,7 +158,7 @@ pub(crate) fn receive(
         consumed += discard;
         match step {
             Err(e) => {
-                flush_alert(conn, reply);
+                consumed += flush_alert(conn, &mut wire[consumed..], reply);
                 return (consumed, Err(e));
             }
             Ok(Some(p)) => {
@@ -176,33 +176,39 @@ pub(crate) fn receive(
     )
 }
 
-/// After an error: collects the alert rustls queued (it comes out before anything else).
-fn flush_alert(conn: &mut Conn, reply: &mut Vec<u8>) {
-    for _ in 0..4 {
-        let more = with_conn!(conn, c => {
-            match c.process_tls_records(&mut []).state {
-                Ok(ConnectionState::EncodeTlsData(mut e)) => {
-                    append(reply, 64, |b| e.encode(b), encode_needs).is_ok()
-                }
-                Ok(ConnectionState::TransmitTlsData(t)) => {
-                    t.done();
-                    true
-                }
-                _ => false,
+/// After an error: collects the alert rustls queued. It comes out of the next
+/// `process_tls_records` before any input is looked at, so one call gets it; a second would
+/// deframe the same bad input again (and queue a second fatal alert). `rest` is the input not yet
+/// discarded: rustls' deframer keeps offsets into it (a partial handshake message is joined in
+/// place), so it must see the same bytes, never an empty slice in their stead (rustls 0.23 panics
+/// on that when no alert was queued). Returns the bytes discarded.
+fn flush_alert(conn: &mut Conn, rest: &mut [u8], reply: &mut Vec<u8>) -> usize {
+    with_conn!(conn, c => {
+        let UnbufferedStatus { discard, state } = c.process_tls_records(rest);
+        match state {
+            Ok(ConnectionState::EncodeTlsData(mut e)) => {
+                let _ = append(reply, 64, |b| e.encode(b), encode_needs);
             }
-        });
-        if !more {
-            return;
+            Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
+            _ => {}
         }
-    }
+        discard
+    })
 }
 
 /// Encrypts `plain` into records appended to `wire`. False if the connection cannot send
-/// application data (not ready, or failed).
-pub(crate) fn seal(conn: &mut Conn, plain: &[u8], wire: &mut Vec<u8>) -> bool {
+/// application data (not ready, or failed). `unread`: the input `receive` left (an incomplete
+/// record). rustls' deframer keeps offsets into it, so it is passed again rather than an empty
+/// slice; it holds no complete record, so nothing of it is consumed (if rustls discarded some,
+/// the connection fails rather than lose bytes).
+pub(crate) fn seal(conn: &mut Conn, plain: &[u8], unread: &mut [u8], wire: &mut Vec<u8>) -> bool {
     for _ in 0..MAX_STEPS {
         let done = with_conn!(conn, c => {
-            match c.process_tls_records(&mut []).state {
+            let UnbufferedStatus { discard, state } = c.process_tls_records(unread);
+            if discard != 0 {
+                return false;
+            }
+            match state {
                 Ok(ConnectionState::WriteTraffic(mut w)) => {
                     let estimate = plain.len() + plain.len().div_ceil(RECORD_PAYLOAD).max(1) * RECORD_OVERHEAD;
                     Some(append(wire, estimate, |b| w.encrypt(plain, b), encrypt_needs).is_ok())
@@ -229,11 +235,13 @@ pub(crate) fn seal(conn: &mut Conn, plain: &[u8], wire: &mut Vec<u8>) -> bool {
     false
 }
 
-/// Queues close_notify into `wire`. False if it cannot (not ready or failed).
-pub(crate) fn close(conn: &mut Conn, wire: &mut Vec<u8>) -> bool {
+/// Queues close_notify into `wire`. False if it cannot (not ready or failed). `unread` as
+/// for [`seal`].
+pub(crate) fn close(conn: &mut Conn, unread: &mut [u8], wire: &mut Vec<u8>) -> bool {
     with_conn!(conn, c => {
-        match c.process_tls_records(&mut []).state {
-            Ok(ConnectionState::WriteTraffic(mut w)) => {
+        let UnbufferedStatus { discard, state } = c.process_tls_records(unread);
+        match state {
+            Ok(ConnectionState::WriteTraffic(mut w)) if discard == 0 => {
                 append(wire, 64, |b| w.queue_close_notify(b), encrypt_needs).is_ok()
             }
             _ => false,

@@ -44,6 +44,8 @@ pub struct State {
     since: Option<Instant>,
     sni: Option<Box<str>>,
     close_sent: bool,
+    /// Whether anything was sent back yet (an alert in the clear is only understood before).
+    replied: bool,
 }
 
 impl State {
@@ -231,6 +233,7 @@ impl Transport for Tls {
                 since: None,
                 sni: None,
                 close_sent: false,
+                replied: false,
             }),
             timeout,
         ))
@@ -250,6 +253,7 @@ impl Transport for Tls {
             since: Some(Instant::now()),
             sni: None,
             close_sent: false,
+            replied: false,
         }))
     }
 
@@ -303,6 +307,7 @@ impl Transport for Tls {
         let Some(conn) = s.conn.as_mut() else {
             return failed(self.failed(s, Failure::Other));
         };
+        let reply_before = reply.len();
         let (consumed, result) = session::receive(conn, wire, plain, reply);
         let status = match result {
             Ok(Progress::Handshaking) => Status::Handshaking,
@@ -318,6 +323,13 @@ impl Transport for Tls {
             }
             Err(e) => {
                 tracing::debug!("TLS: {e}");
+                if !s.client_side && !s.replied && reply.len() == reply_before {
+                    // rustls rejects some first flights without an alert of its own.
+                    reply.extend_from_slice(match e {
+                        rustls::Error::InvalidMessage(_) => hello::DECODE_ERROR_ALERT,
+                        _ => hello::HANDSHAKE_FAILURE_ALERT,
+                    });
+                }
                 let why = Failure::of(&e);
                 return Received {
                     consumed,
@@ -325,24 +337,31 @@ impl Transport for Tls {
                 };
             }
         };
+        s.replied |= reply.len() > reply_before;
         Received { consumed, status }
     }
 
-    fn seal(&mut self, s: &mut Box<State>, plain: &[u8], wire: &mut Vec<u8>) -> bool {
+    fn seal(
+        &mut self,
+        s: &mut Box<State>,
+        plain: &[u8],
+        unread: &mut [u8],
+        wire: &mut Vec<u8>,
+    ) -> bool {
         match (s.phase, s.conn.as_mut()) {
-            (Phase::Ready, Some(conn)) => session::seal(conn, plain, wire),
+            (Phase::Ready, Some(conn)) => session::seal(conn, plain, unread, wire),
             _ => false,
         }
     }
 
-    fn close(&mut self, s: &mut Box<State>, wire: &mut Vec<u8>) -> bool {
+    fn close(&mut self, s: &mut Box<State>, unread: &mut [u8], wire: &mut Vec<u8>) -> bool {
         if s.close_sent || s.phase != Phase::Ready {
             return false;
         }
         s.close_sent = true;
         s.conn
             .as_mut()
-            .is_some_and(|conn| session::close(conn, wire))
+            .is_some_and(|conn| session::close(conn, unread, wire))
     }
 
     fn handshaking(&self, s: &Box<State>) -> bool {

@@ -147,7 +147,9 @@ impl<'a> Pair<'a> {
     /// Sends `data` from the server and returns what the client reads.
     fn server_says(&mut self, data: &[u8]) -> Vec<u8> {
         let mut wire = Vec::new();
-        assert!(self.tls.seal(&mut self.session, data, &mut wire));
+        assert!(self
+            .tls
+            .seal(&mut self.session, data, &mut self.pending, &mut wire));
         let mut rd = &wire[..];
         let mut got = Vec::new();
         while !rd.is_empty() {
@@ -197,8 +199,11 @@ fn handshake_sni_alpn_and_data_both_ways_at_every_split() {
         let big = vec![b'z'; 40_000];
         assert_eq!(p.server_says(&big), big);
         let mut wire = Vec::new();
-        assert!(p.tls.close(&mut p.session, &mut wire));
-        assert!(!p.tls.close(&mut p.session, &mut wire), "close_notify once");
+        assert!(p.tls.close(&mut p.session, &mut [], &mut wire));
+        assert!(
+            !p.tls.close(&mut p.session, &mut [], &mut wire),
+            "close_notify once"
+        );
     }
 }
 
@@ -361,7 +366,7 @@ fn the_backend_side_talks_to_a_listener_and_resumes() {
         assert_eq!(c.alpn(), Some(&b"http/1.1"[..]));
         assert_eq!(c.agreed().resumed, round == 1, "round {round}");
         let mut wire = Vec::new();
-        assert!(backend_shard.seal(&mut c, b"ping", &mut wire));
+        assert!(backend_shard.seal(&mut c, b"ping", &mut to_c, &mut wire));
         let r = listener_shard.receive(&mut s, &mut wire, &mut plain_s, &mut Vec::new());
         assert_eq!(r.status, Status::Ready);
         assert_eq!(plain_s, b"ping");
@@ -370,4 +375,114 @@ fn the_backend_side_talks_to_a_listener_and_resumes() {
         backend_shard.stats().backend_handshakes.iter().sum::<u64>(),
         2
     );
+}
+
+#[test]
+fn garbage_in_a_handshake_record_gets_a_fatal_alert() {
+    let side = listener(&settings());
+    let mut tls = shard(&side, &[]);
+    // A handshake record holding no ClientHello, a record of another type first, an oversized
+    // record header.
+    let bodies: [Vec<u8>; 3] = [
+        [
+            &[22u8, 3, 1, 0, 64][..],
+            &(0..64u32).map(|i| (i * 37 % 251) as u8).collect::<Vec<_>>(),
+        ]
+        .concat(),
+        vec![23, 3, 3, 0, 5, 1, 2, 3, 4, 5],
+        vec![22, 3, 1, 0xff, 0xff, 1],
+    ];
+    for mut wire in bodies {
+        let (mut session, _) = tls.accept(0).unwrap();
+        let mut plain = Vec::new();
+        let mut reply = Vec::new();
+        let r = tls.receive(&mut session, &mut wire, &mut plain, &mut reply);
+        assert_eq!(r.status, Status::Failed, "{wire:?}");
+        assert_eq!(reply.first(), Some(&21), "an alert for {wire:?}: {reply:?}");
+        assert_eq!(reply.get(5), Some(&2), "fatal: {reply:?}");
+    }
+}
+
+/// The backend side's profile trusting the test CA, naming `localhost`.
+fn backend_profile() -> coreplex_tls::client::ClientSide {
+    client::build(&ClientSettings {
+        roots: Roots::CaFile(certs_dir().join("ca.pem")),
+        verify: true,
+        server_name: Some("localhost".into()),
+        address: "127.0.0.1".parse().unwrap(),
+        client_cert: None,
+        alpn: vec!["http/1.1".into()],
+        min_version: Version::Tls12,
+        max_version: Version::Tls13,
+        resumption_cache: 16,
+    })
+    .unwrap()
+}
+
+/// A handshake message split over records, only part of it here (a fragmented TLS 1.3 ticket
+/// from a backend), while the service writes: rustls keeps offsets into those unread bytes, so
+/// sealing and closing must see them (it panicked on an empty slice in their stead).
+#[test]
+fn sealing_while_a_fragmented_handshake_message_is_half_read() {
+    let side = listener(&settings());
+    let mut config = (*side.config).clone();
+    config.max_fragment_size = Some(64);
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().unwrap();
+    config.send_tls13_tickets = 2;
+    let mut server = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+    let mut shard = Tls::new(&[], &[backend_profile()], None);
+    let mut c = shard.connect(0).unwrap();
+    let mut to_c: Vec<u8> = Vec::new();
+    let mut plain = Vec::new();
+    let mut status = Status::Handshaking;
+    for _ in 0..20 {
+        let mut out = Vec::new();
+        let r = shard.receive(&mut c, &mut to_c, &mut plain, &mut out);
+        to_c.drain(..r.consumed);
+        status = r.status;
+        let mut rd = &out[..];
+        while !rd.is_empty() {
+            server.read_tls(&mut rd).unwrap();
+            server.process_new_packets().unwrap();
+        }
+        if status == Status::Ready && !server.is_handshaking() {
+            break;
+        }
+        while server.wants_write() {
+            server.write_tls(&mut to_c).unwrap();
+        }
+    }
+    assert_eq!(status, Status::Ready);
+    // The tickets, fragmented into 64-byte records: deliver the first record and a half.
+    let mut tickets = Vec::new();
+    while server.wants_write() {
+        server.write_tls(&mut tickets).unwrap();
+    }
+    let first = 5 + usize::from(u16::from_be_bytes([tickets[3], tickets[4]]));
+    assert!(
+        tickets.len() > first + 10,
+        "tickets span records: {}",
+        tickets.len()
+    );
+    let mut unread = tickets[..first + 10].to_vec();
+    let r = shard.receive(&mut c, &mut unread, &mut plain, &mut Vec::new());
+    assert_eq!(r.status, Status::Ready);
+    unread.drain(..r.consumed);
+    assert!(!unread.is_empty(), "a record waits for its end");
+    let mut wire = Vec::new();
+    assert!(shard.seal(&mut c, b"ping", &mut unread, &mut wire));
+    assert!(shard.close(&mut c, &mut unread, &mut wire));
+    let mut rd = &wire[..];
+    while !rd.is_empty() {
+        server.read_tls(&mut rd).unwrap();
+    }
+    server.process_new_packets().unwrap();
+    let mut got = [0u8; 4];
+    server.reader().read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"ping");
+    // The rest of the tickets still reads.
+    unread.extend_from_slice(&tickets[first + 10..]);
+    let r = shard.receive(&mut c, &mut unread, &mut plain, &mut Vec::new());
+    assert_ne!(r.status, Status::Failed);
+    assert_eq!(r.consumed, unread.len());
 }

@@ -199,10 +199,12 @@ impl<S: Service> Shard<S> {
         if io.out.is_empty() || !sec.started {
             return true;
         }
-        let ok = core
-            .service
-            .transport()
-            .seal(&mut sec.session, &io.out, &mut io.wire_out);
+        let ok = core.service.transport().seal(
+            &mut sec.session,
+            &io.out,
+            &mut io.wire_in,
+            &mut io.wire_out,
+        );
         io.out.clear();
         if !ok {
             self.begin_close(id, CloseReason::ProtocolError);
@@ -225,6 +227,6 @@ impl<S: Service> Shard<S> {
             .get_or_insert_with(|| pool.pop().unwrap_or_default());
         core.service
             .transport()
-            .close(&mut sec.session, &mut io.wire_out)
+            .close(&mut sec.session, &mut io.wire_in, &mut io.wire_out)
     }
 }
