@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the tools the end-to-end tests and benchmarks use, only where missing:
 # curl, nghttp (nghttp2-client), nginx (nginx-light), haproxy, wrk, ss (iproute2), prlimit (util-linux),
-# kill (procps), the DejaVu font (plots), and the Python modules h2, httpx and websockets. Idempotent; runs as root (uses sudo otherwise).
+# kill (procps), the DejaVu font (plots), the Python modules h2, httpx and websockets, and
+# cargo-fuzz. Idempotent; runs as root (uses sudo otherwise).
 set -euo pipefail
 
 SUDO=""
@@ -56,6 +57,12 @@ if ! python3 -c "import h2, httpx, websockets" >/dev/null 2>&1; then
         || echo "warning: could not install the Python clients h2, httpx, websockets" >&2
 fi
 
+# cargo-fuzz, for the fuzz smoke (fuzz/smoke.sh) the test command runs.
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "installing: cargo-fuzz"
+    cargo install --quiet --locked cargo-fuzz
+fi
+
 version() {
     local tool=$1
     shift
@@ -80,3 +87,4 @@ version ss --version
 version prlimit --version
 version kill -V
 printf '%-10s %s\n' python3 "$(python3 -c 'import sys, h2, httpx, websockets; print(sys.version.split()[0], "h2", h2.__version__, "httpx", httpx.__version__, "websockets", websockets.__version__)')"
+printf '%-10s %s\n' cargo-fuzz "$(cargo fuzz --version 2>&1 | head -n 1)"

@@ -227,11 +227,21 @@ fn accept_errors_are_counted_and_accepting_recovers() {
         })
         .collect();
     // Every descriptor is taken with clients still waiting: the shard's next accept failed.
-    assert!(
-        crate::backend::wait_until(Duration::from_secs(5), || open_fds() >= 64),
-        "the descriptors never ran out ({} open)",
-        open_fds()
-    );
+    if !crate::backend::wait_until(Duration::from_secs(20), || open_fds() >= 64) {
+        let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| {
+                let target = std::fs::read_link(e.path()).unwrap_or_default();
+                format!("{}->{}", e.file_name().to_string_lossy(), target.display())
+            })
+            .collect();
+        panic!(
+            "the descriptors never ran out ({} open: {fds:?}); logs:\n{}",
+            fds.len(),
+            s.log_text()
+        );
+    }
     let mut clients = clients;
     let rest = clients.split_off(30);
     drop(clients);

@@ -33,11 +33,28 @@ pub struct Validity {
     pub not_after: i64,
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+/// The largest certificate, key, CA or ticket key file read (a chain with a few certificates is
+/// a few KiB; `/dev/zero` by mistake must not hang `check`).
+pub const MAX_FILE: u64 = 1 << 20;
+
+/// Reads a file of at most [`MAX_FILE`] bytes.
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    use std::io::Read;
+    let fail = |source| TlsError::Read {
         path: path.to_path_buf(),
         source,
-    })
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE + 1).read_to_end(&mut bytes))
+        .map_err(fail)?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(fail(std::io::Error::other(format!(
+            "larger than {} KiB: not a certificate, key or key file",
+            MAX_FILE / 1024
+        ))));
+    }
+    Ok(bytes)
 }
 
 /// Every certificate in a PEM file (a chain: the leaf first).
@@ -281,6 +298,22 @@ pub fn fuzz_validity(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_past_the_size_bound_are_refused_without_reading_them_whole() {
+        let big = std::env::temp_dir().join(format!("coreplex-big-{}.pem", std::process::id()));
+        std::fs::write(&big, vec![b'A'; MAX_FILE as usize + 1]).unwrap();
+        let err = load_chain(&big).unwrap_err().to_string();
+        std::fs::remove_file(&big).unwrap();
+        assert!(err.contains("larger than 1024 KiB"), "{err}");
+        // An endless file ends at the bound too.
+        let err = load_key_der(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("larger than 1024 KiB"), "{err}");
+        let keys = crate::tickets::load_keys(Path::new("/dev/zero")).unwrap_err();
+        assert!(keys.to_string().contains("larger than"), "{keys}");
+    }
 
     #[test]
     fn times_convert() {

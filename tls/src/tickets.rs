@@ -97,10 +97,7 @@ pub fn parse_keys(bytes: &[u8]) -> Option<Vec<TicketKey>> {
 
 /// Reads a key file.
 pub fn load_keys(path: &Path) -> Result<Vec<TicketKey>, TlsError> {
-    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = crate::certs::read(path)?;
     parse_keys(&bytes).ok_or(TlsError::BadTicketKeys {
         path: path.to_path_buf(),
         len: bytes.len(),

@@ -1,0 +1,17 @@
+//! coreplex: an io_uring, thread-per-core server engine and reverse proxy.
+//!
+//! The library behind the binary wires the pieces together: the command line ([`cli`]), the
+//! configuration file ([`config`]), the HTTP service that runs inside each shard (`http`), the
+//! admin endpoint (`admin`, `metrics`), process startup and shutdown (`run`) and the machine
+//! diagnosis (`tune`). It is a library so that the fuzz targets (`fuzz/`) reach the
+//! configuration parser; the binary is `src/main.rs`.
+
+mod admin;
+pub mod cli;
+pub mod config;
+mod http;
+mod metrics;
+mod run;
+mod secure;
+mod tune;
+pub mod units;
