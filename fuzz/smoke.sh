@@ -4,12 +4,13 @@
 # assertions still apply) and runs each for FUZZ_SECONDS (default 10) from its kept corpus (fuzz/corpus/<target>; new inputs
 # go to a scratch copy, so the kept corpus changes only when someone merges on purpose).
 # A crash fails the run and leaves the input under fuzz/artifacts/<target>/.
+# FUZZ_SANITIZER=none takes the stable path even where nightly is installed.
 # Longer runs: FUZZ_SECONDS=600 fuzz/smoke.sh, or `cargo +nightly fuzz run <target>` in fuzz/.
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${FUZZ_SECONDS:-10}"
 targets=(h1_request h1_response chunked config tls_server tls_client tls_parts)
-if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+if [ "${FUZZ_SANITIZER:-}" != none ] && rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
     fuzz=(cargo +nightly fuzz)
     sanitizer=address
 else
