@@ -425,6 +425,8 @@ fn load_options(
         sources: 4,
         cpus: vec![o.client_cpu],
         progress: false,
+        tls: load::tls::TlsOptions::default(),
+        reconnect: false,
     }
 }
 

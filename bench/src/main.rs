@@ -5,6 +5,8 @@
 //! - `compare`: coreplex, nginx and haproxy side by side on the same core, ABAB rounds: server
 //!   CPU per request, requests/s, p99, bytes per idle connection, ratios; answering directly
 //!   (`--scenario direct`) or as reverse proxies in front of one nginx backend (`--scenario proxy`).
+//! - `tls-bare`: server CPU per TLS handshake of a bare rustls server in memory (the yardstick
+//!   for coreplex's handshake cost).
 //! - `hold`: open N keep-alive connections spread over source addresses 127.0.0.2..., send one
 //!   request on each, keep them idle for a while, report how many stayed alive, close with linger 0.
 //! - `memprobe`: for a server PID, hold N connections at each of several counts and report the
@@ -15,6 +17,7 @@ mod hold;
 mod load;
 mod plot;
 mod proc_stats;
+mod tls_bare;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -77,6 +80,35 @@ enum Cmd {
         /// Write the latency percentile curve to this PNG file.
         #[arg(long)]
         plot: Option<std::path::PathBuf>,
+        /// A new connection for every request (the client closes after each response): with
+        /// https://, one handshake per request.
+        #[arg(long)]
+        reconnect: bool,
+        /// https://: CA certificates (PEM) to verify the server with.
+        #[arg(long)]
+        cacert: Option<std::path::PathBuf>,
+        /// https://: accept any certificate (signatures are still checked).
+        #[arg(short = 'k', long)]
+        insecure: bool,
+        /// https://: the SNI name (default: the URL's host when it is a name).
+        #[arg(long)]
+        sni: Option<String>,
+        /// https://: offer only this TLS version (1.2 or 1.3).
+        #[arg(long)]
+        tls_version: Option<String>,
+        /// https://: key-exchange groups in order (x25519, secp256r1, secp384r1, x25519mlkem768).
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// https://: offer only ECDSA or only RSA signatures (with --insecure), which picks the
+        /// certificate of a server holding both.
+        #[arg(long)]
+        tls_sig: Option<String>,
+        /// https://: ALPN protocols offered.
+        #[arg(long, value_delimiter = ',', default_value = "http/1.1")]
+        alpn: Vec<String>,
+        /// https://: no resumption (every reconnect is a full handshake).
+        #[arg(long)]
+        no_resume: bool,
     },
     /// Compare coreplex with nginx and haproxy: same scenario, same core, rounds in turn.
     Compare {
@@ -128,6 +160,24 @@ enum Cmd {
         /// Write latency curves (first scenario) and throughput vs connections to this PNG file.
         #[arg(long)]
         plot: Option<std::path::PathBuf>,
+    },
+    /// The yardstick: server CPU per TLS handshake of a bare rustls server, in memory.
+    TlsBare {
+        /// Directory with ca.pem, ecdsa.pem/.key and rsa.pem/.key.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/certs"))]
+        certs: std::path::PathBuf,
+        /// Time per case.
+        #[arg(short = 'd', long, default_value = "3s", value_parser = parse_duration)]
+        duration: Duration,
+        /// CPU to pin to.
+        #[arg(long)]
+        cpu: Option<usize>,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Instead: serve TLS on this address (one connection at a time) until killed.
+        #[arg(long)]
+        serve: Option<SocketAddr>,
     },
     /// Hold N idle keep-alive connections.
     Hold {
@@ -246,6 +296,15 @@ fn main() -> Result<()> {
             cpus,
             json,
             plot,
+            reconnect,
+            cacert,
+            insecure,
+            sni,
+            tls_version,
+            groups,
+            tls_sig,
+            alpn,
+            no_resume,
         } => {
             let cpus = match cpus {
                 Some(c) => coreplex_engine::cpus::parse_cpu_list(&c)?,
@@ -268,6 +327,17 @@ fn main() -> Result<()> {
                 progress: !json
                     && duration >= Duration::from_secs(3)
                     && std::io::stderr().is_terminal(),
+                tls: load::tls::TlsOptions {
+                    ca: cacert,
+                    insecure,
+                    sni,
+                    version: tls_version,
+                    groups,
+                    sig: tls_sig,
+                    alpn,
+                    resume: !no_resume,
+                },
+                reconnect,
             };
             let report = load::run(&opts)?;
             if let Some(path) = plot {
@@ -285,6 +355,30 @@ fn main() -> Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 print!("{}", report.table());
+            }
+        }
+        Cmd::TlsBare {
+            certs,
+            duration,
+            cpu,
+            json,
+            serve,
+        } => {
+            if let Some(addr) = serve {
+                return tls_bare::serve(&certs, addr, cpu);
+            }
+            let cases = tls_bare::run(&certs, duration, cpu)?;
+            if json {
+                println!("{}", serde_json::to_string(&cases)?);
+            } else {
+                println!("| case | handshakes | server us/handshake | client us/handshake |");
+                println!("|---|---|---|---|");
+                for c in cases {
+                    println!(
+                        "| {} | {} | {:.1} | {:.1} |",
+                        c.name, c.handshakes, c.server_us, c.client_us
+                    );
+                }
             }
         }
         Cmd::Hold {

@@ -241,6 +241,10 @@ pub(crate) struct ConnIo<B> {
     pub wire_in: Vec<u8>,
     /// Secure connections: sealed bytes to send (records, handshake messages, alerts).
     pub wire_out: Vec<u8>,
+    /// Secure connections: how much of the front of `out` is already sealed into `wire_out`
+    /// (a large output is sealed a bounded chunk at a time, so it never holds a second whole
+    /// copy and `wire_out` stays small enough to be reused).
+    pub sealed: usize,
     pub in_flight: usize,
     pub busy: Option<B>,
     /// The paired connection (a client and its backend, the two ends of a tunnel).
@@ -258,6 +262,7 @@ impl<B> Default for ConnIo<B> {
             spare: Vec::with_capacity(OUT_START),
             wire_in: Vec::new(),
             wire_out: Vec::new(),
+            sealed: 0,
             in_flight: 0,
             busy: None,
             peer: None,
@@ -271,6 +276,12 @@ pub(crate) const KEEP_CAPACITY: usize = 64 * 1024;
 pub(crate) const OUT_START: usize = 4096;
 
 impl<B> ConnIo<B> {
+    /// Bytes handed to the engine and not yet acknowledged by the kernel (application bytes not
+    /// yet sealed count once, as their records do).
+    pub fn unsent(&self) -> usize {
+        self.out.len() - self.sealed + self.wire_out.len() + self.in_flight
+    }
+
     pub fn is_idle(&self) -> bool {
         self.input.is_empty()
             && self.out.is_empty()
@@ -284,6 +295,7 @@ impl<B> ConnIo<B> {
     pub fn trim(&mut self) {
         self.busy = None;
         self.peer = None;
+        self.sealed = 0;
         for v in [&mut self.input, &mut self.wire_in, &mut self.wire_out] {
             v.clear();
             if v.capacity() > KEEP_CAPACITY {
@@ -360,9 +372,7 @@ impl<B> ConnCx<'_, B> {
 
     /// Bytes handed to the engine and not yet acknowledged by the kernel.
     pub fn pending_output(&self) -> usize {
-        self.io
-            .as_ref()
-            .map_or(0, |io| io.out.len() + io.wire_out.len() + io.in_flight)
+        self.io.as_ref().map_or(0, |io| io.unsent())
     }
 
     /// Whether the connection is secure (its transport has a session for it).
@@ -461,7 +471,7 @@ impl<B> ConnCx<'_, B> {
         self.peer
             .as_ref()
             .and_then(|(_, io)| io.as_ref())
-            .map_or(0, |io| io.out.len() + io.wire_out.len() + io.in_flight)
+            .map_or(0, |io| io.unsent())
     }
 
     /// Opens an outbound TCP connection to `addr`, paired with this one. The socket is created and

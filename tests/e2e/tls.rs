@@ -723,3 +723,55 @@ respond = {{ body = "x" }}
         );
     }
 }
+
+#[test]
+fn large_responses_arrive_whole_over_tls_direct_and_proxied() {
+    // Output is sealed a bounded chunk at a time: a body many chunks long, of a length that is no
+    // multiple of a record or a chunk, arrives whole and in order, twice on one connection.
+    let body: String = (0..300_001u32)
+        .map(|i| {
+            char::from(
+                b"0123456789abcdefghijklmnopqrstuvwxyz"[(i % 36) as usize ^ (i / 36 % 2) as usize],
+            )
+        })
+        .collect();
+    let cfg = tls_config(1, "", "", "").replace(
+        "respond = { body = \"hello over tls\" }",
+        &format!("respond = {{ body = \"{body}\" }}"),
+    );
+    let s = Server::start(&cfg);
+    let resolve = format!("localhost:{}:127.0.0.1", s.addr().port());
+    let url = format!("https://localhost:{}/big", s.addr().port());
+    let o = crate::harness::curl(&[
+        "-sS",
+        "--cacert",
+        &cert("ca.pem"),
+        "--resolve",
+        &resolve,
+        &url,
+        &url,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.stdout.len(), 2 * body.len());
+    assert!(
+        o.stdout == [body.as_bytes(), body.as_bytes()].concat(),
+        "the body differs"
+    );
+    let text = metrics_text(s.admin());
+    assert_eq!(
+        metric_in(
+            &text,
+            "coreplex_tls_handshakes_total{side=\"listener\",version=\"1.3\",kind=\"full\"}"
+        ),
+        Some(1.0),
+        "both requests on one connection"
+    );
+    // Proxied: 3 MB from a plaintext backend streams out over TLS.
+    let b = TestBackend::start();
+    let p = tls_proxy(&format!("servers = [ {{ address = \"{}\" }} ]", b.addr()));
+    let (code, out, log) = curl_tls(p.addr(), "/bytes/3000001", &[]);
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(out.len(), 3_000_001);
+    assert!(out.bytes().all(|c| c == b'x'));
+    drop(b);
+}

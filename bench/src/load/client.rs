@@ -8,6 +8,7 @@
 //! counts (coordinated-omission correction, as wrk2 and oha do).
 
 use super::response::{Parser, Step};
+use super::tls::{Handshake, TlsConn};
 use super::{Plan, Tally};
 use coreplex_engine::sys::{Completion, Ring, SendOutcome};
 use coreplex_engine::table::Id;
@@ -32,6 +33,10 @@ struct Conn {
     outstanding: VecDeque<u64>,
     /// Dead: waiting for a reconnect.
     dead: bool,
+    /// TLS state (https:// targets).
+    tls: Option<TlsConn>,
+    /// Decrypted input of a TLS connection, before framing.
+    plain: Vec<u8>,
 }
 
 struct State<'p> {
@@ -88,6 +93,8 @@ pub fn run(plan: &Plan, thread: usize, conns: usize) -> Tally {
             parser: Parser::default(),
             outstanding: VecDeque::with_capacity(plan.depth),
             dead: true,
+            tls: None,
+            plain: Vec::new(),
         };
         c.gen = (thread as u32) << 16;
         st.conns.push(c);
@@ -166,6 +173,11 @@ impl State<'_> {
             let src = Ipv4Addr::new(127, 0, 0, 2 + n as u8);
             s.bind(&SockAddr::from(SocketAddrV4::new(src, 0)))?;
         }
+        if self.plan.reconnect {
+            // Thousands of connections a second: closing with a reset leaves no TIME_WAIT
+            // behind to crowd the source ports of later runs.
+            s.set_linger(Some(Duration::ZERO))?;
+        }
         s.connect_timeout(&self.plan.target.into(), Duration::from_secs(2))?;
         s.set_nodelay(true)?;
         Ok(s.into())
@@ -174,7 +186,18 @@ impl State<'_> {
     fn reconnect(&mut self, ring: &mut Ring, i: usize) {
         match self.connect(i) {
             Ok(fd) => {
+                let tls = match &self.plan.tls {
+                    Some(t) => match t.connect() {
+                        Ok(conn) => Some(TlsConn::new(conn)),
+                        Err(_) => {
+                            self.tally.counts.errors.tls += 1;
+                            return;
+                        }
+                    },
+                    None => None,
+                };
                 let c = &mut self.conns[i];
+                c.tls = tls;
                 c.gen = c.gen.wrapping_add(1) & coreplex_engine::table::GEN_MASK;
                 ring.recv_multi(fd.as_raw_fd(), token::pack(OP_RECV, self.id(i)));
                 let c = &mut self.conns[i];
@@ -218,6 +241,7 @@ impl State<'_> {
             ErrorKind::Reset => e.reset += lost,
             ErrorKind::Closed => e.closed += lost,
             ErrorKind::Parse => e.parse += lost,
+            ErrorKind::Tls => e.tls += lost,
         }
     }
 
@@ -272,7 +296,11 @@ impl State<'_> {
             self.tally.counts.bytes_in += c.result as u64;
             if let Some(b) = buf {
                 let data = ring.bufs_ref().data(&b);
-                self.on_data(i, data);
+                if self.conns[i].tls.is_some() {
+                    self.on_tls_data(i, data);
+                } else {
+                    self.on_data(i, data);
+                }
                 ring.bufs().recycle(b);
             }
         } else if c.result == 0 {
@@ -289,12 +317,49 @@ impl State<'_> {
             let fd = conn.fd.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1);
             ring.recv_multi(fd, token::pack(OP_RECV, self.id(i)));
         }
+        if self.conns[i].dead && self.plan.reconnect && self.now_ns < self.end_ns {
+            // One request per connection: the next connection at once.
+            self.reconnect(ring, i);
+        }
         if !self.conns[i].dead {
             if self.plan.rate.is_none() {
                 self.fill_closed_loop(i);
             }
             self.flush(ring, i);
         }
+    }
+
+    /// Decrypts a TLS connection's input, counts its handshake, frames the plaintext.
+    fn on_tls_data(&mut self, i: usize, data: &[u8]) {
+        let mut plain = std::mem::take(&mut self.conns[i].plain);
+        plain.clear();
+        let Some(tls) = self.conns[i].tls.as_mut() else {
+            return;
+        };
+        match tls.receive(data, &mut plain) {
+            Ok(done) => {
+                match done {
+                    Some(Handshake::Full) => self.tally.counts.handshakes_full += 1,
+                    Some(Handshake::Resumed) => self.tally.counts.handshakes_resumed += 1,
+                    None => {}
+                }
+                if !plain.is_empty() {
+                    self.on_data(i, &plain);
+                }
+            }
+            Err(e) => {
+                if self.tally.counts.errors.tls == 0 {
+                    eprintln!("TLS error (the first of this thread): {e}");
+                }
+                // Lost requests count as TLS errors; a connection lost before any request
+                // counts once.
+                if self.conns[i].outstanding.is_empty() {
+                    self.tally.counts.errors.tls += 1;
+                }
+                self.kill(i, ErrorKind::Tls);
+            }
+        }
+        self.conns[i].plain = plain;
     }
 
     fn on_data(&mut self, i: usize, data: &[u8]) {
@@ -314,7 +379,7 @@ impl State<'_> {
                         continue;
                     }
                     self.complete(i, d.status);
-                    if d.close {
+                    if d.close || (self.plan.reconnect && self.conns[i].outstanding.is_empty()) {
                         close = true;
                         break;
                     }
@@ -380,14 +445,35 @@ impl State<'_> {
 
     fn flush(&mut self, ring: &mut Ring, i: usize) {
         let c = &mut self.conns[i];
-        if c.sending || c.dead || c.queued.is_empty() {
+        if c.sending || c.dead {
             return;
         }
         let Some(fd) = c.fd.as_ref().map(|f| f.as_raw_fd()) else {
             return;
         };
-        let spare = std::mem::take(&mut c.spare);
-        let buf = std::mem::replace(&mut c.queued, spare);
+        let buf = match c.tls.as_mut() {
+            Some(tls) => {
+                if !c.queued.is_empty() {
+                    tls.write(&c.queued);
+                    c.queued.clear();
+                }
+                if !tls.wants_write() {
+                    return;
+                }
+                let mut records = std::mem::take(&mut c.spare);
+                records.clear();
+                tls.drain_records(&mut records);
+                records
+            }
+            None => {
+                if c.queued.is_empty() {
+                    return;
+                }
+                let mut spare = std::mem::take(&mut c.spare);
+                spare.clear();
+                std::mem::replace(&mut c.queued, spare)
+            }
+        };
         c.sending = true;
         let owner = token::pack(OP_SEND, self.id(i));
         ring.send(fd, buf, owner);
@@ -453,4 +539,5 @@ enum ErrorKind {
     Reset,
     Closed,
     Parse,
+    Tls,
 }

@@ -6,6 +6,7 @@
 mod client;
 mod report;
 pub mod response;
+pub mod tls;
 
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
@@ -31,6 +32,8 @@ pub struct Errors {
     pub parse: u64,
     /// Responses with a status of 400 or more (answered, but counted as errors).
     pub non_2xx: u64,
+    /// Requests lost to a TLS error (or connections, when none was outstanding).
+    pub tls: u64,
 }
 
 /// Request and byte counts of a run, per thread and then merged. Always
@@ -57,6 +60,10 @@ pub struct Counts {
     pub bytes_out: u64,
     /// Connections opened (including reconnects).
     pub connects: u64,
+    /// TLS: full handshakes completed.
+    pub handshakes_full: u64,
+    /// TLS: resumed handshakes completed.
+    pub handshakes_resumed: u64,
 }
 
 impl Counts {
@@ -73,12 +80,15 @@ impl Counts {
         e.closed += f.closed;
         e.parse += f.parse;
         e.non_2xx += f.non_2xx;
+        e.tls += f.tls;
         self.in_flight_at_end += o.in_flight_at_end;
         self.unsent_at_end += o.unsent_at_end;
         self.unsolicited += o.unsolicited;
         self.bytes_in += o.bytes_in;
         self.bytes_out += o.bytes_out;
         self.connects += o.connects;
+        self.handshakes_full += o.handshakes_full;
+        self.handshakes_resumed += o.handshakes_resumed;
     }
 }
 
@@ -128,6 +138,10 @@ pub struct Plan {
     pub start: Instant,
     /// Responses so far (for the progress line).
     pub progress: Arc<AtomicU64>,
+    /// TLS client (https:// targets).
+    pub tls: Option<tls::TlsClient>,
+    /// A new connection for every request (the client closes after each response).
+    pub reconnect: bool,
 }
 
 /// Options of `load`.
@@ -158,13 +172,22 @@ pub struct Options {
     pub cpus: Vec<usize>,
     /// Show a progress line.
     pub progress: bool,
+    /// TLS settings for https:// URLs.
+    pub tls: tls::TlsOptions,
+    /// A new connection for every request.
+    pub reconnect: bool,
 }
 
-/// Parses `http://host[:port][/path]`.
-pub fn parse_url(url: &str) -> Result<(String, SocketAddr, String)> {
-    let rest = url
-        .strip_prefix("http://")
-        .with_context(|| format!("{url}: only http:// URLs are supported"))?;
+/// Parses `http[s]://host[:port][/path]`: (authority, address, path, https).
+pub fn parse_url(url: &str) -> Result<(String, SocketAddr, String, bool)> {
+    let (rest, https) = match url.strip_prefix("https://") {
+        Some(r) => (r, true),
+        None => (
+            url.strip_prefix("http://")
+                .with_context(|| format!("{url}: only http:// and https:// URLs are supported"))?,
+            false,
+        ),
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -177,6 +200,8 @@ pub fn parse_url(url: &str) -> Result<(String, SocketAddr, String)> {
         .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
     {
         authority.to_string()
+    } else if https {
+        format!("{authority}:443")
     } else {
         format!("{authority}:80")
     };
@@ -185,7 +210,7 @@ pub fn parse_url(url: &str) -> Result<(String, SocketAddr, String)> {
         .with_context(|| format!("resolving {authority}"))?
         .next()
         .with_context(|| format!("{authority} has no address"))?;
-    Ok((authority.to_string(), addr, path.to_string()))
+    Ok((authority.to_string(), addr, path.to_string(), https))
 }
 
 /// Builds the request bytes from the template.
@@ -199,6 +224,16 @@ pub fn build_request(o: &Options, host: &str, path: &str) -> Result<Vec<u8>> {
             bail!("the Host header comes from the URL");
         }
         r.push_str(&format!("{}: {}\r\n", name.trim(), value.trim()));
+    }
+    if o.reconnect
+        && !o.headers.iter().any(|h| {
+            h.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("connection:")
+        })
+    {
+        // One request per connection, as a client without keep-alive says it.
+        r.push_str("Connection: close\r\n");
     }
     if let Some(b) = &o.body {
         r.push_str(&format!("Content-Length: {}\r\n\r\n{b}", b.len()));
@@ -214,8 +249,18 @@ pub fn run(o: &Options) -> Result<Report> {
         bail!("connections, threads and depth must be at least 1");
     }
     let threads = o.threads.min(o.connections);
-    let (host, target, path) = parse_url(&o.url)?;
+    let (host, target, path, https) = parse_url(&o.url)?;
     let request = build_request(o, &host, &path)?;
+    let tls = if https {
+        let name = host
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(&host)
+            .trim_matches(['[', ']']);
+        Some(tls::TlsClient::new(&o.tls, name)?)
+    } else {
+        None
+    };
     let progress = Arc::new(AtomicU64::new(0));
     let start =
         Instant::now() + Duration::from_millis(100 + 2 * o.connections as u64 / threads as u64);
@@ -231,6 +276,8 @@ pub fn run(o: &Options) -> Result<Report> {
         cpus: o.cpus.clone(),
         start,
         progress: progress.clone(),
+        tls,
+        reconnect: o.reconnect,
     });
     let cpu0 = cpu_time();
     let mut handles = Vec::new();

@@ -138,6 +138,12 @@ impl Report {
             "  bytes      in {} out {}; connections opened {}\n",
             c.bytes_in, c.bytes_out, c.connects
         ));
+        if c.handshakes_full + c.handshakes_resumed + e.tls > 0 {
+            s.push_str(&format!(
+                "  tls        handshakes full {} resumed {}; tls errors {}\n",
+                c.handshakes_full, c.handshakes_resumed, e.tls
+            ));
+        }
         s.push_str(&format!(
             "  client CPU {:.2}s, {:.3} us per response\n",
             self.client_cpu_s, self.client_cpu_us_per_request

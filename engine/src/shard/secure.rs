@@ -54,6 +54,10 @@ impl<S: Service> Core<S> {
     }
 }
 
+/// The most application bytes sealed into records per send (three full records): the sealed
+/// buffer then stays under the capacity a connection keeps, so it is reused, not reallocated.
+const SEAL_CHUNK: usize = 3 * 16 * 1024;
+
 impl<S: Service> Shard<S> {
     /// A connection accepted on `listener`: if the transport claims the listener, the connection
     /// becomes secure (session, handshake deadline) and its service waits for the handshake.
@@ -181,12 +185,14 @@ impl<S: Service> Shard<S> {
         if let Some(io) = conn.io.as_mut() {
             // Nothing more of the service's is sent: only the alert.
             io.out.clear();
+            io.sealed = 0;
         }
         self.flush(id);
     }
 
     /// Seals the application bytes waiting in `id`'s output into records (once its handshake is
-    /// done). Returns false if the transport failed (the connection is then closing).
+    /// done), at most [`SEAL_CHUNK`] at a time: the rest waits in `out` until the records sent
+    /// drain. Returns false if the transport failed (the connection is then closing).
     pub(super) fn seal_output(&mut self, id: Id) -> bool {
         let core = &mut self.core;
         let (Some(conn), Some(sec)) = (core.conns.get_mut(id), core.sessions.get_mut(&id.index))
@@ -196,16 +202,21 @@ impl<S: Service> Shard<S> {
         let Some(io) = conn.io.as_mut() else {
             return true;
         };
-        if io.out.is_empty() || !sec.started {
+        if io.out.len() == io.sealed || !sec.started || io.wire_out.len() >= SEAL_CHUNK {
             return true;
         }
+        let end = io.out.len().min(io.sealed + SEAL_CHUNK);
         let ok = core.service.transport().seal(
             &mut sec.session,
-            &io.out,
+            &io.out[io.sealed..end],
             &mut io.wire_in,
             &mut io.wire_out,
         );
-        io.out.clear();
+        io.sealed = end;
+        if io.sealed == io.out.len() {
+            io.out.clear();
+            io.sealed = 0;
+        }
         if !ok {
             self.begin_close(id, CloseReason::ProtocolError);
             self.maybe_finalize(id);
