@@ -532,7 +532,7 @@ fn run_in(o: &Options, tmp: &Path) -> Result<(Vec<Run>, Vec<Idle>)> {
             let server = Running::start(p)?;
             let pid = server.worker();
             let before = Snapshot::take(pid)?;
-            let mut h = Holder::open(server.addr, o.idle, 4, "/")?;
+            let mut h = Holder::open(server.addr, o.idle, 4, "/", false)?;
             std::thread::sleep(Duration::from_millis(500));
             let alive = h.check_alive().max(1);
             let after = Snapshot::take(pid)?;

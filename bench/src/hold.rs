@@ -1,6 +1,8 @@
 //! Holding many idle keep-alive connections: connect from several loopback source addresses (bind
 //! before connect, so one address's ephemeral ports are never the limit), send one request each,
-//! read its response, then keep the sockets open.
+//! read its response, then keep the sockets open. With `--tls` each connection first completes a
+//! TLS handshake (and its request goes over TLS); the client then drops its own TLS state and
+//! keeps only the socket, so the server holds an idle TLS connection.
 
 use anyhow::{bail, Context, Result};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -28,6 +30,8 @@ pub struct HoldOptions {
     pub interval: u64,
     /// Client processes to spread the connections over (each has its own fd limit).
     pub processes: usize,
+    /// Open the connections over TLS.
+    pub tls: bool,
 }
 
 /// Runs `hold`: in this process, or spread over child processes. Returns (alive, total).
@@ -47,7 +51,10 @@ pub fn run(o: &HoldOptions) -> Result<(usize, usize)> {
         }
         return Ok((alive, o.conns));
     }
-    let mut h = Holder::open(o.target, o.conns, o.sources, &o.path)?;
+    if o.tls && o.active_fraction > 0.0 {
+        bail!("--tls holds idle connections only (no --active-fraction)");
+    }
+    let mut h = Holder::open(o.target, o.conns, o.sources, &o.path, o.tls)?;
     println!("opened {} connections ({} failed)", h.alive(), h.failed);
     let end = Instant::now() + Duration::from_secs(o.duration);
     let mut pinged = 0;
@@ -96,6 +103,7 @@ pub fn spawn_holders(o: &HoldOptions) -> Result<Vec<Child>> {
                 "--interval",
                 &o.interval.to_string(),
             ])
+            .args(o.tls.then_some("--tls"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -151,9 +159,19 @@ pub struct Holder {
 }
 
 impl Holder {
-    /// Opens `n` connections to `target`, each having served one request for `path`.
-    pub fn open(target: SocketAddr, n: usize, sources: u8, path: &str) -> Result<Holder> {
+    /// Opens `n` connections to `target`, each having served one request for `path` (over TLS
+    /// when `tls`: one connection at a time, as each handshake takes round trips).
+    pub fn open(
+        target: SocketAddr,
+        n: usize,
+        sources: u8,
+        path: &str,
+        tls: bool,
+    ) -> Result<Holder> {
         let req = format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n");
+        if tls {
+            return Holder::open_tls(target, n, sources, &req);
+        }
         let mut ok = Vec::with_capacity(n);
         let mut failed = 0;
         // Requests go out in batches (send a batch, then read its responses): quick for 19k
@@ -191,6 +209,43 @@ impl Holder {
         Ok(Holder { conns: ok, failed })
     }
 
+    fn open_tls(target: SocketAddr, n: usize, sources: u8, req: &str) -> Result<Holder> {
+        let client = crate::load::tls::TlsClient::new(
+            &crate::load::tls::TlsOptions {
+                insecure: true,
+                sni: Some("localhost".into()),
+                alpn: vec!["http/1.1".into()],
+                ..Default::default()
+            },
+            "localhost",
+        )?;
+        let mut ok = Vec::with_capacity(n);
+        let mut failed = 0;
+        for i in 0..n {
+            let served = connect(target, i, sources).and_then(|mut s| {
+                let mut conn = client.connect()?;
+                let mut tls = rustls::Stream::new(&mut conn, &mut s);
+                tls.write_all(req.as_bytes())?;
+                read_response(&mut tls)?;
+                drop(conn); // the server's state is what is measured: keep only the socket
+                Ok(s)
+            });
+            match served {
+                Ok(s) => ok.push(s),
+                Err(e) => {
+                    failed += 1;
+                    if failed == 1 {
+                        eprintln!("TLS connection failed: {e:#}");
+                    }
+                }
+            }
+        }
+        if ok.is_empty() && n > 0 {
+            bail!("no TLS connection to {target} could be opened and served");
+        }
+        Ok(Holder { conns: ok, failed })
+    }
+
     /// Connections currently held.
     pub fn alive(&self) -> usize {
         self.conns.len()
@@ -203,7 +258,9 @@ impl Holder {
         for s in &self.conns {
             let _ = s.set_nonblocking(true);
             match s.peek(&mut b) {
+                // Nothing to read, or bytes (a late TLS ticket, say) but no EOF: still open.
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => alive += 1,
+                Ok(n) if n > 0 => alive += 1,
                 _ => {}
             }
             let _ = s.set_nonblocking(false);
@@ -246,11 +303,11 @@ fn connect(target: SocketAddr, i: usize, sources: u8) -> Result<TcpStream> {
     s.connect_timeout(&target.into(), Duration::from_secs(5))
         .with_context(|| format!("connect {target}"))?;
     s.set_nodelay(true)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
     Ok(s.into())
 }
 
-fn read_response(s: &mut TcpStream) -> Result<()> {
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+fn read_response(s: &mut impl Read) -> Result<()> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     loop {

@@ -205,6 +205,9 @@ enum Cmd {
         /// Client processes to spread the connections over (each has its own open-files limit).
         #[arg(long, default_value_t = 1)]
         processes: usize,
+        /// Open the connections over TLS (any certificate accepted; SNI localhost).
+        #[arg(long)]
+        tls: bool,
     },
     /// Measure bytes per idle connection (server RSS and kernel socket memory) at several counts.
     Memprobe {
@@ -229,6 +232,9 @@ enum Cmd {
         /// Client processes holding the connections (for counts above one process's fd limit).
         #[arg(long, default_value_t = 1)]
         processes: usize,
+        /// Open the connections over TLS (any certificate accepted; SNI localhost).
+        #[arg(long)]
+        tls: bool,
     },
 }
 
@@ -390,6 +396,7 @@ fn main() -> Result<()> {
             active_fraction,
             interval,
             processes,
+            tls,
         } => {
             let o = hold::HoldOptions {
                 target,
@@ -400,6 +407,7 @@ fn main() -> Result<()> {
                 active_fraction,
                 interval,
                 processes,
+                tls,
             };
             let (alive, total) = hold::run(&o)?;
             if processes > 1 {
@@ -417,6 +425,7 @@ fn main() -> Result<()> {
             path,
             json,
             processes,
+            tls,
         } => {
             if !json {
                 println!(
@@ -437,6 +446,7 @@ fn main() -> Result<()> {
                         active_fraction: 0.0,
                         interval: 0,
                         processes,
+                        tls,
                     };
                     let mut kids = hold::spawn_holders(&o)?;
                     std::thread::sleep(Duration::from_millis(500));
@@ -448,7 +458,7 @@ fn main() -> Result<()> {
                     // Held by the children until measured: count them as opened.
                     (n, after)
                 } else {
-                    let mut h = hold::Holder::open(target, n, sources, &path)?;
+                    let mut h = hold::Holder::open(target, n, sources, &path, tls)?;
                     std::thread::sleep(Duration::from_millis(500));
                     let alive = h.check_alive();
                     let after = proc_stats::Snapshot::take(pid)?;

@@ -1,6 +1,7 @@
 //! Per-backend and per-server series: connections new and reused (the reuse ratio), idle, safe
 //! and private pool lists, requests in flight, queues (current, max, time), connect time,
-//! responses by class, failures by kind, retries and passive health.
+//! responses by class, failures by kind, retries, passive health, and TLS handshakes to the
+//! backend (full, resumed, the resumption ratio).
 
 use super::header;
 use crate::http::proxy::stats::{BackendStats, ProxyError};
@@ -188,6 +189,37 @@ pub fn render(o: &mut String, backends: &[BackendStats]) {
         "Backend connections established (denominator of the connect time).",
         "counter",
         |b| b.connects as f64,
+    );
+    per_backend(
+        o,
+        backends,
+        "coreplex_backend_tls_handshakes_full_total",
+        "TLS handshakes to the backend that were full (0 for plaintext backends).",
+        "counter",
+        |b| b.tls_handshakes[0] as f64,
+    );
+    per_backend(
+        o,
+        backends,
+        "coreplex_backend_tls_handshakes_resumed_total",
+        "TLS handshakes to the backend that resumed a session (a ticket or session id).",
+        "counter",
+        |b| b.tls_handshakes[1] as f64,
+    );
+    per_backend(
+        o,
+        backends,
+        "coreplex_backend_tls_resumption_ratio",
+        "Share of TLS handshakes to the backend that resumed (0 before any).",
+        "gauge",
+        |b| {
+            let all = b.tls_handshakes[0] + b.tls_handshakes[1];
+            if all == 0 {
+                0.0
+            } else {
+                b.tls_handshakes[1] as f64 / all as f64
+            }
+        },
     );
     per_backend(
         o,

@@ -61,6 +61,33 @@ pub fn render(o: &mut String, t: &TlsStats) {
             t.alpn[i]
         );
     }
+    super::header(
+        o,
+        "coreplex_tls_cipher_total",
+        "Listener handshakes by negotiated cipher suite.",
+        "counter",
+    );
+    let mut suites = t.suites.clone();
+    suites.sort_unstable();
+    for (suite, n) in suites {
+        let _ = writeln!(o, "coreplex_tls_cipher_total{{suite=\"{suite}\"}} {n}");
+    }
+    super::header(
+        o,
+        "coreplex_tls_unknown_sni_total",
+        "Listener ClientHellos whose server name (or lack of one) no certificate names, by answer: the default certificate, or refused with unrecognized_name.",
+        "counter",
+    );
+    let _ = writeln!(
+        o,
+        "coreplex_tls_unknown_sni_total{{answer=\"default\"}} {}",
+        t.unknown_names_served
+    );
+    let _ = writeln!(
+        o,
+        "coreplex_tls_unknown_sni_total{{answer=\"refused\"}} {}",
+        t.failures[Failure::UnknownName as usize]
+    );
     let h = &t.handshake_us;
     super::header(
         o,

@@ -164,6 +164,36 @@ fn curl_over_tls_12_and_13_with_sni_and_alpn() {
         1.0
     );
     assert_eq!(get("coreplex_tls_alpn_total{protocol=\"http/1.1\"}"), 2.0);
+    // curl's TLS 1.3 and 1.2 suites: one of each.
+    let suites: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("coreplex_tls_cipher_total{suite=\"TLS13_"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(suites, 1.0, "{text}");
+    let tls12: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("coreplex_tls_cipher_total{suite=\"TLS_ECDHE_"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(tls12, 1.0, "{text}");
+    // Names: "localhost" is a certificate's; an unknown one gets the default here.
+    assert_eq!(
+        get("coreplex_tls_unknown_sni_total{answer=\"default\"}"),
+        0.0
+    );
+    let out = s_client(s.addr(), &["-servername", "other.example"], None);
+    assert!(
+        out.contains("subject=CN = localhost") || out.contains("CN=localhost"),
+        "{out}"
+    );
+    assert_eq!(
+        metric(
+            s.admin(),
+            "coreplex_tls_unknown_sni_total{answer=\"default\"}"
+        ),
+        1.0
+    );
     assert_eq!(get("coreplex_tls_handshake_seconds_count"), 2.0);
     assert!(get("coreplex_tls_ticket_keys") >= 1.0);
 }
@@ -365,6 +395,20 @@ fn unknown_names_plaintext_and_old_versions_get_their_answers() {
         )
     };
     assert_eq!(failures("unknown_name"), 1.0);
+    assert_eq!(
+        metric(
+            s.admin(),
+            "coreplex_tls_unknown_sni_total{answer=\"refused\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            s.admin(),
+            "coreplex_tls_unknown_sni_total{answer=\"default\"}"
+        ),
+        0.0
+    );
     assert_eq!(failures("plaintext_http"), 1.0);
     assert_eq!(failures("incompatible"), 1.0);
     assert_eq!(
@@ -638,6 +682,18 @@ fn backends_over_tls_verified_with_sni_and_resumed() {
         "coreplex_tls_handshakes_total{side=\"backend\",version=\"1.3\",kind=\"resumed\"}",
     );
     assert_eq!((full, resumed), (1.0, 2.0), "{}", metrics_text(s.admin()));
+    let text = metrics_text(s.admin());
+    let backend = |k: &str| metric_in(&text, &format!("{k}{{backend=\"app\"}}"));
+    assert_eq!(
+        backend("coreplex_backend_tls_handshakes_full_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        backend("coreplex_backend_tls_handshakes_resumed_total"),
+        Some(2.0)
+    );
+    let ratio = backend("coreplex_backend_tls_resumption_ratio").unwrap();
+    assert!((ratio - 2.0 / 3.0).abs() < 1e-9, "{ratio}");
 }
 
 #[test]

@@ -77,6 +77,12 @@ impl Vhosts {
         self.default_for_unknown || name.and_then(|n| self.named(n)).is_some()
     }
 
+    /// Whether a certificate names `name` (false for no name: served, if at all, by the
+    /// default).
+    pub fn knows(&self, name: Option<&str>) -> bool {
+        name.and_then(|n| self.named(n)).is_some()
+    }
+
     /// Every certificate, in configuration order.
     pub fn certs(&self) -> &[LoadedCert] {
         &self.certs

@@ -110,6 +110,11 @@ pub struct TlsStats {
     pub handshake_us: Histogram<u64>,
     /// Ticket keys in use (a gauge: the shard's current set).
     pub ticket_keys: u64,
+    /// ClientHellos whose server name (or lack of one) no certificate names, served the
+    /// listener's default certificate (refused ones count as [`Failure::UnknownName`]).
+    pub unknown_names_served: u64,
+    /// Listener handshakes by negotiated cipher suite (a handful of names: a short list).
+    pub suites: Vec<(&'static str, u64)>,
 }
 
 impl Default for TlsStats {
@@ -122,6 +127,8 @@ impl Default for TlsStats {
             alpn: [0; 3],
             handshake_us: Histogram::new_with_bounds(1, 60_000_000, 2).expect("valid bounds"),
             ticket_keys: 0,
+            unknown_names_served: 0,
+            suites: Vec::new(),
         }
     }
 }
@@ -137,5 +144,17 @@ impl TlsStats {
         add(&mut self.alpn, &o.alpn);
         let _ = self.handshake_us.add(&o.handshake_us);
         self.ticket_keys = self.ticket_keys.max(o.ticket_keys);
+        self.unknown_names_served += o.unknown_names_served;
+        for &(name, n) in &o.suites {
+            self.count_suite(name, n);
+        }
+    }
+
+    /// Adds `n` handshakes that agreed on `suite`.
+    pub fn count_suite(&mut self, suite: &'static str, n: u64) {
+        match self.suites.iter_mut().find(|(s, _)| *s == suite) {
+            Some((_, c)) => *c += n,
+            None => self.suites.push((suite, n)),
+        }
     }
 }

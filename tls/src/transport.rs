@@ -202,6 +202,7 @@ impl Tls {
             _ => 2,
         };
         self.stats.alpn[alpn] += 1;
+        self.stats.count_suite(s.cipher().unwrap_or("unknown"), 1);
         if let Some(t0) = s.since {
             let _ = self
                 .stats
@@ -282,14 +283,20 @@ impl Transport for Tls {
                     return failed(self.failed(s, Failure::PlaintextHttp));
                 }
                 Peek::Hello(name) => {
-                    let serves = self
+                    let (serves, knows) = self
                         .listeners
                         .get(s.owner as usize)
                         .and_then(Option::as_ref)
-                        .is_some_and(|l| l.side.vhosts.serves(name.as_deref()));
+                        .map_or((false, false), |l| {
+                            let v = &l.side.vhosts;
+                            (v.serves(name.as_deref()), v.knows(name.as_deref()))
+                        });
                     if !serves {
                         reply.extend_from_slice(hello::UNRECOGNIZED_NAME_ALERT);
                         return failed(self.failed(s, Failure::UnknownName));
+                    }
+                    if !knows {
+                        self.stats.unknown_names_served += 1;
                     }
                     s.sni = name.map(String::into_boxed_str);
                 }

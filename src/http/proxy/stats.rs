@@ -86,6 +86,8 @@ pub struct BackendStats {
     pub connects: u64,
     /// Total connect time in microseconds.
     pub connect_time_us: u64,
+    /// TLS backends: handshakes completed, `[full, resumed]`.
+    pub tls_handshakes: [u64; 2],
 }
 
 impl BackendStats {
@@ -118,6 +120,8 @@ impl BackendStats {
         self.queue_time_us += o.queue_time_us;
         self.connects += o.connects;
         self.connect_time_us += o.connect_time_us;
+        self.tls_handshakes[0] += o.tls_handshakes[0];
+        self.tls_handshakes[1] += o.tls_handshakes[1];
     }
 }
 

@@ -58,6 +58,9 @@ impl HttpService {
         let s = &mut self.proxy.stats[b];
         s.connects += 1;
         s.connect_time_us += now.saturating_duration_since(ex.since).as_micros() as u64;
+        if let Some(tls) = cx.session::<Box<coreplex_tls::State>>() {
+            s.tls_handshakes[usize::from(tls.agreed().resumed)] += 1;
+        }
         if let Some(k) = &self.proxy.config(b).tcp_keepalive {
             set_keepalive(cx, k);
         }
