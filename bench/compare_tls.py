@@ -19,6 +19,7 @@ each run. Scenarios:
   cannot hold 1 MiB): MiB/s per server CPU second.
 
 Usage: python3 bench/compare_tls.py [--rounds 3] [--duration 5] [--only NAME,...]
+       python3 bench/compare_tls.py --s-time --rounds 2   (the cross-check with openssl s_time)
 """
 import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
 
@@ -76,6 +77,27 @@ def load(bench, url, args, seconds):
     return json.loads(out.stdout)
 
 
+def s_time(argvs, rounds, seconds):
+    """The cross-check: `openssl s_time -new` (one connection at a time, full TLS 1.3 handshakes,
+    a GET each) as the load instead of coreplex-bench; server CPU per connection."""
+    import re
+    for rnd in range(rounds):
+        order = list(argvs) if rnd % 2 == 0 else list(reversed(list(argvs)))
+        for name in order:
+            s = Server(name, argvs[name], TLS)
+            try:
+                c0 = s.cpu()
+                out = subprocess.run(["taskset", "-c", "1", "openssl", "s_time", "-connect", f"127.0.0.1:{TLS}",
+                                      "-new", "-time", str(seconds), "-www", "/", "-tls1_3"],
+                                     capture_output=True, text=True, timeout=seconds + 60).stdout
+                c1 = s.cpu()
+            finally:
+                s.stop()
+            n = int(re.search(r"(\d+) connections in [\d.]+ real", out).group(1))
+            print(f"  s_time round={rnd} {name:<9} {n / seconds:>7.0f} handshake/s "
+                  f"server CPU {(c1 - c0) * 1e6 / max(n, 1):6.1f} us per connection", flush=True)
+
+
 def servers(a, tmp, certs):
     mib = "x" * (1 << 20)
     cfg = open(os.path.join(HERE, "configs", "tls.toml")).read().replace("@CERTS@", certs).replace("@MIB@", mib)
@@ -118,11 +140,17 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--servers", default="coreplex,rustls,nginx,haproxy")
     ap.add_argument("--only", default="", help="comma-separated scenario names")
+    ap.add_argument("--s-time", action="store_true",
+                    help="only the cross-check: openssl s_time -new as the load (TLS 1.3 full handshakes)")
     a = ap.parse_args()
     certs = os.path.join(ROOT, "examples", "certs")
     tmp = tempfile.mkdtemp(prefix="cptls-")
     os.chmod(tmp, 0o755)  # nginx's worker (not root) reads the 1 MiB file under it
     argvs = servers(a, tmp, certs)
+    if a.s_time:
+        s_time(argvs, a.rounds, a.duration)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} {os.uname().release} duration={a.duration}s rounds={a.rounds}",
           flush=True)
     bare = subprocess.run(["taskset", "-c", "0", a.bench, "tls-bare", "-d", "3s", "--cpu", "0", "--json"],
