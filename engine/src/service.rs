@@ -150,6 +150,16 @@ pub trait Service: 'static {
     /// The connection's timer fired.
     fn on_timer(&mut self, cx: &mut ConnCx<'_, Self::Busy>, conn: &mut Self::Conn);
 
+    /// The named deadline `slot` ([`ConnCx::set_deadline`]) is due; it is cleared already. Several
+    /// due at once are heard in slot order (a handler that closes the connection ends the rest).
+    fn on_deadline(
+        &mut self,
+        _cx: &mut ConnCx<'_, Self::Busy>,
+        _conn: &mut Self::Conn,
+        _slot: usize,
+    ) {
+    }
+
     /// Graceful stop began: finish what is in flight and close.
     fn on_shutdown(&mut self, cx: &mut ConnCx<'_, Self::Busy>, conn: &mut Self::Conn);
 
@@ -227,6 +237,88 @@ pub(crate) struct Effects {
     pub wake: Vec<crate::table::Id>,
 }
 
+/// Named deadlines a busy connection may hold at once ([`ConnCx::set_deadline`]).
+pub const DEADLINES: usize = 4;
+
+/// Wheel tokens of deadline tables: the connection's slot index with this bit (slot indices and
+/// the shard's own tokens never have it alone: see `shard/timers.rs`).
+pub(crate) const DEADLINE_TOKEN: u32 = 1 << 31;
+
+/// A busy connection's deadline table: up to [`DEADLINES`] named deadlines (handshake, request,
+/// idle, ping, server...), each set and cleared on its own, behind one wheel entry armed for the
+/// earliest. The service hears [`Service::on_deadline`] with the slot of each one due. The table
+/// lives in the busy box: a connection keeps its box while a deadline is set, and an idle
+/// connection has only its plain timer ([`ConnCx::set_timer`]), so the 28-byte slot is unchanged.
+pub(crate) struct Deadlines {
+    /// Shard milliseconds of each slot's deadline (0: unset).
+    at: [u64; DEADLINES],
+    /// The wheel entry for the earliest, and the deadline it was armed for.
+    pub(crate) key: TimerKey,
+    armed: u64,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines {
+            at: [0; DEADLINES],
+            key: TimerKey::NONE,
+            armed: 0,
+        }
+    }
+}
+
+impl Deadlines {
+    /// Whether any slot is set.
+    pub(crate) fn any(&self) -> bool {
+        self.at.iter().any(|&a| a != 0)
+    }
+
+    /// Takes the slots due at `now_ms` (clearing them), in slot order.
+    pub(crate) fn take_due(&mut self, now_ms: u64) -> [bool; DEADLINES] {
+        let mut due = [false; DEADLINES];
+        for (d, at) in due.iter_mut().zip(self.at.iter_mut()) {
+            if *at != 0 && *at <= now_ms {
+                *d = true;
+                *at = 0;
+            }
+        }
+        due
+    }
+
+    /// The wheel entry fired: it is no longer armed.
+    pub(crate) fn fired(&mut self) {
+        self.key = TimerKey::NONE;
+        self.armed = 0;
+    }
+
+    /// Arms the one wheel entry for the earliest set deadline (or cancels it when none is).
+    pub(crate) fn arm(&mut self, wheel: &mut Wheel, index: u32) {
+        let next = self.at.iter().copied().filter(|&a| a != 0).min();
+        match next {
+            Some(at) if self.key.is_some() && self.armed == at => {}
+            Some(at) => {
+                if self.key.is_some() {
+                    wheel.cancel(self.key);
+                }
+                self.key = wheel.insert(at, DEADLINE_TOKEN | index);
+                self.armed = at;
+            }
+            None => {
+                if self.key.is_some() {
+                    wheel.cancel(self.key);
+                }
+                self.fired();
+            }
+        }
+    }
+
+    /// Cancels everything (the box goes back to the pool, or the connection closes).
+    pub(crate) fn reset(&mut self, wheel: &mut Wheel) {
+        self.at = [0; DEADLINES];
+        self.arm(wheel, 0);
+    }
+}
+
 /// What a connection holds only while busy: buffers and the service's busy state. Returned to the
 /// shard's pool when the connection goes idle.
 pub(crate) struct ConnIo<B> {
@@ -249,6 +341,8 @@ pub(crate) struct ConnIo<B> {
     pub busy: Option<B>,
     /// The paired connection (a client and its backend, the two ends of a tunnel).
     pub peer: Option<crate::table::Id>,
+    /// Named deadlines ([`ConnCx::set_deadline`]).
+    pub deadlines: Deadlines,
 }
 
 impl<B> Default for ConnIo<B> {
@@ -266,6 +360,7 @@ impl<B> Default for ConnIo<B> {
             in_flight: 0,
             busy: None,
             peer: None,
+            deadlines: Deadlines::default(),
         }
     }
 }
@@ -290,6 +385,7 @@ impl<B> ConnIo<B> {
             && self.in_flight == 0
             && self.busy.is_none()
             && self.peer.is_none()
+            && !self.deadlines.any()
     }
 
     pub fn trim(&mut self) {
@@ -408,6 +504,36 @@ impl<B> ConnCx<'_, B> {
     /// True when a timer is set.
     pub fn has_timer(&self) -> bool {
         self.timer.is_some()
+    }
+
+    /// Sets (or moves) the named deadline `slot` (below [`DEADLINES`]) to `after` from now,
+    /// beside the plain timer and the other slots; [`Service::on_deadline`] hears it when due.
+    /// The connection keeps its busy box while any deadline is set.
+    pub fn set_deadline(&mut self, slot: usize, after: Duration) {
+        assert!(slot < DEADLINES, "deadline slot {slot} out of range");
+        let ms = after.as_millis().min(u64::MAX as u128) as u64;
+        let at = self.now_ms.saturating_add(ms).max(1);
+        let io = self
+            .io
+            .get_or_insert_with(|| self.io_pool.pop().unwrap_or_default());
+        io.deadlines.at[slot] = at;
+        io.deadlines.arm(self.wheel, self.index);
+    }
+
+    /// Clears the named deadline `slot`, if set.
+    pub fn clear_deadline(&mut self, slot: usize) {
+        if let Some(io) = self.io.as_mut() {
+            if let Some(at) = io.deadlines.at.get_mut(slot) {
+                *at = 0;
+                io.deadlines.arm(self.wheel, self.index);
+            }
+        }
+    }
+
+    /// Time left before the named deadline `slot` (`None` when it is not set).
+    pub fn deadline(&self, slot: usize) -> Option<Duration> {
+        let at = *self.io.as_ref()?.deadlines.at.get(slot)?;
+        (at != 0).then(|| Duration::from_millis(at.saturating_sub(self.now_ms)))
     }
 
     /// Closes now, dropping unsent output.

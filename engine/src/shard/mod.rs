@@ -20,7 +20,8 @@
 
 use crate::control::{Control, ShardInbox, ShardReport};
 use crate::service::{
-    flags, CloseReason, ConnCx, ConnIo, Effects, Service, ShardActions, KEEP_CAPACITY,
+    flags, CloseReason, ConnCx, ConnIo, Effects, Service, ShardActions, DEADLINES, DEADLINE_TOKEN,
+    KEEP_CAPACITY,
 };
 use crate::stats::EngineStats;
 use crate::sys::{fd::from_accept_result, Completion, Ring, SendOutcome};
@@ -95,7 +96,8 @@ struct Conn<C, B> {
     io: Option<Box<ConnIo<B>>>,
 }
 
-/// Internal timer tokens (connection timers use the slot index, always below these).
+/// Internal timer tokens (connection timers use the slot index, deadline tables the slot index
+/// with `DEADLINE_TOKEN`, both always below these).
 const TIMER_ACCEPT_RETRY: u32 = u32::MAX - 1;
 const TIMER_STOP_DEADLINE: u32 = u32::MAX - 2;
 const TIMER_RATE: u32 = u32::MAX - 3;
@@ -253,6 +255,7 @@ impl<S: Service> Core<S> {
     }
 
     fn release_io(&mut self, mut io: Box<ConnIo<S::Busy>>) {
+        io.deadlines.reset(&mut self.wheel);
         if self.io_pool.len() < IO_POOL_MAX {
             io.trim();
             self.io_pool.push(io);

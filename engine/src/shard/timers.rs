@@ -34,6 +34,9 @@ impl<S: Service> Shard<S> {
                     self.maybe_finalize(id);
                 }
             }
+            token if token & DEADLINE_TOKEN != 0 => {
+                self.on_deadlines(token & !DEADLINE_TOKEN, fired.key);
+            }
             index => {
                 let Some(id) = self.core.conns.id_at(index) else {
                     return;
@@ -61,6 +64,45 @@ impl<S: Service> Shard<S> {
                 if let Some(((), req)) = self.core.call(id, |svc, cx, app| svc.on_timer(cx, app)) {
                     self.apply(id, req);
                 }
+            }
+        }
+    }
+
+    /// A connection's deadline table fired (if it still holds `key`): the slots due are cleared,
+    /// the table re-armed for the rest, and the service hears each due slot in order.
+    fn on_deadlines(&mut self, index: u32, key: TimerKey) {
+        let Some(id) = self.core.conns.id_at(index) else {
+            return;
+        };
+        let now_ms = self.core.now_ms;
+        let conn = self.core.conns.get_mut(id).expect("id_at");
+        let closing = conn.life.is_closing();
+        let Some(io) = conn.io.as_mut() else {
+            return;
+        };
+        if io.deadlines.key != key {
+            return;
+        }
+        io.deadlines.fired();
+        let due = io.deadlines.take_due(now_ms);
+        io.deadlines.arm(&mut self.core.wheel, index);
+        if closing {
+            return;
+        }
+        for slot in (0..DEADLINES).filter(|&s| due[s]) {
+            let open = self
+                .core
+                .conns
+                .get(id)
+                .is_some_and(|c| !c.life.is_closing());
+            if !open {
+                break;
+            }
+            if let Some(((), req)) = self
+                .core
+                .call(id, |svc, cx, app| svc.on_deadline(cx, app, slot))
+            {
+                self.apply(id, req);
             }
         }
     }
