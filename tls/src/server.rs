@@ -149,6 +149,9 @@ pub fn build(s: &ServerSettings, ticketer: Option<Arc<Ticketer>>) -> Result<Serv
     };
     let mut config = builder.with_cert_resolver(Arc::new(Resolver(vhosts.clone())));
     config.alpn_protocols = s.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    // A configured suite list is the server's preference, in its order (nginx's
+    // `ssl_prefer_server_ciphers on`); without one the client's order picks among the defaults.
+    config.ignore_client_order = s.cipher_suites.is_some();
     config.session_storage = if s.session_cache > 0 {
         ServerSessionMemoryCache::new(s.session_cache)
     } else {

@@ -486,3 +486,33 @@ fn sealing_while_a_fragmented_handshake_message_is_half_read() {
     assert_ne!(r.status, Status::Failed);
     assert_eq!(r.consumed, unread.len());
 }
+
+#[test]
+fn a_configured_suite_list_is_the_servers_preference() {
+    // rustls clients list TLS13_AES_256_GCM_SHA384 first: the client's order wins by default,
+    // a configured list's order wins when there is one.
+    for (suites, expected) in [
+        (None, "TLS13_AES_256_GCM_SHA384"),
+        (
+            Some(vec![
+                "TLS13_AES_128_GCM_SHA256".to_string(),
+                "TLS13_AES_256_GCM_SHA384".to_string(),
+            ]),
+            "TLS13_AES_128_GCM_SHA256",
+        ),
+    ] {
+        let mut s = settings();
+        s.cipher_suites = suites.clone();
+        let side = listener(&s);
+        let mut tls = shard(&side, &[]);
+        let config = client_config(&[&rustls::version::TLS13], &["http/1.1"]);
+        let mut p = Pair::new(&mut tls, config, "localhost", 100_000);
+        p.pump();
+        assert_eq!(p.status, Status::Ready);
+        assert_eq!(p.session.cipher(), Some(expected), "{suites:?}");
+        assert_eq!(
+            p.client.negotiated_cipher_suite().and_then(|c| c.suite().as_str()),
+            Some(expected)
+        );
+    }
+}
