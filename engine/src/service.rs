@@ -441,7 +441,8 @@ impl<B> ConnCx<'_, B> {
         self.io.as_mut().expect("just set")
     }
 
-    /// The output buffer; append bytes to send.
+    /// The output buffer; append bytes to send. (Only append: on a secure connection its front
+    /// may already be sealed into records.)
     pub fn output(&mut self) -> &mut Vec<u8> {
         &mut self.io().out
     }

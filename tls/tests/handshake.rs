@@ -511,7 +511,9 @@ fn a_configured_suite_list_is_the_servers_preference() {
         assert_eq!(p.status, Status::Ready);
         assert_eq!(p.session.cipher(), Some(expected), "{suites:?}");
         assert_eq!(
-            p.client.negotiated_cipher_suite().and_then(|c| c.suite().as_str()),
+            p.client
+                .negotiated_cipher_suite()
+                .and_then(|c| c.suite().as_str()),
             Some(expected)
         );
     }

@@ -202,6 +202,9 @@ impl<S: Service> Shard<S> {
         let Some(io) = conn.io.as_mut() else {
             return true;
         };
+        // The front `sealed` bytes are records already; a service that shortened its output
+        // below them cannot take those back (it may only append), but must not break the shard.
+        io.sealed = io.sealed.min(io.out.len());
         if io.out.len() == io.sealed || !sec.started || io.wire_out.len() >= SEAL_CHUNK {
             return true;
         }
