@@ -9,9 +9,9 @@
 //! A connection whose request says `long` sets deadlines a minute out and is closed by its
 //! client: the wheel must be empty afterwards.
 
-use coreplex_engine::{
-    CloseReason, ConnCx, Id, ListenerSpec, Runtime, RuntimeConfig, Service, ShardConfig,
-};
+mod common;
+
+use coreplex_engine::{CloseReason, ConnCx, Id, Runtime, Service};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -93,24 +93,7 @@ impl Service for Table {
 }
 
 fn start() -> Runtime<()> {
-    let cpu = coreplex_engine::cpus::allowed_cpus()[0];
-    let cfg = RuntimeConfig {
-        cpus: vec![cpu],
-        listeners: vec![ListenerSpec {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            backlog: 128,
-            rate_limit: None,
-        }],
-        shard: ShardConfig {
-            max_connections: 64,
-            ring_entries: 256,
-            buffers: 64,
-            buffer_size: 4096,
-            linger: Duration::from_millis(200),
-            max_input: 1 << 16,
-            max_outbound: 0,
-        },
-    };
+    let cfg = common::one_shard();
     Runtime::start(cfg, |_| Table::default()).expect("runtime starts")
 }
 

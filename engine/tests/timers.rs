@@ -8,9 +8,9 @@
 //! re-arms and closes the peer; its second tick writes `tick2` and closes. Exactly one of the
 //! two clients must read `tick1 tick2`; the other only sees its connection close.
 
-use coreplex_engine::{
-    CloseReason, ConnCx, Id, ListenerSpec, Runtime, RuntimeConfig, Service, ShardConfig,
-};
+mod common;
+
+use coreplex_engine::{CloseReason, ConnCx, Id, Runtime, Service};
 use std::io::Read;
 use std::net::TcpStream;
 use std::time::Duration;
@@ -82,24 +82,7 @@ impl Service for Pairs {
 }
 
 fn start() -> Runtime<()> {
-    let cpu = coreplex_engine::cpus::allowed_cpus()[0];
-    let cfg = RuntimeConfig {
-        cpus: vec![cpu],
-        listeners: vec![ListenerSpec {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            backlog: 128,
-            rate_limit: None,
-        }],
-        shard: ShardConfig {
-            max_connections: 64,
-            ring_entries: 256,
-            buffers: 64,
-            buffer_size: 4096,
-            linger: Duration::from_millis(200),
-            max_input: 1 << 16,
-            max_outbound: 0,
-        },
-    };
+    let cfg = common::one_shard();
     Runtime::start(cfg, |_| Pairs::default()).expect("runtime starts")
 }
 

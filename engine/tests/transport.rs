@@ -4,10 +4,9 @@
 //! output is sealed, the closing record goes out before the FIN, and a silent or garbled
 //! handshake is closed and counted without the service ever seeing the connection.
 
-use coreplex_engine::{
-    CloseReason, ConnCx, Id, ListenerSpec, Received, Runtime, RuntimeConfig, Service, ShardConfig,
-    Status, Transport,
-};
+mod common;
+
+use coreplex_engine::{CloseReason, ConnCx, Id, Received, Runtime, Service, Status, Transport};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -165,24 +164,7 @@ impl Service for Echo {
 }
 
 fn start() -> (Runtime<()>, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    let cpu = coreplex_engine::cpus::allowed_cpus()[0];
-    let cfg = RuntimeConfig {
-        cpus: vec![cpu],
-        listeners: vec![ListenerSpec {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            backlog: 128,
-            rate_limit: None,
-        }],
-        shard: ShardConfig {
-            max_connections: 64,
-            ring_entries: 256,
-            buffers: 64,
-            buffer_size: 4096,
-            linger: Duration::from_millis(200),
-            max_input: 1 << 16,
-            max_outbound: 0,
-        },
-    };
+    let cfg = common::one_shard();
     let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let a = accepted.clone();
     let rt = Runtime::start(cfg, move |_| Echo {

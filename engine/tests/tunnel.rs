@@ -3,9 +3,9 @@
 //! with backpressure; a refused upstream closes the client; counters return to zero; one
 //! connection wakes another.
 
-use coreplex_engine::{
-    CloseReason, ConnCx, ListenerSpec, Runtime, RuntimeConfig, Service, ShardConfig,
-};
+mod common;
+
+use coreplex_engine::{CloseReason, ConnCx, Runtime, Service};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -120,24 +120,10 @@ fn echo_server() -> SocketAddr {
 }
 
 fn start(upstream: SocketAddr) -> (Runtime<()>, SocketAddr) {
-    let cpu = coreplex_engine::cpus::allowed_cpus()[0];
-    let cfg = RuntimeConfig {
-        cpus: vec![cpu],
-        listeners: vec![ListenerSpec {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            backlog: 128,
-            rate_limit: None,
-        }],
-        shard: ShardConfig {
-            max_connections: 64,
-            ring_entries: 256,
-            buffers: 64,
-            buffer_size: 16 * 1024,
-            linger: Duration::from_millis(200),
-            max_input: 1 << 20,
-            max_outbound: 64,
-        },
-    };
+    let mut cfg = common::one_shard();
+    cfg.shard.buffer_size = 16 * 1024;
+    cfg.shard.max_input = 1 << 20;
+    cfg.shard.max_outbound = 64;
     let rt = Runtime::start(cfg, move |_| Tunnel {
         upstream,
         waiter: None,

@@ -26,10 +26,22 @@ pub struct ClientSide {
     pub resumption_cache: usize,
 }
 
-/// Accepts any certificate (an explicit `verify = false`), checking only that the peer signs
-/// the handshake with the key of the certificate it presented.
+/// Accepts any certificate (an explicit `verify = false`; the load tool's `-k`), checking only
+/// that the peer signs the handshake with the key of the certificate it presented. Offers
+/// `schemes` when given (which picks the certificate of a server holding several), else every
+/// scheme the provider verifies.
 #[derive(Debug)]
-struct NoVerification(Arc<CryptoProvider>);
+pub struct NoVerification {
+    provider: Arc<CryptoProvider>,
+    schemes: Option<Vec<SignatureScheme>>,
+}
+
+impl NoVerification {
+    /// A verifier accepting any certificate signed for with `provider`'s algorithms.
+    pub fn new(provider: Arc<CryptoProvider>, schemes: Option<Vec<SignatureScheme>>) -> Self {
+        NoVerification { provider, schemes }
+    }
+}
 
 impl ServerCertVerifier for NoVerification {
     fn verify_server_cert(
@@ -53,7 +65,7 @@ impl ServerCertVerifier for NoVerification {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -67,12 +79,17 @@ impl ServerCertVerifier for NoVerification {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        if let Some(s) = &self.schemes {
+            return s.clone();
+        }
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -92,7 +109,7 @@ pub fn build(s: &ClientSettings) -> Result<ClientSide, TlsError> {
     } else {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+            .with_custom_certificate_verifier(Arc::new(NoVerification::new(provider, None)))
     };
     let mut config = match &s.client_cert {
         Some(spec) => {

@@ -5,76 +5,16 @@
 //! the backend side against a listener transport.
 
 use coreplex_engine::{Status, Transport};
-use coreplex_tls::server::{self, ServerSide};
-use coreplex_tls::settings::{CertSpec, ClientSettings, Roots, ServerSettings, Version};
-use coreplex_tls::tickets::{TicketKey, Ticketer};
-use coreplex_tls::{client, ListenerTls, Tls};
+use coreplex_tls::settings::{ClientSettings, Roots, Version};
+use coreplex_tls::tickets::TicketKey;
+use coreplex_tls::{client, Tls};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-fn certs_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/certs"))
-}
-
-fn spec(name: &str, names: &[&str]) -> CertSpec {
-    CertSpec {
-        cert: certs_dir().join(format!("{name}.pem")),
-        key: certs_dir().join(format!("{name}.key")),
-        names: names.iter().map(|s| s.to_string()).collect(),
-    }
-}
-
-fn settings() -> ServerSettings {
-    ServerSettings {
-        certs: vec![spec("ecdsa", &[]), spec("rsa", &[])],
-        default_for_unknown: true,
-        min_version: Version::Tls12,
-        max_version: Version::Tls13,
-        cipher_suites: None,
-        groups: None,
-        alpn: vec!["http/1.1".into()],
-        client_auth: None,
-        handshake_timeout: Duration::from_secs(5),
-        session_cache: 0,
-        tls13_tickets: 2,
-    }
-}
-
-fn listener(s: &ServerSettings) -> ServerSide {
-    server::build(s, None).expect("listener TLS builds")
-}
-
-fn shard(side: &ServerSide, keys: &[TicketKey]) -> Tls {
-    let ticketer = (!keys.is_empty()).then(|| Ticketer::new(keys, 3600).unwrap());
-    Tls::new(
-        &[Some(ListenerTls {
-            side: side.clone(),
-            session_cache: 0,
-            tls13_tickets: 2,
-        })],
-        &[],
-        ticketer,
-    )
-}
-
-fn client_config(
-    versions: &[&'static rustls::SupportedProtocolVersion],
-    alpn: &[&str],
-) -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    for c in coreplex_tls::certs::load_chain(&certs_dir().join("ca.pem")).unwrap() {
-        roots.add(c).unwrap();
-    }
-    let mut c = ClientConfig::builder_with_protocol_versions(versions)
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    c.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-    Arc::new(c)
-}
+mod common;
+use common::{certs_dir, client_config, listener, settings, shard, spec};
 
 /// A server session of `tls` and the bytes exchanged with a rustls client.
 struct Pair<'a> {
@@ -327,18 +267,7 @@ fn unknown_names_are_refused_when_asked_and_plaintext_gets_a_400() {
 fn the_backend_side_talks_to_a_listener_and_resumes() {
     let side = listener(&settings());
     let keys = [TicketKey::generate().unwrap()];
-    let profile = client::build(&ClientSettings {
-        roots: Roots::CaFile(certs_dir().join("ca.pem")),
-        verify: true,
-        server_name: Some("localhost".into()),
-        address: "127.0.0.1".parse().unwrap(),
-        client_cert: None,
-        alpn: vec!["http/1.1".into()],
-        min_version: Version::Tls12,
-        max_version: Version::Tls13,
-        resumption_cache: 16,
-    })
-    .unwrap();
+    let profile = backend_profile();
     let mut backend_shard = Tls::new(&[], &[profile], None);
     let mut listener_shard = shard(&side, &keys);
     for round in 0..2 {

@@ -5,35 +5,17 @@
 
 use coreplex_engine::sys::CountingAlloc;
 use coreplex_engine::{Status, Transport};
-use coreplex_tls::server::{self};
-use coreplex_tls::settings::{CertSpec, ServerSettings, Version};
-use coreplex_tls::tickets::{TicketKey, Ticketer};
-use coreplex_tls::{ListenerTls, Tls};
+use coreplex_tls::tickets::TicketKey;
+use coreplex_tls::Tls;
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, RootCertStore};
+use rustls::ClientConnection;
 use std::io::Write;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+
+mod common;
+use common::{client_config, listener, settings, shard};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
-
-fn certs_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/certs"))
-}
-
-fn client_config(version: &'static rustls::SupportedProtocolVersion) -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    for c in coreplex_tls::certs::load_chain(&certs_dir().join("ca.pem")).unwrap() {
-        roots.add(c).unwrap();
-    }
-    let mut c = ClientConfig::builder_with_protocol_versions(&[version])
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    c.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(c)
-}
 
 /// Moves records between `client` and the server `session` until both are quiet.
 fn pump(tls: &mut Tls, session: &mut Box<coreplex_tls::State>, client: &mut ClientConnection) {
@@ -63,35 +45,9 @@ fn pump(tls: &mut Tls, session: &mut Box<coreplex_tls::State>, client: &mut Clie
 
 /// Heap bytes and blocks per idle session after `n` handshakes with one request each.
 fn per_session(version: &'static rustls::SupportedProtocolVersion, n: usize) -> (f64, f64) {
-    let settings = ServerSettings {
-        certs: vec![CertSpec {
-            cert: certs_dir().join("ecdsa.pem"),
-            key: certs_dir().join("ecdsa.key"),
-            names: vec![],
-        }],
-        default_for_unknown: true,
-        min_version: Version::Tls12,
-        max_version: Version::Tls13,
-        cipher_suites: None,
-        groups: None,
-        alpn: vec!["http/1.1".into()],
-        client_auth: None,
-        handshake_timeout: Duration::from_secs(5),
-        session_cache: 0,
-        tls13_tickets: 2,
-    };
-    let side = server::build(&settings, None).unwrap();
-    let ticketer = Ticketer::new(&[TicketKey::generate().unwrap()], 3600).unwrap();
-    let mut tls = Tls::new(
-        &[Some(ListenerTls {
-            side,
-            session_cache: 0,
-            tls13_tickets: 2,
-        })],
-        &[],
-        Some(ticketer),
-    );
-    let config = client_config(version);
+    let side = listener(&settings());
+    let mut tls = shard(&side, &[TicketKey::generate().unwrap()]);
+    let config = client_config(&[version], &["http/1.1"]);
     let mut kept = Vec::with_capacity(n);
     // One warm-up connection: first-use allocations (tables, caches) are not per connection.
     for round in 0..2 {

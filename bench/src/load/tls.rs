@@ -4,13 +4,10 @@
 //! receives. The load tool is not under the engine's memory budget: the buffered API is fine here.
 
 use anyhow::{bail, Context, Result};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::aws_lc_rs as provider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{
-    ClientConfig, ClientConnection, DigitallySignedStruct, HandshakeKind, SignatureScheme,
-};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, HandshakeKind, SignatureScheme};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -76,9 +73,11 @@ impl TlsClient {
             bail!("--tls-sig narrows the offered schemes and needs --insecure");
         }
         let mut config = if o.insecure {
-            let verifier = AnyCert {
-                schemes: schemes(sig.as_deref())?,
-            };
+            // Signatures are still checked: the handshake costs what a real client's does.
+            let verifier = coreplex_tls::client::NoVerification::new(
+                Arc::new(provider::default_provider()),
+                Some(schemes(sig.as_deref())?),
+            );
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(verifier))
@@ -207,56 +206,4 @@ fn schemes(sig: Option<&str>) -> Result<Vec<SignatureScheme>> {
         Some("rsa") => rsa.to_vec(),
         Some(s) => bail!("--tls-sig {s:?}: ecdsa or rsa"),
     })
-}
-
-/// Accepts any certificate, offering only `schemes` (so the server picks its ECDSA or RSA one).
-#[derive(Debug)]
-struct AnyCert {
-    schemes: Vec<SignatureScheme>,
-}
-
-impl ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        // The signature is still checked: the handshake costs what a real client's does.
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &provider::default_provider().signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &provider::default_provider().signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.schemes.clone()
-    }
 }
