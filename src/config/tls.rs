@@ -141,6 +141,22 @@ fn version(v: Option<&str>, default: Version, p: &str, errors: &mut Vec<ConfigEr
     }
 }
 
+/// `{p}.min_version` and `{p}.max_version` (TLS 1.2 and 1.3 unless set), the minimum not above
+/// the maximum.
+fn versions(
+    min: Option<&str>,
+    max: Option<&str>,
+    p: &str,
+    errors: &mut Vec<ConfigError>,
+) -> (Version, Version) {
+    let min_version = version(min, Version::Tls12, &format!("{p}.min_version"), errors);
+    let max_version = version(max, Version::Tls13, &format!("{p}.max_version"), errors);
+    if min_version > max_version {
+        errors.push(err(format!("{p}.min_version"), "is above max_version"));
+    }
+    (min_version, max_version)
+}
+
 fn alpn(list: Option<&Vec<String>>, p: &str, errors: &mut Vec<ConfigError>) -> Vec<String> {
     let list = list.cloned().unwrap_or_else(|| vec!["http/1.1".into()]);
     for (i, a) in list.iter().enumerate() {
@@ -265,21 +281,12 @@ pub(super) fn validate_listener(
             true
         }
     };
-    let min_version = version(
+    let (min_version, max_version) = versions(
         raw.min_version.as_deref(),
-        Version::Tls12,
-        &format!("{p}.min_version"),
-        errors,
-    );
-    let max_version = version(
         raw.max_version.as_deref(),
-        Version::Tls13,
-        &format!("{p}.max_version"),
+        p,
         errors,
     );
-    if min_version > max_version {
-        errors.push(err(format!("{p}.min_version"), "is above max_version"));
-    }
     if let Err(e) =
         coreplex_tls::server::provider(raw.cipher_suites.as_deref(), raw.groups.as_deref())
     {
@@ -429,16 +436,10 @@ pub(super) fn validate_backend(
             ));
         }
     }
-    let min_version = version(
+    let (min_version, max_version) = versions(
         raw.min_version.as_deref(),
-        Version::Tls12,
-        &format!("{p}.min_version"),
-        errors,
-    );
-    let max_version = version(
         raw.max_version.as_deref(),
-        Version::Tls13,
-        &format!("{p}.max_version"),
+        p,
         errors,
     );
     BackendTls {

@@ -749,8 +749,13 @@ bind = "127.0.0.1:0"
 [listener.tls]
 certificates = [ {{ cert = "{ecdsa}", key = "{ecdsa_key}" }} ]
 groups = ["X448"]
+min_version = "1.3"
+max_version = "1.2"
 [[listener.route]]
 respond = {{ body = "x" }}
+[backend.b]
+servers = [ {{ address = "127.0.0.1:1" }} ]
+tls = {{ min_version = "1.3", max_version = "1.2" }}
 "#,
         ecdsa = cert("ecdsa.pem"),
         ecdsa_key = cert("ecdsa.key"),
@@ -770,6 +775,8 @@ respond = {{ body = "x" }}
         ("listener[0].tls.cipher_suites", "TLS_NOPE"),
         ("listener[0].tls.min_version", "1.1"),
         ("listener[1].tls.groups", "X448"),
+        ("listener[1].tls.min_version", "is above max_version"),
+        ("backend.b.tls.min_version", "is above max_version"),
     ] {
         let want = format!("error: {file}: {p}: ");
         assert!(

@@ -143,21 +143,24 @@ fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     Some((tag, &rest[..len], &rest[len..]))
 }
 
-/// The validity period of a DER certificate (RFC 5280 4.1: Certificate ::= SEQUENCE {
-/// tbsCertificate SEQUENCE { [0] version OPTIONAL, serialNumber, signature, issuer, validity
-/// SEQUENCE { notBefore Time, notAfter Time }, ... }, ... }).
-pub fn validity(cert: &[u8]) -> Option<Validity> {
+/// A DER certificate's tbsCertificate fields from serialNumber on (past the optional `[0]`
+/// version).
+fn tbs_after_version(cert: &[u8]) -> Option<&[u8]> {
     let (0x30, certificate, _) = tlv(cert)? else {
         return None;
     };
     let (0x30, tbs, _) = tlv(certificate)? else {
         return None;
     };
-    let mut rest = tbs;
-    let (tag, _, after) = tlv(rest)?;
-    if tag == 0xa0 {
-        rest = after; // version
-    }
+    let (tag, _, after) = tlv(tbs)?;
+    Some(if tag == 0xa0 { after } else { tbs })
+}
+
+/// The validity period of a DER certificate (RFC 5280 4.1: Certificate ::= SEQUENCE {
+/// tbsCertificate SEQUENCE { [0] version OPTIONAL, serialNumber, signature, issuer, validity
+/// SEQUENCE { notBefore Time, notAfter Time }, ... }, ... }).
+pub fn validity(cert: &[u8]) -> Option<Validity> {
+    let mut rest = tbs_after_version(cert)?;
     for _ in 0..3 {
         rest = tlv(rest)?.2; // serialNumber, signature, issuer
     }
@@ -182,17 +185,7 @@ pub fn alt_names(cert: &[u8]) -> Vec<String> {
 
 fn alt_names_inner(cert: &[u8]) -> Option<Vec<String>> {
     const SAN_OID: &[u8] = &[0x55, 0x1d, 0x11];
-    let (0x30, certificate, _) = tlv(cert)? else {
-        return None;
-    };
-    let (0x30, tbs, _) = tlv(certificate)? else {
-        return None;
-    };
-    let mut rest = tbs;
-    let (tag, _, after) = tlv(rest)?;
-    if tag == 0xa0 {
-        rest = after;
-    }
+    let mut rest = tbs_after_version(cert)?;
     // serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo
     for _ in 0..6 {
         rest = tlv(rest)?.2;
