@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod h1;
+pub mod h2;
 
 pub use h1::{
     parse_request, reason_phrase, BodyDecoder, BodyError, BodyKind, DecodeStep, HeadScanner,
