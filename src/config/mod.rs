@@ -8,8 +8,11 @@
 //! With no file, [`EMBEDDED_DEFAULT`] (the same text as `examples/hello.toml`) is used.
 
 mod backend;
+mod http2;
 mod timeouts;
 mod tls;
+
+pub use http2::Http2;
 
 pub use backend::{Backend, ClientClose, TcpKeepalive};
 pub use timeouts::Timeouts;
@@ -134,6 +137,7 @@ struct RawListener {
     limits: RawLimits,
     tcp_keepalive: Option<RawKeepalive>,
     tls: Option<tls::RawListenerTls>,
+    http2: Option<http2::RawHttp2>,
     #[serde(default)]
     route: Vec<RawRoute>,
 }
@@ -223,6 +227,18 @@ pub struct Listener {
     pub routes: Vec<Route>,
     /// TLS on this listener.
     pub tls: Option<ListenerTls>,
+    /// HTTP/2 settings; whether h2 is spoken: ALPN `h2` on TLS, `h2c` on plaintext.
+    pub http2: Http2,
+}
+
+impl Listener {
+    /// Whether connections may speak HTTP/2 (offered by ALPN, or h2c on plaintext).
+    pub fn speaks_h2(&self) -> bool {
+        match &self.tls {
+            Some(t) => t.settings.alpn.iter().any(|a| a == "h2"),
+            None => self.http2.h2c,
+        }
+    }
 }
 
 /// The validated configuration.
@@ -468,6 +484,12 @@ fn validate(
         let tls = raw.tls.as_ref().map(|t| {
             tls::validate_listener(t, &format!("{p}.tls"), timeouts.client_hs, errors, warnings)
         });
+        let http2 = http2::validate(
+            raw.http2.as_ref(),
+            limits.max_header_bytes,
+            &format!("{p}.http2"),
+            errors,
+        );
         let mut routes = Vec::new();
         for (j, r) in raw.route.into_iter().enumerate() {
             if let Some(route) =
@@ -475,6 +497,31 @@ fn validate(
             {
                 routes.push(route);
             }
+        }
+        let mut tls = tls;
+        let proxies = routes
+            .iter()
+            .any(|r| matches!(r.action, RouteAction::Backend(_)));
+        if let Some(t) = tls.as_mut() {
+            let explicit = raw.tls.as_ref().is_some_and(|t| t.alpn_given());
+            let offers_h2 = t.settings.alpn.iter().any(|a| a == "h2");
+            if proxies && offers_h2 {
+                if explicit {
+                    errors.push(err(
+                        format!("{p}.tls.alpn"),
+                        "\"h2\" on a listener with proxied routes: proxying over HTTP/2 is not supported yet (offer \"http/1.1\" only)",
+                    ));
+                } else {
+                    // The default offers h2 only where every route is served directly.
+                    t.settings.alpn.retain(|a| a != "h2");
+                }
+            }
+        }
+        if proxies && http2.h2c && tls.is_none() {
+            errors.push(err(
+                format!("{p}.http2.h2c"),
+                "h2c on a listener with proxied routes: proxying over HTTP/2 is not supported yet",
+            ));
         }
         out.push(Listener {
             name,
@@ -486,6 +533,7 @@ fn validate(
             tcp_keepalive,
             routes,
             tls,
+            http2,
         });
     }
     if out.is_empty() && errors.is_empty() {

@@ -42,6 +42,13 @@ pub(super) struct RawListenerTls {
     session_rate: Option<u32>,
 }
 
+impl RawListenerTls {
+    /// Whether `alpn` is set in the file.
+    pub(super) fn alpn_given(&self) -> bool {
+        self.alpn.is_some()
+    }
+}
+
 #[derive(Deserialize, Debug, Clone, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawGlobalTls {
@@ -157,13 +164,36 @@ fn versions(
     (min_version, max_version)
 }
 
-fn alpn(list: Option<&Vec<String>>, p: &str, errors: &mut Vec<ConfigError>) -> Vec<String> {
+/// A listener's ALPN list (default: `h2`, then `http/1.1`).
+fn listener_alpn(
+    list: Option<&Vec<String>>,
+    p: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<String> {
+    let list = list
+        .cloned()
+        .unwrap_or_else(|| vec!["h2".into(), "http/1.1".into()]);
+    for (i, a) in list.iter().enumerate() {
+        if a != "http/1.1" && a != "h2" {
+            errors.push(err(
+                format!("{p}[{i}]"),
+                format!(
+                    "unsupported ALPN protocol {a:?}: this coreplex speaks \"h2\" and \"http/1.1\""
+                ),
+            ));
+        }
+    }
+    list
+}
+
+/// A backend's ALPN list (`http/1.1`: backend HTTP/2 is not there yet).
+fn backend_alpn(list: Option<&Vec<String>>, p: &str, errors: &mut Vec<ConfigError>) -> Vec<String> {
     let list = list.cloned().unwrap_or_else(|| vec!["http/1.1".into()]);
     for (i, a) in list.iter().enumerate() {
         if a != "http/1.1" {
             errors.push(err(
                 format!("{p}[{i}]"),
-                format!("unsupported ALPN protocol {a:?}: this coreplex speaks \"http/1.1\""),
+                format!("unsupported ALPN protocol {a:?} for a backend: backends speak \"http/1.1\" (HTTP/2 to backends is not supported yet)"),
             ));
         }
     }
@@ -344,7 +374,7 @@ pub(super) fn validate_listener(
             max_version,
             cipher_suites: raw.cipher_suites.clone(),
             groups: raw.groups.clone(),
-            alpn: alpn(raw.alpn.as_ref(), &format!("{p}.alpn"), errors),
+            alpn: listener_alpn(raw.alpn.as_ref(), &format!("{p}.alpn"), errors),
             client_auth,
             handshake_timeout,
             session_cache: raw.session_cache.unwrap_or(0),
@@ -449,7 +479,7 @@ pub(super) fn validate_backend(
             server_name: raw.sni.clone(),
             address: std::net::Ipv4Addr::LOCALHOST.into(),
             client_cert,
-            alpn: alpn(raw.alpn.as_ref(), &format!("{p}.alpn"), errors),
+            alpn: backend_alpn(raw.alpn.as_ref(), &format!("{p}.alpn"), errors),
             min_version,
             max_version,
             resumption_cache: raw.resumption_cache.unwrap_or(64),

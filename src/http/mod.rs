@@ -4,6 +4,7 @@
 
 #[cfg(test)]
 mod alloc_tests;
+mod h2;
 pub mod proxy;
 mod response;
 mod service;
@@ -11,4 +12,4 @@ mod stats;
 
 pub use proxy::BackendRuntime;
 pub use service::{HttpService, ListenerRuntime};
-pub use stats::HttpStats;
+pub use stats::{H2Stats, HttpStats};

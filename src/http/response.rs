@@ -19,6 +19,11 @@ pub struct Rendered {
     head: Vec<u8>,
     tail: Vec<u8>,
     body: Vec<u8>,
+    /// The header fields for HTTP/2 (names lowercased; `server`, the configured fields and
+    /// `content-length`; `date` is added when written).
+    h2_fields: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The status as three ASCII digits.
+    status_digits: [u8; 3],
 }
 
 /// How the response ends the exchange.
@@ -66,12 +71,45 @@ impl Rendered {
             tail.push_str("\r\n");
         }
         tail.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        let mut h2_fields = vec![(b"server".to_vec(), SERVER.as_bytes().to_vec())];
+        for (k, v) in headers {
+            let name = k.to_ascii_lowercase();
+            // Connection-specific fields have no place in HTTP/2 (RFC 9113 section 8.2.2).
+            if !matches!(
+                name.as_str(),
+                "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade"
+            ) {
+                h2_fields.push((name.into_bytes(), v.as_bytes().to_vec()));
+            }
+        }
+        h2_fields.push((
+            b"content-length".to_vec(),
+            body.len().to_string().into_bytes(),
+        ));
+        let d = status.to_string().into_bytes();
         Rendered {
             status,
             head,
             tail: tail.into_bytes(),
             body,
+            h2_fields,
+            status_digits: [d[0], d[1], d[2]],
         }
+    }
+
+    /// The body.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The HTTP/2 header fields (see the field's docs).
+    pub fn h2_fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.h2_fields.iter().map(|(n, v)| (&n[..], &v[..]))
+    }
+
+    /// The status as three ASCII digits (the `:status` value).
+    pub fn status_digits(&self) -> &[u8] {
+        &self.status_digits
     }
 
     /// Appends the response to `out`.

@@ -41,6 +41,10 @@ pub(super) enum Target {
 /// A listener's routes and settings, shared read-only by all shards.
 pub struct ListenerRuntime {
     routes: Vec<(Option<String>, PathMatch, Target)>,
+    /// HTTP/2 settings when the listener speaks h2 (ALPN or h2c).
+    pub(super) h2: Option<coreplex_protocol::h2::conn::Settings>,
+    /// Plaintext connections may start with the h2c preface.
+    pub(super) h2c: bool,
     pub(super) timeouts: Timeouts,
     pub(super) limits: Limits,
     tcp_keepalive: Option<TcpKeepalive>,
@@ -67,11 +71,23 @@ impl ListenerRuntime {
                 ..l.limits
             },
             tcp_keepalive: l.tcp_keepalive,
+            h2: l.speaks_h2().then_some(l.http2.settings),
+            h2c: l.tls.is_none() && l.http2.h2c,
         }
     }
 
     fn route(&self, head: &RequestHead<'_, '_>) -> Option<usize> {
-        let host = head.host.map(strip_port);
+        self.route_for(head.host, head.path)
+    }
+
+    /// What route `i` does.
+    pub(super) fn target(&self, i: usize) -> &Target {
+        &self.routes[i].2
+    }
+
+    /// The first route matching a host (with or without port) and a path (without query).
+    pub(super) fn route_for(&self, host: Option<&str>, path: &str) -> Option<usize> {
+        let host = host.map(strip_port);
         self.routes.iter().position(|(h, p, _)| {
             let host_ok = match (h, host) {
                 (None, _) => true,
@@ -79,8 +95,8 @@ impl ListenerRuntime {
                 (Some(_), None) => false,
             };
             let path_ok = match p {
-                PathMatch::Exact(x) => head.path == x,
-                PathMatch::Prefix(x) => head.path.starts_with(x.as_str()),
+                PathMatch::Exact(x) => path == x,
+                PathMatch::Prefix(x) => path.starts_with(x.as_str()),
             };
             host_ok && path_ok
         })
@@ -117,6 +133,8 @@ pub(super) enum Phase {
     Closing,
     /// A backend connection (outbound; `listener` is the backend index). Busy while paired.
     Backend,
+    /// An HTTP/2 client connection (its state is in the busy box for its life).
+    H2,
 }
 
 /// What to answer once a request's body has been read.
@@ -134,6 +152,8 @@ pub struct InFlight {
     pub(super) body: Option<BodyDecoder>,
     /// The direct response due once the body is read.
     pending: Option<Pending>,
+    /// An HTTP/2 connection's state (set for the connection's life).
+    pub(super) h2: Option<Box<super::h2::H2Front>>,
 }
 
 impl InFlight {
@@ -143,6 +163,7 @@ impl InFlight {
             started,
             body,
             pending: None,
+            h2: None,
         }
     }
 }
@@ -193,7 +214,9 @@ pub struct HttpService {
     transport: coreplex_tls::Tls,
     pub(super) listeners: Arc<Vec<ListenerRuntime>>,
     pub(super) errors: ErrorPages,
-    not_found: Rendered,
+    pub(super) not_found: Rendered,
+    /// The origin of the millisecond clock HTTP/2 connections are given.
+    pub(super) epoch: Instant,
     pub(super) date: DateCache,
     pub(super) stats: HttpStats,
     pub(super) proxy: ProxyShard,
@@ -213,6 +236,7 @@ impl HttpService {
             listeners,
             errors: ErrorPages::new(),
             not_found: Rendered::text(404, "Not Found\n"),
+            epoch: Instant::now(),
             date: DateCache::new(Instant::now()),
             stats: HttpStats::default(),
             proxy: ProxyShard::new(backends, shard, shards, Instant::now()),
@@ -420,11 +444,29 @@ impl Service for HttpService {
             super::proxy::set_keepalive(cx, k);
         }
         cx.set_timer(self.timeouts(conn).http_request);
+        let h2_alpn = cx
+            .session::<Box<coreplex_tls::State>>()
+            .is_some_and(|t| t.alpn() == Some(b"h2"));
+        if h2_alpn && self.listeners[listener].h2.is_some() {
+            self.start_h2(cx, conn);
+        }
     }
 
     fn on_input(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, input: &[u8]) -> usize {
-        if conn.phase == Phase::Backend {
-            return self.backend_input(cx, conn, input);
+        match conn.phase {
+            Phase::Backend => return self.backend_input(cx, conn, input),
+            Phase::H2 => return self.h2_input(cx, conn, input),
+            Phase::Idle if !conn.served() && self.listeners[conn.listener as usize].h2c => {
+                match super::h2::looks_like_preface(input) {
+                    Some(true) => {
+                        self.start_h2(cx, conn);
+                        return self.h2_input(cx, conn, input);
+                    }
+                    None => return 0, // too short to tell: wait for more
+                    Some(false) => {}
+                }
+            }
+            _ => {}
         }
         let mut pos = 0;
         let limits = self.listeners[conn.listener as usize].limits;
@@ -500,6 +542,7 @@ impl Service for HttpService {
         match conn.phase {
             Phase::Backend => return self.backend_closed(cx, conn),
             Phase::Proxy => return self.proxy_client_eof(cx, conn),
+            Phase::H2 => return cx.close(CloseReason::PeerClosed),
             _ => {}
         }
         if cx.pending_output() > 0 {
@@ -512,6 +555,12 @@ impl Service for HttpService {
     }
 
     fn on_drained(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+        if conn.phase == Phase::H2 {
+            if !cx.is_closing() {
+                self.h2_drained(cx, conn);
+            }
+            return;
+        }
         if conn.phase == Phase::Proxy {
             self.proxy_drained(cx, conn);
         }
@@ -558,6 +607,8 @@ impl Service for HttpService {
             Phase::Closing => cx.close(CloseReason::ClientTimeout),
             Phase::Proxy => self.proxy_timer(cx, conn),
             Phase::Backend => self.backend_timer(cx, conn),
+            Phase::H2 if cx.is_closing() => cx.close(CloseReason::ClientTimeout),
+            Phase::H2 => self.h2_timer(cx, conn),
         }
     }
 
@@ -567,6 +618,12 @@ impl Service for HttpService {
             // Idle pooled connections close now; busy ones finish their exchange.
             if cx.peer().is_none() {
                 cx.close(CloseReason::Shutdown);
+            }
+            return;
+        }
+        if conn.phase == Phase::H2 {
+            if !cx.is_closing() {
+                self.h2_shutdown(cx, conn);
             }
             return;
         }
@@ -580,6 +637,9 @@ impl Service for HttpService {
     }
 
     fn on_close(&mut self, id: Id, conn: HttpConn, _reason: CloseReason) {
+        if conn.phase == Phase::H2 {
+            self.h2_closed();
+        }
         if conn.phase == Phase::Backend {
             self.proxy.backend_conn_closed(conn.listener as usize, id);
         } else if conn.used_backend() {

@@ -24,6 +24,45 @@ pub struct HttpStats {
     pub backends: Vec<BackendStats>,
     /// TLS counters (listeners and backends).
     pub tls: coreplex_tls::TlsStats,
+    /// HTTP/2 front-end counters.
+    pub h2: H2Stats,
+}
+
+/// HTTP/2 front-end counters. Error-code arrays are indexed by `ErrorCode::slot`.
+#[derive(Clone, Debug, Default)]
+pub struct H2Stats {
+    /// Connections that started speaking HTTP/2 (ALPN h2 or h2c).
+    pub connections: u64,
+    /// Such connections open now.
+    pub connections_current: i64,
+    /// Streams (requests) received.
+    pub streams: u64,
+    /// RST_STREAM received, by code.
+    pub rst_received: [u64; 14],
+    /// RST_STREAM sent for stream errors and early responses, by code.
+    pub rst_sent: [u64; 14],
+    /// GOAWAY sent, by code (ENHANCE_YOUR_CALM: a flood limit was hit).
+    pub goaway_sent: [u64; 14],
+    /// GOAWAY received, by code.
+    pub goaway_received: [u64; 14],
+}
+
+impl H2Stats {
+    fn merge(&mut self, o: &H2Stats) {
+        self.connections += o.connections;
+        self.connections_current += o.connections_current;
+        self.streams += o.streams;
+        for (a, b) in [
+            (&mut self.rst_received, &o.rst_received),
+            (&mut self.rst_sent, &o.rst_sent),
+            (&mut self.goaway_sent, &o.goaway_sent),
+            (&mut self.goaway_received, &o.goaway_received),
+        ] {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        }
+    }
 }
 
 impl Default for HttpStats {
@@ -37,6 +76,7 @@ impl Default for HttpStats {
                 .expect("valid histogram bounds"),
             backends: Vec::new(),
             tls: coreplex_tls::TlsStats::default(),
+            h2: H2Stats::default(),
         }
     }
 }
@@ -88,5 +128,6 @@ impl HttpStats {
             a.merge(b);
         }
         self.tls.merge(&o.tls);
+        self.h2.merge(&o.h2);
     }
 }

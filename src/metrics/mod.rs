@@ -1,6 +1,7 @@
 //! Prometheus text rendering of the shards' aggregated statistics.
 
 mod backend;
+mod h2;
 mod tls;
 
 use crate::http::HttpStats;
@@ -256,6 +257,7 @@ pub fn render(reports: &[ShardReport<HttpStats>], shards_expected: usize) -> Str
     );
     backend::render(o, &h.backends);
     tls::render(o, &h.tls);
+    h2::render(o, &h.h2);
     out
 }
 

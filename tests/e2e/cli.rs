@@ -41,12 +41,30 @@ fn assert_reports_bad(o: &std::process::Output, file: &str) {
 }
 
 #[test]
-fn check_accepts_the_example() {
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hello.toml");
-    let o = run_cli(&["check", "-c", example]);
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "stderr:\n{}", stderr(&o));
-    assert!(out.contains("configuration OK"), "stdout: {out}");
+fn check_accepts_every_example() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_none_or(|x| x != "toml") {
+            continue;
+        }
+        let o = run_cli(&["check", "-c", path.to_str().unwrap()]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{}: stderr:\n{}",
+            path.display(),
+            stderr(&o)
+        );
+        assert!(
+            out.contains("configuration OK"),
+            "{}: stdout: {out}",
+            path.display()
+        );
+        n += 1;
+    }
+    assert!(n >= 4, "examples/*.toml: {n}");
 }
 
 #[test]

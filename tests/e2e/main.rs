@@ -5,6 +5,7 @@
 mod backend;
 mod cli;
 mod forwarding;
+mod h2;
 mod harness;
 mod http1;
 mod malformed;

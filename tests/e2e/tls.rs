@@ -22,12 +22,12 @@ fn certs() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/certs"))
 }
 
-fn cert(name: &str) -> String {
+pub(crate) fn cert(name: &str) -> String {
     certs().join(name).to_string_lossy().into_owned()
 }
 
 /// A `[listener.tls]` table body with the ECDSA and RSA test certificates and `extra` keys.
-fn tls_table(extra: &str) -> String {
+pub(crate) fn tls_table(extra: &str) -> String {
     format!(
         "certificates = [ {{ cert = \"{}\", key = \"{}\" }}, {{ cert = \"{}\", key = \"{}\" }} ]\n{extra}",
         cert("ecdsa.pem"),
@@ -150,27 +150,33 @@ fn curl_over_tls_12_and_13_with_sni_and_alpn() {
             log.contains(&format!("SSL connection using {version}")),
             "{log}"
         );
-        assert!(log.contains("ALPN: server accepted http/1.1"), "{log}");
+        // The default ALPN list offers h2 first, so curl (which offers h2 too) gets it.
+        assert!(log.contains("ALPN: server accepted h2"), "{log}");
         assert!(log.contains("subject: CN=localhost"), "{log}");
     }
+    let (code, body, log) = curl_tls(s.addr(), "/", &["--http1.1"]);
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(body, "hello over tls");
+    assert!(log.contains("ALPN: server accepted http/1.1"), "{log}");
     let text = metrics_text(s.admin());
     let get = |k: &str| metric_in(&text, k).unwrap_or_else(|| panic!("{k} missing:\n{text}"));
     assert_eq!(
         get("coreplex_tls_handshakes_total{side=\"listener\",version=\"1.3\",kind=\"full\"}"),
-        1.0
+        2.0
     );
     assert_eq!(
         get("coreplex_tls_handshakes_total{side=\"listener\",version=\"1.2\",kind=\"full\"}"),
         1.0
     );
-    assert_eq!(get("coreplex_tls_alpn_total{protocol=\"http/1.1\"}"), 2.0);
-    // curl's TLS 1.3 and 1.2 suites: one of each.
+    assert_eq!(get("coreplex_tls_alpn_total{protocol=\"h2\"}"), 2.0);
+    assert_eq!(get("coreplex_tls_alpn_total{protocol=\"http/1.1\"}"), 1.0);
+    // curl's TLS 1.3 and 1.2 suites (the --http1.1 handshake is TLS 1.3 too).
     let suites: f64 = text
         .lines()
         .filter(|l| l.starts_with("coreplex_tls_cipher_total{suite=\"TLS13_"))
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum();
-    assert_eq!(suites, 1.0, "{text}");
+    assert_eq!(suites, 2.0, "{text}");
     let tls12: f64 = text
         .lines()
         .filter(|l| l.starts_with("coreplex_tls_cipher_total{suite=\"TLS_ECDHE_"))
@@ -194,7 +200,7 @@ fn curl_over_tls_12_and_13_with_sni_and_alpn() {
         ),
         1.0
     );
-    assert_eq!(get("coreplex_tls_handshake_seconds_count"), 2.0);
+    assert_eq!(get("coreplex_tls_handshake_seconds_count"), 3.0);
     assert!(get("coreplex_tls_ticket_keys") >= 1.0);
 }
 

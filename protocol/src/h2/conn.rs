@@ -29,7 +29,7 @@
 //! CONTINUATION frames per block (GOAWAY ENHANCE_YOUR_CALM), streams reset by the peer per
 //! second (rapid reset, CVE-2023-44487), and "glitches" per second: frames that cost us work
 //! without carrying a request (PING, SETTINGS, empty DATA or fragments, WINDOW_UPDATE noise,
-//! refused and malformed streams, PRIORITY), which covers the PING/SETTINGS/WINDOW_UPDATE and
+//! refused and malformed streams, WINDOW_UPDATEs of under 1 KiB), which covers the PING/SETTINGS/WINDOW_UPDATE and
 //! empty-frame floods.
 
 use super::error::{ErrorCode, H2Error};
@@ -228,6 +228,8 @@ enum Shutdown {
 
 /// The PING payload of the graceful shutdown.
 const SHUTDOWN_PING: [u8; 8] = *b"goaway!\0";
+/// WINDOW_UPDATE increments below this count as glitches.
+const SMALL_WINDOW_UPDATE: u32 = 1024;
 /// Closed streams remembered to answer late frames precisely.
 const RECENT: usize = 8;
 
@@ -375,12 +377,14 @@ impl Connection {
         self.phase == Phase::Open
     }
 
-    /// Whether the connection accepts no more streams and has none left: time to close.
+    /// Whether the connection accepts no more streams and has none left: time to close. A
+    /// client's GOAWAY does not end a server's connection by itself (the client may still send
+    /// PINGs, and closes when it is done); a server's GOAWAY ends a client's.
     pub fn is_done(&self) -> bool {
         self.phase == Phase::Closed
             || (self.streams.is_empty()
                 && (matches!(self.shutdown, Shutdown::Final { .. })
-                    || self.goaway_received.is_some()))
+                    || (self.goaway_received.is_some() && self.role == Role::Client)))
     }
 
     /// Whether we or the peer started to go away.
@@ -1074,6 +1078,10 @@ impl Connection {
     }
 
     fn on_window_update(&mut self, id: u32, inc: u32, now_ms: u64) -> Step {
+        // Real peers return windows in large steps; a stream of tiny updates is a flood.
+        if inc < SMALL_WINDOW_UPDATE {
+            self.glitch(now_ms)?;
+        }
         let inc = i64::from(inc);
         if id == 0 {
             self.send_window += inc;

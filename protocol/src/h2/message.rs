@@ -34,6 +34,8 @@ pub enum Malformed {
     ContentLength,
     #[error("invalid :status")]
     Status,
+    #[error("Host differs from :authority")]
+    HostMismatch,
 }
 
 /// Indexes of the pseudo-header fields in the list.
@@ -150,6 +152,15 @@ pub fn check(list: &HeaderList, kind: Kind) -> Result<Checked, Malformed> {
     let get = |i: Option<u16>| i.map(|i| list.get(usize::from(i)).1);
     match kind {
         Kind::Request { .. } => {
+            // RFC 9113 section 8.3.1: a Host naming another authority is malformed.
+            if let Some(authority) = get(c.pseudo.authority) {
+                let differs = (c.regular_start..list.len())
+                    .map(|i| list.get(i))
+                    .any(|(n, v, _)| n == b"host" && !v.eq_ignore_ascii_case(authority));
+                if differs {
+                    return Err(Malformed::HostMismatch);
+                }
+            }
             let method = get(c.pseudo.method).ok_or(Malformed::MissingPseudo)?;
             if method == b"CONNECT" && c.pseudo.protocol.is_none() {
                 // RFC 9113 section 8.5.

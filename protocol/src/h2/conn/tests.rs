@@ -521,6 +521,7 @@ fn ping_settings_and_window_update_floods_are_cut() {
         |i: &mut Vec<u8>| frame::write_ping(i, [1; 8], false),
         |i: &mut Vec<u8>| write_settings(i, &[]),
         |i: &mut Vec<u8>| write_data(i, 1, b"", false),
+        |i: &mut Vec<u8>| write_window_update(i, 0, 1),
     ] {
         let (mut s, mut out) = server_with(Settings::default());
         let mut input = vec![];

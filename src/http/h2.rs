@@ -1,0 +1,427 @@
+//! The HTTP/2 front end: a client connection that negotiated `h2` by ALPN, or sent the h2c
+//! preface on a listener with `http2.h2c`, is driven by a sans-I/O
+//! [`Connection`](coreplex_protocol::h2::conn::Connection) kept in the connection's busy box for
+//! its life (the box is the connection's HTTP/2 state: HPACK tables, stream records).
+//!
+//! Each stream's request is routed like an HTTP/1.1 request (`:authority` as the host, `:path`
+//! without its query) and answered with the route's pre-rendered response once the request is
+//! complete (its body read and dropped, windows reopened at once, `max_body` enforced with 413):
+//! HEADERS then DATA as the windows allow; a body the client's window holds back waits in
+//! `pending` and goes on at the next WINDOW_UPDATE. A response sent before its request ended
+//! (413, 431) is followed by RST_STREAM(NO_ERROR) (RFC 9113 section 8.1). Proxied routes are not
+//! offered over HTTP/2 yet (the configuration refuses h2 on listeners that proxy).
+//!
+//! Timers: `http_request` until the first request, `http_keep_alive` while no stream is open
+//! (then GOAWAY(NO_ERROR) and close), `client` while a response waits for the client's window.
+//! A graceful stop sends GOAWAY(2^31-1) and a PING, then the final GOAWAY once the PING is
+//! answered; the connection closes when its last stream is done.
+
+use super::response::Rendered;
+use super::service::{HttpConn, HttpService, InFlight, Phase, Target, MAX_PENDING_OUTPUT};
+use coreplex_engine::{CloseReason, ConnCx};
+use coreplex_protocol::h2::conn::{Connection, Event, Role, Settings};
+use coreplex_protocol::h2::error::ErrorCode;
+use coreplex_protocol::h2::hpack::Indexing;
+use coreplex_protocol::h2::stream::StreamState;
+
+type Cx<'a> = ConnCx<'a, InFlight>;
+
+/// Where a response body comes from (bodies are never copied per stream).
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    Route(u16),
+    NotFound,
+    Error(u16),
+}
+
+/// A response whose body waits for window.
+#[derive(Clone, Copy, Debug)]
+struct PendingBody {
+    stream: u32,
+    source: Source,
+    sent: u32,
+}
+
+/// A request whose body is still arriving: answered once it ends.
+#[derive(Clone, Copy, Debug)]
+struct Waiting {
+    stream: u32,
+    source: Source,
+    head_only: bool,
+    received: u64,
+}
+
+/// One HTTP/2 client connection's state.
+pub struct H2Front {
+    conn: Connection,
+    pending: Vec<PendingBody>,
+    waiting: Vec<Waiting>,
+}
+
+impl H2Front {
+    fn new(settings: Settings) -> H2Front {
+        H2Front {
+            conn: Connection::new(Role::Server, settings),
+            pending: Vec::new(),
+            waiting: Vec::new(),
+        }
+    }
+}
+
+/// Whether `input` starts like the HTTP/2 connection preface (`None`: too short to tell).
+pub(super) fn looks_like_preface(input: &[u8]) -> Option<bool> {
+    let p = coreplex_protocol::h2::frame::PREFACE;
+    let n = input.len().min(p.len());
+    if input[..n] != p[..n] {
+        return Some(false);
+    }
+    // "PRI " tells it from every HTTP/1.1 method (PROPFIND, PUT, POST, PATCH).
+    if n < 4 {
+        None
+    } else {
+        Some(true)
+    }
+}
+
+impl HttpService {
+    fn now_ms(&self, cx: &Cx<'_>) -> u64 {
+        cx.now().saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    /// Switches a client connection to HTTP/2 (after ALPN h2, or on the h2c preface).
+    pub(super) fn start_h2(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+        let settings = self.listeners[conn.listener as usize]
+            .h2
+            .expect("h2 is enabled on this listener");
+        let mut front = Box::new(H2Front::new(settings));
+        front.conn.start(cx.output());
+        let now = cx.now();
+        match cx.busy() {
+            Some(b) => b.h2 = Some(front),
+            None => {
+                let b = cx.set_busy(InFlight::new(now, None));
+                b.h2 = Some(front);
+            }
+        }
+        conn.phase = Phase::H2;
+        self.stats.h2.connections += 1;
+        self.stats.h2.connections_current += 1;
+        cx.set_timer(self.timeouts(conn).http_request);
+    }
+
+    fn take_front(cx: &mut Cx<'_>) -> Box<H2Front> {
+        cx.busy()
+            .and_then(|b| b.h2.take())
+            .expect("an h2 connection keeps its state")
+    }
+
+    fn put_front(cx: &mut Cx<'_>, front: Box<H2Front>) {
+        if let Some(b) = cx.busy() {
+            b.h2 = Some(front);
+        }
+    }
+
+    /// Input on an HTTP/2 connection.
+    pub(super) fn h2_input(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, input: &[u8]) -> usize {
+        let mut front = Self::take_front(cx);
+        let now_ms = self.now_ms(cx);
+        let mut pos = 0;
+        let mut failed = false;
+        loop {
+            if cx.pending_output() > MAX_PENDING_OUTPUT {
+                cx.pause_input();
+                break;
+            }
+            match front.conn.recv(&input[pos..], now_ms, cx.output()) {
+                Err(code) => {
+                    self.stats.h2.goaway_sent[code.slot()] += 1;
+                    failed = true;
+                    pos = input.len();
+                    break;
+                }
+                Ok((used, ev)) => {
+                    // Data events index the slice passed (input[pos..] before this advance);
+                    // direct responses drop request bodies, so nothing reads them here.
+                    pos += used;
+                    let Some(ev) = ev else { break };
+                    self.h2_event(cx, conn, &mut front, ev);
+                }
+            }
+        }
+        self.h2_settle(cx, conn, front, failed);
+        pos
+    }
+
+    fn h2_event(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, front: &mut H2Front, ev: Event) {
+        match ev {
+            Event::Headers { stream, end_stream } => {
+                self.stats.h2.streams += 1;
+                conn.set_served();
+                let source = self.h2_route(conn, &front.conn);
+                let head_only = method_is_head(&front.conn);
+                if end_stream {
+                    self.h2_respond(cx, conn, front, stream, source, head_only);
+                } else {
+                    // Answered once the body is read (and dropped), as over HTTP/1.1.
+                    front.waiting.push(Waiting {
+                        stream,
+                        source,
+                        head_only,
+                        received: 0,
+                    });
+                }
+            }
+            Event::TooLarge { stream } => {
+                self.stats.h2.streams += 1;
+                self.h2_respond(cx, conn, front, stream, Source::Error(431), false);
+                self.h2_finish_early(cx, front, stream);
+            }
+            Event::Data {
+                stream,
+                len,
+                end_stream,
+                ..
+            } => {
+                // Request bodies of direct responses are dropped: reopen the window at once.
+                front.conn.consumed(stream, len, cx.output());
+                let max_body = self.listeners[conn.listener as usize].limits.max_body;
+                let Some(i) = front.waiting.iter().position(|w| w.stream == stream) else {
+                    return;
+                };
+                front.waiting[i].received += len as u64;
+                let w = front.waiting[i];
+                if w.received > max_body {
+                    front.waiting.swap_remove(i);
+                    self.h2_respond(cx, conn, front, stream, Source::Error(413), false);
+                    self.h2_finish_early(cx, front, stream);
+                } else if end_stream {
+                    front.waiting.swap_remove(i);
+                    self.h2_respond(cx, conn, front, stream, w.source, w.head_only);
+                }
+            }
+            Event::Trailers { stream } => {
+                if let Some(i) = front.waiting.iter().position(|w| w.stream == stream) {
+                    let w = front.waiting.swap_remove(i);
+                    self.h2_respond(cx, conn, front, stream, w.source, w.head_only);
+                }
+            }
+            Event::Reset {
+                stream,
+                code,
+                remote,
+            } => {
+                if remote {
+                    self.stats.h2.rst_received[code.slot()] += 1;
+                } else {
+                    self.stats.h2.rst_sent[code.slot()] += 1;
+                }
+                front.pending.retain(|p| p.stream != stream);
+                front.waiting.retain(|w| w.stream != stream);
+            }
+            Event::Writable => self.h2_flush(cx, conn, front),
+            Event::GoAway { code, .. } => {
+                self.stats.h2.goaway_received[code.slot()] += 1;
+            }
+            Event::Settings => {}
+        }
+    }
+
+    /// The route for the head just received.
+    fn h2_route(&self, conn: &HttpConn, h2: &Connection) -> Source {
+        let list = h2.head();
+        let c = h2.checked();
+        let get = |i: Option<u16>| i.map(|i| list.get(usize::from(i)).1);
+        let authority = get(c.pseudo.authority).and_then(|a| std::str::from_utf8(a).ok());
+        let host = authority.or_else(|| {
+            (c.regular_start..list.len())
+                .map(|i| list.get(i))
+                .find(|(n, _, _)| *n == b"host")
+                .and_then(|(_, v, _)| std::str::from_utf8(v).ok())
+        });
+        let path = get(c.pseudo.path).unwrap_or(b"*");
+        let path = path.split(|&b| b == b'?').next().unwrap_or(path);
+        let Ok(path) = std::str::from_utf8(path) else {
+            return Source::Error(400);
+        };
+        let listener = &self.listeners[conn.listener as usize];
+        match listener.route_for(host, path) {
+            Some(i) => match listener.target(i) {
+                Target::Respond(_) => Source::Route(i as u16),
+                Target::Backend(_) => Source::Error(502),
+            },
+            None => Source::NotFound,
+        }
+    }
+
+    fn page(&self, listener: usize, source: Source) -> &Rendered {
+        match source {
+            Source::Route(i) => match self.listeners[listener].target(usize::from(i)) {
+                Target::Respond(p) => p,
+                Target::Backend(_) => self.errors.get(502),
+            },
+            Source::NotFound => &self.not_found,
+            Source::Error(s) => self.errors.get(s),
+        }
+    }
+
+    /// Writes the response head and as much of the body as the windows allow.
+    fn h2_respond(
+        &mut self,
+        cx: &mut Cx<'_>,
+        conn: &HttpConn,
+        front: &mut H2Front,
+        stream: u32,
+        source: Source,
+        head_only: bool,
+    ) {
+        let mut date = [0u8; 29];
+        date.copy_from_slice(self.date.get(cx.now()));
+        let page = self.page(conn.listener as usize, source);
+        let status = page.status;
+        let body = page.body();
+        let no_body = head_only || body.is_empty();
+        let out = cx.output();
+        front.conn.send_headers(stream, no_body, out, |w| {
+            w.field(b":status", page.status_digits(), Indexing::Index);
+            w.field(b"date", &date, Indexing::Literal);
+            for (n, v) in page.h2_fields() {
+                let how = if n == b"content-length" {
+                    Indexing::Literal
+                } else {
+                    Indexing::Index
+                };
+                w.field(n, v, how);
+            }
+        });
+        if !no_body {
+            let sent = front.conn.send_data(stream, body, true, out);
+            if sent < body.len() {
+                front.pending.push(PendingBody {
+                    stream,
+                    source,
+                    sent: sent as u32,
+                });
+            }
+        }
+        self.stats.response(status);
+        self.stats.latency_us(1);
+    }
+
+    /// A response complete while the request is still being sent: RST_STREAM(NO_ERROR)
+    /// (RFC 9113 section 8.1), so the client stops sending a body nobody reads.
+    fn h2_finish_early(&mut self, cx: &mut Cx<'_>, front: &mut H2Front, stream: u32) {
+        if front.pending.iter().any(|p| p.stream == stream) {
+            return;
+        }
+        if front.conn.stream_state(stream) == StreamState::HalfClosedLocal {
+            front.conn.reset(stream, ErrorCode::NoError, cx.output());
+            self.stats.h2.rst_sent[ErrorCode::NoError.slot()] += 1;
+        }
+    }
+
+    /// Sends what the windows now allow of bodies that were waiting.
+    fn h2_flush(&mut self, cx: &mut Cx<'_>, conn: &HttpConn, front: &mut H2Front) {
+        let mut i = 0;
+        while i < front.pending.len() {
+            let p = front.pending[i];
+            let body = &self.page(conn.listener as usize, p.source).body()[p.sent as usize..];
+            let sent = front.conn.send_data(p.stream, body, true, cx.output());
+            if sent == body.len() {
+                front.pending.swap_remove(i);
+                self.h2_finish_early(cx, front, p.stream);
+            } else {
+                front.pending[i].sent += sent as u32;
+                i += 1;
+            }
+        }
+    }
+
+    /// After input or a wake: close a finished connection, else set its timer and keep it.
+    fn h2_settle(
+        &mut self,
+        cx: &mut Cx<'_>,
+        conn: &mut HttpConn,
+        mut front: Box<H2Front>,
+        failed: bool,
+    ) {
+        if failed || front.conn.is_done() && front.pending.is_empty() {
+            let reason = if failed {
+                CloseReason::ProtocolError
+            } else if conn.draining() || cx.is_stopping() {
+                CloseReason::Shutdown
+            } else {
+                CloseReason::Done
+            };
+            Self::put_front(cx, front);
+            cx.set_timer(self.timeouts(conn).client);
+            cx.close_after_flush(reason);
+            return;
+        }
+        let t = self.timeouts(conn);
+        if front.conn.active_streams() == 0 {
+            front.conn.shrink_idle();
+            front.pending = Vec::new();
+            front.waiting = Vec::new();
+            cx.set_timer(if conn.served() {
+                t.http_keep_alive
+            } else {
+                t.http_request
+            });
+        } else {
+            cx.set_timer(t.client);
+        }
+        Self::put_front(cx, front);
+    }
+
+    /// The connection's timer fired: idle too long (GOAWAY(NO_ERROR), close) or a client that
+    /// does not read its responses (close).
+    pub(super) fn h2_timer(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+        let mut front = Self::take_front(cx);
+        let idle = front.conn.active_streams() == 0;
+        let reason = if !idle {
+            CloseReason::ClientTimeout
+        } else if conn.served() {
+            CloseReason::KeepAliveTimeout
+        } else {
+            CloseReason::RequestTimeout
+        };
+        if idle {
+            front.conn.abort(ErrorCode::NoError, cx.output());
+            self.stats.h2.goaway_sent[ErrorCode::NoError.slot()] += 1;
+        }
+        Self::put_front(cx, front);
+        if idle && cx.pending_output() > 0 {
+            cx.set_timer(self.timeouts(conn).client);
+            cx.close_after_flush(reason);
+        } else {
+            cx.close(reason);
+        }
+    }
+
+    /// A graceful stop: the two-step GOAWAY.
+    pub(super) fn h2_shutdown(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+        let mut front = Self::take_front(cx);
+        front.conn.begin_shutdown(cx.output());
+        self.stats.h2.goaway_sent[ErrorCode::NoError.slot()] += 1;
+        self.h2_settle(cx, conn, front, false);
+    }
+
+    /// Output drained: bodies held back by output size may go on.
+    pub(super) fn h2_drained(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+        let mut front = Self::take_front(cx);
+        self.h2_flush(cx, conn, &mut front);
+        self.h2_settle(cx, conn, front, false);
+    }
+
+    /// The connection closed.
+    pub(super) fn h2_closed(&mut self) {
+        self.stats.h2.connections_current -= 1;
+    }
+}
+
+fn method_is_head(h2: &Connection) -> bool {
+    h2.checked()
+        .pseudo
+        .method
+        .is_some_and(|i| h2.head().get(usize::from(i)).1 == b"HEAD")
+}

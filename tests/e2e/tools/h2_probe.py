@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""Raw HTTP/2 client for the end-to-end tests (hyperframe + hpack, no state machine of ours).
+
+  h2_probe.py floods HOST PORT        each flood class on its own connection: prints
+                                      "<class> goaway <code>" or "<class> none"
+  h2_probe.py bomb HOST PORT          an HPACK bomb: prints each stream's status
+  h2_probe.py request HOST PORT PATH  one GET with prior knowledge: prints status and body length
+  h2_probe.py settings HOST PORT      prints the server's SETTINGS as name=value lines
+  h2_probe.py shutdown HOST PORT      one request, prints "ready", then reports the GOAWAYs it
+                                      gets (acking PINGs) and "closed" at EOF
+  h2_probe.py idle HOST PORT          one request, then waits: prints "goaway <code>" and
+                                      "closed" with the seconds it took
+"""
+import socket
+import sys
+import time
+
+from hpack import Encoder
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    PingFrame,
+    RstStreamFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+CODES = {0: "no_error", 1: "protocol_error", 3: "flow_control_error", 6: "frame_size_error",
+         9: "compression_error", 11: "enhance_your_calm"}
+
+
+def connect(host, port):
+    s = socket.create_connection((host, int(port)), timeout=5)
+    s.sendall(PREFACE + SettingsFrame(0).serialize())
+    return s
+
+
+def read_frames(s, buf):
+    """Reads what is available; returns (frames, rest, eof)."""
+    try:
+        data = s.recv(65536)
+    except socket.timeout:
+        return [], buf, False
+    except ConnectionResetError:
+        return [], buf, True
+    if not data:
+        return [], buf, True
+    buf += data
+    frames = []
+    while len(buf) >= 9:
+        f, length = Frame.parse_frame_header(memoryview(buf[:9]))
+        if len(buf) < 9 + length:
+            break
+        f.parse_body(memoryview(buf[9:9 + length]))
+        frames.append(f)
+        buf = buf[9 + length:]
+    return frames, buf, False
+
+
+def request_headers(enc, path="/"):
+    return enc.encode([(":method", "GET"), (":scheme", "http"), (":authority", "localhost"),
+                       (":path", path)])
+
+
+def wait_goaway(s, deadline=5.0):
+    """Reads until a GOAWAY or EOF; returns its code name or None."""
+    buf = b""
+    end = time.time() + deadline
+    s.settimeout(0.5)
+    while time.time() < end:
+        frames, buf, eof = read_frames(s, buf)
+        for f in frames:
+            if isinstance(f, GoAwayFrame):
+                return CODES.get(f.error_code, str(f.error_code))
+        if eof:
+            return None
+    return None
+
+
+def send_all(s, data):
+    try:
+        s.sendall(data)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+
+
+def floods(host, port):
+    enc = Encoder()
+    classes = {}
+
+    def rst():
+        out = b""
+        for i in range(1000):
+            sid = 2 * i + 1
+            h = HeadersFrame(sid, request_headers(enc))
+            h.flags.add("END_HEADERS")
+            out += h.serialize() + RstStreamFrame(sid, error_code=8).serialize()
+        return out
+
+    def continuation():
+        h = HeadersFrame(1, request_headers(Encoder()))
+        out = h.serialize()
+        for _ in range(2000):
+            out += ContinuationFrame(1, b"").serialize()
+        return out
+
+    def ping():
+        return b"".join(PingFrame(0, b"12345678").serialize() for _ in range(20000))
+
+    def settings():
+        return b"".join(SettingsFrame(0).serialize() for _ in range(20000))
+
+    def empty_data():
+        h = HeadersFrame(1, request_headers(Encoder()))
+        h.flags.add("END_HEADERS")
+        return h.serialize() + b"".join(DataFrame(1, b"").serialize() for _ in range(20000))
+
+    def window_update():
+        return b"".join(WindowUpdateFrame(0, 1).serialize() for _ in range(20000))
+
+    for name, make in [("rapid_reset", rst), ("continuation", continuation), ("ping", ping),
+                       ("settings", settings), ("empty_data", empty_data),
+                       ("window_update", window_update)]:
+        enc = Encoder()
+        s = connect(host, port)
+        send_all(s, make())
+        code = wait_goaway(s)
+        print(f"{name} goaway {code}" if code else f"{name} none", flush=True)
+        s.close()
+
+
+def bomb(host, port):
+    """An HPACK bomb: one 4 KB table entry referenced 16,000 times (64 MB decoded) in the
+    second request. Prints each stream's status."""
+    e = Encoder()
+    first = e.encode([(":method", "GET"), (":scheme", "http"), (":authority", "a"),
+                      (":path", "/"), ("x-bomb", "a" * 4000)])
+    h = HeadersFrame(1, first, flags=["END_HEADERS", "END_STREAM"])
+    block = e.encode([(":method", "GET"), (":scheme", "http"), (":authority", "a"),
+                      (":path", "/")]) + bytes([0xbe]) * 16000
+    h2 = HeadersFrame(3, block, flags=["END_HEADERS", "END_STREAM"])
+    s = connect(host, port)
+    s.sendall(h.serialize() + h2.serialize())
+    from hpack import Decoder
+    dec = Decoder()
+    buf = b""
+    s.settimeout(5)
+    seen = 0
+    while seen < 2:
+        frames, buf, eof = read_frames(s, buf)
+        for f in frames:
+            if isinstance(f, HeadersFrame):
+                print(f"stream {f.stream_id} status {dict(dec.decode(f.data)).get(':status')}")
+                seen += 1
+            if isinstance(f, GoAwayFrame):
+                print(f"goaway {CODES.get(f.error_code, f.error_code)}")
+                return
+        if eof:
+            print("closed")
+            return
+
+
+def one_request(s, path="/"):
+    enc = Encoder()
+    h = HeadersFrame(1, request_headers(enc, path), flags=["END_HEADERS", "END_STREAM"])
+    s.sendall(h.serialize())
+    buf = b""
+    body = 0
+    status = None
+    s.settimeout(5)
+    from hpack import Decoder
+    dec = Decoder()
+    while True:
+        frames, buf, eof = read_frames(s, buf)
+        for f in frames:
+            if isinstance(f, SettingsFrame) and "ACK" not in f.flags:
+                s.sendall(SettingsFrame(0, flags=["ACK"]).serialize())
+            if isinstance(f, HeadersFrame) and f.stream_id == 1:
+                status = dict(dec.decode(f.data)).get(":status")
+            if isinstance(f, DataFrame) and f.stream_id == 1:
+                body += len(f.data)
+                if f.data:
+                    s.sendall(WindowUpdateFrame(0, len(f.data)).serialize()
+                              + WindowUpdateFrame(1, len(f.data)).serialize())
+            if f.stream_id == 1 and "END_STREAM" in f.flags:
+                return status, body
+        if eof:
+            return status, body
+
+
+def follow(s, started):
+    buf = b""
+    s.settimeout(0.5)
+    while time.time() - started < 20:
+        frames, buf, eof = read_frames(s, buf)
+        for f in frames:
+            if isinstance(f, GoAwayFrame):
+                print(f"goaway {CODES.get(f.error_code, f.error_code)} last {f.last_stream_id} "
+                      f"after {time.time() - started:.1f}", flush=True)
+            if isinstance(f, PingFrame) and "ACK" not in f.flags:
+                s.sendall(PingFrame(0, f.opaque_data, flags=["ACK"]).serialize())
+        if eof:
+            print(f"closed after {time.time() - started:.1f}", flush=True)
+            return
+
+
+def main():
+    cmd, host, port = sys.argv[1], sys.argv[2], sys.argv[3]
+    if cmd == "floods":
+        floods(host, port)
+    elif cmd == "bomb":
+        bomb(host, port)
+    elif cmd == "request":
+        s = connect(host, port)
+        status, body = one_request(s, sys.argv[4] if len(sys.argv) > 4 else "/")
+        print(f"status {status} body {body}")
+    elif cmd == "settings":
+        s = connect(host, port)
+        buf = b""
+        s.settimeout(5)
+        while True:
+            frames, buf, eof = read_frames(s, buf)
+            for f in frames:
+                if isinstance(f, SettingsFrame) and "ACK" not in f.flags:
+                    names = {1: "header_table_size", 3: "max_concurrent_streams",
+                             4: "initial_window_size", 5: "max_frame_size",
+                             6: "max_header_list_size", 8: "enable_connect_protocol"}
+                    for k, v in f.settings.items():
+                        print(f"{names.get(k, k)}={v}")
+                    return
+            if eof:
+                return
+    elif cmd == "shutdown":
+        s = connect(host, port)
+        one_request(s)
+        print("ready", flush=True)
+        follow(s, time.time())
+    elif cmd == "idle":
+        s = connect(host, port)
+        one_request(s)
+        follow(s, time.time())
+
+
+if __name__ == "__main__":
+    main()
