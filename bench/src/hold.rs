@@ -32,6 +32,8 @@ pub struct HoldOptions {
     pub processes: usize,
     /// Open the connections over TLS.
     pub tls: bool,
+    /// Speak HTTP/2 with prior knowledge (h2c) instead of HTTP/1.1.
+    pub h2c: bool,
 }
 
 /// Runs `hold`: in this process, or spread over child processes. Returns (alive, total).
@@ -51,10 +53,14 @@ pub fn run(o: &HoldOptions) -> Result<(usize, usize)> {
         }
         return Ok((alive, o.conns));
     }
-    if o.tls && o.active_fraction > 0.0 {
-        bail!("--tls holds idle connections only (no --active-fraction)");
+    if (o.tls || o.h2c) && o.active_fraction > 0.0 {
+        bail!("--tls and --h2c hold idle connections only (no --active-fraction)");
     }
-    let mut h = Holder::open(o.target, o.conns, o.sources, &o.path, o.tls)?;
+    let mut h = if o.h2c {
+        Holder::open_h2c(o.target, o.conns, o.sources, &o.path)?
+    } else {
+        Holder::open(o.target, o.conns, o.sources, &o.path, o.tls)?
+    };
     println!("opened {} connections ({} failed)", h.alive(), h.failed);
     let end = Instant::now() + Duration::from_secs(o.duration);
     let mut pinged = 0;
@@ -104,6 +110,7 @@ pub fn spawn_holders(o: &HoldOptions) -> Result<Vec<Child>> {
                 &o.interval.to_string(),
             ])
             .args(o.tls.then_some("--tls"))
+            .args(o.h2c.then_some("--h2c"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -242,6 +249,31 @@ impl Holder {
         }
         if ok.is_empty() && n > 0 {
             bail!("no TLS connection to {target} could be opened and served");
+        }
+        Ok(Holder { conns: ok, failed })
+    }
+
+    /// Opens `n` h2c connections (prior knowledge), each having served one `GET path`.
+    pub fn open_h2c(target: SocketAddr, n: usize, sources: u8, path: &str) -> Result<Holder> {
+        let mut ok = Vec::with_capacity(n);
+        let mut failed = 0;
+        for i in 0..n {
+            let served = connect(target, i, sources).and_then(|mut s| {
+                crate::h2c::exchange(&mut s, path)?;
+                Ok(s)
+            });
+            match served {
+                Ok(s) => ok.push(s),
+                Err(e) => {
+                    failed += 1;
+                    if failed == 1 {
+                        eprintln!("h2c connection failed: {e:#}");
+                    }
+                }
+            }
+        }
+        if ok.is_empty() && n > 0 {
+            bail!("no h2c connection to {target} could be opened and served");
         }
         Ok(Holder { conns: ok, failed })
     }

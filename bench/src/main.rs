@@ -13,6 +13,7 @@
 //!   server's RSS growth and the kernel's socket memory growth per connection.
 
 mod compare;
+mod h2c;
 mod hold;
 mod load;
 mod plot;
@@ -208,6 +209,9 @@ enum Cmd {
         /// Open the connections over TLS (any certificate accepted; SNI localhost).
         #[arg(long)]
         tls: bool,
+        /// Speak HTTP/2 with prior knowledge (h2c): one request each, then idle.
+        #[arg(long, conflicts_with = "tls")]
+        h2c: bool,
     },
     /// Measure bytes per idle connection (server RSS and kernel socket memory) at several counts.
     Memprobe {
@@ -235,6 +239,9 @@ enum Cmd {
         /// Open the connections over TLS (any certificate accepted; SNI localhost).
         #[arg(long)]
         tls: bool,
+        /// Speak HTTP/2 with prior knowledge (h2c): one request each, then idle.
+        #[arg(long, conflicts_with = "tls")]
+        h2c: bool,
     },
 }
 
@@ -397,6 +404,7 @@ fn main() -> Result<()> {
             interval,
             processes,
             tls,
+            h2c,
         } => {
             let o = hold::HoldOptions {
                 target,
@@ -408,6 +416,7 @@ fn main() -> Result<()> {
                 interval,
                 processes,
                 tls,
+                h2c,
             };
             let (alive, total) = hold::run(&o)?;
             if processes > 1 {
@@ -426,6 +435,7 @@ fn main() -> Result<()> {
             json,
             processes,
             tls,
+            h2c,
         } => {
             if !json {
                 println!(
@@ -447,6 +457,7 @@ fn main() -> Result<()> {
                         interval: 0,
                         processes,
                         tls,
+                        h2c,
                     };
                     let mut kids = hold::spawn_holders(&o)?;
                     std::thread::sleep(Duration::from_millis(500));
@@ -458,7 +469,11 @@ fn main() -> Result<()> {
                     // Held by the children until measured: count them as opened.
                     (n, after)
                 } else {
-                    let mut h = hold::Holder::open(target, n, sources, &path, tls)?;
+                    let mut h = if h2c {
+                        hold::Holder::open_h2c(target, n, sources, &path)?
+                    } else {
+                        hold::Holder::open(target, n, sources, &path, tls)?
+                    };
                     std::thread::sleep(Duration::from_millis(500));
                     let alive = h.check_alive();
                     let after = proc_stats::Snapshot::take(pid)?;

@@ -1,7 +1,8 @@
 //! The HTTP/2 front end: a client connection that negotiated `h2` by ALPN, or sent the h2c
 //! preface on a listener with `http2.h2c`, is driven by a sans-I/O
-//! [`Connection`](coreplex_protocol::h2::conn::Connection) kept in the connection's busy box for
-//! its life (the box is the connection's HTTP/2 state: HPACK tables, stream records).
+//! [`Connection`](coreplex_protocol::h2::conn::Connection) kept in the service's `h2_conns`
+//! table for its life (HPACK tables, stream records), not in the engine's busy box: an idle h2
+//! connection then holds no engine buffers, only that table entry.
 //!
 //! Each stream's request is routed like an HTTP/1.1 request (`:authority` as the host, `:path`
 //! without its query) and answered with the route's pre-rendered response once the request is
@@ -95,35 +96,30 @@ impl HttpService {
             .expect("h2 is enabled on this listener");
         let mut front = Box::new(H2Front::new(settings));
         front.conn.start(cx.output());
-        let now = cx.now();
-        match cx.busy() {
-            Some(b) => b.h2 = Some(front),
-            None => {
-                let b = cx.set_busy(InFlight::new(now, None));
-                b.h2 = Some(front);
-            }
-        }
+        // A partial HTTP/1.1 head cannot precede the preface; drop any busy state all the same:
+        // the connection's HTTP/2 state lives in the service's table, so that the engine's
+        // buffer box can go back to its pool whenever the connection is idle.
+        cx.take_busy();
+        self.h2_conns.insert(cx.id(), front);
         conn.phase = Phase::H2;
         self.stats.h2.connections += 1;
         self.stats.h2.connections_current += 1;
         cx.set_timer(self.timeouts(conn).http_request);
     }
 
-    fn take_front(cx: &mut Cx<'_>) -> Box<H2Front> {
-        cx.busy()
-            .and_then(|b| b.h2.take())
+    fn take_front(&mut self, cx: &Cx<'_>) -> Box<H2Front> {
+        self.h2_conns
+            .remove(&cx.id())
             .expect("an h2 connection keeps its state")
     }
 
-    fn put_front(cx: &mut Cx<'_>, front: Box<H2Front>) {
-        if let Some(b) = cx.busy() {
-            b.h2 = Some(front);
-        }
+    fn put_front(&mut self, cx: &Cx<'_>, front: Box<H2Front>) {
+        self.h2_conns.insert(cx.id(), front);
     }
 
     /// Input on an HTTP/2 connection.
     pub(super) fn h2_input(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, input: &[u8]) -> usize {
-        let mut front = Self::take_front(cx);
+        let mut front = self.take_front(cx);
         let now_ms = self.now_ms(cx);
         let mut pos = 0;
         let mut failed = false;
@@ -352,7 +348,7 @@ impl HttpService {
             } else {
                 CloseReason::Done
             };
-            Self::put_front(cx, front);
+            self.put_front(cx, front);
             cx.set_timer(self.timeouts(conn).client);
             cx.close_after_flush(reason);
             return;
@@ -370,13 +366,13 @@ impl HttpService {
         } else {
             cx.set_timer(t.client);
         }
-        Self::put_front(cx, front);
+        self.put_front(cx, front);
     }
 
     /// The connection's timer fired: idle too long (GOAWAY(NO_ERROR), close) or a client that
     /// does not read its responses (close).
     pub(super) fn h2_timer(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
-        let mut front = Self::take_front(cx);
+        let mut front = self.take_front(cx);
         let idle = front.conn.active_streams() == 0;
         let reason = if !idle {
             CloseReason::ClientTimeout
@@ -389,7 +385,7 @@ impl HttpService {
             front.conn.abort(ErrorCode::NoError, cx.output());
             self.stats.h2.goaway_sent[ErrorCode::NoError.slot()] += 1;
         }
-        Self::put_front(cx, front);
+        self.put_front(cx, front);
         if idle && cx.pending_output() > 0 {
             cx.set_timer(self.timeouts(conn).client);
             cx.close_after_flush(reason);
@@ -400,7 +396,7 @@ impl HttpService {
 
     /// A graceful stop: the two-step GOAWAY.
     pub(super) fn h2_shutdown(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
-        let mut front = Self::take_front(cx);
+        let mut front = self.take_front(cx);
         front.conn.begin_shutdown(cx.output());
         self.stats.h2.goaway_sent[ErrorCode::NoError.slot()] += 1;
         self.h2_settle(cx, conn, front, false);
@@ -408,13 +404,14 @@ impl HttpService {
 
     /// Output drained: bodies held back by output size may go on.
     pub(super) fn h2_drained(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
-        let mut front = Self::take_front(cx);
+        let mut front = self.take_front(cx);
         self.h2_flush(cx, conn, &mut front);
         self.h2_settle(cx, conn, front, false);
     }
 
     /// The connection closed.
-    pub(super) fn h2_closed(&mut self) {
+    pub(super) fn h2_closed(&mut self, id: coreplex_engine::Id) {
+        self.h2_conns.remove(&id);
         self.stats.h2.connections_current -= 1;
     }
 }

@@ -57,6 +57,15 @@ impl Rendered {
         )
     }
 
+    /// The answer to `OPTIONS *`: 200 with the methods the server handles, no body.
+    pub fn options() -> Rendered {
+        Rendered::build(
+            200,
+            &[("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")],
+            Vec::new(),
+        )
+    }
+
     fn build(status: u16, headers: &[(&str, &str)], body: Vec<u8>) -> Rendered {
         let head = format!(
             "HTTP/1.1 {status} {}\r\nServer: {SERVER}\r\nDate: ",

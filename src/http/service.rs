@@ -152,8 +152,6 @@ pub struct InFlight {
     pub(super) body: Option<BodyDecoder>,
     /// The direct response due once the body is read.
     pending: Option<Pending>,
-    /// An HTTP/2 connection's state (set for the connection's life).
-    pub(super) h2: Option<Box<super::h2::H2Front>>,
 }
 
 impl InFlight {
@@ -163,7 +161,6 @@ impl InFlight {
             started,
             body,
             pending: None,
-            h2: None,
         }
     }
 }
@@ -215,8 +212,12 @@ pub struct HttpService {
     pub(super) listeners: Arc<Vec<ListenerRuntime>>,
     pub(super) errors: ErrorPages,
     pub(super) not_found: Rendered,
+    /// The answer to `OPTIONS *`.
+    options: Rendered,
     /// The origin of the millisecond clock HTTP/2 connections are given.
     pub(super) epoch: Instant,
+    /// HTTP/2 connections' state, by connection.
+    pub(super) h2_conns: std::collections::HashMap<Id, Box<super::h2::H2Front>>,
     pub(super) date: DateCache,
     pub(super) stats: HttpStats,
     pub(super) proxy: ProxyShard,
@@ -236,7 +237,9 @@ impl HttpService {
             listeners,
             errors: ErrorPages::new(),
             not_found: Rendered::text(404, "Not Found\n"),
+            options: Rendered::options(),
             epoch: Instant::now(),
+            h2_conns: std::collections::HashMap::new(),
             date: DateCache::new(Instant::now()),
             stats: HttpStats::default(),
             proxy: ProxyShard::new(backends, shard, shards, Instant::now()),
@@ -380,8 +383,31 @@ impl HttpService {
                 return None;
             }
         };
-        let route = listener.route(&head);
         let started = cx.busy_ref().map_or(cx.now(), |r| r.started);
+        if head.method == Method::Connect {
+            // No tunnels yet: 501, then close (the bytes after a CONNECT head are not HTTP).
+            self.fail(cx, conn, 501, CloseReason::ProtocolError);
+            return None;
+        }
+        if head.method == Method::Options && head.path == "*" {
+            // OPTIONS * asks about the server, not a resource: answered here (RFC 9110 9.3.7).
+            if !matches!(head.body, BodyKind::None | BodyKind::Length(0)) {
+                self.fail(cx, conn, 400, CloseReason::ProtocolError);
+                return None;
+            }
+            let persist = if !head.keep_alive || conn.draining() || cx.is_stopping() {
+                Persist::Close
+            } else if head.version == Version::Http10 {
+                Persist::KeepAlive10
+            } else {
+                Persist::KeepAlive11
+            };
+            let date = self.date.get(cx.now());
+            self.options.write(cx.output(), date, persist, true);
+            self.response_done(cx, conn, 200, started, persist == Persist::Close);
+            return Some(head_len);
+        }
+        let route = listener.route(&head);
         if let Some(&(_, _, Target::Backend(b))) = route.map(|i| &listener.routes[i]) {
             return self.proxy_request(cx, conn, &head, b, started);
         }
@@ -638,7 +664,7 @@ impl Service for HttpService {
 
     fn on_close(&mut self, id: Id, conn: HttpConn, _reason: CloseReason) {
         if conn.phase == Phase::H2 {
-            self.h2_closed();
+            self.h2_closed(id);
         }
         if conn.phase == Phase::Backend {
             self.proxy.backend_conn_closed(conn.listener as usize, id);

@@ -302,3 +302,43 @@ fn half_close_after_a_deep_pipeline_gets_every_response() {
     let count = got.windows(15).filter(|w| w == b"HTTP/1.1 200 OK").count();
     assert_eq!(count, N, "responses before EOF");
 }
+
+#[test]
+fn options_asterisk_is_answered_and_the_connection_kept() {
+    let s = server();
+    let mut c = Conn::connect(s.addr());
+    c.send(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("allow"),
+        Some("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+    );
+    assert_eq!(r.header("content-length"), Some("0"));
+    c.send(&get("/"));
+    assert_eq!(c.response().status, 200, "kept alive");
+}
+
+#[test]
+fn connect_without_tunnels_is_501_then_close() {
+    let s = server();
+    let (bytes, closed) = raw(
+        s.addr(),
+        b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n\x16\x03\x01",
+        T,
+    );
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.starts_with("HTTP/1.1 501 "), "{text}");
+    assert!(closed);
+}
+
+#[test]
+fn an_empty_host_with_an_origin_form_target_is_served() {
+    // RFC 9112 section 3.2: the Host a client sends for a target URI without an authority.
+    let s = server();
+    let mut c = Conn::connect(s.addr());
+    c.send(b"GET / HTTP/1.1\r\nHost:\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "Hello, World!");
+}

@@ -148,7 +148,7 @@ pub fn parse_request<'h, 'b>(
     };
     let method = Method::from_bytes(method_str.as_bytes());
     let (path, target_authority) = classify_target(method, target)?;
-    let info = interpret_fields(fields, version, target_authority.is_some())?;
+    let info = interpret_fields(fields, version)?;
 
     if let BodyKind::Length(n) = info.body {
         if n > limits.max_body {
@@ -507,7 +507,6 @@ fn name_is(name: &str, lower: &[u8]) -> bool {
 fn interpret_fields<'b>(
     fields: &[Header<'b>],
     version: Version,
-    absolute_form: bool,
 ) -> Result<FieldInfo<'b>, RequestError> {
     let mut host: Option<&'b [u8]> = None;
     let mut host_count = 0u32;
@@ -566,9 +565,8 @@ fn interpret_fields<'b>(
     let host = match host {
         None if version == Version::Http11 => return Err(RequestError::MissingHost),
         None => None,
-        Some([]) if version == Version::Http11 && !absolute_form => {
-            return Err(RequestError::InvalidHost)
-        }
+        // An empty Host is what a client sends for a target URI without an authority (RFC 9112
+        // section 3.2): accepted, with no host to route by.
         Some([]) => None,
         Some(value) => {
             if !valid_authority(value, false) {
@@ -1013,8 +1011,14 @@ mod tests {
             err(b"GET / HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n"),
             RequestError::DuplicateHost
         );
+        // Empty: accepted, no host (RFC 9112 section 3.2).
+        ok(b"GET / HTTP/1.1\r\nHost:\r\n\r\n", |h| {
+            assert_eq!(h.host, None)
+        });
+        ok(b"GET / HTTP/1.1\r\nHost: \r\n\r\n", |h| {
+            assert_eq!(h.host, None)
+        });
         for v in [
-            "",
             "a b",
             "a/b",
             "user@host",

@@ -732,3 +732,42 @@ fn headers_larger_than_a_frame_use_continuation() {
     );
     assert_eq!(server.head().get(5).1.len(), 12_000);
 }
+
+#[test]
+fn an_idle_connection_is_small() {
+    // After a request and its response, shrunk as the front end does when no stream is open.
+    let mut client = Connection::new(Role::Client, Settings::default());
+    let (mut server, mut s_out) = server_with(Settings::default());
+    let mut c_out = vec![];
+    client.start(&mut c_out);
+    feed(&mut client, &std::mem::take(&mut s_out), &mut c_out).unwrap();
+    let id = client.open_stream().unwrap();
+    client.send_headers(id, true, &mut c_out, |w| {
+        for (n, v) in [
+            (":method", "GET"),
+            (":scheme", "https"),
+            (":authority", "a.example"),
+            (":path", "/"),
+        ] {
+            w.field(n.as_bytes(), v.as_bytes(), Indexing::Index);
+        }
+        w.field(b"user-agent", b"curl/8.0", Indexing::Index);
+    });
+    feed(&mut server, &c_out[frame::PREFACE.len()..], &mut s_out).unwrap();
+    server.send_headers(id, false, &mut s_out, |w| {
+        w.field(b":status", b"200", Indexing::Index);
+        w.field(b"server", b"coreplex", Indexing::Index);
+        w.field(b"content-type", b"text/plain", Indexing::Index);
+    });
+    server.send_data(id, b"hello", true, &mut s_out);
+    server.shrink_idle();
+    let tables = server.decoder.table().size() + server.encoder.table().size();
+    let own = std::mem::size_of::<Connection>() + server.heap_bytes();
+    // The budget: at most 2 KiB beyond the HPACK tables in use (aim 1 KiB).
+    assert!(own <= 2048 + 2 * tables, "{own} bytes, tables {tables}");
+    assert!(
+        std::mem::size_of::<Connection>() <= 768,
+        "{}",
+        std::mem::size_of::<Connection>()
+    );
+}

@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""HTTP/2 benchmarks: coreplex vs nginx vs haproxy, side by side, same core, with h2load.
+
+Each server runs alone, pinned to core 0 (coreplex: one shard; nginx: one worker; haproxy: one
+thread), answering `GET /` directly with "Hello, World!" over h2c (prior knowledge) and over TLS
+1.3 (ALPN h2, ECDSA P-256); h2load runs pinned to core 1 with one thread. For each scenario
+(transport x connections x concurrent streams) the servers are measured in turn for several
+rounds. Server CPU = utime + stime of the server process (/proc/PID/stat) over each run; CPU per
+request = that time / requests h2load completed.
+
+Usage: python3 bench/compare_h2.py [--rounds 3] [--requests 300000] [--only h2c,tls]
+"""
+import argparse, os, re, shutil, statistics, subprocess, sys, tempfile, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from compare_direct import Server  # noqa: E402
+
+TLS, PLAIN = 8443, 8090
+SCENARIOS = [  # name, scheme, port, connections, streams
+    ("h2c 100x10", "http", PLAIN, 100, 10),
+    ("h2c 100x100", "http", PLAIN, 100, 100),
+    ("tls 100x10", "https", TLS, 100, 10),
+    ("tls 100x100", "https", TLS, 100, 100),
+]
+
+
+def h2load(scheme, port, conns, streams, n):
+    argv = ["taskset", "-c", "1", "h2load", "-t1", f"-c{conns}", f"-m{streams}", f"-n{n}",
+            f"{scheme}://127.0.0.1:{port}/"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=600).stdout
+    m = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed", out)
+    if not m or int(m.group(2)) != 0:
+        raise RuntimeError(f"h2load failed: {out}")
+    rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
+    return int(m.group(1)), rps
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--coreplex", default=os.path.join(ROOT, "target/release/coreplex"))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=300000)
+    ap.add_argument("--only", default="", help="scenario name prefixes, comma-separated")
+    a = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="cph2-")
+    os.chmod(tmp, 0o755)
+    certs = os.path.join(ROOT, "examples/certs")
+    for d in ["body", "proxy", "fastcgi", "uwsgi", "scgi"]:
+        os.makedirs(os.path.join(tmp, d), exist_ok=True)
+
+    def render(src, dst):
+        text = open(src).read()
+        for k, v in {"@PORT@": str(TLS), "@PLAIN@": str(PLAIN), "@DIR@": tmp, "@CERTS@": certs}.items():
+            text = text.replace(k, v)
+        open(dst, "w").write(text)
+
+    render(os.path.join(HERE, "configs/h2.toml"), os.path.join(tmp, "coreplex.toml"))
+    render(os.path.join(HERE, "peers/nginx-h2.conf"), os.path.join(tmp, "nginx.conf"))
+    render(os.path.join(HERE, "peers/haproxy-h2.cfg"), os.path.join(tmp, "haproxy.cfg"))
+    with open(os.path.join(tmp, "ecdsa.pem"), "w") as f:
+        f.write(open(os.path.join(certs, "ecdsa.pem")).read() + open(os.path.join(certs, "ecdsa.key")).read())
+    servers = {
+        "coreplex": ["taskset", "-c", "0", a.coreplex, "run", "-c", os.path.join(tmp, "coreplex.toml"),
+                     "--cpus", "0", "--log-level", "warn"],
+        "nginx": ["taskset", "-c", "0", shutil.which("nginx") or "/usr/sbin/nginx", "-c",
+                  os.path.join(tmp, "nginx.conf"), "-p", tmp],
+        "haproxy": ["taskset", "-c", "0", shutil.which("haproxy") or "/usr/sbin/haproxy", "-f",
+                    os.path.join(tmp, "haproxy.cfg")],
+    }
+    only = [x for x in a.only.split(",") if x]
+    results = {}
+    for name, scheme, port, conns, streams in SCENARIOS:
+        if only and not any(name.startswith(o) for o in only):
+            continue
+        for r in range(a.rounds):
+            for server, argv in servers.items():
+                s = Server(server, argv, PLAIN)
+                try:
+                    h2load(scheme, port, conns, streams, 20000)  # warm-up
+                    c0 = s.cpu()
+                    done, rps = h2load(scheme, port, conns, streams, a.requests)
+                    us = (s.cpu() - c0) / done * 1e6
+                finally:
+                    s.stop()
+                results.setdefault((name, server), []).append((us, rps))
+                print(f"{name:>12} round {r + 1} {server:>8}: {us:6.2f} us CPU/request, {rps:9.0f} req/s",
+                      flush=True)
+    print()
+    print("| scenario | server | CPU us/request (median) | req/s (median) | vs nginx | vs haproxy |")
+    print("|---|---|---|---|---|---|")
+    for name, *_ in SCENARIOS:
+        med = {sv: statistics.median(x[0] for x in results[(name, sv)])
+               for sv in servers if (name, sv) in results}
+        if not med:
+            continue
+        for sv in servers:
+            if sv not in med:
+                continue
+            rps = statistics.median(x[1] for x in results[(name, sv)])
+            vn = med[sv] / med["nginx"] if "nginx" in med else float("nan")
+            vh = med[sv] / med["haproxy"] if "haproxy" in med else float("nan")
+            print(f"| {name} | {sv} | {med[sv]:.2f} | {rps:.0f} | {vn:.2f}x | {vh:.2f}x |")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
