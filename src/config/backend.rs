@@ -103,6 +103,7 @@ pub(super) struct RawBackend {
     via: Option<bool>,
     client_close: Option<String>,
     tls: Option<super::tls::RawBackendTls>,
+    protocol: Option<String>,
 }
 
 impl RawBackend {
@@ -194,6 +195,19 @@ pub(super) fn validate(
     warnings: &mut Vec<ConfigError>,
 ) -> Backend {
     let p = format!("backend.{name}");
+    match raw.protocol.as_deref() {
+        None | Some("h1") => {}
+        Some("h2" | "auto") => errors.push(err(
+            format!("{p}.protocol"),
+            "HTTP/2 to backends is not supported yet: use \"h1\"",
+        )),
+        Some(other) => errors.push(err(
+            format!("{p}.protocol"),
+            format!(
+                "unknown protocol {other:?}: expected \"h1\" (\"h2\" and \"auto\" are planned)"
+            ),
+        )),
+    }
     let tls = raw
         .tls
         .as_ref()

@@ -2,9 +2,10 @@
 //! knowledge on plaintext) and the settings it advertises and enforces.
 
 use super::{err, ConfigError};
-use crate::units::Bytes;
+use crate::units::{Bytes, Dur};
 use coreplex_protocol::h2::conn::Settings;
 use serde::Deserialize;
+use std::time::Duration;
 
 #[derive(Deserialize, Default, Debug, Clone)]
 #[serde(deny_unknown_fields)]
@@ -16,6 +17,7 @@ pub(super) struct RawHttp2 {
     max_frame_size: Option<Bytes>,
     header_table_size: Option<Bytes>,
     max_header_list_size: Option<Bytes>,
+    idle_timeout: Option<Dur>,
 }
 
 /// HTTP/2 on a listener, validated.
@@ -25,6 +27,9 @@ pub struct Http2 {
     pub h2c: bool,
     /// What each connection advertises and enforces.
     pub settings: Settings,
+    /// How long an h2 connection may stay without an open stream (then GOAWAY and close);
+    /// `None`: the listener's `http_keep_alive`.
+    pub idle_timeout: Option<Duration>,
 }
 
 fn within(
@@ -107,8 +112,16 @@ pub(super) fn validate(
     s.limits.max_block_bytes = (2 * s.max_header_list_size).max(16 << 10) + 1024;
     s.limits.reset_burst = (2 * s.max_concurrent_streams).max(200);
     s.limits.resets_per_sec = s.max_concurrent_streams.max(100);
+    let idle_timeout = raw.idle_timeout.map(|d| d.0);
+    if idle_timeout.is_some_and(|d| d.is_zero()) {
+        errors.push(err(
+            format!("{p}.idle_timeout"),
+            "must be above 0 (leave it out to use timeouts.http_keep_alive)",
+        ));
+    }
     Http2 {
         h2c: raw.h2c.unwrap_or(false),
         settings: s,
+        idle_timeout,
     }
 }

@@ -12,7 +12,8 @@
 //! (413, 431) is followed by RST_STREAM(NO_ERROR) (RFC 9113 section 8.1). Proxied routes are not
 //! offered over HTTP/2 yet (the configuration refuses h2 on listeners that proxy).
 //!
-//! Timers: `http_request` until the first request, `http_keep_alive` while no stream is open
+//! Timers: `http_request` until the first request, `http2.idle_timeout` (default
+//! `http_keep_alive`) while no stream is open
 //! (then GOAWAY(NO_ERROR) and close), `client` while a response waits for the client's window.
 //! A graceful stop sends GOAWAY(2^31-1) and a PING, then the final GOAWAY once the PING is
 //! answered; the connection closes when its last stream is done.
@@ -359,7 +360,7 @@ impl HttpService {
             front.pending = Vec::new();
             front.waiting = Vec::new();
             cx.set_timer(if conn.served() {
-                t.http_keep_alive
+                self.listeners[conn.listener as usize].h2_idle
             } else {
                 t.http_request
             });

@@ -17,7 +17,8 @@ use super::stats::HttpStats;
 use crate::config::{Listener, PathMatch, RouteAction, TcpKeepalive, Timeouts};
 use coreplex_engine::{CloseReason, ConnCx, Id, Service, ShardActions};
 use coreplex_protocol::h1::{
-    parse_request, BodyDecoder, BodyKind, HeadScanner, Limits, Method, RequestHead, Scan, Version,
+    parse_request, BodyDecoder, BodyKind, HeadScanner, Limits, Method, RequestError, RequestHead,
+    Scan, Version,
 };
 use std::mem::MaybeUninit;
 use std::sync::Arc;
@@ -45,6 +46,8 @@ pub struct ListenerRuntime {
     pub(super) h2: Option<coreplex_protocol::h2::conn::Settings>,
     /// Plaintext connections may start with the h2c preface.
     pub(super) h2c: bool,
+    /// An h2 connection's longest stay without an open stream.
+    pub(super) h2_idle: std::time::Duration,
     pub(super) timeouts: Timeouts,
     pub(super) limits: Limits,
     tcp_keepalive: Option<TcpKeepalive>,
@@ -73,6 +76,7 @@ impl ListenerRuntime {
             tcp_keepalive: l.tcp_keepalive,
             h2: l.speaks_h2().then_some(l.http2.settings),
             h2c: l.tls.is_none() && l.http2.h2c,
+            h2_idle: l.http2.idle_timeout.unwrap_or(l.timeouts.http_keep_alive),
         }
     }
 
@@ -101,6 +105,23 @@ impl ListenerRuntime {
             host_ok && path_ok
         })
     }
+}
+
+/// Where the minor digit of an `HTTP/1.2` .. `HTTP/1.9` request line's version is, if the
+/// request line (after any leading empty lines) ends with one.
+fn later_http1_minor(buf: &[u8]) -> Option<usize> {
+    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    let end = start + buf[start..].iter().position(|&b| b == b'\n')?;
+    let line_end = if end > start && buf[end - 1] == b'\r' {
+        end - 1
+    } else {
+        end
+    };
+    let line = &buf[start..line_end];
+    let v = line.len().checked_sub(9)? + 1; // room for the space before the version
+    let version = &line[v..];
+    (version.starts_with(b"HTTP/1.") && (b'2'..=b'9').contains(&version[7]) && line[v - 1] == b' ')
+        .then_some(start + v + 7)
 }
 
 /// The host without port and without a trailing dot (`a.example.` is `a.example`).
@@ -377,12 +398,64 @@ impl HttpService {
                 self.fail(cx, conn, 400, CloseReason::ProtocolError);
                 return None;
             }
+            Err(RequestError::UnsupportedVersion) if later_http1_minor(buf).is_some() => {
+                return self.on_later_minor_head(cx, conn, buf, head_len, remaining_after);
+            }
             Err(e) => {
                 self.stats.request_error(e);
                 self.fail(cx, conn, e.status(), CloseReason::ProtocolError);
                 return None;
             }
         };
+        self.serve_head(cx, conn, &head, head_len, remaining_after)
+    }
+
+    /// A request in `HTTP/1.2` .. `HTTP/1.9`: served as HTTP/1.1 (RFC 9112 section 2.3: a
+    /// recipient of a later minor version of the major version it speaks answers as its own).
+    /// The head is parsed from a copy whose version reads `HTTP/1.1` (same length and layout).
+    #[cold]
+    fn on_later_minor_head(
+        &mut self,
+        cx: &mut Cx<'_>,
+        conn: &mut HttpConn,
+        buf: &[u8],
+        head_len: usize,
+        remaining_after: usize,
+    ) -> Option<usize> {
+        let at = later_http1_minor(buf).expect("checked");
+        let mut copy = buf[..head_len].to_vec();
+        copy[at] = b'1';
+        let listeners = self.listeners.clone();
+        let limits = listeners[conn.listener as usize].limits;
+        let mut headers: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS_CAP] =
+            [const { MaybeUninit::uninit() }; MAX_HEADERS_CAP];
+        match parse_request(&copy, &limits, &mut headers) {
+            Ok(Some(h)) => self.serve_head(cx, conn, &h, head_len, remaining_after),
+            Ok(None) => {
+                self.fail(cx, conn, 400, CloseReason::ProtocolError);
+                None
+            }
+            Err(e) => {
+                self.stats.request_error(e);
+                self.fail(cx, conn, e.status(), CloseReason::ProtocolError);
+                None
+            }
+        }
+    }
+
+    /// Routes and answers (or forwards) a parsed head.
+    fn serve_head(
+        &mut self,
+        cx: &mut Cx<'_>,
+        conn: &mut HttpConn,
+        head: &RequestHead<'_, '_>,
+        head_len: usize,
+        remaining_after: usize,
+    ) -> Option<usize> {
+        let li = conn.listener as usize;
+        let listeners = self.listeners.clone();
+        let listener = &listeners[li];
+        let head = *head;
         let started = cx.busy_ref().map_or(cx.now(), |r| r.started);
         if head.method == Method::Connect {
             // No tunnels yet: 501, then close (the bytes after a CONNECT head are not HTTP).
@@ -691,6 +764,19 @@ mod tests {
     #[test]
     fn idle_connection_state_is_small() {
         assert_eq!(std::mem::size_of::<HttpConn>(), 3);
+    }
+
+    #[test]
+    fn later_minor_versions_are_found() {
+        assert_eq!(
+            later_http1_minor(b"GET / HTTP/1.2\r\nHost: a\r\n\r\n"),
+            Some(13)
+        );
+        assert_eq!(later_http1_minor(b"\r\nGET / HTTP/1.9\r\n\r\n"), Some(15));
+        assert_eq!(later_http1_minor(b"GET / HTTP/1.1\r\n\r\n"), None);
+        assert_eq!(later_http1_minor(b"GET / HTTP/2.0\r\n\r\n"), None);
+        assert_eq!(later_http1_minor(b"GET /HTTP/1.2\r\n\r\n"), None);
+        assert_eq!(later_http1_minor(b"HTTP/1.2\r\n"), None);
     }
 
     #[test]

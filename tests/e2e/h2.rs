@@ -374,10 +374,7 @@ fn sigterm_sends_the_two_step_goaway_then_closes() {
 
 #[test]
 fn an_idle_h2_connection_gets_goaway_at_the_keep_alive_timeout() {
-    let s = Server::start(&h2c_config(
-        "",
-        "[defaults.timeouts]\nhttp_keep_alive = \"500ms\"",
-    ));
+    let s = Server::start(&h2c_config(", idle_timeout = \"500ms\"", ""));
     let out = probe(&["idle"], s.addr());
     let mut lines = out.lines();
     let goaway = lines.next().unwrap_or_default();
@@ -400,7 +397,7 @@ fn an_idle_h2_connection_gets_goaway_at_the_keep_alive_timeout() {
 #[test]
 fn check_reports_http2_errors_with_their_key_paths() {
     let bad = format!(
-        "version = 1\n[backend.b]\nservers = [{{ address = \"127.0.0.1:1\" }}]\n[[listener]]\nbind = \"127.0.0.1:0\"\nhttp2 = {{ h2c = true, max_concurrent_streams = 0, max_frame_size = \"1KiB\", initial_window_size = \"4GiB\" }}\n[[listener.route]]\npath_prefix = \"/\"\nbackend = \"b\"\n[[listener]]\nbind = \"127.0.0.1:0\"\n[listener.tls]\n{}alpn = [\"h2\", \"spdy/3\"]\n[[listener.route]]\npath_prefix = \"/\"\nbackend = \"b\"\n",
+        "version = 1\n[backend.b]\nprotocol = \"h2\"\nservers = [{{ address = \"127.0.0.1:1\" }}]\n[[listener]]\nbind = \"127.0.0.1:0\"\nhttp2 = {{ h2c = true, max_concurrent_streams = 0, max_frame_size = \"1KiB\", initial_window_size = \"4GiB\", idle_timeout = \"0s\" }}\n[[listener.route]]\npath_prefix = \"/\"\nbackend = \"b\"\n[[listener]]\nbind = \"127.0.0.1:0\"\n[listener.tls]\n{}alpn = [\"h2\", \"spdy/3\"]\n[[listener.route]]\npath_prefix = \"/\"\nbackend = \"b\"\n",
         tls_table("")
     );
     let path = crate::harness::write_temp("h2bad.toml", &bad);
@@ -411,9 +408,11 @@ fn check_reports_http2_errors_with_their_key_paths() {
         "listener[0].http2.max_concurrent_streams",
         "listener[0].http2.max_frame_size",
         "listener[0].http2.initial_window_size",
+        "listener[0].http2.idle_timeout",
         "listener[0].http2.h2c",
         "listener[1].tls.alpn[1]",
         "listener[1].tls.alpn",
+        "backend.b.protocol",
     ] {
         assert!(err.contains(&format!("{key}:")), "{key}: {err}");
     }

@@ -342,3 +342,23 @@ fn an_empty_host_with_an_origin_form_target_is_served() {
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "Hello, World!");
 }
+
+#[test]
+fn a_later_http1_minor_version_is_served_as_http11() {
+    // RFC 9112 section 2.3: HTTP/1.2 is answered as HTTP/1.1 (keep-alive, HTTP/1.1 semantics).
+    let s = server();
+    let mut c = Conn::connect(s.addr());
+    c.send(b"GET / HTTP/1.2\r\nHost: a\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "Hello, World!");
+    c.send(b"GET /api HTTP/1.9\r\nHost: a\r\n\r\n");
+    assert_eq!(c.response().status, 201, "kept alive");
+    // Other majors stay unsupported.
+    let (bytes, _) = raw(s.addr(), b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", T);
+    assert!(
+        bytes.starts_with(b"HTTP/1.1 505 "),
+        "{:?}",
+        String::from_utf8_lossy(&bytes)
+    );
+}

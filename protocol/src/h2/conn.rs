@@ -154,7 +154,8 @@ pub enum Event {
     /// A request head exceeds max_header_list_size: answer 431 on `stream`.
     TooLarge { stream: u32 },
     /// The stream is gone: reset by the peer (`remote`), or by us for a stream error (our
-    /// RST_STREAM is already written).
+    /// RST_STREAM is already written; this also reports streams the caller never heard of,
+    /// refused or malformed ones: ignore those).
     Reset {
         stream: u32,
         code: ErrorCode,
@@ -492,10 +493,12 @@ impl Connection {
     }
 
     /// A stream error: RST_STREAM; an event if the caller knew the stream.
+    /// A stream error: RST_STREAM, and an event (also for streams the caller never saw, such
+    /// as refused or malformed ones, so that every reset sent can be counted).
     fn stream_error(&mut self, id: u32, code: ErrorCode, out: &mut Vec<u8>) -> Option<Event> {
         frame::write_rst(out, id, code);
-        let known = self.remove(id, true);
-        known.then_some(Event::Reset {
+        self.remove(id, true);
+        Some(Event::Reset {
             stream: id,
             code,
             remote: false,

@@ -413,7 +413,20 @@ fn concurrent_streams_beyond_the_limit_are_refused() {
         );
     }
     let evs = feed(&mut s, &input, &mut out).unwrap();
-    assert_eq!(evs.len(), 2);
+    assert_eq!(
+        evs.iter()
+            .filter(|e| matches!(e.0, Event::Headers { .. }))
+            .count(),
+        2
+    );
+    assert_eq!(
+        evs.last().unwrap().0,
+        Event::Reset {
+            stream: 5,
+            code: ErrorCode::RefusedStream,
+            remote: false
+        }
+    );
     assert_eq!(rst_codes(&out), [(5, ErrorCode::RefusedStream)]);
 }
 
