@@ -641,6 +641,12 @@ impl Service for HttpService {
         match conn.phase {
             Phase::Backend => return self.backend_closed(cx, conn),
             Phase::Proxy => return self.proxy_client_eof(cx, conn),
+            Phase::H2 if cx.pending_output() > 0 => {
+                // Responses already written still go out (a client may half-close after its
+                // requests, as over HTTP/1.1).
+                cx.set_timer(self.timeouts(conn).client);
+                return cx.close_after_flush(CloseReason::PeerClosed);
+            }
             Phase::H2 => return cx.close(CloseReason::PeerClosed),
             _ => {}
         }

@@ -417,3 +417,11 @@ fn check_reports_http2_errors_with_their_key_paths() {
         assert!(err.contains(&format!("{key}:")), "{key}: {err}");
     }
 }
+
+#[test]
+fn responses_still_go_out_when_the_client_half_closes_after_its_requests() {
+    let s = Server::start(&h2c_config("", ""));
+    // Preface, SETTINGS, one GET for the 200 KB body, then FIN: the response must arrive whole.
+    let out = probe(&["halfclose", "/big"], s.addr());
+    assert!(out.contains("status 200 body 200000"), "{out}");
+}

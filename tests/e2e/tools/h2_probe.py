@@ -4,6 +4,8 @@
   h2_probe.py floods HOST PORT        each flood class on its own connection: prints
                                       "<class> goaway <code>" or "<class> none"
   h2_probe.py bomb HOST PORT          an HPACK bomb: prints each stream's status
+  h2_probe.py halfclose HOST PORT PATH one GET, then shuts down its sending side: prints the
+                                      status and body length received before the close
   h2_probe.py request HOST PORT PATH  one GET with prior knowledge: prints status and body length
   h2_probe.py settings HOST PORT      prints the server's SETTINGS as name=value lines
   h2_probe.py shutdown HOST PORT      one request, prints "ready", then reports the GOAWAYs it
@@ -214,6 +216,35 @@ def main():
         floods(host, port)
     elif cmd == "bomb":
         bomb(host, port)
+    elif cmd == "halfclose":
+        # A small receive buffer and a pause before reading: the server still has most of the
+        # body to send when it sees the FIN.
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(5)
+        s.connect((host, int(port)))
+        s.sendall(PREFACE + SettingsFrame(0).serialize())
+        enc = Encoder()
+        h = HeadersFrame(1, request_headers(enc, sys.argv[4]), flags=["END_HEADERS", "END_STREAM"])
+        # A window large enough for the whole body, so no WINDOW_UPDATE is needed after the FIN.
+        s.sendall(SettingsFrame(0, settings={4: 1 << 24}).serialize()
+                  + WindowUpdateFrame(0, 1 << 24).serialize() + h.serialize())
+        s.shutdown(socket.SHUT_WR)
+        time.sleep(0.3)
+        from hpack import Decoder
+        dec = Decoder()
+        buf, body, status = b"", 0, None
+        s.settimeout(5)
+        while True:
+            frames, buf, eof = read_frames(s, buf)
+            for f in frames:
+                if isinstance(f, HeadersFrame) and f.stream_id == 1:
+                    status = dict(dec.decode(f.data)).get(":status")
+                if isinstance(f, DataFrame) and f.stream_id == 1:
+                    body += len(f.data)
+            if eof:
+                break
+        print(f"status {status} body {body}")
     elif cmd == "request":
         s = connect(host, port)
         status, body = one_request(s, sys.argv[4] if len(sys.argv) > 4 else "/")
