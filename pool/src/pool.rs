@@ -426,6 +426,21 @@ impl BackendPool {
                     self.conns.remove(conn);
                     return Ok(Release::Close);
                 }
+                // HAProxy's `srv_add_to_idle_list`: keep a connection idle only while in-use plus
+                // idle connections stay within the estimated need (or it would be the first of
+                // its kind). So a new session whose first request had to open a connection
+                // (`safe`) while others sat idle does not grow the pool: that connection closes
+                // and the session's later requests take the idle ones.
+                let used = self.servers[s].used_conns as usize + 1; // this one, until parked
+                let idle = self.conns.shared_len(server);
+                let first_of_kind = self.conns.list_len(server, ListKind::Safe) == 0
+                    && (list == ListKind::Safe || self.conns.list_len(server, ListKind::Idle) == 0);
+                let need = self.servers[s].purge.need().max(used);
+                if !first_of_kind && used + idle > need {
+                    self.servers[s].closed.surplus += 1;
+                    self.conns.remove(conn);
+                    return Ok(Release::Close);
+                }
                 self.conns.park(conn, list, now);
                 if let Some(rec) = self.sessions.get_mut(session) {
                     rec.last = Some(conn);

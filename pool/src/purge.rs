@@ -6,7 +6,9 @@
 //! The need is `max(max_used, est_need)` where `max_used` is the peak of connections in use during
 //! the last interval; then `est_need = max((est_need + max_used) / 2, max_used)` and `max_used`
 //! restarts from the current use. So a burst's connections are kept for a couple of intervals and
-//! then drained by halves. Private connections belong to sessions and are not purged.
+//! then drained by halves. Private connections belong to sessions and are not purged. The same
+//! need decides at release whether a connection is worth keeping idle at all (HAProxy's
+//! `srv_add_to_idle_list`): see `BackendPool::release`.
 
 /// Estimator state of one server.
 #[derive(Debug, Clone, Default)]
@@ -16,9 +18,16 @@ pub(crate) struct PurgeEstimator {
 }
 
 impl PurgeEstimator {
-    /// Notes the current number of connections in use (call when it grows).
+    /// Notes the current number of connections in use (call when it grows). The need rises at
+    /// once with it (HAProxy raises `est_need_conns` in `connect_server`); it falls only at ticks.
     pub(crate) fn note_used(&mut self, used: usize) {
         self.max_used = self.max_used.max(used);
+        self.est_need = self.est_need.max(used);
+    }
+
+    /// The connections the server is estimated to need now (in use plus idle worth keeping).
+    pub(crate) fn need(&self) -> usize {
+        self.max_used.max(self.est_need)
     }
 
     /// One purge interval ended: returns how many idle shared connections to close.

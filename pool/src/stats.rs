@@ -35,6 +35,9 @@ pub struct CloseStats {
     pub idle_timeout: u64,
     /// Closed by the periodic purge.
     pub purged: u64,
+    /// Released while the idle connections already covered the estimated need (HAProxy's
+    /// `srv_add_to_idle_list`): not kept.
+    pub surplus: u64,
     /// Reported closed by the engine (`conn_closed`).
     pub by_engine: u64,
 }
@@ -48,6 +51,7 @@ impl CloseStats {
         self.session_closed += other.session_closed;
         self.idle_timeout += other.idle_timeout;
         self.purged += other.purged;
+        self.surplus += other.surplus;
         self.by_engine += other.by_engine;
     }
 }

@@ -222,6 +222,7 @@ impl Sim {
         let used = self.used_on(server);
         let m = &mut self.servers[server.index()];
         m.max_used = m.max_used.max(used);
+        m.est_need = m.est_need.max(used);
     }
 
     /// Spends a connect token of `server` in the model's bucket; panics if it holds none.
@@ -509,13 +510,25 @@ impl Sim {
             let keep = open && held < self.p.max_private_per_session;
             return (if keep { Release::Keep } else { Release::Close }, owner);
         }
-        let shared = self
-            .conns
-            .values()
-            .filter(|x| x.user.is_none() && x.owner.is_none() && x.server == c.server)
-            .count();
-        let full = self.p.max_idle_per_server.is_some_and(|m| shared >= m);
-        (if full { Release::Close } else { Release::Keep }, owner)
+        let idle_shared = |safe: bool| {
+            self.conns
+                .values()
+                .filter(|x| x.user.is_none() && x.owner.is_none() && x.server == c.server)
+                .filter(|x| (x.served >= 2) == safe)
+                .count()
+        };
+        let (safe_n, idle_n) = (idle_shared(true), idle_shared(false));
+        let shared = safe_n + idle_n;
+        if self.p.max_idle_per_server.is_some_and(|m| shared >= m) {
+            return (Release::Close, owner);
+        }
+        // Kept only within the estimated need, unless it is the first of its kind.
+        let used = self.used_on(c.server);
+        let m = &self.servers[c.server.index()];
+        let need = m.max_used.max(m.est_need).max(used);
+        let first_of_kind = safe_n == 0 && (c.served >= 2 || idle_n == 0);
+        let keep = first_of_kind || used + shared <= need;
+        (if keep { Release::Keep } else { Release::Close }, owner)
     }
 
     fn finish(&mut self) {

@@ -133,7 +133,7 @@ fn separate_sessions_20(h: &mut H, first_session: u64) -> usize {
     let before = h.connects;
     for s in first_session..first_session + 20 {
         let (_, conn, _) = h.get(s, true);
-        assert_eq!(h.release(conn), Release::Keep);
+        h.release(conn);
         h.close_session(s);
     }
     h.connects - before
@@ -146,8 +146,34 @@ fn reference_counts_safe() {
     assert_eq!(one_session_20(ReuseMode::Safe, 1), 1);
     let mut h = H::new(policy(ReuseMode::Safe, 1));
     assert_eq!(separate_sessions_20(&mut h, 1), 20);
-    // First requests never reuse: all 20 sit unproven in the idle list.
-    assert_eq!(h.pool.stats().servers[0].idle, 20);
+    // First requests never reuse. One connection at a time was needed, so only the first is
+    // kept idle; the others close at release as surplus (HAProxy's `srv_add_to_idle_list`).
+    assert_eq!(h.pool.stats().servers[0].idle, 1);
+    assert_eq!(h.pool.stats().servers[0].closed.surplus, 19);
+}
+
+#[test]
+fn a_new_set_of_sessions_does_not_grow_the_pool() {
+    // 10 sessions at once, several requests each; then 10 new sessions: their first requests
+    // open connections (safe), which close as surplus, and their later requests reuse the
+    // first set's. 10 connections in the pool at the end, as HAProxy keeps.
+    let mut h = H::new(policy(ReuseMode::Safe, 1));
+    for set in 0..2u64 {
+        let sessions: Vec<u64> = (set * 10..set * 10 + 10).collect();
+        for round in 0..3 {
+            let conns: Vec<ConnId> = sessions.iter().map(|&s| h.get(s, round == 0).1).collect();
+            for c in conns {
+                h.release(c);
+            }
+        }
+        for &s in &sessions {
+            h.close_session(s);
+        }
+    }
+    let st = h.pool.stats();
+    assert_eq!(st.servers[0].idle + st.servers[0].safe, 10, "{st:?}");
+    assert_eq!(h.connects, 20);
+    assert_eq!(st.servers[0].closed.surplus, 10);
 }
 
 #[test]
