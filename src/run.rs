@@ -104,10 +104,19 @@ pub(crate) fn runtime_config(cfg: &Config, max_conn: usize) -> RuntimeConfig {
             buffers: cfg.global.buffers,
             buffer_size: cfg.global.buffer_size,
             linger: cfg.global.linger,
+            // A whole request head, or a whole HTTP/2 frame (the largest max_frame_size a
+            // listener that speaks h2 allows), plus a read.
             max_input: cfg
                 .listeners
                 .iter()
-                .map(|l| l.limits.max_header_bytes)
+                .map(|l| {
+                    let frame = if l.speaks_h2() {
+                        l.http2.settings.max_frame_size as usize + 9
+                    } else {
+                        0
+                    };
+                    l.limits.max_header_bytes.max(frame)
+                })
                 .max()
                 .unwrap_or(32768)
                 + 64 * 1024,

@@ -13,10 +13,12 @@
 //! offered over HTTP/2 yet (the configuration refuses h2 on listeners that proxy).
 //!
 //! Timers: `http_request` until the first request, `http2.idle_timeout` (default
-//! `http_keep_alive`) while no stream is open
+//! `http_keep_alive`) from the last request while no stream is open (frames without a request,
+//! PINGs or a trickle of bytes, do not extend either)
 //! (then GOAWAY(NO_ERROR) and close), `client` while a response waits for the client's window.
 //! A graceful stop sends GOAWAY(2^31-1) and a PING, then the final GOAWAY once the PING is
-//! answered; the connection closes when its last stream is done.
+//! answered (or after a second without an answer); the connection closes when its last stream
+//! is done.
 
 use super::response::Rendered;
 use super::service::{HttpConn, HttpService, InFlight, Phase, Target, MAX_PENDING_OUTPUT};
@@ -58,6 +60,12 @@ pub struct H2Front {
     conn: Connection,
     pending: Vec<PendingBody>,
     waiting: Vec<Waiting>,
+    /// The no-stream timer (`http_request` before the first request, then the idle timeout)
+    /// is running: input does not extend it (a trickle of bytes or PINGs cannot hold an idle
+    /// connection open).
+    idle_timer: bool,
+    /// The graceful stop's wait for the PING answer is running.
+    stop_timer: bool,
 }
 
 impl H2Front {
@@ -66,6 +74,8 @@ impl H2Front {
             conn: Connection::new(Role::Server, settings),
             pending: Vec::new(),
             waiting: Vec::new(),
+            idle_timer: true,
+            stop_timer: false,
         }
     }
 }
@@ -153,6 +163,7 @@ impl HttpService {
         match ev {
             Event::Headers { stream, end_stream } => {
                 self.stats.h2.streams += 1;
+                front.idle_timer = false; // a request: the idle time restarts after it
                 conn.set_served();
                 let source = self.h2_route(conn, &front.conn);
                 let head_only = method_is_head(&front.conn);
@@ -170,6 +181,7 @@ impl HttpService {
             }
             Event::TooLarge { stream } => {
                 self.stats.h2.streams += 1;
+                front.idle_timer = false;
                 self.h2_respond(cx, conn, front, stream, Source::Error(431), false);
                 self.h2_finish_early(cx, front, stream);
             }
@@ -291,7 +303,7 @@ impl HttpService {
             }
         });
         if !no_body {
-            let sent = front.conn.send_data(stream, body, true, out);
+            let sent = send_bounded(&mut front.conn, stream, body, out);
             if sent < body.len() {
                 front.pending.push(PendingBody {
                     stream,
@@ -322,7 +334,7 @@ impl HttpService {
         while i < front.pending.len() {
             let p = front.pending[i];
             let body = &self.page(conn.listener as usize, p.source).body()[p.sent as usize..];
-            let sent = front.conn.send_data(p.stream, body, true, cx.output());
+            let sent = send_bounded(&mut front.conn, p.stream, body, cx.output());
             if sent == body.len() {
                 front.pending.swap_remove(i);
                 self.h2_finish_early(cx, front, p.stream);
@@ -355,16 +367,26 @@ impl HttpService {
             return;
         }
         let t = self.timeouts(conn);
-        if front.conn.active_streams() == 0 {
+        if front.conn.shutdown_announced() {
+            // A stop is waiting for the PING's answer: its own timer bounds that.
+            if !front.stop_timer {
+                front.stop_timer = true;
+                cx.set_timer(STOP_PING_WAIT);
+            }
+        } else if front.conn.active_streams() == 0 {
             front.conn.shrink_idle();
             front.pending = Vec::new();
             front.waiting = Vec::new();
-            cx.set_timer(if conn.served() {
-                self.listeners[conn.listener as usize].h2_idle
-            } else {
-                t.http_request
-            });
+            if !front.idle_timer {
+                front.idle_timer = true;
+                cx.set_timer(if conn.served() {
+                    self.listeners[conn.listener as usize].h2_idle
+                } else {
+                    t.http_request
+                });
+            }
         } else {
+            front.idle_timer = false;
             cx.set_timer(t.client);
         }
         self.put_front(cx, front);
@@ -374,6 +396,12 @@ impl HttpService {
     /// does not read its responses (close).
     pub(super) fn h2_timer(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
         let mut front = self.take_front(cx);
+        if front.conn.shutdown_announced() {
+            // The client did not answer the stop's PING in time: the final GOAWAY now.
+            front.conn.finish_shutdown(cx.output());
+            front.idle_timer = false;
+            return self.h2_settle(cx, conn, front, false);
+        }
         let idle = front.conn.active_streams() == 0;
         let reason = if !idle {
             CloseReason::ClientTimeout
@@ -415,6 +443,18 @@ impl HttpService {
         self.h2_conns.remove(&id);
         self.stats.h2.connections_current -= 1;
     }
+}
+
+/// How long a graceful stop waits for the answer to its PING before the final GOAWAY.
+const STOP_PING_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `send_data` within the output bound: a client with huge windows that does not read still
+/// makes the connection buffer at most `MAX_PENDING_OUTPUT` (the rest goes on when the output
+/// drains).
+fn send_bounded(conn: &mut Connection, stream: u32, body: &[u8], out: &mut Vec<u8>) -> usize {
+    let room = MAX_PENDING_OUTPUT.saturating_sub(out.len());
+    let n = body.len().min(room);
+    conn.send_data(stream, &body[..n], n == body.len(), out)
 }
 
 fn method_is_head(h2: &Connection) -> bool {

@@ -425,3 +425,85 @@ fn responses_still_go_out_when_the_client_half_closes_after_its_requests() {
     let out = probe(&["halfclose", "/big"], s.addr());
     assert!(out.contains("status 200 body 200000"), "{out}");
 }
+
+#[test]
+fn pings_do_not_keep_an_idle_connection_open() {
+    let s = Server::start(&h2c_config(", idle_timeout = \"600ms\"", ""));
+    let out = probe(&["trickle"], s.addr());
+    let closed: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("closed after "))
+        .unwrap_or_else(|| panic!("never closed: {out}"))
+        .parse()
+        .unwrap();
+    assert!(out.contains("goaway no_error"), "{out}");
+    assert!(
+        closed < 3.0,
+        "closed after {closed}s with a PING every 200 ms: {out}"
+    );
+}
+
+#[test]
+fn a_stop_whose_ping_is_not_answered_still_sends_the_final_goaway() {
+    let s = Server::start(&h2c_config("", ""));
+    let mut child = Killed(
+        Command::new("python3")
+            .args([
+                PROBE,
+                "shutdown-noack",
+                &s.addr().ip().to_string(),
+                &s.addr().port().to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    s.signal("TERM");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    drop(child);
+    assert!(
+        rest[0].starts_with("goaway no_error last 2147483647"),
+        "{rest:?}"
+    );
+    assert!(rest[1].starts_with("goaway no_error last 1"), "{rest:?}");
+    let after: f64 = rest[1].rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(after < 5.0, "final GOAWAY after {after}s: {rest:?}");
+    assert!(rest[2].starts_with("closed"), "{rest:?}");
+}
+
+#[test]
+fn a_client_that_does_not_read_cannot_make_the_server_buffer_its_responses() {
+    // 100 responses of 200 KB with windows wide open: 20 MB if buffered; the output bound
+    // keeps it to a fraction of a megabyte.
+    let s = Server::start(&h2c_config("", ""));
+    let rss = || -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", s.pid()))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap()
+    };
+    let before = rss();
+    let mut child = Killed(
+        Command::new("python3")
+            .args([
+                PROBE,
+                "noread",
+                &s.addr().ip().to_string(),
+                &s.addr().port().to_string(),
+                "/big",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "sent");
+    std::thread::sleep(Duration::from_millis(1500));
+    let grown = rss().saturating_sub(before);
+    drop(child);
+    assert!(grown < 8 * 1024, "resident memory grew {grown} kB");
+}

@@ -231,8 +231,19 @@ enum Shutdown {
 const SHUTDOWN_PING: [u8; 8] = *b"goaway!\0";
 /// WINDOW_UPDATE increments below this count as glitches.
 const SMALL_WINDOW_UPDATE: u32 = 1024;
-/// Closed streams remembered to answer late frames precisely.
-const RECENT: usize = 8;
+/// How a stream that is not active ended, as far as the connection remembers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ended {
+    /// Its id was skipped: it never opened (below the highest id, so implicitly closed).
+    NeverOpened,
+    /// It ended normally (END_STREAM both ways, or reset by the peer).
+    Normal,
+    /// We reset it (or ignored it after the final GOAWAY): the peer's late frames are expected.
+    ResetByUs,
+    /// Too far below the highest id to be remembered: late frames are given the benefit of
+    /// the doubt and ignored.
+    Forgotten,
+}
 
 /// One HTTP/2 connection.
 #[derive(Debug)]
@@ -250,9 +261,11 @@ pub struct Connection {
     block: Vec<u8>,
     pending: Option<PendingBlock>,
     streams: Vec<Stream>,
-    /// Recently closed ids, `id << 1 | reset by us`.
-    recent: [u32; RECENT],
-    recent_at: u8,
+    /// The 128 stream ids of the initiator's parity at and below the highest one opened
+    /// (`window_top`): bit `i` is the id `top - 2i`. `opened`: the stream existed; `reset`: we
+    /// reset it (or ignored it).
+    opened: u128,
+    reset: u128,
     send_window: i64,
     recv_window: i64,
     conn_unacked: u32,
@@ -287,8 +300,8 @@ impl Connection {
             block: Vec::new(),
             pending: None,
             streams: Vec::new(),
-            recent: [0; RECENT],
-            recent_at: 0,
+            opened: 0,
+            reset: 0,
             send_window: 65_535,
             recv_window: 65_535,
             conn_unacked: 0,
@@ -388,6 +401,12 @@ impl Connection {
                     || (self.goaway_received.is_some() && self.role == Role::Client)))
     }
 
+    /// Whether the graceful shutdown's first GOAWAY is out and the final one is not (the
+    /// caller bounds the wait for the PING's answer, then calls [`Connection::finish_shutdown`]).
+    pub fn shutdown_announced(&self) -> bool {
+        self.shutdown == Shutdown::Announced
+    }
+
     /// Whether we or the peer started to go away.
     pub fn is_going_away(&self) -> bool {
         self.shutdown != Shutdown::Running || self.goaway_received.is_some()
@@ -470,7 +489,17 @@ impl Connection {
                 Ok(None) => {}
                 Ok(Some(ev)) => return Ok((at, Some(ev))),
                 Err(H2Error::Connection(code)) => return Err(self.fail(code, out)),
+                Err(H2Error::Stream(id, _))
+                    if h.kind == kind::WINDOW_UPDATE && self.is_idle_id(id) =>
+                {
+                    // WINDOW_UPDATE on an idle stream is a connection error (section 5.1).
+                    return Err(self.fail(ErrorCode::ProtocolError, out));
+                }
                 Err(H2Error::Stream(id, code)) => {
+                    // Every reset we send costs the peer a glitch (no reset flood for free).
+                    if self.glitch(now_ms).is_err() {
+                        return Err(self.fail(ErrorCode::EnhanceYourCalm, out));
+                    }
                     if let Some(ev) = self.stream_error(id, code, out) {
                         return Ok((at, Some(ev)));
                     }
@@ -486,7 +515,12 @@ impl Connection {
     /// A connection error: GOAWAY with the code; nothing more is read.
     fn fail(&mut self, code: ErrorCode, out: &mut Vec<u8>) -> ErrorCode {
         if self.phase != Phase::Closed {
-            frame::write_goaway(out, self.last_peer_stream, code, b"");
+            // A later GOAWAY never raises the last stream id of an earlier one (section 6.8).
+            let last = match self.shutdown {
+                Shutdown::Final { last } => last.min(self.last_peer_stream),
+                _ => self.last_peer_stream,
+            };
+            frame::write_goaway(out, last, code, b"");
             self.phase = Phase::Closed;
         }
         code
@@ -531,29 +565,73 @@ impl Connection {
         }
     }
 
-    /// Removes an active stream, remembering it; true if it was active.
+    /// Removes an active stream; marks it reset when `reset_by_us` (also a stream that never
+    /// became active: refused, malformed). True if it was active.
     fn remove(&mut self, id: u32, reset_by_us: bool) -> bool {
+        if reset_by_us {
+            self.mark(id, true);
+        }
         let Some(i) = self.find(id) else {
-            self.remember(id, reset_by_us);
             return false;
         };
         self.streams.swap_remove(i);
-        self.remember(id, reset_by_us);
         true
     }
 
-    fn remember(&mut self, id: u32, reset_by_us: bool) {
-        self.recent[usize::from(self.recent_at)] = id << 1 | u32::from(reset_by_us);
-        self.recent_at = (self.recent_at + 1) % RECENT as u8;
+    /// The highest id of the window of remembered streams.
+    fn window_top(&self) -> u32 {
+        match self.role {
+            Role::Server => self.last_peer_stream,
+            Role::Client => self.next_stream.saturating_sub(2),
+        }
     }
 
-    /// How a closed stream closed: `Some(true)` reset by us, `Some(false)` otherwise, `None`
-    /// not remembered.
-    fn recently_closed(&self, id: u32) -> Option<bool> {
-        self.recent
-            .iter()
-            .find(|&&r| r >> 1 == id && r != 0)
-            .map(|&r| r & 1 == 1)
+    /// The window's bit for `id`, if `id` is in it.
+    fn window_bit(&self, id: u32) -> Option<u32> {
+        let top = self.window_top();
+        if id > top || id == 0 || (top - id) % 2 != 0 {
+            return None;
+        }
+        let i = (top - id) / 2;
+        (i < 128).then_some(i)
+    }
+
+    /// Moves the window's top from `old` to the current one (ids opened in between are not
+    /// marked yet).
+    fn slide(&mut self, old: u32) {
+        let top = self.window_top();
+        let shift = if old == 0 || (top - old) % 2 != 0 {
+            128
+        } else {
+            (top - old) / 2
+        };
+        if shift >= 128 {
+            self.opened = 0;
+            self.reset = 0;
+        } else {
+            self.opened <<= shift;
+            self.reset <<= shift;
+        }
+    }
+
+    /// Notes that stream `id` existed (and, with `reset`, that we reset or ignored it).
+    fn mark(&mut self, id: u32, reset: bool) {
+        if let Some(i) = self.window_bit(id) {
+            self.opened |= 1 << i;
+            if reset {
+                self.reset |= 1 << i;
+            }
+        }
+    }
+
+    /// How a stream that is not active ended.
+    fn ended(&self, id: u32) -> Ended {
+        match self.window_bit(id) {
+            None => Ended::Forgotten,
+            Some(i) if self.reset & (1 << i) != 0 => Ended::ResetByUs,
+            Some(i) if self.opened & (1 << i) != 0 => Ended::Normal,
+            Some(_) => Ended::NeverOpened,
+        }
     }
 
     fn on_frame(
@@ -791,9 +869,11 @@ impl Connection {
                 return Err(H2Error::Connection(ErrorCode::ProtocolError));
             }
             // A closed stream: frames after our reset are expected (in flight) and ignored.
-            return match self.recently_closed(id) {
-                Some(true) => Ok(None),
-                _ => Err(H2Error::Stream(id, ErrorCode::StreamClosed)),
+            return match self.ended(id) {
+                Ended::ResetByUs | Ended::Forgotten => Ok(None),
+                Ended::Normal | Ended::NeverOpened => {
+                    Err(H2Error::Stream(id, ErrorCode::StreamClosed))
+                }
             };
         };
         let s = &mut self.streams[i];
@@ -917,25 +997,35 @@ impl Connection {
             }
             self.trailers(i, id)
         } else if id <= self.last_peer_stream {
-            Err(H2Error::Connection(match self.recently_closed(id) {
-                Some(_) => ErrorCode::StreamClosed,
-                None => ErrorCode::ProtocolError,
-            }))
+            // A block for a stream that is not active (the block was decoded above, so HPACK
+            // stays in step): late trailers after our reset are expected and ignored.
+            match self.ended(id) {
+                Ended::ResetByUs | Ended::Forgotten => Ok(None),
+                Ended::Normal => Err(H2Error::Connection(ErrorCode::StreamClosed)),
+                Ended::NeverOpened => Err(H2Error::Connection(ErrorCode::ProtocolError)),
+            }
         } else {
+            let old = self.last_peer_stream;
             self.last_peer_stream = id;
+            self.slide(old);
             if let Shutdown::Final { last } = self.shutdown {
                 if id > last {
-                    return Ok(None); // after the final GOAWAY: ignored (section 6.8)
+                    // After the final GOAWAY: ignored (section 6.8), and its late frames too.
+                    self.mark(id, true);
+                    return Ok(None);
                 }
             }
+            self.mark(id, false);
             if self_dependent {
                 return Err(H2Error::Stream(id, ErrorCode::ProtocolError));
             }
             if self.streams.len() >= self.local.max_concurrent_streams as usize {
-                self.glitch(now_ms)?;
                 return Err(H2Error::Stream(id, ErrorCode::RefusedStream));
             }
             if self.head.oversize {
+                // Answered with 431 by the caller; a glitch, so oversize blocks cannot be
+                // repeated for free.
+                self.glitch(now_ms)?;
                 self.open(id, StreamState::Open, None);
                 let i = self.streams.len() - 1;
                 self.streams[i].head_done = true;
@@ -951,10 +1041,7 @@ impl Connection {
                 },
             ) {
                 Ok(c) => c,
-                Err(_) => {
-                    self.glitch(now_ms)?;
-                    return Err(H2Error::Stream(id, ErrorCode::ProtocolError));
-                }
+                Err(_) => return Err(H2Error::Stream(id, ErrorCode::ProtocolError)),
             };
             if end_stream && checked.content_length.is_some_and(|n| n > 0) {
                 return Err(H2Error::Stream(id, ErrorCode::ProtocolError));
@@ -996,9 +1083,11 @@ impl Connection {
             if self.is_idle_id(id) || id % 2 == 0 {
                 return Err(H2Error::Connection(ErrorCode::ProtocolError));
             }
-            return match self.recently_closed(id) {
-                Some(true) => Ok(None),
-                _ => Err(H2Error::Stream(id, ErrorCode::StreamClosed)),
+            return match self.ended(id) {
+                Ended::ResetByUs | Ended::Forgotten => Ok(None),
+                Ended::Normal | Ended::NeverOpened => {
+                    Err(H2Error::Stream(id, ErrorCode::StreamClosed))
+                }
             };
         };
         let s = self.streams[i];
@@ -1076,7 +1165,7 @@ impl Connection {
         let last = self.goaway_received?;
         let i = self.streams.iter().position(|s| s.id > last)?;
         let id = self.streams.swap_remove(i).id;
-        self.remember(id, false);
+        self.mark(id, true); // the server will not answer it: late frames are ignored
         Some(id)
     }
 
@@ -1119,7 +1208,10 @@ impl Connection {
             return None;
         }
         let id = self.next_stream;
+        let old = self.window_top();
         self.next_stream += 2;
+        self.slide(old);
+        self.mark(id, false);
         self.open(id, StreamState::Open, None);
         Some(id)
     }

@@ -6,6 +6,10 @@
   h2_probe.py bomb HOST PORT          an HPACK bomb: prints each stream's status
   h2_probe.py halfclose HOST PORT PATH one GET, then shuts down its sending side: prints the
                                       status and body length received before the close
+  h2_probe.py trickle HOST PORT       one request, then a PING every 200 ms: when it is closed
+  h2_probe.py shutdown-noack HOST PORT  as shutdown, never answering PINGs
+  h2_probe.py noread HOST PORT PATH   100 requests held by the connection window, then one
+                                      WINDOW_UPDATE opening it; never reads (holds 3 s)
   h2_probe.py request HOST PORT PATH  one GET with prior knowledge: prints status and body length
   h2_probe.py settings HOST PORT      prints the server's SETTINGS as name=value lines
   h2_probe.py shutdown HOST PORT      one request, prints "ready", then reports the GOAWAYs it
@@ -216,6 +220,62 @@ def main():
         floods(host, port)
     elif cmd == "bomb":
         bomb(host, port)
+    elif cmd == "trickle":
+        # One request, then a PING every 200 ms: reports when the server closes.
+        s = connect(host, port)
+        one_request(s)
+        started = time.time()
+        s.settimeout(0.2)
+        buf = b""
+        next_ping = 0.0
+        while time.time() - started < 10:
+            if time.time() >= next_ping:
+                next_ping = time.time() + 0.2
+                try:
+                    s.sendall(PingFrame(0, b"tricklee").serialize())
+                except OSError:
+                    pass
+            frames, buf, eof = read_frames(s, buf)
+            for f in frames:
+                if isinstance(f, GoAwayFrame):
+                    print(f"goaway {CODES.get(f.error_code, f.error_code)} after {time.time() - started:.1f}", flush=True)
+            if eof:
+                print(f"closed after {time.time() - started:.1f}", flush=True)
+                break
+    elif cmd == "shutdown-noack":
+        # As shutdown, but never answers PINGs.
+        s = connect(host, port)
+        one_request(s)
+        print("ready", flush=True)
+        started = time.time()
+        buf = b""
+        s.settimeout(0.5)
+        while time.time() - started < 20:
+            frames, buf, eof = read_frames(s, buf)
+            for f in frames:
+                if isinstance(f, GoAwayFrame):
+                    print(f"goaway {CODES.get(f.error_code, f.error_code)} last {f.last_stream_id} "
+                          f"after {time.time() - started:.1f}", flush=True)
+            if eof:
+                print(f"closed after {time.time() - started:.1f}", flush=True)
+                return
+    elif cmd == "noread":
+        # Huge windows, 100 requests for PATH, and never a read: prints "sent", holds 3 s.
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect((host, int(port)))
+        enc = Encoder()
+        # Stream windows wide open, the connection window not yet: every response waits for
+        # it. Then one WINDOW_UPDATE opens it for all of them at once.
+        out = PREFACE + SettingsFrame(0, settings={4: (1 << 31) - 1}).serialize()
+        for i in range(100):
+            out += HeadersFrame(2 * i + 1, request_headers(enc, sys.argv[4]),
+                                flags=["END_HEADERS", "END_STREAM"]).serialize()
+        s.sendall(out)
+        time.sleep(0.3)
+        s.sendall(WindowUpdateFrame(0, (1 << 31) - 1 - 65535).serialize())
+        print("sent", flush=True)
+        time.sleep(3)
     elif cmd == "halfclose":
         # A small receive buffer and a pause before reading: the server still has most of the
         # body to send when it sees the FIN.

@@ -784,3 +784,124 @@ fn an_idle_connection_is_small() {
         std::mem::size_of::<Connection>()
     );
 }
+
+#[test]
+fn late_frames_after_our_reset_are_ignored_and_skipped_ids_are_errors() {
+    // A request we answered early and reset (413-style): its in-flight DATA and trailers are
+    // ignored; the connection goes on.
+    let (mut s, mut out) = server_with(Settings::default());
+    let mut input = vec![];
+    headers_frame(&mut input, 1, &request_block("/", &[]), flag::END_HEADERS);
+    feed(&mut s, &input, &mut out).unwrap();
+    s.reset(1, ErrorCode::NoError, &mut out);
+    let mut input = vec![];
+    write_data(&mut input, 1, b"more body", false);
+    let mut t = vec![];
+    Encoder::new(0).encode(b"x-trailer", b"1", Indexing::Literal, &mut t);
+    headers_frame(&mut input, 1, &t, flag::END_HEADERS | flag::END_STREAM);
+    headers_frame(
+        &mut input,
+        3,
+        &request_block("/", &[]),
+        flag::END_HEADERS | flag::END_STREAM,
+    );
+    let evs = feed(&mut s, &input, &mut out).unwrap();
+    assert_eq!(
+        evs.last().unwrap().0,
+        Event::Headers {
+            stream: 3,
+            end_stream: true
+        }
+    );
+    // A peer's RST for a stream we already reset changes nothing.
+    let mut input = vec![];
+    write_rst(&mut input, 1, ErrorCode::Cancel);
+    headers_frame(&mut input, 1, &t, flag::END_HEADERS | flag::END_STREAM);
+    feed(&mut s, &input, &mut out).unwrap();
+    s.send_headers(3, true, &mut out, |w| {
+        w.field(b":status", b"204", Indexing::Index)
+    });
+    // A stream that ended normally, still remembered: a connection error.
+    let mut input = vec![];
+    headers_frame(&mut input, 3, &t, flag::END_HEADERS | flag::END_STREAM);
+    assert_eq!(feed(&mut s, &input, &mut out), Err(ErrorCode::StreamClosed));
+    // Streams far below the highest (beyond the remembered window) are ignored.
+    let (mut s, mut out) = server_with(Settings::default());
+    for id in (1..400).step_by(2) {
+        let mut input = vec![];
+        headers_frame(
+            &mut input,
+            id,
+            &request_block("/", &[]),
+            flag::END_HEADERS | flag::END_STREAM,
+        );
+        feed(&mut s, &input, &mut out).unwrap();
+        s.send_headers(id, true, &mut out, |w| {
+            w.field(b":status", b"204", Indexing::Index)
+        });
+    }
+    let mut input = vec![];
+    headers_frame(&mut input, 1, &t, flag::END_HEADERS | flag::END_STREAM);
+    assert!(feed(&mut s, &input, &mut out).unwrap().is_empty());
+    // A skipped id (never opened, within the window) is a PROTOCOL_ERROR.
+    let (mut s, mut out) = server_with(Settings::default());
+    let mut input = vec![];
+    headers_frame(
+        &mut input,
+        301,
+        &request_block("/", &[]),
+        flag::END_HEADERS | flag::END_STREAM,
+    );
+    headers_frame(
+        &mut input,
+        101,
+        &request_block("/", &[]),
+        flag::END_HEADERS | flag::END_STREAM,
+    );
+    assert_eq!(
+        feed(&mut s, &input, &mut out),
+        Err(ErrorCode::ProtocolError)
+    );
+}
+
+#[test]
+fn a_goaway_after_the_final_one_never_raises_the_last_stream() {
+    let (mut s, mut out) = server_with(Settings::default());
+    let mut input = vec![];
+    headers_frame(
+        &mut input,
+        1,
+        &request_block("/", &[]),
+        flag::END_HEADERS | flag::END_STREAM,
+    );
+    feed(&mut s, &input, &mut out).unwrap();
+    s.finish_shutdown(&mut out);
+    let mut input = vec![];
+    headers_frame(
+        &mut input,
+        3,
+        &request_block("/", &[]),
+        flag::END_HEADERS | flag::END_STREAM,
+    );
+    assert!(
+        feed(&mut s, &input, &mut out).unwrap().is_empty(),
+        "ignored after the final GOAWAY"
+    );
+    out.clear();
+    s.abort(ErrorCode::NoError, &mut out);
+    let f = frames(&out);
+    assert_eq!(&f[0].3[..4], &1u32.to_be_bytes());
+}
+
+#[test]
+fn an_hpack_bomb_past_the_limit_is_counted_without_copying() {
+    let mut block = vec![0x40];
+    write_string(b"x-bomb", &mut block);
+    write_string(&[b'a'; 4000], &mut block);
+    block.extend(std::iter::repeat_n(0xbe, 16_000));
+    let mut d = crate::h2::hpack::Decoder::new(4096);
+    let mut list = crate::h2::hpack::HeaderList::default();
+    d.decode(&block, &mut list, 1000).unwrap();
+    assert!(list.oversize && list.size > 60_000_000);
+    assert!(list.heap_bytes() < 16 << 10, "{}", list.heap_bytes());
+}

@@ -182,6 +182,11 @@ impl Decoder {
                 block = &block[used..];
                 let (n, v) = lookup(&self.table, index as usize).ok_or(HpackError::Index(index))?;
                 fields_seen = true;
+                if out.oversize {
+                    // Past the limit: count, do not copy (an HPACK bomb costs no memcpy).
+                    out.size = out.size.saturating_add(n.len() + v.len() + ENTRY_OVERHEAD);
+                    continue;
+                }
                 let start = out.bytes.len();
                 out.bytes.extend_from_slice(n);
                 out.bytes.extend_from_slice(v);
@@ -210,6 +215,25 @@ impl Decoder {
             let (name_index, used) = integer::decode(block, prefix)?;
             block = &block[used..];
             fields_seen = true;
+            if out.oversize && !index_it {
+                // Past the limit and not for the table: skip the strings without decoding.
+                let name_len = if name_index == 0 {
+                    let (rest, n) = skip_string(block)?;
+                    block = rest;
+                    n
+                } else {
+                    lookup(&self.table, name_index as usize)
+                        .ok_or(HpackError::Index(name_index))?
+                        .0
+                        .len()
+                };
+                let (rest, value_len) = skip_string(block)?;
+                block = rest;
+                out.size = out
+                    .size
+                    .saturating_add(name_len + value_len + ENTRY_OVERHEAD);
+                continue;
+            }
             let start = out.bytes.len();
             if name_index == 0 {
                 block = read_string(block, &mut out.bytes)?;
@@ -272,6 +296,17 @@ fn read_string<'a>(block: &'a [u8], out: &mut Vec<u8>) -> Result<&'a [u8], Hpack
         out.extend_from_slice(s);
     }
     Ok(rest)
+}
+
+/// Skips a string literal: the rest of the block and the literal's length on the wire.
+fn skip_string(block: &[u8]) -> Result<(&[u8], usize), HpackError> {
+    let (len, used) = integer::decode(block, 7)?;
+    let rest = &block[used..];
+    let len = len as usize;
+    if rest.len() < len {
+        return Err(HpackError::Truncated);
+    }
+    Ok((&rest[len..], len))
 }
 
 /// Appends a string literal, Huffman-coded when that is shorter.
