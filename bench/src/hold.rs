@@ -226,15 +226,29 @@ impl Holder {
             },
             "localhost",
         )?;
+        Holder::open_one_by_one(target, n, sources, "TLS", |s| {
+            let mut conn = client.connect()?;
+            let mut tls = rustls::Stream::new(&mut conn, s);
+            tls.write_all(req.as_bytes())?;
+            read_response(&mut tls)?;
+            drop(conn); // the server's state is what is measured: keep only the socket
+            Ok(())
+        })
+    }
+
+    /// Opens `n` connections one at a time, each served by `exchange` before the next.
+    fn open_one_by_one(
+        target: SocketAddr,
+        n: usize,
+        sources: u8,
+        what: &str,
+        exchange: impl Fn(&mut TcpStream) -> Result<()>,
+    ) -> Result<Holder> {
         let mut ok = Vec::with_capacity(n);
         let mut failed = 0;
         for i in 0..n {
             let served = connect(target, i, sources).and_then(|mut s| {
-                let mut conn = client.connect()?;
-                let mut tls = rustls::Stream::new(&mut conn, &mut s);
-                tls.write_all(req.as_bytes())?;
-                read_response(&mut tls)?;
-                drop(conn); // the server's state is what is measured: keep only the socket
+                exchange(&mut s)?;
                 Ok(s)
             });
             match served {
@@ -242,40 +256,20 @@ impl Holder {
                 Err(e) => {
                     failed += 1;
                     if failed == 1 {
-                        eprintln!("TLS connection failed: {e:#}");
+                        eprintln!("{what} connection failed: {e:#}");
                     }
                 }
             }
         }
         if ok.is_empty() && n > 0 {
-            bail!("no TLS connection to {target} could be opened and served");
+            bail!("no {what} connection to {target} could be opened and served");
         }
         Ok(Holder { conns: ok, failed })
     }
 
     /// Opens `n` h2c connections (prior knowledge), each having served one `GET path`.
     pub fn open_h2c(target: SocketAddr, n: usize, sources: u8, path: &str) -> Result<Holder> {
-        let mut ok = Vec::with_capacity(n);
-        let mut failed = 0;
-        for i in 0..n {
-            let served = connect(target, i, sources).and_then(|mut s| {
-                crate::h2c::exchange(&mut s, path)?;
-                Ok(s)
-            });
-            match served {
-                Ok(s) => ok.push(s),
-                Err(e) => {
-                    failed += 1;
-                    if failed == 1 {
-                        eprintln!("h2c connection failed: {e:#}");
-                    }
-                }
-            }
-        }
-        if ok.is_empty() && n > 0 {
-            bail!("no h2c connection to {target} could be opened and served");
-        }
-        Ok(Holder { conns: ok, failed })
+        Holder::open_one_by_one(target, n, sources, "h2c", |s| crate::h2c::exchange(s, path))
     }
 
     /// Connections currently held.

@@ -107,6 +107,17 @@ impl ListenerRuntime {
     }
 }
 
+/// How the response to `head` ends the exchange: close when the client or a stop asks for it.
+fn persist_for(head: &RequestHead<'_, '_>, conn: &HttpConn, cx: &Cx<'_>) -> Persist {
+    if !head.keep_alive || conn.draining() || cx.is_stopping() {
+        Persist::Close
+    } else if head.version == Version::Http10 {
+        Persist::KeepAlive10
+    } else {
+        Persist::KeepAlive11
+    }
+}
+
 /// Where the minor digit of an `HTTP/1.2` .. `HTTP/1.9` request line's version is, if the
 /// request line (after any leading empty lines) ends with one.
 fn later_http1_minor(buf: &[u8]) -> Option<usize> {
@@ -394,20 +405,29 @@ impl HttpService {
             [const { MaybeUninit::uninit() }; MAX_HEADERS_CAP];
         let head = match parse_request(&buf[..head_len], &listener.limits, &mut headers) {
             Ok(Some(h)) => h,
-            Ok(None) => {
-                self.fail(cx, conn, 400, CloseReason::ProtocolError);
-                return None;
-            }
             Err(RequestError::UnsupportedVersion) if later_http1_minor(buf).is_some() => {
                 return self.on_later_minor_head(cx, conn, buf, head_len, remaining_after);
             }
-            Err(e) => {
-                self.stats.request_error(e);
-                self.fail(cx, conn, e.status(), CloseReason::ProtocolError);
-                return None;
-            }
+            Ok(None) => return self.reject(cx, conn, None),
+            Err(e) => return self.reject(cx, conn, Some(e)),
         };
         self.serve_head(cx, conn, &head, head_len, remaining_after)
+    }
+
+    /// A head the scanner called complete did not parse: its error status (400 without one),
+    /// then close.
+    fn reject(
+        &mut self,
+        cx: &mut Cx<'_>,
+        conn: &mut HttpConn,
+        e: Option<RequestError>,
+    ) -> Option<usize> {
+        if let Some(e) = e {
+            self.stats.request_error(e);
+        }
+        let status = e.map_or(400, |e| e.status());
+        self.fail(cx, conn, status, CloseReason::ProtocolError);
+        None
     }
 
     /// A request in `HTTP/1.2` .. `HTTP/1.9`: served as HTTP/1.1 (RFC 9112 section 2.3: a
@@ -431,15 +451,8 @@ impl HttpService {
             [const { MaybeUninit::uninit() }; MAX_HEADERS_CAP];
         match parse_request(&copy, &limits, &mut headers) {
             Ok(Some(h)) => self.serve_head(cx, conn, &h, head_len, remaining_after),
-            Ok(None) => {
-                self.fail(cx, conn, 400, CloseReason::ProtocolError);
-                None
-            }
-            Err(e) => {
-                self.stats.request_error(e);
-                self.fail(cx, conn, e.status(), CloseReason::ProtocolError);
-                None
-            }
+            Ok(None) => self.reject(cx, conn, None),
+            Err(e) => self.reject(cx, conn, Some(e)),
         }
     }
 
@@ -468,13 +481,7 @@ impl HttpService {
                 self.fail(cx, conn, 400, CloseReason::ProtocolError);
                 return None;
             }
-            let persist = if !head.keep_alive || conn.draining() || cx.is_stopping() {
-                Persist::Close
-            } else if head.version == Version::Http10 {
-                Persist::KeepAlive10
-            } else {
-                Persist::KeepAlive11
-            };
+            let persist = persist_for(&head, conn, cx);
             let date = self.date.get(cx.now());
             self.options.write(cx.output(), date, persist, true);
             self.response_done(cx, conn, 200, started, persist == Persist::Close);
@@ -484,13 +491,7 @@ impl HttpService {
         if let Some(&(_, _, Target::Backend(b))) = route.map(|i| &listener.routes[i]) {
             return self.proxy_request(cx, conn, &head, b, started);
         }
-        let persist = if !head.keep_alive || conn.draining() || cx.is_stopping() {
-            Persist::Close
-        } else if head.version == Version::Http10 {
-            Persist::KeepAlive10
-        } else {
-            Persist::KeepAlive11
-        };
+        let persist = persist_for(&head, conn, cx);
         let with_body = head.method != Method::Head;
         match head.body {
             BodyKind::None | BodyKind::Length(0) => {

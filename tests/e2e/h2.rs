@@ -52,6 +52,26 @@ impl Drop for Killed {
     }
 }
 
+/// Starts `h2_probe.py ARGS[0] HOST PORT ARGS[1..]`, its stdout as lines to read.
+fn spawn_probe(
+    args: &[&str],
+    addr: SocketAddr,
+) -> (Killed, std::io::Lines<BufReader<std::process::ChildStdout>>) {
+    let mut child = Killed(
+        Command::new("python3")
+            .arg(PROBE)
+            .arg(args[0])
+            .arg(addr.ip().to_string())
+            .arg(addr.port().to_string())
+            .args(&args[1..])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs"),
+    );
+    let lines = BufReader::new(child.0.stdout.take().expect("piped")).lines();
+    (child, lines)
+}
+
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
@@ -202,8 +222,11 @@ fn nghttp_and_h2load_with_100_concurrent_streams() {
 
 /// Runs httpwg against `addr`; returns its output.
 fn httpwg(addr: SocketAddr) -> String {
+    // Generous timeouts: a case that passes answers at once, and a loaded machine (the test
+    // suite runs in parallel, the TLS run goes through a Python bridge) must not fail one.
     let o = Command::new("httpwg")
         .args(["-a", &addr.to_string()])
+        .args(["--connect-timeout", "10000", "--frame-timeout", "10000"])
         .env("NO_COLOR", "1")
         .output()
         .expect("httpwg runs (tests/setup.sh installs httpwg-cli)");
@@ -343,19 +366,7 @@ fn settings_follow_the_listener_configuration() {
 #[test]
 fn sigterm_sends_the_two_step_goaway_then_closes() {
     let s = Server::start(&h2c_config("", ""));
-    let mut child = Killed(
-        Command::new("python3")
-            .args([
-                PROBE,
-                "shutdown",
-                &s.addr().ip().to_string(),
-                &s.addr().port().to_string(),
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let (child, mut lines) = spawn_probe(&["shutdown"], s.addr());
     assert_eq!(lines.next().unwrap().unwrap(), "ready");
     s.signal("TERM");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
@@ -446,19 +457,7 @@ fn pings_do_not_keep_an_idle_connection_open() {
 #[test]
 fn a_stop_whose_ping_is_not_answered_still_sends_the_final_goaway() {
     let s = Server::start(&h2c_config("", ""));
-    let mut child = Killed(
-        Command::new("python3")
-            .args([
-                PROBE,
-                "shutdown-noack",
-                &s.addr().ip().to_string(),
-                &s.addr().port().to_string(),
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let (child, mut lines) = spawn_probe(&["shutdown-noack"], s.addr());
     assert_eq!(lines.next().unwrap().unwrap(), "ready");
     s.signal("TERM");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
@@ -487,20 +486,7 @@ fn a_client_that_does_not_read_cannot_make_the_server_buffer_its_responses() {
             .unwrap()
     };
     let before = rss();
-    let mut child = Killed(
-        Command::new("python3")
-            .args([
-                PROBE,
-                "noread",
-                &s.addr().ip().to_string(),
-                &s.addr().port().to_string(),
-                "/big",
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let (child, mut lines) = spawn_probe(&["noread", "/big"], s.addr());
     assert_eq!(lines.next().unwrap().unwrap(), "sent");
     std::thread::sleep(Duration::from_millis(1500));
     let grown = rss().saturating_sub(before);

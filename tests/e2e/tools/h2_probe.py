@@ -198,7 +198,8 @@ def one_request(s, path="/"):
             return status, body
 
 
-def follow(s, started):
+def follow(s, started, ack_pings=True):
+    """Reports GOAWAYs (and the close) until EOF, answering PINGs when `ack_pings`."""
     buf = b""
     s.settimeout(0.5)
     while time.time() - started < 20:
@@ -207,7 +208,7 @@ def follow(s, started):
             if isinstance(f, GoAwayFrame):
                 print(f"goaway {CODES.get(f.error_code, f.error_code)} last {f.last_stream_id} "
                       f"after {time.time() - started:.1f}", flush=True)
-            if isinstance(f, PingFrame) and "ACK" not in f.flags:
+            if ack_pings and isinstance(f, PingFrame) and "ACK" not in f.flags:
                 s.sendall(PingFrame(0, f.opaque_data, flags=["ACK"]).serialize())
         if eof:
             print(f"closed after {time.time() - started:.1f}", flush=True)
@@ -247,18 +248,7 @@ def main():
         s = connect(host, port)
         one_request(s)
         print("ready", flush=True)
-        started = time.time()
-        buf = b""
-        s.settimeout(0.5)
-        while time.time() - started < 20:
-            frames, buf, eof = read_frames(s, buf)
-            for f in frames:
-                if isinstance(f, GoAwayFrame):
-                    print(f"goaway {CODES.get(f.error_code, f.error_code)} last {f.last_stream_id} "
-                          f"after {time.time() - started:.1f}", flush=True)
-            if eof:
-                print(f"closed after {time.time() - started:.1f}", flush=True)
-                return
+        follow(s, time.time(), ack_pings=False)
     elif cmd == "noread":
         # Huge windows, 100 requests for PATH, and never a read: prints "sent", holds 3 s.
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
