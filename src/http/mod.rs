@@ -1,6 +1,7 @@
-//! The HTTP/1.1 server service that runs inside each shard: parses requests with
-//! `coreplex-protocol`, matches routes, writes direct responses or forwards to backends through
-//! the [`proxy`], enforces timeouts and limits, and keeps per-shard statistics.
+//! The HTTP server service that runs inside each shard: parses HTTP/1.1 requests with
+//! `coreplex-protocol` (and drives HTTP/2 connections through its `h2` module, in `h2.rs`),
+//! matches routes, writes direct responses or forwards to backends through the [`proxy`],
+//! enforces timeouts and limits, and keeps per-shard statistics.
 
 #[cfg(test)]
 mod alloc_tests;
