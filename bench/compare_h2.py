@@ -8,7 +8,12 @@ thread), answering `GET /` directly with "Hello, World!" over h2c (prior knowled
 rounds. Server CPU = utime + stime of the server process (/proc/PID/stat) over each run; CPU per
 request = that time / requests h2load completed.
 
+With `--target proxy` every server proxies each request to the same HTTP/1.1 nginx backend
+(bench/peers/nginx-backend.conf on 18090, one worker pinned to core 0 beside the proxy; its CPU
+is not counted) over pooled keep-alive connections instead of answering directly.
+
 Usage: python3 bench/compare_h2.py [--rounds 3] [--requests 300000] [--only h2c,tls]
+                                   [--target direct|proxy]
 """
 import argparse, os, re, shutil, statistics, subprocess, sys, tempfile, time
 
@@ -17,7 +22,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from compare_direct import Server  # noqa: E402
 
-TLS, PLAIN = 8443, 8090
+TLS, PLAIN, BACKEND = 8443, 8090, 18090
 SCENARIOS = [  # name, scheme, port, connections, streams
     ("h2c 100x10", "http", PLAIN, 100, 10),
     ("h2c 100x100", "http", PLAIN, 100, 100),
@@ -43,7 +48,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--requests", type=int, default=300000)
     ap.add_argument("--only", default="", help="scenario name prefixes, comma-separated")
+    ap.add_argument("--target", choices=["direct", "proxy"], default="direct")
     a = ap.parse_args()
+    suffix = "-proxy" if a.target == "proxy" else ""
     tmp = tempfile.mkdtemp(prefix="cph2-")
     os.chmod(tmp, 0o755)
     certs = os.path.join(ROOT, "examples/certs")
@@ -52,13 +59,25 @@ def main():
 
     def render(src, dst):
         text = open(src).read()
-        for k, v in {"@PORT@": str(TLS), "@PLAIN@": str(PLAIN), "@DIR@": tmp, "@CERTS@": certs}.items():
+        subst = {"@PORT@": str(TLS), "@PLAIN@": str(PLAIN), "@DIR@": tmp, "@CERTS@": certs,
+                 "@BACKEND@": str(BACKEND)}
+        for k, v in subst.items():
             text = text.replace(k, v)
         open(dst, "w").write(text)
 
-    render(os.path.join(HERE, "configs/h2.toml"), os.path.join(tmp, "coreplex.toml"))
-    render(os.path.join(HERE, "peers/nginx-h2.conf"), os.path.join(tmp, "nginx.conf"))
-    render(os.path.join(HERE, "peers/haproxy-h2.cfg"), os.path.join(tmp, "haproxy.cfg"))
+    render(os.path.join(HERE, f"configs/h2{suffix}.toml"), os.path.join(tmp, "coreplex.toml"))
+    render(os.path.join(HERE, f"peers/nginx-h2{suffix}.conf"), os.path.join(tmp, "nginx.conf"))
+    render(os.path.join(HERE, f"peers/haproxy-h2{suffix}.cfg"), os.path.join(tmp, "haproxy.cfg"))
+    backend = None
+    if a.target == "proxy":
+        bdir = os.path.join(tmp, "backend")
+        for d in ["body", "proxy", "fastcgi", "uwsgi", "scgi"]:
+            os.makedirs(os.path.join(bdir, d), exist_ok=True)
+        text = open(os.path.join(HERE, "peers/nginx-backend.conf")).read()
+        open(os.path.join(bdir, "nginx.conf"), "w").write(
+            text.replace("@PORT@", str(BACKEND)).replace("@DIR@", bdir))
+        backend = Server("backend", ["taskset", "-c", "0", shutil.which("nginx") or "/usr/sbin/nginx",
+                                     "-c", os.path.join(bdir, "nginx.conf"), "-p", bdir], BACKEND)
     with open(os.path.join(tmp, "ecdsa.pem"), "w") as f:
         f.write(open(os.path.join(certs, "ecdsa.pem")).read() + open(os.path.join(certs, "ecdsa.key")).read())
     servers = {
@@ -71,6 +90,7 @@ def main():
     }
     only = [x for x in a.only.split(",") if x]
     results = {}
+    print(f"target: {a.target}", flush=True)
     for name, scheme, port, conns, streams in SCENARIOS:
         if only and not any(name.startswith(o) for o in only):
             continue
@@ -102,6 +122,8 @@ def main():
             vn = med[sv] / med["nginx"] if "nginx" in med else float("nan")
             vh = med[sv] / med["haproxy"] if "haproxy" in med else float("nan")
             print(f"| {name} | {sv} | {med[sv]:.2f} | {rps:.0f} | {vn:.2f}x | {vh:.2f}x |")
+    if backend:
+        backend.stop()
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -140,6 +140,22 @@ pub trait Service: 'static {
     /// [`ConnCx::peer_output`] works (bytes for a peer still connecting are sent once it is).
     fn on_paired(&mut self, _cx: &mut ConnCx<'_, Self::Busy>, _conn: &mut Self::Conn) {}
 
+    /// An outbound connection asked for with [`ConnCx::open`] exists (it is still connecting):
+    /// `tag` is the one the asker gave, so the service can tell what the connection is for.
+    /// [`Service::on_connected`] follows once it connects (or fails). The default does nothing.
+    fn on_opened(&mut self, _cx: &mut ConnCx<'_, Self::Busy>, _conn: &mut Self::Conn, _tag: u64) {}
+
+    /// An outbound connection asked for with [`ConnCx::open`] could not be made (no slot under
+    /// `global.max_outbound`, or the transport refused its client profile); heard by the
+    /// connection that asked. The default does nothing.
+    fn on_open_failed(
+        &mut self,
+        _cx: &mut ConnCx<'_, Self::Busy>,
+        _conn: &mut Self::Conn,
+        _tag: u64,
+    ) {
+    }
+
     /// Another connection called [`ConnCx::wake`] with this one's id (e.g. a freed backend slot
     /// waking a queued request). The default does nothing.
     fn on_wake(&mut self, _cx: &mut ConnCx<'_, Self::Busy>, _conn: &mut Self::Conn) {}
@@ -235,6 +251,9 @@ pub(crate) struct Effects {
     pub peer_reason: Option<CloseReason>,
     /// Connections to wake ([`Service::on_wake`]).
     pub wake: Vec<crate::table::Id>,
+    /// Unpaired outbound connections to add: socket, client profile, the asker's tag
+    /// ([`ConnCx::open`]).
+    pub opens: Vec<(std::os::fd::OwnedFd, Option<u32>, u64)>,
 }
 
 /// Named deadlines a busy connection may hold at once ([`ConnCx::set_deadline`]).
@@ -612,17 +631,24 @@ impl<B> ConnCx<'_, B> {
                 "the connection is already paired",
             ));
         }
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM.nonblocking().cloexec(),
-            Some(socket2::Protocol::TCP),
-        )?;
-        match socket.connect(&addr.into()) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-            Err(e) => return Err(e),
-        }
-        self.effects.connect = Some(socket.into());
+        self.effects.connect = Some(start_connect(addr)?);
+        Ok(())
+    }
+
+    /// Opens an outbound TCP connection to `addr` that is not paired with this one (several
+    /// may be asked for in one callback: one per stream of a multiplexed client). Secure with
+    /// the transport's client profile `profile`, if given. Right after the callback the new
+    /// connection hears [`Service::on_opened`] with `tag`, then [`Service::on_connected`] when
+    /// it connects; if it cannot be added, this connection hears [`Service::on_open_failed`].
+    /// Socket errors (EMFILE...) return here.
+    pub fn open(
+        &mut self,
+        addr: std::net::SocketAddr,
+        profile: Option<u32>,
+        tag: u64,
+    ) -> std::io::Result<()> {
+        let fd = start_connect(addr)?;
+        self.effects.opens.push((fd, profile, tag));
         Ok(())
     }
 
@@ -686,4 +712,19 @@ impl<B> ConnCx<'_, B> {
     pub fn resume_peer(&mut self) {
         self.requests |= flags::RESUME_PEER;
     }
+}
+
+/// A non-blocking socket with its connect to `addr` started.
+fn start_connect(addr: std::net::SocketAddr) -> std::io::Result<std::os::fd::OwnedFd> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM.nonblocking().cloexec(),
+        Some(socket2::Protocol::TCP),
+    )?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(socket.into())
 }

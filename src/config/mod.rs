@@ -498,31 +498,6 @@ fn validate(
                 routes.push(route);
             }
         }
-        let mut tls = tls;
-        let proxies = routes
-            .iter()
-            .any(|r| matches!(r.action, RouteAction::Backend(_)));
-        if let Some(t) = tls.as_mut() {
-            let explicit = raw.tls.as_ref().is_some_and(|t| t.alpn_given());
-            let offers_h2 = t.settings.alpn.iter().any(|a| a == "h2");
-            if proxies && offers_h2 {
-                if explicit {
-                    errors.push(err(
-                        format!("{p}.tls.alpn"),
-                        "\"h2\" on a listener with proxied routes: proxying over HTTP/2 is not supported yet (offer \"http/1.1\" only)",
-                    ));
-                } else {
-                    // The default offers h2 only where every route is served directly.
-                    t.settings.alpn.retain(|a| a != "h2");
-                }
-            }
-        }
-        if proxies && http2.h2c && tls.is_none() {
-            errors.push(err(
-                format!("{p}.http2.h2c"),
-                "h2c on a listener with proxied routes: proxying over HTTP/2 is not supported yet",
-            ));
-        }
         out.push(Listener {
             name,
             bind,

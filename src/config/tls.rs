@@ -42,13 +42,6 @@ pub(super) struct RawListenerTls {
     session_rate: Option<u32>,
 }
 
-impl RawListenerTls {
-    /// Whether `alpn` is set in the file.
-    pub(super) fn alpn_given(&self) -> bool {
-        self.alpn.is_some()
-    }
-}
-
 #[derive(Deserialize, Debug, Clone, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawGlobalTls {

@@ -9,8 +9,9 @@
 //! complete (its body read and dropped, windows reopened at once, `max_body` enforced with 413):
 //! HEADERS then DATA as the windows allow; a body the client's window holds back waits in
 //! `pending` and goes on at the next WINDOW_UPDATE. A response sent before its request ended
-//! (413, 431) is followed by RST_STREAM(NO_ERROR) (RFC 9113 section 8.1). Proxied routes are not
-//! offered over HTTP/2 yet (the configuration refuses h2 on listeners that proxy).
+//! (413, 431) is followed by RST_STREAM(NO_ERROR) (RFC 9113 section 8.1). A stream whose route
+//! proxies becomes an exchange of its own (`proxy::streams`), answered as its backend
+//! connection delivers; `proxied` lists them.
 //!
 //! Timers: `http_request` until the first request, `http2.idle_timeout` (default
 //! `http_keep_alive`) from the last request while no stream is open (frames without a request,
@@ -32,10 +33,12 @@ type Cx<'a> = ConnCx<'a, InFlight>;
 
 /// Where a response body comes from (bodies are never copied per stream).
 #[derive(Clone, Copy, Debug)]
-enum Source {
+pub(super) enum Source {
     Route(u16),
     NotFound,
     Error(u16),
+    /// The route proxies to this backend (the stream becomes an exchange).
+    Backend(u16),
 }
 
 /// A response whose body waits for window.
@@ -57,7 +60,9 @@ struct Waiting {
 
 /// One HTTP/2 client connection's state.
 pub struct H2Front {
-    conn: Connection,
+    pub(super) conn: Connection,
+    /// Streams proxied to a backend: (stream, exchange key).
+    pub(super) proxied: Vec<(u32, u64)>,
     pending: Vec<PendingBody>,
     waiting: Vec<Waiting>,
     /// The no-stream timer (`http_request` before the first request, then the idle timeout)
@@ -72,6 +77,7 @@ impl H2Front {
     fn new(settings: Settings) -> H2Front {
         H2Front {
             conn: Connection::new(Role::Server, settings),
+            proxied: Vec::new(),
             pending: Vec::new(),
             waiting: Vec::new(),
             idle_timer: true,
@@ -139,7 +145,8 @@ impl HttpService {
                 cx.pause_input();
                 break;
             }
-            match front.conn.recv(&input[pos..], now_ms, cx.output()) {
+            let base = pos;
+            match front.conn.recv(&input[base..], now_ms, cx.output()) {
                 Err(code) => {
                     self.stats.h2.goaway_sent[code.slot()] += 1;
                     failed = true;
@@ -147,11 +154,10 @@ impl HttpService {
                     break;
                 }
                 Ok((used, ev)) => {
-                    // Data events index the slice passed (input[pos..] before this advance);
-                    // direct responses drop request bodies, so nothing reads them here.
+                    // Data events index the slice passed (input[base..]).
                     pos += used;
                     let Some(ev) = ev else { break };
-                    self.h2_event(cx, conn, &mut front, ev);
+                    self.h2_event(cx, conn, &mut front, ev, &input[base..]);
                 }
             }
         }
@@ -159,13 +165,26 @@ impl HttpService {
         pos
     }
 
-    fn h2_event(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, front: &mut H2Front, ev: Event) {
+    fn h2_event(
+        &mut self,
+        cx: &mut Cx<'_>,
+        conn: &mut HttpConn,
+        front: &mut H2Front,
+        ev: Event,
+        input: &[u8],
+    ) {
         match ev {
             Event::Headers { stream, end_stream } => {
                 self.stats.h2.streams += 1;
                 front.idle_timer = false; // a request: the idle time restarts after it
+                let first = !conn.served();
                 conn.set_served();
                 let source = self.h2_route(conn, &front.conn);
+                if let Source::Backend(b) = source {
+                    let b = usize::from(b);
+                    self.h2_proxy_start(cx, conn, front, stream, b, end_stream, first);
+                    return;
+                }
                 let head_only = method_is_head(&front.conn);
                 if end_stream {
                     self.h2_respond(cx, conn, front, stream, source, head_only);
@@ -187,10 +206,14 @@ impl HttpService {
             }
             Event::Data {
                 stream,
+                start,
                 len,
                 end_stream,
-                ..
             } => {
+                let data = &input[start..start + len];
+                if self.h2_proxy_data(cx, conn, front, stream, data, end_stream) {
+                    return;
+                }
                 // Request bodies of direct responses are dropped: reopen the window at once.
                 front.conn.consumed(stream, len, cx.output());
                 let max_body = self.listeners[conn.listener as usize].limits.max_body;
@@ -209,6 +232,7 @@ impl HttpService {
                 }
             }
             Event::Trailers { stream } => {
+                self.h2_proxy_end(cx, front, stream);
                 if let Some(i) = front.waiting.iter().position(|w| w.stream == stream) {
                     let w = front.waiting.swap_remove(i);
                     self.h2_respond(cx, conn, front, stream, w.source, w.head_only);
@@ -226,6 +250,7 @@ impl HttpService {
                 }
                 front.pending.retain(|p| p.stream != stream);
                 front.waiting.retain(|w| w.stream != stream);
+                self.h2_proxy_reset(front, stream);
             }
             Event::Writable => self.h2_flush(cx, conn, front),
             Event::GoAway { code, .. } => {
@@ -256,7 +281,7 @@ impl HttpService {
         match listener.route_for(host, path) {
             Some(i) => match listener.target(i) {
                 Target::Respond(_) => Source::Route(i as u16),
-                Target::Backend(_) => Source::Error(502),
+                Target::Backend(b) => Source::Backend(*b as u16),
             },
             None => Source::NotFound,
         }
@@ -270,6 +295,7 @@ impl HttpService {
             },
             Source::NotFound => &self.not_found,
             Source::Error(s) => self.errors.get(s),
+            Source::Backend(_) => self.errors.get(502),
         }
     }
 
@@ -328,8 +354,41 @@ impl HttpService {
         }
     }
 
-    /// Sends what the windows now allow of bodies that were waiting.
+    /// Answers a stream with a generated response (an error page), then resets a request
+    /// still being sent.
+    pub(super) fn h2_answer(
+        &mut self,
+        cx: &mut Cx<'_>,
+        conn: &HttpConn,
+        front: &mut H2Front,
+        stream: u32,
+        source: Source,
+    ) {
+        self.h2_respond(cx, conn, front, stream, source, false);
+        self.h2_finish_early(cx, front, stream);
+    }
+
+    /// Answers a stream with a generated response once its request body has been read and
+    /// dropped (or has passed `max_body`: 413), as direct responses are.
+    pub(super) fn h2_answer_after_body(
+        &mut self,
+        front: &mut H2Front,
+        stream: u32,
+        source: Source,
+    ) {
+        front.waiting.push(Waiting {
+            stream,
+            source,
+            head_only: false,
+            received: 0,
+        });
+    }
+
+    /// Sends what the windows now allow of bodies that were waiting, direct and proxied.
     fn h2_flush(&mut self, cx: &mut Cx<'_>, conn: &HttpConn, front: &mut H2Front) {
+        if !front.proxied.is_empty() {
+            self.h2_proxy_pump(cx, conn, front);
+        }
         let mut i = 0;
         while i < front.pending.len() {
             let p = front.pending[i];
@@ -403,6 +462,12 @@ impl HttpService {
             return self.h2_settle(cx, conn, front, false);
         }
         let idle = front.conn.active_streams() == 0;
+        if !idle && cx.pending_output() == 0 && !front.proxied.is_empty() {
+            // Streams wait for their backends, whose own timers bound that wait.
+            self.put_front(cx, front);
+            cx.set_timer(self.timeouts(conn).client);
+            return;
+        }
         let reason = if !idle {
             CloseReason::ClientTimeout
         } else if conn.served() {
@@ -438,9 +503,21 @@ impl HttpService {
         self.h2_settle(cx, conn, front, false);
     }
 
+    /// A backend side or the pool left work for this connection's proxied streams.
+    pub(super) fn h2_wake(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+        if cx.is_closing() {
+            return;
+        }
+        let mut front = self.take_front(cx);
+        self.h2_flush(cx, conn, &mut front);
+        self.h2_settle(cx, conn, front, false);
+    }
+
     /// The connection closed.
     pub(super) fn h2_closed(&mut self, id: coreplex_engine::Id) {
-        self.h2_conns.remove(&id);
+        if let Some(front) = self.h2_conns.remove(&id) {
+            self.h2_proxy_closed(&front);
+        }
         self.stats.h2.connections_current -= 1;
     }
 }

@@ -554,7 +554,12 @@ impl Service for HttpService {
 
     fn on_input(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, input: &[u8]) -> usize {
         match conn.phase {
-            Phase::Backend => return self.backend_input(cx, conn, input),
+            Phase::Backend => {
+                return match self.stream_key(cx.id()) {
+                    Some(key) => self.stream_backend_input(cx, key, input),
+                    None => self.backend_input(cx, conn, input),
+                }
+            }
             Phase::H2 => return self.h2_input(cx, conn, input),
             Phase::Idle if !conn.served() && self.listeners[conn.listener as usize].h2c => {
                 match super::h2::looks_like_preface(input) {
@@ -640,7 +645,12 @@ impl Service for HttpService {
 
     fn on_peer_closed(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
         match conn.phase {
-            Phase::Backend => return self.backend_closed(cx, conn),
+            Phase::Backend => {
+                return match self.stream_key(cx.id()) {
+                    Some(key) => self.stream_backend_eof(cx, key),
+                    None => self.backend_closed(cx, conn),
+                }
+            }
             Phase::Proxy => return self.proxy_client_eof(cx, conn),
             Phase::H2 if cx.pending_output() > 0 => {
                 // Responses already written still go out (a client may half-close after its
@@ -670,6 +680,11 @@ impl Service for HttpService {
         if conn.phase == Phase::Proxy {
             self.proxy_drained(cx, conn);
         }
+        if conn.phase == Phase::Backend {
+            if let Some(key) = self.stream_key(cx.id()) {
+                self.stream_send(cx, key);
+            }
+        }
         if conn.phase == Phase::Idle {
             if conn.draining() {
                 cx.close(CloseReason::Shutdown);
@@ -680,7 +695,18 @@ impl Service for HttpService {
     }
 
     fn on_connected(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, result: std::io::Result<()>) {
-        self.backend_connected(cx, conn, result);
+        match self.stream_key(cx.id()) {
+            Some(key) => self.stream_connected(cx, key, result),
+            None => self.backend_connected(cx, conn, result),
+        }
+    }
+
+    fn on_opened(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, tag: u64) {
+        self.stream_opened(cx, conn, tag);
+    }
+
+    fn on_open_failed(&mut self, cx: &mut Cx<'_>, _conn: &mut HttpConn, tag: u64) {
+        self.stream_open_failed(cx, tag);
     }
 
     fn on_paired(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
@@ -688,8 +714,15 @@ impl Service for HttpService {
     }
 
     fn on_wake(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
-        if conn.phase == Phase::Proxy {
-            self.proxy_wake(cx, conn);
+        match conn.phase {
+            Phase::Proxy => self.proxy_wake(cx, conn),
+            Phase::H2 => self.h2_wake(cx, conn),
+            Phase::Backend => {
+                if let Some(key) = self.stream_key(cx.id()) {
+                    self.stream_send(cx, key);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -712,7 +745,10 @@ impl Service for HttpService {
             Phase::Body => self.fail(cx, conn, 408, CloseReason::ClientTimeout),
             Phase::Closing => cx.close(CloseReason::ClientTimeout),
             Phase::Proxy => self.proxy_timer(cx, conn),
-            Phase::Backend => self.backend_timer(cx, conn),
+            Phase::Backend => match self.stream_key(cx.id()) {
+                Some(key) => self.stream_backend_timer(cx, key),
+                None => self.backend_timer(cx, conn),
+            },
             Phase::H2 if cx.is_closing() => cx.close(CloseReason::ClientTimeout),
             Phase::H2 => self.h2_timer(cx, conn),
         }
@@ -722,7 +758,7 @@ impl Service for HttpService {
         conn.flags |= DRAINING;
         if cx.is_outbound() {
             // Idle pooled connections close now; busy ones finish their exchange.
-            if cx.peer().is_none() {
+            if cx.peer().is_none() && self.stream_key(cx.id()).is_none() {
                 cx.close(CloseReason::Shutdown);
             }
             return;
@@ -748,6 +784,7 @@ impl Service for HttpService {
         }
         if conn.phase == Phase::Backend {
             self.proxy.backend_conn_closed(conn.listener as usize, id);
+            self.stream_backend_closed(id);
         } else if conn.used_backend() {
             self.proxy_client_closed(id);
         }

@@ -420,9 +420,7 @@ fn check_reports_http2_errors_with_their_key_paths() {
         "listener[0].http2.max_frame_size",
         "listener[0].http2.initial_window_size",
         "listener[0].http2.idle_timeout",
-        "listener[0].http2.h2c",
         "listener[1].tls.alpn[1]",
-        "listener[1].tls.alpn",
         "backend.b.protocol",
     ] {
         assert!(err.contains(&format!("{key}:")), "{key}: {err}");

@@ -23,8 +23,12 @@ impl<S: Service> Shard<S> {
             self.apply_own(id, bits, reason);
         }
         let wake = std::mem::take(&mut effects.wake);
+        let opens = std::mem::take(&mut effects.opens);
         if bits & PEER_BITS != 0 || effects.connect.is_some() || effects.pair.is_some() {
             self.apply_peer(id, bits, effects);
+        }
+        for (fd, profile, tag) in opens {
+            self.open_detached(id, fd, profile, tag);
         }
         for other in wake {
             if self

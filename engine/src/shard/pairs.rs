@@ -90,12 +90,44 @@ impl<S: Service> Shard<S> {
     /// Adds connecting socket `fd` as an outbound connection paired with `from` (secure with
     /// the transport's client profile `profile`, if given).
     pub(super) fn open_outbound(&mut self, from: Id, fd: OwnedFd, profile: Option<u32>) {
+        match self.add_outbound(fd, profile) {
+            Some(nid) => self.link(from, nid),
+            None => self.refuse_outbound(from),
+        }
+    }
+
+    /// Adds connecting socket `fd` as an unpaired outbound connection ([`ConnCx::open`]): it
+    /// hears `on_opened` with `tag`, or `from` hears `on_open_failed`.
+    pub(super) fn open_detached(&mut self, from: Id, fd: OwnedFd, profile: Option<u32>, tag: u64) {
+        match self.add_outbound(fd, profile) {
+            Some(nid) => {
+                if let Some(((), req)) = self
+                    .core
+                    .call(nid, |svc, cx, app| svc.on_opened(cx, app, tag))
+                {
+                    self.apply(nid, req);
+                }
+            }
+            None => {
+                self.core.stats.outbound_refused += 1;
+                if let Some(((), req)) = self
+                    .core
+                    .call(from, |svc, cx, app| svc.on_open_failed(cx, app, tag))
+                {
+                    self.apply(from, req);
+                }
+            }
+        }
+    }
+
+    /// Inserts a connecting socket as an outbound connection and arms its connect; `None`
+    /// (the socket closed) without a slot or when the transport refuses the profile.
+    fn add_outbound(&mut self, fd: OwnedFd, profile: Option<u32>) -> Option<Id> {
         let session = match profile.map(|p| self.core.service.transport().connect(p)) {
             Some(Ok(s)) => Some(s),
             Some(Err(e)) => {
                 tracing::debug!("the transport refused client profile {profile:?}: {e}");
-                self.refuse_outbound(from);
-                return;
+                return None;
             }
             None => None,
         };
@@ -126,12 +158,12 @@ impl<S: Service> Shard<S> {
                         c.state |= state::SECURE;
                     }
                 }
-                self.link(from, nid);
                 self.ring.poll_out(raw, token::pack(OP_CONNECT, nid));
+                Some(nid)
             }
             // No slot for another outbound connection (global.max_outbound): the socket is
             // closed on drop.
-            Err(_) => self.refuse_outbound(from),
+            Err(_) => None,
         }
     }
 

@@ -5,7 +5,7 @@
 
 use super::rewrite::{self, Forwarding};
 use super::stats::ProxyError;
-use super::{session_id, Exchange, Failure, Resp, Stage, QUEUE_GRACE};
+use super::{session_id, Exchange, Failure, Resp, Stage, Waiter, QUEUE_GRACE};
 use crate::config::ClientClose;
 use crate::http::response::Persist;
 use crate::http::service::{Cx, HttpConn, HttpService, InFlight, Phase, MAX_PENDING_OUTPUT};
@@ -15,7 +15,7 @@ use coreplex_protocol::h1::{BodyDecoder, BodyKind, Method, RequestHead, Version}
 use std::time::Instant;
 
 /// Socket creation failed for lack of local resources (descriptors, memory, ports).
-fn is_local_exhaustion(e: &std::io::Error) -> bool {
+pub(super) fn is_local_exhaustion(e: &std::io::Error) -> bool {
     use nix::errno::Errno;
     e.raw_os_error().is_some_and(|n| {
         [
@@ -56,13 +56,7 @@ impl HttpService {
             return None;
         }
         let id = cx.id();
-        let client = *self.proxy.client_ips.entry(id).or_insert_with(|| {
-            cx.socket()
-                .peer_addr()
-                .ok()
-                .and_then(|a| a.as_socket())
-                .map(|a| a.ip())
-        });
+        let client = self.client_ip(cx);
         let rt = &self.proxy.backends[b];
         let cfg = &rt.config;
         let mut out = Vec::with_capacity(head.head_len + 96);
@@ -199,7 +193,7 @@ impl HttpService {
             Acquire::Queued(t) => {
                 ex.stage = Stage::Queued(t);
                 ex.since = now;
-                self.proxy.tickets.insert((b, t), id);
+                self.proxy.tickets.insert((b, t), Waiter::Client(id));
                 self.proxy.stats[b].queued += 1;
                 self.proxy.dirty = true;
                 cx.set_timer(self.proxy.config(b).timeouts.queue + QUEUE_GRACE);
@@ -244,7 +238,8 @@ impl HttpService {
     ) {
         let id = cx.id();
         if let Some(ex) = self.proxy.exchanges.remove(&id) {
-            self.proxy.discard(&ex);
+            self.proxy
+                .discard(ex.backend, ex.stage, ex.connected, ex.server);
             let s = &mut self.proxy.stats[ex.backend];
             s.error(e);
             s.response(status);
@@ -260,7 +255,8 @@ impl HttpService {
     fn proxy_abort(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, e: ProxyError, cut: Cut) {
         let id = cx.id();
         if let Some(ex) = self.proxy.exchanges.remove(&id) {
-            self.proxy.discard(&ex);
+            self.proxy
+                .discard(ex.backend, ex.stage, ex.connected, ex.server);
             self.proxy.stats[ex.backend].error(e);
         }
         if cx.peer().is_some() {
@@ -618,7 +614,8 @@ impl HttpService {
                 self.proxy.stats[ex.backend].error(ProxyError::ClientAbort);
             }
             // A paired backend connection learns it through `on_unpaired` and closes.
-            self.proxy.discard(&ex);
+            self.proxy
+                .discard(ex.backend, ex.stage, ex.connected, ex.server);
         }
         self.proxy.session_closed(id);
     }

@@ -19,6 +19,9 @@
 mod client;
 pub mod rewrite;
 pub mod stats;
+mod stream_upstream;
+pub(super) mod streams;
+pub mod translate;
 mod upstream;
 
 use crate::config::{Backend, TcpKeepalive};
@@ -147,6 +150,15 @@ pub(super) struct Exchange {
     pub client_eof: bool,
 }
 
+/// Who waits on a pool queue ticket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Waiter {
+    /// An HTTP/1.1 client connection's exchange.
+    Client(Id),
+    /// An HTTP/2 stream's exchange.
+    Stream(u64),
+}
+
 /// Hashes engine ids (already unique small integers) with one multiply.
 #[derive(Default)]
 pub(super) struct IdHasher(u64);
@@ -211,7 +223,14 @@ pub struct ProxyShard {
     /// Client addresses of connections that used a backend (for X-Forwarded-For without a
     /// `getpeername` per request); removed when the client closes.
     pub(super) client_ips: FastMap<Id, Option<std::net::IpAddr>>,
-    pub(super) tickets: HashMap<(usize, Ticket), Id>,
+    pub(super) tickets: HashMap<(usize, Ticket), Waiter>,
+    /// Exchanges of HTTP/2 streams, by key.
+    pub(super) streams: FastMap<u64, streams::StreamExchange>,
+    /// The stream exchange each backend connection serves.
+    pub(super) stream_of_conn: FastMap<Id, u64>,
+    pub(super) next_stream: u64,
+    /// Client connections to wake at the next poll (their backend connection closed).
+    pending_wake: Vec<Id>,
     /// Backend connections to close at the next poll (private connections of closed sessions).
     pending_close: Vec<Id>,
     /// Something freed a slot or changed a deadline: run the pools at the next poll.
@@ -249,6 +268,10 @@ impl ProxyShard {
             exchanges: FastMap::default(),
             client_ips: FastMap::default(),
             tickets: HashMap::new(),
+            streams: FastMap::default(),
+            stream_of_conn: FastMap::default(),
+            next_stream: 0,
+            pending_wake: Vec::new(),
             pending_close: Vec::new(),
             dirty: false,
             next_deadline: None,
@@ -302,6 +325,9 @@ impl ProxyShard {
         for id in self.pending_close.drain(..) {
             actions.close(id, CloseReason::Done);
         }
+        for id in self.pending_wake.drain(..) {
+            actions.wake(id);
+        }
         if !self.dirty && self.next_deadline.is_none_or(|d| d > now) {
             return self.next_deadline;
         }
@@ -310,24 +336,22 @@ impl ProxyShard {
         for b in 0..self.pools.len() {
             let expired = self.pools[b].expire(now);
             for t in expired.queue_timeouts {
-                if let Some(client) = self.tickets.remove(&(b, t)) {
-                    if let Some(ex) = self.exchanges.get_mut(&client) {
-                        ex.stage = Stage::TimedOut;
+                if let Some(w) = self.tickets.remove(&(b, t)) {
+                    if let Some(client) = self.set_stage(w, Stage::TimedOut) {
+                        actions.wake(client);
                     }
-                    actions.wake(client);
                 }
             }
             for c in expired.close {
                 actions.close(engine_id(c), CloseReason::KeepAliveTimeout);
             }
             for (t, decision) in self.pools[b].poll_queue(now) {
-                match self.tickets.remove(&(b, t)) {
-                    Some(client) => {
-                        if let Some(ex) = self.exchanges.get_mut(&client) {
-                            ex.stage = Stage::Ready(decision);
-                        }
-                        actions.wake(client);
-                    }
+                match self
+                    .tickets
+                    .remove(&(b, t))
+                    .and_then(|w| self.set_stage(w, Stage::Ready(decision)))
+                {
+                    Some(client) => actions.wake(client),
                     None => self.abandon(b, decision),
                 }
             }
@@ -339,21 +363,48 @@ impl ProxyShard {
         next
     }
 
-    /// Returns what an abandoned exchange holds in its pool: a queue ticket, an unused decision or
-    /// a connection attempt. (A paired backend connection frees its slot when it closes.)
-    pub(super) fn discard(&mut self, ex: &Exchange) {
-        let b = ex.backend;
-        match ex.stage {
+    /// Moves a queued exchange to `stage`; returns the client connection to wake (`None`: the
+    /// exchange is gone).
+    fn set_stage(&mut self, w: Waiter, stage: Stage) -> Option<Id> {
+        match w {
+            Waiter::Client(client) => {
+                let ex = self.exchanges.get_mut(&client)?;
+                ex.stage = stage;
+                Some(client)
+            }
+            Waiter::Stream(key) => {
+                let ex = self.streams.get_mut(&key)?;
+                ex.stage = stage;
+                Some(ex.client)
+            }
+        }
+    }
+
+    /// Returns what an abandoned exchange of `backend` holds in its pool: a queue ticket, an
+    /// unused decision or a connection attempt. (A backend connection in use frees its slot
+    /// when it closes.)
+    pub(super) fn discard(&mut self, b: usize, stage: Stage, connected: bool, server: ServerId) {
+        match stage {
             Stage::Queued(t) => {
                 self.tickets.remove(&(b, t));
                 self.abandon(b, Acquire::Queued(t));
             }
             Stage::Ready(decision) => self.abandon(b, decision),
-            Stage::Connecting if !ex.connected => {
-                self.abandon(b, Acquire::Connect { server: ex.server })
-            }
+            Stage::Connecting if !connected => self.abandon(b, Acquire::Connect { server }),
             _ => {}
         }
+    }
+
+    /// Closes backend connection `id` at the next poll.
+    pub(super) fn close_later(&mut self, id: Id) {
+        self.pending_close.push(id);
+        self.dirty = true;
+    }
+
+    /// Wakes client connection `id` at the next poll.
+    pub(super) fn wake_later(&mut self, id: Id) {
+        self.pending_wake.push(id);
+        self.dirty = true;
     }
 
     /// Gives back a decision nobody will use (its client left between the queue and the wake).

@@ -199,6 +199,15 @@ pub fn request_head(
     out.extend_from_slice(b"\r\n");
 }
 
+/// The end-to-end fields of a head: without the hop-by-hop ones and those its `Connection`
+/// field names.
+pub fn end_to_end<'h, 'b>(headers: &'h [Header<'b>]) -> impl Iterator<Item = &'h Header<'b>> {
+    let named = Named::from_headers(headers);
+    headers
+        .iter()
+        .filter(move |h| !is_hop_by_hop(h.name, &named))
+}
+
 /// Writes a response head for the client into `out`. `dechunk`: the body will be sent without
 /// chunked framing (drop `Transfer-Encoding`).
 pub fn response_head(

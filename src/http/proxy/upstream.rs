@@ -12,7 +12,7 @@ use crate::http::service::{Cx, HttpConn, HttpService, Phase, MAX_PENDING_OUTPUT}
 use coreplex_engine::CloseReason;
 use coreplex_pool::Release;
 use coreplex_protocol::h1::{
-    parse_response, BodyDecoder, BodyKind, Limits, ResponseBody, ResponseHead,
+    parse_response, BodyDecoder, BodyKind, Limits, Method, ResponseBody, ResponseHead,
 };
 
 /// Limits on a backend's response head.
@@ -87,112 +87,25 @@ impl HttpService {
             return input.len();
         }
         ex.resp_seen = true;
-        let mut pos = 0;
-        loop {
-            match &mut ex.resp {
-                Resp::Head => {
-                    let mut scratch = [httparse::EMPTY_HEADER; 128];
-                    let head = match parse_response(
-                        &input[pos..],
-                        ex.method,
-                        &RESPONSE_LIMITS,
-                        &mut scratch,
-                    ) {
-                        Ok(Some(h)) => h,
-                        Ok(None) => break,
-                        Err(e) => {
-                            tracing::debug!("bad response from backend: {e}");
-                            ex.failure = Some(Failure::BadResponse);
-                            cx.close(CloseReason::ProtocolError);
-                            return input.len();
-                        }
-                    };
-                    pos += head.head_len;
-                    if head.interim {
-                        // 1xx (100 Continue, 103 Early Hints): HTTP/1.1 clients see it.
-                        if !ex.http10 {
-                            if let Some(out) = cx.peer_output() {
-                                write_head(out, &head, Persist::KeepAlive11, false);
-                            }
-                        }
-                        continue;
-                    }
-                    if head.body == ResponseBody::Tunnel {
-                        // Upgrades are not forwarded (the Upgrade field is removed), so a 101
-                        // or a 2xx to CONNECT is a backend error.
-                        ex.failure = Some(Failure::BadResponse);
-                        cx.close(CloseReason::ProtocolError);
-                        return input.len();
-                    }
-                    ex.status = head.status;
-                    ex.private = rewrite::is_connection_auth(head.status, head.headers);
-                    ex.backend_keep = head.keep_alive;
-                    let dechunk = ex.http10 && head.body == ResponseBody::Chunked;
-                    // A response before the whole request was read ends the client connection
-                    // (the rest of the body cannot be told from a next request): say so.
-                    if head.body == ResponseBody::UntilClose
-                        || dechunk
-                        || !ex.req_done
-                        || conn.draining()
-                        || cx.is_stopping()
-                    {
-                        ex.persist = Persist::Close;
-                    }
-                    if let Some(out) = cx.peer_output() {
-                        write_head(out, &head, ex.persist, dechunk);
-                    }
-                    ex.resp_started = true;
-                    ex.head = Vec::new();
-                    ex.resp = match head.body {
-                        ResponseBody::Length(n) => {
-                            Resp::Body(BodyDecoder::new(BodyKind::Length(n), u64::MAX), false)
-                        }
-                        ResponseBody::Chunked => {
-                            Resp::Body(BodyDecoder::new(BodyKind::Chunked, u64::MAX), dechunk)
-                        }
-                        ResponseBody::UntilClose => Resp::UntilClose,
-                        ResponseBody::None | ResponseBody::Tunnel => Resp::Done,
-                    };
-                }
-                Resp::Body(decoder, dechunk) => {
-                    let rest = &input[pos..];
-                    match decoder.decode(rest) {
-                        Ok(step) => {
-                            let bytes = if *dechunk {
-                                &rest[step.payload.clone()]
-                            } else {
-                                &rest[..step.consumed]
-                            };
-                            if !bytes.is_empty() {
-                                if let Some(out) = cx.peer_output() {
-                                    out.extend_from_slice(bytes);
-                                }
-                            }
-                            pos += step.consumed;
-                            if step.done {
-                                ex.resp = Resp::Done;
-                            } else if step.consumed == 0 || pos == input.len() {
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::debug!("bad response body from backend: {e}");
-                            ex.failure = Some(Failure::BadResponse);
-                            cx.close(CloseReason::ProtocolError);
-                            return input.len();
-                        }
-                    }
-                }
-                Resp::UntilClose => {
-                    if let Some(out) = cx.peer_output() {
-                        out.extend_from_slice(&input[pos..]);
-                    }
-                    pos = input.len();
-                    break;
-                }
-                Resp::Done => break,
+        let draining = conn.draining() || cx.is_stopping();
+        let mut resp = std::mem::replace(&mut ex.resp, Resp::Done);
+        let method = ex.method;
+        let read = read_response(
+            &mut resp,
+            input,
+            method,
+            &mut ClientSink { ex, cx, draining },
+        );
+        let ex = self.proxy.exchanges.get_mut(&client).expect("checked");
+        ex.resp = resp;
+        let pos = match read {
+            Ok(r) => r.used,
+            Err(()) => {
+                ex.failure = Some(Failure::BadResponse);
+                cx.close(CloseReason::ProtocolError);
+                return input.len();
             }
-        }
+        };
         if matches!(ex.resp, Resp::Done) {
             // Bytes after a complete response: the backend is out of step, do not reuse it.
             let clean = pos == input.len();
@@ -266,6 +179,155 @@ impl HttpService {
             ex.failure = Some(Failure::ServerTimeout);
         }
         cx.close(CloseReason::ClientTimeout);
+    }
+}
+
+/// What a backend's response is read into: the client connection of an HTTP/1.1 exchange, or
+/// the buffers of an HTTP/2 stream's exchange.
+pub(super) trait ResponseSink {
+    /// A response head. Interim (1xx) heads return `Ok(None)`; a final head returns how its
+    /// body is read (`Err`: the head is unacceptable).
+    fn head(&mut self, head: &ResponseHead<'_, '_>) -> Result<Option<Resp>, ()>;
+    /// Body bytes (payload only where the body state says to strip chunked framing).
+    fn body(&mut self, bytes: &[u8]);
+    /// How many more body bytes (as received, framing included) may be taken now; reading
+    /// stops at 0 and the rest waits in the connection's input.
+    fn room(&self) -> usize {
+        usize::MAX
+    }
+}
+
+/// How a final response head's body is read: `dechunk` strips chunked framing.
+pub(super) fn body_state(body: ResponseBody, dechunk: bool) -> Resp {
+    match body {
+        ResponseBody::Length(n) => {
+            Resp::Body(BodyDecoder::new(BodyKind::Length(n), u64::MAX), false)
+        }
+        ResponseBody::Chunked => Resp::Body(BodyDecoder::new(BodyKind::Chunked, u64::MAX), dechunk),
+        ResponseBody::UntilClose => Resp::UntilClose,
+        ResponseBody::None | ResponseBody::Tunnel => Resp::Done,
+    }
+}
+
+/// How far a response read got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Read {
+    /// Bytes of the input consumed.
+    pub used: usize,
+    /// Reading stopped for lack of room in the sink (not for lack of input).
+    pub blocked: bool,
+}
+
+/// Reads response bytes from `input` into `sink` as far as `resp` (updated) and the sink's
+/// room allow (`Err`: a malformed head or body).
+pub(super) fn read_response(
+    resp: &mut Resp,
+    input: &[u8],
+    method: Method,
+    sink: &mut impl ResponseSink,
+) -> Result<Read, ()> {
+    let mut pos = 0;
+    let stop = |used, blocked| Ok(Read { used, blocked });
+    loop {
+        match resp {
+            Resp::Head => {
+                let mut scratch = [httparse::EMPTY_HEADER; 128];
+                let head =
+                    match parse_response(&input[pos..], method, &RESPONSE_LIMITS, &mut scratch) {
+                        Ok(Some(h)) => h,
+                        Ok(None) => return stop(pos, false),
+                        Err(e) => {
+                            tracing::debug!("bad response from backend: {e}");
+                            return Err(());
+                        }
+                    };
+                pos += head.head_len;
+                if let Some(next) = sink.head(&head)? {
+                    *resp = next;
+                }
+            }
+            Resp::Body(decoder, dechunk) => {
+                let room = sink.room();
+                if room == 0 {
+                    return stop(pos, pos < input.len());
+                }
+                let end = pos.saturating_add(room).min(input.len());
+                let limited = end < input.len();
+                let rest = &input[pos..end];
+                let step = decoder.decode(rest).map_err(|e| {
+                    tracing::debug!("bad response body from backend: {e}");
+                })?;
+                let bytes = if *dechunk {
+                    &rest[step.payload.clone()]
+                } else {
+                    &rest[..step.consumed]
+                };
+                if !bytes.is_empty() {
+                    sink.body(bytes);
+                }
+                pos += step.consumed;
+                if step.done {
+                    *resp = Resp::Done;
+                } else if step.consumed == 0 || pos == end {
+                    return stop(pos, limited);
+                }
+            }
+            Resp::UntilClose => {
+                let end = pos.saturating_add(sink.room()).min(input.len());
+                sink.body(&input[pos..end]);
+                return stop(end, end < input.len());
+            }
+            Resp::Done => return stop(pos, false),
+        }
+    }
+}
+
+/// An HTTP/1.1 client's exchange: heads and body bytes go to the paired client's output.
+struct ClientSink<'a, 'c> {
+    ex: &'a mut super::Exchange,
+    cx: &'a mut Cx<'c>,
+    /// A stop is under way: the response closes the client connection.
+    draining: bool,
+}
+
+impl ResponseSink for ClientSink<'_, '_> {
+    fn head(&mut self, head: &ResponseHead<'_, '_>) -> Result<Option<Resp>, ()> {
+        let ex = &mut *self.ex;
+        if head.interim {
+            // 1xx (100 Continue, 103 Early Hints): HTTP/1.1 clients see it.
+            if !ex.http10 {
+                if let Some(out) = self.cx.peer_output() {
+                    write_head(out, head, Persist::KeepAlive11, false);
+                }
+            }
+            return Ok(None);
+        }
+        if head.body == ResponseBody::Tunnel {
+            // Upgrades are not forwarded (the Upgrade field is removed), so a 101 or a 2xx to
+            // CONNECT is a backend error.
+            return Err(());
+        }
+        ex.status = head.status;
+        ex.private = rewrite::is_connection_auth(head.status, head.headers);
+        ex.backend_keep = head.keep_alive;
+        let dechunk = ex.http10 && head.body == ResponseBody::Chunked;
+        // A response before the whole request was read ends the client connection (the rest
+        // of the body cannot be told from a next request): say so.
+        if head.body == ResponseBody::UntilClose || dechunk || !ex.req_done || self.draining {
+            ex.persist = Persist::Close;
+        }
+        if let Some(out) = self.cx.peer_output() {
+            write_head(out, head, ex.persist, dechunk);
+        }
+        ex.resp_started = true;
+        ex.head = Vec::new();
+        Ok(Some(body_state(head.body, dechunk)))
+    }
+
+    fn body(&mut self, bytes: &[u8]) {
+        if let Some(out) = self.cx.peer_output() {
+            out.extend_from_slice(bytes);
+        }
     }
 }
 

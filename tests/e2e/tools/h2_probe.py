@@ -11,6 +11,9 @@
   h2_probe.py noread HOST PORT PATH   100 requests held by the connection window, then one
                                       WINDOW_UPDATE opening it; never reads (holds 3 s)
   h2_probe.py request HOST PORT PATH  one GET with prior knowledge: prints status and body length
+  h2_probe.py abort HOST PORT PATH NEXT  GET PATH, RST_STREAM(CANCEL) after its first DATA
+                                      ("reset after N"), then GET NEXT on the same
+                                      connection ("next <status> <body length>")
   h2_probe.py settings HOST PORT      prints the server's SETTINGS as name=value lines
   h2_probe.py shutdown HOST PORT      one request, prints "ready", then reports the GOAWAYs it
                                       gets (acking PINGs) and "closed" at EOF
@@ -295,6 +298,41 @@ def main():
             if eof:
                 break
         print(f"status {status} body {body}")
+    elif cmd == "abort":
+        s = connect(host, port)
+        enc = Encoder()
+        from hpack import Decoder
+        dec = Decoder()
+        s.sendall(HeadersFrame(1, request_headers(enc, sys.argv[4]),
+                               flags=["END_HEADERS", "END_STREAM"]).serialize())
+        buf, got, reset = b"", 0, False
+        s.settimeout(5)
+        status, body = None, 0
+        while True:
+            frames, buf, eof = read_frames(s, buf)
+            for f in frames:
+                if isinstance(f, SettingsFrame) and "ACK" not in f.flags:
+                    s.sendall(SettingsFrame(0, flags=["ACK"]).serialize())
+                if isinstance(f, DataFrame) and f.stream_id == 1 and not reset:
+                    got += len(f.data)
+                    reset = True
+                    print(f"reset after {got}", flush=True)
+                    s.sendall(RstStreamFrame(1, error_code=8).serialize()
+                              + WindowUpdateFrame(0, 1 << 20).serialize()
+                              + HeadersFrame(3, request_headers(enc, sys.argv[5]),
+                                             flags=["END_HEADERS", "END_STREAM"]).serialize())
+                if isinstance(f, HeadersFrame) and f.stream_id == 3:
+                    status = dict(dec.decode(f.data)).get(":status")
+                elif isinstance(f, HeadersFrame):
+                    dec.decode(f.data)  # keep the HPACK table in step
+                if isinstance(f, DataFrame) and f.stream_id == 3:
+                    body += len(f.data)
+                if f.stream_id == 3 and "END_STREAM" in f.flags:
+                    print(f"next {status} {body}", flush=True)
+                    return
+            if eof:
+                print(f"closed; next {status} {body}", flush=True)
+                return
     elif cmd == "request":
         s = connect(host, port)
         status, body = one_request(s, sys.argv[4] if len(sys.argv) > 4 else "/")

@@ -1,0 +1,272 @@
+//! HTTP/2 streams proxied to HTTP/1.1 backends: the backend side. A backend connection serving
+//! a stream is unpaired; `ProxyShard::stream_of_conn` leads from it to its exchange. It sends
+//! the request head and the body the client side left in the exchange (within the output
+//! bound), reads the response into the exchange (stopping while [`DOWN_MAX`] bytes wait for the
+//! client), and once the response is complete goes back to its pool or closes.
+
+use super::rewrite;
+use super::streams::{StreamExchange, DOWN_MAX};
+use super::translate::ResponseFields;
+use super::upstream::{body_state, read_response, ResponseSink};
+use super::{conn_id, set_keepalive, Failure, Resp, Stage};
+use crate::http::service::{Cx, HttpConn, HttpService, Phase, MAX_PENDING_OUTPUT};
+use coreplex_engine::{CloseReason, Id};
+use coreplex_pool::Release;
+use coreplex_protocol::h1::{ResponseBody, ResponseHead};
+
+/// A stream's exchange as the response reader's sink.
+struct StreamSink<'a> {
+    ex: &'a mut StreamExchange,
+}
+
+impl ResponseSink for StreamSink<'_> {
+    fn head(&mut self, head: &ResponseHead<'_, '_>) -> Result<Option<Resp>, ()> {
+        if head.interim {
+            // 1xx heads are not passed on to h2 clients.
+            return Ok(None);
+        }
+        if head.body == ResponseBody::Tunnel {
+            return Err(());
+        }
+        let ex = &mut *self.ex;
+        ex.status = head.status;
+        ex.private = rewrite::is_connection_auth(head.status, head.headers);
+        ex.backend_keep = head.keep_alive;
+        ex.fields = Some(ResponseFields::from_h1(head.headers));
+        // The h2 framing delimits the body: chunked framing is always stripped.
+        Ok(Some(body_state(head.body, true)))
+    }
+
+    fn body(&mut self, bytes: &[u8]) {
+        self.ex.down.extend_from_slice(bytes);
+    }
+
+    fn room(&self) -> usize {
+        DOWN_MAX.saturating_sub(self.ex.down.len())
+    }
+}
+
+impl HttpService {
+    /// The exchange a backend connection serves, if it serves a stream.
+    pub(in crate::http) fn stream_key(&self, id: Id) -> Option<u64> {
+        self.proxy.stream_of_conn.get(&id).copied()
+    }
+
+    /// A connection opened for exchange `key` exists (still connecting).
+    pub(in crate::http) fn stream_opened(
+        &mut self,
+        cx: &mut Cx<'_>,
+        conn: &mut HttpConn,
+        key: u64,
+    ) {
+        let Some(ex) = self.proxy.streams.get_mut(&key) else {
+            cx.close(CloseReason::Done);
+            return;
+        };
+        if ex.stage != Stage::Connecting || ex.conn.is_some() {
+            cx.close(CloseReason::Done);
+            return;
+        }
+        ex.conn = Some(cx.id());
+        ex.opening = false;
+        conn.phase = Phase::Backend;
+        conn.listener = ex.backend as u8;
+        self.proxy.stream_of_conn.insert(cx.id(), key);
+        cx.set_timer(self.proxy.backends[ex.backend].config.timeouts.connect);
+    }
+
+    /// The asker could not get a connection slot for exchange `key`.
+    pub(in crate::http) fn stream_open_failed(&mut self, cx: &mut Cx<'_>, key: u64) {
+        if let Some(ex) = self.proxy.streams.get_mut(&key) {
+            ex.failure = None; // no slot: answered 503 without blaming the server
+            ex.conn = None;
+            ex.opening = false;
+            cx.wake(ex.client);
+        }
+    }
+
+    /// A stream's backend connection connected (or failed).
+    pub(in crate::http) fn stream_connected(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: u64,
+        result: std::io::Result<()>,
+    ) {
+        let now = cx.now();
+        let Some(ex) = self.proxy.streams.get_mut(&key) else {
+            cx.close(CloseReason::Done);
+            return;
+        };
+        if let Err(e) = result {
+            tracing::debug!("backend connect failed: {e}");
+            ex.failure = Some(Failure::ConnectFailed);
+            cx.close(CloseReason::ConnectFailed);
+            return;
+        }
+        let b = ex.backend;
+        if let Err(e) =
+            self.proxy.pools[b].connected(ex.server, conn_id(cx.id()), ex.info.session, now)
+        {
+            tracing::warn!("pool bookkeeping: {e}");
+        }
+        ex.connected = true;
+        ex.stage = Stage::Forwarding;
+        let s = &mut self.proxy.stats[b];
+        s.connects += 1;
+        s.connect_time_us += now.saturating_duration_since(ex.since).as_micros() as u64;
+        if let Some(tls) = cx.session::<Box<coreplex_tls::State>>() {
+            s.tls_handshakes[usize::from(tls.agreed().resumed)] += 1;
+        }
+        if let Some(k) = &self.proxy.config(b).tcp_keepalive {
+            set_keepalive(cx, k);
+        }
+        self.stream_send(cx, key);
+    }
+
+    /// Sends what the exchange has for the backend: the head once, then the request body as far
+    /// as the output bound allows; the client gets the window back for what was taken.
+    pub(in crate::http) fn stream_send(&mut self, cx: &mut Cx<'_>, key: u64) {
+        let Some(ex) = self.proxy.streams.get_mut(&key) else {
+            return;
+        };
+        if !ex.connected {
+            return;
+        }
+        let mut moved = false;
+        if !ex.head_sent {
+            cx.output().extend_from_slice(&ex.head);
+            ex.head_sent = true;
+            moved = true;
+        }
+        if !ex.up.is_empty() && cx.pending_output() < MAX_PENDING_OUTPUT {
+            cx.output().extend_from_slice(&ex.up);
+            ex.up.clear();
+            ex.up_credit += ex.up_payload;
+            ex.up_payload = 0;
+            moved = true;
+        }
+        if ex.backend_paused && ex.down.len() < DOWN_MAX / 2 {
+            ex.backend_paused = false;
+            cx.resume_input();
+        }
+        if moved {
+            let t = self.proxy.backends[ex.backend].config.timeouts.server;
+            cx.set_timer(t);
+            cx.wake(ex.client);
+        }
+    }
+
+    /// Response bytes on a stream's backend connection.
+    pub(in crate::http) fn stream_backend_input(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: u64,
+        input: &[u8],
+    ) -> usize {
+        let Some(ex) = self.proxy.streams.get_mut(&key) else {
+            cx.close(CloseReason::ProtocolError);
+            return input.len();
+        };
+        if !ex.connected || !ex.head_sent {
+            cx.close(CloseReason::ProtocolError);
+            return input.len();
+        }
+        ex.resp_seen = true;
+        let mut resp = std::mem::replace(&mut ex.resp, Resp::Done);
+        let method = ex.method;
+        let read = read_response(&mut resp, input, method, &mut StreamSink { ex });
+        let ex = self.proxy.streams.get_mut(&key).expect("checked");
+        ex.resp = resp;
+        let client = ex.client;
+        let Ok(super::upstream::Read { used: pos, blocked }) = read else {
+            ex.failure = Some(Failure::BadResponse);
+            cx.close(CloseReason::ProtocolError);
+            return input.len();
+        };
+        cx.wake(client);
+        if matches!(ex.resp, Resp::Done) {
+            let clean = pos == input.len();
+            self.stream_finish_backend(cx, key, clean);
+            return input.len();
+        }
+        if blocked {
+            ex.backend_paused = true;
+            cx.pause_input();
+        }
+        let t = self.proxy.backends[ex.backend].config.timeouts.server;
+        cx.set_timer(t);
+        pos
+    }
+
+    /// The response is complete: the connection goes back to its pool (or closes).
+    fn stream_finish_backend(&mut self, cx: &mut Cx<'_>, key: u64, clean: bool) {
+        let Some(ex) = self.proxy.streams.get_mut(&key) else {
+            return;
+        };
+        ex.down_end = true;
+        ex.conn = None;
+        let b = ex.backend;
+        let reusable =
+            clean && ex.backend_keep && ex.up_end && ex.up.is_empty() && !cx.is_stopping();
+        let private = ex.private;
+        self.proxy.stream_of_conn.remove(&cx.id());
+        cx.clear_timer();
+        let release = self.proxy.pools[b].release(conn_id(cx.id()), reusable, private, cx.now());
+        self.proxy.dirty = true;
+        if !matches!(release, Ok(Release::Keep)) {
+            cx.close(CloseReason::Done);
+        }
+    }
+
+    /// The backend closed its side: the end of a close-delimited body, else a failure (heard
+    /// by the exchange when the connection closes).
+    pub(in crate::http) fn stream_backend_eof(&mut self, cx: &mut Cx<'_>, key: u64) {
+        if let Some(ex) = self.proxy.streams.get_mut(&key) {
+            if matches!(ex.resp, Resp::UntilClose) {
+                ex.resp = Resp::Done;
+                ex.backend_keep = false;
+                cx.wake(ex.client);
+                self.stream_finish_backend(cx, key, false);
+            }
+        }
+        cx.close(CloseReason::PeerClosed);
+    }
+
+    /// A stream's backend connection timer: connect timeout, or the server silent for
+    /// `timeouts.server` (not while the client is the one holding the response back).
+    pub(in crate::http) fn stream_backend_timer(&mut self, cx: &mut Cx<'_>, key: u64) {
+        let Some(ex) = self.proxy.streams.get_mut(&key) else {
+            cx.close(CloseReason::ClientTimeout);
+            return;
+        };
+        let t = self.proxy.backends[ex.backend].config.timeouts.server;
+        if ex.connected && ex.backend_paused {
+            cx.set_timer(t);
+            return;
+        }
+        ex.failure = Some(if ex.connected {
+            Failure::ServerTimeout
+        } else {
+            Failure::ConnectTimeout
+        });
+        cx.close(CloseReason::ClientTimeout);
+    }
+
+    /// A backend connection closed: the exchange it served (if any) learns it on its client's
+    /// next wake.
+    pub(in crate::http) fn stream_backend_closed(&mut self, id: Id) {
+        let Some(key) = self.proxy.stream_of_conn.remove(&id) else {
+            return;
+        };
+        if let Some(ex) = self.proxy.streams.get_mut(&key) {
+            if ex.conn == Some(id) {
+                ex.conn = None;
+                if ex.failure.is_none() && !ex.connected {
+                    ex.failure = Some(Failure::ConnectFailed);
+                }
+                let client = ex.client;
+                self.proxy.wake_later(client);
+            }
+        }
+    }
+}

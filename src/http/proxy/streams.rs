@@ -1,0 +1,664 @@
+//! HTTP/2 streams proxied to HTTP/1.1 backends: the client side.
+//!
+//! A stream's exchange ([`StreamExchange`]) is keyed by a shard-local number, not by a pair:
+//! one h2 client connection carries many streams, each with its own backend connection (made
+//! with [`ConnCx::open`](coreplex_engine::ConnCx::open) and found again by
+//! `ProxyShard::stream_of_conn`). The two sides never touch each other's buffers: the client
+//! side turns the exchange's response head and body into HEADERS and DATA frames and returns
+//! request-body window to the client; the backend side (`stream_upstream`) moves the request
+//! into its socket and the response into the exchange. Each wakes the other ([`ConnCx::wake`])
+//! when it left something to do.
+//!
+//! Backpressure both ways, never a whole body buffered: request body bytes count against the
+//! stream's window until the backend connection took them (a backend that does not read holds
+//! back the stream's WINDOW_UPDATEs); the response body waits in the exchange up to
+//! [`DOWN_MAX`] bytes, and the backend connection stops reading while it is full (a client whose
+//! window is closed pauses reading from its backend).
+//!
+//! Life: `Deciding` -> `Queued` / `Connecting` / reuse -> `Forwarding` -> the response complete
+//! (`end_sent`: the exchange is removed) or a failure: before the response started, an error
+//! response on the stream (or a retry), after it, RST_STREAM(INTERNAL_ERROR).
+
+use super::rewrite::Forwarding;
+use super::stats::ProxyError;
+use super::translate::{self, ResponseFields};
+use super::{engine_id, session_id, Failure, Resp, Stage, Waiter};
+use crate::http::h2::{H2Front, Source};
+use crate::http::service::{Cx, HttpConn, HttpService, MAX_PENDING_OUTPUT};
+use coreplex_engine::Id;
+use coreplex_pool::{Acquire, RequestInfo, ServerId, Unavailable};
+use coreplex_protocol::h1::{BodyError, Method};
+use coreplex_protocol::h2::error::ErrorCode;
+use coreplex_protocol::h2::hpack::Indexing;
+use coreplex_protocol::h2::stream::StreamState;
+use std::time::Instant;
+
+/// Response body bytes an exchange holds for its client before the backend stops being read.
+pub(super) const DOWN_MAX: usize = 64 * 1024;
+
+/// One h2 stream proxied to an HTTP/1.1 backend.
+pub(in crate::http) struct StreamExchange {
+    pub client: Id,
+    pub stream: u32,
+    pub backend: usize,
+    pub server: ServerId,
+    pub info: RequestInfo,
+    pub stage: Stage,
+    /// The backend connection serving the exchange (connecting or connected).
+    pub conn: Option<Id>,
+    /// A connection was asked for and does not exist yet (`on_opened` comes next).
+    pub opening: bool,
+    /// The HTTP/1.1 request head, kept until the response starts (a retry sends it again).
+    pub head: Vec<u8>,
+    /// The head went to the current backend connection.
+    pub head_sent: bool,
+    pub method: Method,
+    /// No body and an idempotent method: it may be sent again.
+    pub replayable: bool,
+    /// The request body goes to the backend chunked (no content-length).
+    pub chunked: bool,
+    /// Request body bytes (framed) waiting for the backend connection.
+    pub up: Vec<u8>,
+    /// Payload bytes in `up` (what the client's window was charged for).
+    pub up_payload: usize,
+    /// Payload bytes the backend connection took that the client's window has not got back.
+    pub up_credit: usize,
+    /// Payload bytes received in all (against `limits.max_body`).
+    pub up_total: u64,
+    /// The listener's `limits.max_body`.
+    pub max_body: u64,
+    /// The request is complete (its end is in `up` or sent).
+    pub up_end: bool,
+    pub resp: Resp,
+    pub status: u16,
+    /// The response head, until HEADERS is written.
+    pub fields: Option<ResponseFields>,
+    pub resp_seen: bool,
+    pub resp_started: bool,
+    /// Response body bytes for the client.
+    pub down: Vec<u8>,
+    /// The response is complete (the rest of it is in `down`).
+    pub down_end: bool,
+    /// END_STREAM went to the client.
+    pub end_sent: bool,
+    /// The backend connection stopped reading because `down` was full.
+    pub backend_paused: bool,
+    pub backend_keep: bool,
+    pub private: bool,
+    pub reused: bool,
+    pub connected: bool,
+    pub failure: Option<Failure>,
+    pub retries_left: u32,
+    pub started: Instant,
+    pub since: Instant,
+}
+
+/// Whether a stream's exchange goes on after a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    Keep,
+    Gone,
+}
+
+impl HttpService {
+    /// Starts proxying stream `stream` (its head is the connection's current one) to backend
+    /// `b`; `first`: the connection's first request (the pool's `safe` rules see it).
+    #[allow(clippy::too_many_arguments)]
+    pub(in crate::http) fn h2_proxy_start(
+        &mut self,
+        cx: &mut Cx<'_>,
+        conn: &mut HttpConn,
+        front: &mut H2Front,
+        stream: u32,
+        b: usize,
+        end_stream: bool,
+        first: bool,
+    ) {
+        let list = front.conn.head();
+        let c = *front.conn.checked();
+        let method_bytes = c
+            .pseudo
+            .method
+            .map_or(&b"GET"[..], |i| list.get(usize::from(i)).1);
+        let method = Method::from_bytes(method_bytes);
+        if method == Method::Connect {
+            // No tunnels: CONNECT (and RFC 8441 extended CONNECT) is not implemented.
+            self.h2_answer(cx, conn, front, stream, Source::Error(501));
+            return;
+        }
+        let max_body = self.listeners[conn.listener as usize].limits.max_body;
+        if c.content_length.is_some_and(|n| n > max_body) {
+            // Nothing goes to the backend; the body is read and dropped up to the limit, then
+            // 413 (answering at once makes some clients fail the stream while they still send).
+            self.h2_answer_after_body(front, stream, Source::Error(413));
+            return;
+        }
+        let client = self.client_ip(cx);
+        let rt = &self.proxy.backends[b];
+        let cfg = &rt.config;
+        let chunked = !end_stream && c.content_length.is_none();
+        let mut head = Vec::with_capacity(list.heap_bytes().min(4096) + 128);
+        let fwd = Forwarding {
+            client,
+            forwarded_for: cfg.forwarded_for,
+            forwarded: cfg.forwarded,
+            default_host: &rt.default_host,
+            via: cfg.via,
+            tls: cx.is_secure(),
+        };
+        let Ok(expect_continue) = translate::request_head(&mut head, list, &c, &fwd, chunked)
+        else {
+            self.h2_answer(cx, conn, front, stream, Source::Error(400));
+            return;
+        };
+        if expect_continue && !end_stream {
+            front.conn.send_headers(stream, false, cx.output(), |w| {
+                w.field(b":status", b"100", Indexing::Index);
+            });
+            self.stats.continues += 1;
+        }
+        let info = RequestInfo {
+            session: session_id(cx.id()),
+            first,
+            idempotent: method.is_idempotent(),
+        };
+        let now = cx.now();
+        let ex = StreamExchange {
+            client: cx.id(),
+            stream,
+            backend: b,
+            server: ServerId(0),
+            info,
+            stage: Stage::Deciding,
+            conn: None,
+            opening: false,
+            head,
+            head_sent: false,
+            method,
+            replayable: end_stream && method.is_idempotent(),
+            chunked,
+            up: Vec::new(),
+            up_payload: 0,
+            up_credit: 0,
+            up_total: 0,
+            max_body,
+            up_end: end_stream,
+            resp: Resp::Head,
+            status: 0,
+            fields: None,
+            resp_seen: false,
+            resp_started: false,
+            down: Vec::new(),
+            down_end: false,
+            end_sent: false,
+            backend_paused: false,
+            backend_keep: false,
+            private: false,
+            reused: false,
+            connected: false,
+            failure: None,
+            retries_left: cfg.retries,
+            started: now,
+            since: now,
+        };
+        conn.set_used_backend();
+        let key = self.proxy.next_stream;
+        self.proxy.next_stream += 1;
+        self.proxy.streams.insert(key, ex);
+        front.proxied.push((stream, key));
+        let decision = self.proxy.pools[b].acquire(&info, now);
+        if self.stream_proceed(cx, conn, front, key, decision) == Step::Gone {
+            front.proxied.retain(|&(_, k)| k != key);
+        }
+    }
+
+    /// The client's address, looked up once per connection that uses a backend.
+    pub(super) fn client_ip(&mut self, cx: &Cx<'_>) -> Option<std::net::IpAddr> {
+        *self.proxy.client_ips.entry(cx.id()).or_insert_with(|| {
+            cx.socket()
+                .peer_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .map(|a| a.ip())
+        })
+    }
+
+    /// Acts on a pool decision for a stream's exchange.
+    fn stream_proceed(
+        &mut self,
+        cx: &mut Cx<'_>,
+        conn: &HttpConn,
+        front: &mut H2Front,
+        key: u64,
+        decision: Acquire,
+    ) -> Step {
+        let now = cx.now();
+        let Some(ex) = self.proxy.streams.get_mut(&key) else {
+            return Step::Gone;
+        };
+        let b = ex.backend;
+        match decision {
+            Acquire::Reuse { server, conn: c } => {
+                let c = engine_id(c);
+                ex.server = server;
+                ex.reused = true;
+                ex.connected = true;
+                ex.head_sent = false;
+                ex.stage = Stage::Forwarding;
+                ex.conn = Some(c);
+                self.proxy.stream_of_conn.insert(c, key);
+                cx.wake(c); // the backend connection sends the head
+                Step::Keep
+            }
+            Acquire::Connect { server } => {
+                ex.server = server;
+                ex.reused = false;
+                ex.connected = false;
+                ex.head_sent = false;
+                ex.stage = Stage::Connecting;
+                ex.since = now;
+                let addr = self.proxy.backends[b].addrs[server.0 as usize];
+                let profile = self.proxy.backends[b]
+                    .tls_profiles
+                    .get(server.0 as usize)
+                    .copied()
+                    .flatten();
+                match cx.open(addr, profile, key) {
+                    Ok(()) => {
+                        ex.opening = true;
+                        Step::Keep
+                    }
+                    Err(e) => {
+                        tracing::debug!("connect to {addr}: {e}");
+                        ex.stage = Stage::Deciding;
+                        self.proxy.dirty = true;
+                        if super::client::is_local_exhaustion(&e) {
+                            let _ = self.proxy.pools[b].connect_aborted(server);
+                            self.stream_fail(cx, conn, front, key, 503, ProxyError::NoSlot)
+                        } else {
+                            let _ = self.proxy.pools[b].connect_failed(server, now);
+                            self.stream_retry_or_fail(
+                                cx,
+                                conn,
+                                front,
+                                key,
+                                503,
+                                ProxyError::ConnectFailed,
+                            )
+                        }
+                    }
+                }
+            }
+            Acquire::Queued(t) => {
+                ex.stage = Stage::Queued(t);
+                ex.since = now;
+                self.proxy.tickets.insert((b, t), Waiter::Stream(key));
+                self.proxy.stats[b].queued += 1;
+                self.proxy.dirty = true;
+                Step::Keep
+            }
+            Acquire::Unavailable(u) => {
+                let e = match u {
+                    Unavailable::QueueFull => ProxyError::QueueFull,
+                    _ => ProxyError::NoServer,
+                };
+                self.stream_fail(cx, conn, front, key, 503, e)
+            }
+        }
+    }
+
+    /// Tries again after a failure before any response byte, or answers `status`.
+    fn stream_retry_or_fail(
+        &mut self,
+        cx: &mut Cx<'_>,
+        conn: &HttpConn,
+        front: &mut H2Front,
+        key: u64,
+        status: u16,
+        e: ProxyError,
+    ) -> Step {
+        let Some(ex) = self.proxy.streams.get_mut(&key) else {
+            return Step::Gone;
+        };
+        if ex.retries_left == 0 {
+            return self.stream_fail(cx, conn, front, key, status, e);
+        }
+        ex.retries_left -= 1;
+        ex.failure = None;
+        ex.resp = Resp::Head;
+        ex.resp_seen = false;
+        ex.conn = None;
+        let (b, info, server) = (ex.backend, ex.info, ex.server);
+        self.proxy.stats[b].retries += 1;
+        let decision = self.proxy.pools[b].retry(&info, server, cx.now());
+        self.stream_proceed(cx, conn, front, key, decision)
+    }
+
+    /// Ends a stream's exchange with an error response (before its response started).
+    fn stream_fail(
+        &mut self,
+        cx: &mut Cx<'_>,
+        conn: &HttpConn,
+        front: &mut H2Front,
+        key: u64,
+        status: u16,
+        e: ProxyError,
+    ) -> Step {
+        if let Some(ex) = self.proxy.streams.remove(&key) {
+            self.stream_discard(&ex);
+            let s = &mut self.proxy.stats[ex.backend];
+            s.error(e);
+            s.response(status);
+            self.h2_answer(cx, conn, front, ex.stream, Source::Error(status));
+        }
+        Step::Gone
+    }
+
+    /// Ends a stream whose response already started: RST_STREAM(INTERNAL_ERROR), so the cut
+    /// never looks like a complete body.
+    fn stream_cut(
+        &mut self,
+        cx: &mut Cx<'_>,
+        front: &mut H2Front,
+        key: u64,
+        e: ProxyError,
+    ) -> Step {
+        if let Some(ex) = self.proxy.streams.remove(&key) {
+            self.stream_discard(&ex);
+            self.proxy.stats[ex.backend].error(e);
+            front
+                .conn
+                .reset(ex.stream, ErrorCode::InternalError, cx.output());
+            self.stats.h2.rst_sent[ErrorCode::InternalError.slot()] += 1;
+        }
+        Step::Gone
+    }
+
+    /// Returns what an exchange being dropped holds: its pool ticket or attempt, and its
+    /// backend connection (closed: a half-done exchange leaves it out of step).
+    fn stream_discard(&mut self, ex: &StreamExchange) {
+        self.proxy
+            .discard(ex.backend, ex.stage, ex.connected, ex.server);
+        if let Some(c) = ex.conn {
+            self.proxy.stream_of_conn.remove(&c);
+            self.proxy.close_later(c);
+        }
+    }
+
+    /// Request body bytes of a proxied stream; `false` when the stream is not proxied.
+    pub(in crate::http) fn h2_proxy_data(
+        &mut self,
+        cx: &mut Cx<'_>,
+        conn: &HttpConn,
+        front: &mut H2Front,
+        stream: u32,
+        data: &[u8],
+        end_stream: bool,
+    ) -> bool {
+        let Some(&(_, key)) = front.proxied.iter().find(|(s, _)| *s == stream) else {
+            return false;
+        };
+        let Some(ex) = self.proxy.streams.get_mut(&key) else {
+            return true;
+        };
+        if ex.up_end {
+            return true;
+        }
+        ex.up_total += data.len() as u64;
+        if ex.up_total > ex.max_body {
+            if ex.resp_started {
+                self.stream_cut(cx, front, key, ProxyError::ClientAbort);
+            } else {
+                self.stats.body_error(BodyError::BodyTooLarge);
+                self.stream_fail(cx, conn, front, key, 413, ProxyError::ClientAbort);
+            }
+            front.proxied.retain(|&(_, k)| k != key);
+            return true;
+        }
+        if !data.is_empty() {
+            if ex.chunked {
+                ex.up
+                    .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                ex.up.extend_from_slice(data);
+                ex.up.extend_from_slice(b"\r\n");
+            } else {
+                ex.up.extend_from_slice(data);
+            }
+            ex.up_payload += data.len();
+        }
+        if end_stream {
+            self.stream_request_end(key);
+        }
+        if let Some(ex) = self.proxy.streams.get(&key) {
+            if let (Some(c), true) = (ex.conn, ex.connected) {
+                cx.wake(c);
+            }
+        }
+        true
+    }
+
+    /// The request of a proxied stream ended (END_STREAM, or trailers, which an HTTP/1.1
+    /// backend does not get).
+    pub(in crate::http) fn h2_proxy_end(&mut self, cx: &mut Cx<'_>, front: &H2Front, stream: u32) {
+        if let Some(&(_, key)) = front.proxied.iter().find(|(s, _)| *s == stream) {
+            self.stream_request_end(key);
+            if let Some(c) = self.proxy.streams.get(&key).and_then(|ex| ex.conn) {
+                cx.wake(c);
+            }
+        }
+    }
+
+    fn stream_request_end(&mut self, key: u64) {
+        if let Some(ex) = self.proxy.streams.get_mut(&key) {
+            if !ex.up_end && ex.chunked {
+                ex.up.extend_from_slice(b"0\r\n\r\n");
+            }
+            ex.up_end = true;
+        }
+    }
+
+    /// The stream was reset (by the client, or by us on a protocol error): its exchange is
+    /// dropped and its backend connection closed.
+    pub(in crate::http) fn h2_proxy_reset(&mut self, front: &mut H2Front, stream: u32) {
+        let Some(i) = front.proxied.iter().position(|(s, _)| *s == stream) else {
+            return;
+        };
+        let (_, key) = front.proxied.swap_remove(i);
+        if let Some(ex) = self.proxy.streams.remove(&key) {
+            self.proxy.stats[ex.backend].error(ProxyError::ClientAbort);
+            self.stream_discard(&ex);
+        }
+    }
+
+    /// The client connection closed: every exchange it had is dropped.
+    pub(in crate::http) fn h2_proxy_closed(&mut self, front: &H2Front) {
+        for &(_, key) in &front.proxied {
+            if let Some(ex) = self.proxy.streams.remove(&key) {
+                if !ex.end_sent {
+                    self.proxy.stats[ex.backend].error(ProxyError::ClientAbort);
+                }
+                self.stream_discard(&ex);
+            }
+        }
+    }
+
+    /// Moves every proxied stream of the connection on: queue decisions, failures, window
+    /// credit for request bytes the backends took, response heads and bodies within the
+    /// windows and the output bound.
+    pub(in crate::http) fn h2_proxy_pump(
+        &mut self,
+        cx: &mut Cx<'_>,
+        conn: &HttpConn,
+        front: &mut H2Front,
+    ) {
+        let mut i = 0;
+        while i < front.proxied.len() {
+            let (stream, key) = front.proxied[i];
+            match self.stream_step(cx, conn, front, stream, key) {
+                Step::Keep => i += 1,
+                Step::Gone => {
+                    if let Some(j) = front.proxied.iter().position(|&(_, k)| k == key) {
+                        front.proxied.swap_remove(j);
+                    }
+                }
+            }
+        }
+    }
+
+    fn stream_step(
+        &mut self,
+        cx: &mut Cx<'_>,
+        conn: &HttpConn,
+        front: &mut H2Front,
+        stream: u32,
+        key: u64,
+    ) -> Step {
+        let now = cx.now();
+        let Some(ex) = self.proxy.streams.get_mut(&key) else {
+            return Step::Gone;
+        };
+        match ex.stage {
+            Stage::Ready(decision) => {
+                let s = &mut self.proxy.stats[ex.backend];
+                s.queue_time_us += now.saturating_duration_since(ex.since).as_micros() as u64;
+                ex.stage = Stage::Deciding;
+                return self.stream_proceed(cx, conn, front, key, decision);
+            }
+            Stage::TimedOut => {
+                return self.stream_fail(cx, conn, front, key, 503, ProxyError::QueueTimeout)
+            }
+            _ => {}
+        }
+        if ex.conn.is_none()
+            && !ex.opening
+            && !ex.down_end
+            && matches!(ex.stage, Stage::Connecting | Stage::Forwarding)
+        {
+            return self.stream_backend_lost(cx, conn, front, key);
+        }
+        let out = cx.output();
+        if ex.up_credit > 0 {
+            front.conn.consumed(stream, ex.up_credit, out);
+            ex.up_credit = 0;
+        }
+        if !ex.resp_started {
+            let Some(fields) = ex.fields.take() else {
+                return Step::Keep;
+            };
+            let end = ex.down_end && ex.down.is_empty();
+            let mut date = [0u8; 29];
+            date.copy_from_slice(self.date.get(now));
+            let mut digits = [0u8; 3];
+            digits.copy_from_slice(ex.status.to_string().as_bytes());
+            front.conn.send_headers(stream, end, out, |w| {
+                w.field(b":status", &digits, Indexing::Index);
+                for (n, v) in fields.iter() {
+                    w.field(n, v, indexing_for(n));
+                }
+                if !fields.iter().any(|(n, _)| n == b"date") {
+                    w.field(b"date", &date, Indexing::Literal);
+                }
+            });
+            ex.resp_started = true;
+            ex.head = Vec::new();
+            ex.end_sent = end;
+        }
+        if !ex.end_sent && (!ex.down.is_empty() || ex.down_end) {
+            let room = MAX_PENDING_OUTPUT.saturating_sub(out.len());
+            let n = ex.down.len().min(room);
+            let all = n == ex.down.len();
+            let sent = front
+                .conn
+                .send_data(stream, &ex.down[..n], ex.down_end && all, out);
+            ex.down.drain(..sent);
+            ex.end_sent = ex.down_end && ex.down.is_empty() && (sent == n) && all;
+            if ex.backend_paused && ex.down.len() < DOWN_MAX / 2 {
+                // The backend connection resumes reading (and clears the flag).
+                if let Some(c) = ex.conn {
+                    cx.wake(c);
+                }
+            }
+        }
+        if !ex.end_sent {
+            return Step::Keep;
+        }
+        // The response is complete: a request still being sent is not read any more.
+        let ex = self.proxy.streams.remove(&key).expect("checked");
+        let s = &mut self.proxy.stats[ex.backend];
+        s.response(ex.status);
+        self.stats.response(ex.status);
+        self.stats
+            .latency_us(now.saturating_duration_since(ex.started).as_micros() as u64);
+        if let Some(c) = ex.conn {
+            // The backend still had the request to read: it cannot be reused.
+            self.proxy.stream_of_conn.remove(&c);
+            self.proxy.close_later(c);
+        }
+        if front.conn.stream_state(stream) == StreamState::HalfClosedLocal {
+            front.conn.reset(stream, ErrorCode::NoError, cx.output());
+            self.stats.h2.rst_sent[ErrorCode::NoError.slot()] += 1;
+        }
+        Step::Gone
+    }
+
+    /// The exchange's backend connection went away before the response was complete: retry,
+    /// answer or reset.
+    fn stream_backend_lost(
+        &mut self,
+        cx: &mut Cx<'_>,
+        conn: &HttpConn,
+        front: &mut H2Front,
+        key: u64,
+    ) -> Step {
+        let now = cx.now();
+        let ex = self.proxy.streams.get_mut(&key).expect("checked");
+        let b = ex.backend;
+        let failure = ex.failure.take();
+        if ex.stage == Stage::Connecting && !ex.connected {
+            ex.stage = Stage::Deciding;
+            self.proxy.dirty = true;
+            let e = match failure {
+                None => {
+                    // No slot for the outbound connection: not the server's fault.
+                    let _ = self.proxy.pools[b].connect_aborted(ex.server);
+                    return self.stream_fail(cx, conn, front, key, 503, ProxyError::NoSlot);
+                }
+                Some(Failure::ConnectTimeout) => ProxyError::ConnectTimeout,
+                Some(_) => ProxyError::ConnectFailed,
+            };
+            let _ = self.proxy.pools[b].connect_failed(ex.server, now);
+            return self.stream_retry_or_fail(cx, conn, front, key, 503, e);
+        }
+        let e = match failure {
+            Some(Failure::ServerTimeout) => ProxyError::ServerTimeout,
+            Some(Failure::BadResponse) => ProxyError::BadResponse,
+            _ => ProxyError::BackendClosed,
+        };
+        if ex.resp_started {
+            return self.stream_cut(cx, front, key, e);
+        }
+        match failure {
+            Some(Failure::ServerTimeout) => self.stream_fail(cx, conn, front, key, 504, e),
+            Some(Failure::BadResponse) => self.stream_fail(cx, conn, front, key, 502, e),
+            // A reused connection died before answering (a keep-alive race): send an
+            // idempotent request without a body again.
+            _ if ex.reused && !ex.resp_seen && ex.replayable && ex.retries_left > 0 => {
+                ex.stage = Stage::Deciding;
+                self.stream_retry_or_fail(cx, conn, front, key, 502, e)
+            }
+            _ => self.stream_fail(cx, conn, front, key, 502, e),
+        }
+    }
+}
+
+/// How a response field is put in the HPACK table: values that change with every response
+/// are not indexed (they would only push useful entries out).
+fn indexing_for(name: &[u8]) -> Indexing {
+    match name {
+        b"content-length" | b"date" | b"last-modified" | b"etag" | b"expires" | b"age" => {
+            Indexing::Literal
+        }
+        b"set-cookie" | b"authorization" => Indexing::Never,
+        _ => Indexing::Index,
+    }
+}

@@ -1,0 +1,274 @@
+//! HTTP/2 <-> HTTP/1.1 head translation for streams proxied to HTTP/1.1 backends.
+//!
+//! Requests (RFC 9113 section 8.3.1): `:method` and `:path` make the request line, `:authority`
+//! becomes `Host` (it wins over a `host` field), the `cookie` crumbs of section 8.2.3 are joined
+//! with `"; "` into one field, and the rest goes through the same rewrite as an HTTP/1.1 request
+//! (hop-by-hop fields removed, forwarding fields added). A body without `content-length` is sent
+//! chunked.
+//!
+//! Responses (section 8.2.2): hop-by-hop fields and `transfer-encoding` are dropped (the h2
+//! framing delimits the body), names are lowercased; the fields are kept in a [`ResponseFields`]
+//! buffer until the stream's HEADERS can be written.
+
+use super::rewrite::{self, Forwarding};
+use coreplex_protocol::h2::hpack::HeaderList;
+use coreplex_protocol::h2::message::Checked;
+use httparse::Header;
+
+/// Why an h2 request cannot be sent as HTTP/1.1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TranslateError {
+    /// A field name or the method is not valid UTF-8 (checked names are ASCII tokens, so only
+    /// a value such as `:path` can be).
+    NotUtf8,
+    /// More header fields than an HTTP/1.1 backend request may carry.
+    TooManyFields,
+}
+
+/// Most fields one translated request carries (as the HTTP/1.1 listener's cap).
+const MAX_FIELDS: usize = 256;
+
+/// Writes the HTTP/1.1 request head for the checked h2 request `list` into `out`. `chunked`:
+/// the body is sent with chunked framing (the request has a body and no `content-length`).
+/// Returns whether the request asked for `100-continue` (the field is not forwarded: the proxy
+/// answers it itself, as nginx does, and streams the body as it comes).
+pub fn request_head(
+    out: &mut Vec<u8>,
+    list: &HeaderList,
+    c: &Checked,
+    fwd: &Forwarding<'_>,
+    chunked: bool,
+) -> Result<bool, TranslateError> {
+    let get = |i: Option<u16>| i.map(|i| list.get(usize::from(i)).1);
+    let method = get(c.pseudo.method).unwrap_or(b"GET");
+    let method = std::str::from_utf8(method).map_err(|_| TranslateError::NotUtf8)?;
+    let path = get(c.pseudo.path).unwrap_or(b"/");
+    let path = std::str::from_utf8(path).map_err(|_| TranslateError::NotUtf8)?;
+    let authority = match get(c.pseudo.authority) {
+        Some(a) => Some(std::str::from_utf8(a).map_err(|_| TranslateError::NotUtf8)?),
+        None => None,
+    };
+    let mut cookie: Vec<u8> = Vec::new();
+    let mut expect_continue = false;
+    let mut fields: Vec<Header<'_>> = Vec::with_capacity(list.len() - c.regular_start + 2);
+    for i in c.regular_start..list.len() {
+        let (name, value, _) = list.get(i);
+        if name == b"cookie" {
+            if !cookie.is_empty() {
+                cookie.extend_from_slice(b"; ");
+            }
+            cookie.extend_from_slice(value);
+            continue;
+        }
+        if name == b"expect" {
+            expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
+            continue;
+        }
+        let name = std::str::from_utf8(name).map_err(|_| TranslateError::NotUtf8)?;
+        fields.push(Header { name, value });
+    }
+    if !cookie.is_empty() {
+        fields.push(Header {
+            name: "cookie",
+            value: &cookie,
+        });
+    }
+    if chunked {
+        fields.push(Header {
+            name: "transfer-encoding",
+            value: b"chunked",
+        });
+    }
+    if fields.len() > MAX_FIELDS {
+        return Err(TranslateError::TooManyFields);
+    }
+    rewrite::request_head(out, method, path, &fields, authority, fwd);
+    Ok(expect_continue)
+}
+
+/// A response's fields for an h2 HEADERS frame: names lowercased, each name and value with a
+/// 4-byte length in front, in one buffer.
+#[derive(Clone, Debug, Default)]
+pub struct ResponseFields {
+    bytes: Vec<u8>,
+}
+
+impl ResponseFields {
+    /// The fields of an HTTP/1.1 response head that cross to HTTP/2.
+    pub fn from_h1(headers: &[Header<'_>]) -> ResponseFields {
+        let mut f = ResponseFields {
+            bytes: Vec::with_capacity(
+                headers
+                    .iter()
+                    .map(|h| h.name.len() + h.value.len() + 8)
+                    .sum(),
+            ),
+        };
+        for h in rewrite::end_to_end(headers) {
+            if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                continue;
+            }
+            f.push(h.name.as_bytes(), h.value);
+        }
+        f
+    }
+
+    fn push(&mut self, name: &[u8], value: &[u8]) {
+        self.bytes
+            .extend_from_slice(&(name.len() as u32).to_le_bytes());
+        self.bytes.extend(name.iter().map(u8::to_ascii_lowercase));
+        self.bytes
+            .extend_from_slice(&(value.len() as u32).to_le_bytes());
+        self.bytes.extend_from_slice(value);
+    }
+
+    /// The fields, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut rest = &self.bytes[..];
+        std::iter::from_fn(move || {
+            let name = take(&mut rest)?;
+            let value = take(&mut rest)?;
+            Some((name, value))
+        })
+    }
+}
+
+fn take<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let v = rest.get(4..4 + len)?;
+    *rest = &rest[4 + len..];
+    Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coreplex_protocol::h2::message::{check, Kind};
+
+    fn list(fields: &[(&str, &str)]) -> HeaderList {
+        let mut list = HeaderList::default();
+        for (n, v) in fields {
+            list.push(n.as_bytes(), v.as_bytes());
+        }
+        list
+    }
+
+    fn fwd() -> Forwarding<'static> {
+        Forwarding {
+            client: None,
+            forwarded_for: false,
+            forwarded: false,
+            default_host: "backend",
+            via: false,
+            tls: false,
+        }
+    }
+
+    fn translate(fields: &[(&str, &str)], chunked: bool) -> String {
+        let l = list(fields);
+        let c = check(
+            &l,
+            Kind::Request {
+                extended_connect: false,
+            },
+        )
+        .expect("a valid request");
+        let mut out = Vec::new();
+        request_head(&mut out, &l, &c, &fwd(), chunked).expect("translates");
+        String::from_utf8(out).expect("ascii")
+    }
+
+    #[test]
+    fn authority_becomes_host_and_cookies_are_joined() {
+        let head = translate(
+            &[
+                (":method", "GET"),
+                (":scheme", "https"),
+                (":authority", "example.com"),
+                (":path", "/a?b=1"),
+                ("cookie", "a=1"),
+                ("accept", "*/*"),
+                ("cookie", "b=2"),
+            ],
+            false,
+        );
+        assert!(head.starts_with("GET /a?b=1 HTTP/1.1\r\n"), "{head}");
+        assert!(head.contains("\r\nHost: example.com\r\n"), "{head}");
+        assert!(head.contains("\r\ncookie: a=1; b=2\r\n"), "{head}");
+        assert_eq!(head.matches("cookie").count(), 1, "{head}");
+        assert!(head.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn authority_wins_over_host_and_te_is_dropped() {
+        let head = translate(
+            &[
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":authority", "a.example"),
+                (":path", "/"),
+                ("te", "trailers"),
+                ("expect", "100-continue"),
+            ],
+            true,
+        );
+        assert!(!head.contains("expect"), "{head}");
+        assert!(head.contains("Host: a.example\r\n"), "{head}");
+        assert!(!head.contains("te: trailers"), "{head}");
+        assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+    }
+
+    #[test]
+    fn host_field_is_kept_without_authority() {
+        let head = translate(
+            &[
+                (":method", "GET"),
+                (":scheme", "http"),
+                (":path", "/x"),
+                ("host", "h.example"),
+            ],
+            false,
+        );
+        assert!(head.contains("host: h.example\r\n"), "{head}");
+        assert!(!head.contains("Host: backend"), "{head}");
+    }
+
+    #[test]
+    fn response_fields_lose_hop_by_hop_and_framing() {
+        let headers = [
+            Header {
+                name: "Content-Type",
+                value: b"text/plain",
+            },
+            Header {
+                name: "Connection",
+                value: b"keep-alive, X-Private",
+            },
+            Header {
+                name: "X-Private",
+                value: b"1",
+            },
+            Header {
+                name: "Transfer-Encoding",
+                value: b"chunked",
+            },
+            Header {
+                name: "Keep-Alive",
+                value: b"timeout=5",
+            },
+            Header {
+                name: "Set-Cookie",
+                value: b"a=1",
+            },
+        ];
+        let f = ResponseFields::from_h1(&headers);
+        let got: Vec<(&[u8], &[u8])> = f.iter().collect();
+        assert_eq!(
+            got,
+            vec![
+                (&b"content-type"[..], &b"text/plain"[..]),
+                (&b"set-cookie"[..], &b"a=1"[..]),
+            ]
+        );
+    }
+}
