@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const PROBE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/tools/h2_probe.py");
+pub(crate) const PROBE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/tools/h2_probe.py");
 const BRIDGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/tools/tls_bridge.py");
 
 /// A plaintext listener with h2c, `/` and a 200 KB `/big` served directly.
@@ -24,7 +24,7 @@ fn h2c_config(http2: &str, global: &str) -> String {
     )
 }
 
-fn probe(args: &[&str], addr: SocketAddr) -> String {
+pub(crate) fn probe(args: &[&str], addr: SocketAddr) -> String {
     let out = Command::new("python3")
         .arg(PROBE)
         .arg(args[0])
@@ -72,7 +72,17 @@ fn spawn_probe(
     (child, lines)
 }
 
-fn open_fds(pid: u32) -> usize {
+/// Resident memory of process `pid` in KiB.
+pub(crate) fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+pub(crate) fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .count()
@@ -475,14 +485,7 @@ fn a_client_that_does_not_read_cannot_make_the_server_buffer_its_responses() {
     // 100 responses of 200 KB with windows wide open: 20 MB if buffered; the output bound
     // keeps it to a fraction of a megabyte.
     let s = Server::start(&h2c_config("", ""));
-    let rss = || -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", s.pid()))
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-            .unwrap()
-    };
+    let rss = || rss_kib(s.pid());
     let before = rss();
     let (child, mut lines) = spawn_probe(&["noread", "/big"], s.addr());
     assert_eq!(lines.next().unwrap().unwrap(), "sent");

@@ -7,12 +7,11 @@
 //! back its backends in bounded memory, and a stop that lets proxied streams finish.
 
 use crate::backend::{wait_until, TestBackend};
+use crate::h2::{open_fds, probe, rss_kib, PROBE};
 use crate::harness::{curl, metric_in, metrics_text, Server};
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
-
-const PROBE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/tools/h2_probe.py");
 
 /// An h2c listener whose every path proxies to `servers` (`backend_extra` in the backend).
 fn h2c_proxy(servers: &[String], backend_extra: &str) -> String {
@@ -30,24 +29,6 @@ fn h2(args: &[&str]) -> (String, String, bool) {
         String::from_utf8_lossy(&o.stderr).into_owned(),
         o.status.success(),
     )
-}
-
-fn probe(args: &[&str], addr: SocketAddr) -> String {
-    let out = Command::new("python3")
-        .arg(PROBE)
-        .arg(args[0])
-        .arg(addr.ip().to_string())
-        .arg(addr.port().to_string())
-        .args(&args[1..])
-        .output()
-        .expect("python3 runs");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
 }
 
 #[test]
@@ -302,14 +283,7 @@ fn a_client_that_does_not_read_holds_back_its_backends_in_bounded_memory() {
     // 100 streams of 2 MB with windows wide open, never read: 200 MB if buffered.
     let b = TestBackend::start();
     let s = Server::start(&h2c_proxy(&[srv(b.addr())], ""));
-    let rss = || -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", s.pid()))
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-            .unwrap()
-    };
+    let rss = || rss_kib(s.pid());
     let before = rss();
     let mut child = Command::new("python3")
         .arg(PROBE)

@@ -3,7 +3,7 @@
 //! client-side timers (queue fallback, connect, server wait, client), retries after a failed
 //! connect or a dead reused connection, and finishing once the backend side is done.
 
-use super::rewrite::{self, Forwarding};
+use super::rewrite;
 use super::stats::ProxyError;
 use super::{session_id, Exchange, Failure, Resp, Stage, Waiter, QUEUE_GRACE};
 use crate::config::ClientClose;
@@ -73,14 +73,7 @@ impl HttpService {
             target,
             head.headers,
             host,
-            &Forwarding {
-                client,
-                forwarded_for: cfg.forwarded_for,
-                forwarded: cfg.forwarded,
-                default_host: &rt.default_host,
-                via: cfg.via,
-                tls: cx.is_secure(),
-            },
+            &self.proxy.forwarding(b, client, cx.is_secure()),
         );
         let has_body = !matches!(head.body, BodyKind::None | BodyKind::Length(0));
         let http10 = head.version == Version::Http10;

@@ -295,6 +295,50 @@ impl ProxyShard {
             .flatten()
     }
 
+    /// A new backend connection of `backend` to `server` is up: the pool learns it (in use by
+    /// `session`), the connect is counted (with its time since `since`, and a TLS handshake
+    /// as full or resumed) and TCP keepalive set.
+    pub(super) fn note_connected(
+        &mut self,
+        cx: &Cx<'_>,
+        b: usize,
+        server: ServerId,
+        session: SessionId,
+        since: Instant,
+    ) {
+        let now = cx.now();
+        if let Err(e) = self.pools[b].connected(server, conn_id(cx.id()), session, now) {
+            tracing::warn!("pool bookkeeping: {e}");
+        }
+        let s = &mut self.stats[b];
+        s.connects += 1;
+        s.connect_time_us += now.saturating_duration_since(since).as_micros() as u64;
+        if let Some(tls) = cx.session::<Box<coreplex_tls::State>>() {
+            s.tls_handshakes[usize::from(tls.agreed().resumed)] += 1;
+        }
+        if let Some(k) = &self.backends[b].config.tcp_keepalive {
+            set_keepalive(cx, k);
+        }
+    }
+
+    /// What the request rewrite adds for backend `b` (`tls`: the client spoke TLS).
+    pub(super) fn forwarding(
+        &self,
+        b: usize,
+        client: Option<std::net::IpAddr>,
+        tls: bool,
+    ) -> rewrite::Forwarding<'_> {
+        let rt = &self.backends[b];
+        rewrite::Forwarding {
+            client,
+            forwarded_for: rt.config.forwarded_for,
+            forwarded: rt.config.forwarded,
+            default_host: &rt.default_host,
+            via: rt.config.via,
+            tls,
+        }
+    }
+
     /// The engine closed backend connection `id` of `backend`: the pool forgets it (freeing its
     /// request slot if it was in use).
     pub(super) fn backend_conn_closed(&mut self, backend: usize, id: Id) {

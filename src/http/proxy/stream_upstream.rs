@@ -8,7 +8,7 @@ use super::rewrite;
 use super::streams::{StreamExchange, DOWN_MAX};
 use super::translate::ResponseFields;
 use super::upstream::{body_state, read_response, ResponseSink};
-use super::{conn_id, set_keepalive, Failure, Resp, Stage};
+use super::{conn_id, Failure, Resp, Stage};
 use crate::http::service::{Cx, HttpConn, HttpService, Phase, MAX_PENDING_OUTPUT};
 use coreplex_engine::{CloseReason, Id};
 use coreplex_pool::Release;
@@ -92,7 +92,6 @@ impl HttpService {
         key: u64,
         result: std::io::Result<()>,
     ) {
-        let now = cx.now();
         let Some(ex) = self.proxy.streams.get_mut(&key) else {
             cx.close(CloseReason::Done);
             return;
@@ -104,22 +103,10 @@ impl HttpService {
             return;
         }
         let b = ex.backend;
-        if let Err(e) =
-            self.proxy.pools[b].connected(ex.server, conn_id(cx.id()), ex.info.session, now)
-        {
-            tracing::warn!("pool bookkeeping: {e}");
-        }
         ex.connected = true;
         ex.stage = Stage::Forwarding;
-        let s = &mut self.proxy.stats[b];
-        s.connects += 1;
-        s.connect_time_us += now.saturating_duration_since(ex.since).as_micros() as u64;
-        if let Some(tls) = cx.session::<Box<coreplex_tls::State>>() {
-            s.tls_handshakes[usize::from(tls.agreed().resumed)] += 1;
-        }
-        if let Some(k) = &self.proxy.config(b).tcp_keepalive {
-            set_keepalive(cx, k);
-        }
+        let (server, session, since) = (ex.server, ex.info.session, ex.since);
+        self.proxy.note_connected(cx, b, server, session, since);
         self.stream_send(cx, key);
     }
 

@@ -19,7 +19,6 @@
 //! (`end_sent`: the exchange is removed) or a failure: before the response started, an error
 //! response on the stream (or a retry), after it, RST_STREAM(INTERNAL_ERROR).
 
-use super::rewrite::Forwarding;
 use super::stats::ProxyError;
 use super::translate::{self, ResponseFields};
 use super::{engine_id, session_id, Failure, Resp, Stage, Waiter};
@@ -138,14 +137,7 @@ impl HttpService {
         let cfg = &rt.config;
         let chunked = !end_stream && c.content_length.is_none();
         let mut head = Vec::with_capacity(list.heap_bytes().min(4096) + 128);
-        let fwd = Forwarding {
-            client,
-            forwarded_for: cfg.forwarded_for,
-            forwarded: cfg.forwarded,
-            default_host: &rt.default_host,
-            via: cfg.via,
-            tls: cx.is_secure(),
-        };
+        let fwd = self.proxy.forwarding(b, client, cx.is_secure());
         let Ok(expect_continue) = translate::request_head(&mut head, list, &c, &fwd, chunked)
         else {
             self.h2_answer(cx, conn, front, stream, Source::Error(400));

@@ -6,7 +6,7 @@
 //! an idle one that sends anything or closes is closed and forgotten by the pool.
 
 use super::rewrite;
-use super::{conn_id, set_keepalive, Failure, Resp, Stage};
+use super::{conn_id, Failure, Resp, Stage};
 use crate::http::response::Persist;
 use crate::http::service::{Cx, HttpConn, HttpService, Phase, MAX_PENDING_OUTPUT};
 use coreplex_engine::CloseReason;
@@ -31,7 +31,6 @@ impl HttpService {
         conn: &mut HttpConn,
         result: std::io::Result<()>,
     ) {
-        let now = cx.now();
         let Some(client) = cx.peer() else {
             cx.close(CloseReason::Done);
             return;
@@ -49,21 +48,9 @@ impl HttpService {
         let b = ex.backend;
         conn.phase = Phase::Backend;
         conn.listener = b as u8;
-        if let Err(e) =
-            self.proxy.pools[b].connected(ex.server, conn_id(cx.id()), ex.info.session, now)
-        {
-            tracing::warn!("pool bookkeeping: {e}");
-        }
         ex.connected = true;
-        let s = &mut self.proxy.stats[b];
-        s.connects += 1;
-        s.connect_time_us += now.saturating_duration_since(ex.since).as_micros() as u64;
-        if let Some(tls) = cx.session::<Box<coreplex_tls::State>>() {
-            s.tls_handshakes[usize::from(tls.agreed().resumed)] += 1;
-        }
-        if let Some(k) = &self.proxy.config(b).tcp_keepalive {
-            set_keepalive(cx, k);
-        }
+        let (server, session, since) = (ex.server, ex.info.session, ex.since);
+        self.proxy.note_connected(cx, b, server, session, since);
         cx.wake(client);
     }
 
