@@ -137,8 +137,13 @@ pub(crate) fn service_factory(
     let backends: Arc<Vec<BackendRuntime>> = Arc::new(
         cfg.backends
             .iter()
-            .zip(&secure.backend_profiles)
-            .map(|(b, p)| BackendRuntime::new(b, p.clone()))
+            .zip(
+                secure
+                    .backend_profiles
+                    .iter()
+                    .zip(&secure.backend_h2_profiles),
+            )
+            .map(|(b, (p, h2))| BackendRuntime::new(b, p.clone(), h2.clone()))
             .collect(),
     );
     let shards = cfg.global.cpus.len();

@@ -4,7 +4,7 @@
 //! rotated on a schedule by a thread that pushes each new key set to every shard over the control
 //! channel (old keys keep opening tickets for one lifetime; nothing is locked on a handshake).
 
-use crate::config::Config;
+use crate::config::{BackendProtocol, Config};
 use coreplex_engine::RuntimeHandle;
 use coreplex_tls::settings::TicketKeys;
 use coreplex_tls::tickets::{self, TicketKey, Ticketer};
@@ -19,8 +19,11 @@ pub struct Secure {
     pub listeners: Vec<Option<ListenerTls>>,
     /// Client profiles, numbered in order.
     pub profiles: Vec<client::ClientSide>,
-    /// Per backend, per server: its profile number.
+    /// Per backend, per server: its profile number (HTTP/1.1 connections).
     pub backend_profiles: Vec<Vec<Option<u32>>>,
+    /// Per backend, per server: the profile of its HTTP/2 connections (ALPN `h2`, or `h2` then
+    /// `http/1.1` for `protocol = "auto"`), for backends that speak h2 over TLS.
+    pub backend_h2_profiles: Vec<Vec<Option<u32>>>,
     /// The ticketer shards start with (`None`: tickets off).
     pub ticketer: Option<Arc<Ticketer>>,
     /// The generated keys so far (newest first), when they rotate.
@@ -47,21 +50,39 @@ impl Secure {
         }
         let mut profiles = Vec::new();
         let mut backend_profiles = Vec::new();
+        let mut backend_h2_profiles = Vec::new();
         for b in &cfg.backends {
+            let h2_alpn: Option<Vec<String>> = match b.protocol {
+                BackendProtocol::H1 => None,
+                BackendProtocol::H2 => Some(vec!["h2".into()]),
+                BackendProtocol::Auto => Some(vec!["h2".into(), "http/1.1".into()]),
+            };
             let mut ids = Vec::new();
+            let mut h2_ids = Vec::new();
             for s in &b.servers {
-                ids.push(match &s.tls {
-                    Some(settings) => {
-                        let side = client::build(settings).map_err(|e| {
-                            format!("backend {} server {}: TLS: {e}", b.name, s.name)
-                        })?;
-                        profiles.push(side);
-                        Some((profiles.len() - 1) as u32)
+                let mut build = |settings: &coreplex_tls::settings::ClientSettings| {
+                    let side = client::build(settings)
+                        .map_err(|e| format!("backend {} server {}: TLS: {e}", b.name, s.name))?;
+                    profiles.push(side);
+                    Ok::<_, String>(Some((profiles.len() - 1) as u32))
+                };
+                let Some(settings) = &s.tls else {
+                    ids.push(None);
+                    h2_ids.push(None);
+                    continue;
+                };
+                ids.push(build(settings)?);
+                h2_ids.push(match &h2_alpn {
+                    Some(alpn) => {
+                        let mut h2 = settings.clone();
+                        h2.alpn = alpn.clone();
+                        build(&h2)?
                     }
                     None => None,
                 });
             }
             backend_profiles.push(ids);
+            backend_h2_profiles.push(h2_ids);
         }
         let lifetime = cfg
             .global
@@ -88,6 +109,7 @@ impl Secure {
             listeners,
             profiles,
             backend_profiles,
+            backend_h2_profiles,
             ticketer,
             keys,
         })

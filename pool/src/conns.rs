@@ -30,6 +30,25 @@ pub(crate) enum ConnState {
     },
 }
 
+/// The stream state of a multiplexed (HTTP/2) connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mux {
+    /// Streams in flight (each holds a request slot); at least 1 while in use, 0 while idle.
+    pub(crate) streams: u32,
+    /// Streams it may carry at once: min(ours, the peer's SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub(crate) capacity: u32,
+    /// No new streams (GOAWAY, `max_reuse` reached, or the engine said so): it closes when its
+    /// last stream ends.
+    pub(crate) draining: bool,
+}
+
+impl Mux {
+    /// Whether another stream may start on it.
+    pub(crate) fn has_room(&self) -> bool {
+        !self.draining && self.streams < self.capacity
+    }
+}
+
 /// One backend connection.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnRec {
@@ -41,6 +60,9 @@ pub(crate) struct ConnRec {
     pub(crate) served: u32,
     /// Bound to `owner` for its whole life (NTLM/Negotiate, or mode `never`).
     pub(crate) owner: Option<SessionId>,
+    /// `Some` for a multiplexed connection. In use, its state names the session it is
+    /// reserved for (the one that took it), whose streams may join it in every mode.
+    pub(crate) mux: Option<Mux>,
     prev: Option<ConnId>,
     next: Option<ConnId>,
 }
@@ -92,10 +114,30 @@ impl ConnTable {
                 state: ConnState::InUse { session },
                 served: 1,
                 owner: None,
+                mux: None,
                 prev: None,
                 next: None,
             },
         );
+    }
+
+    /// A multiplexed connection's stream state, mutably.
+    pub(crate) fn mux_mut(&mut self, conn: ConnId) -> Option<&mut Mux> {
+        self.map.get_mut(&conn).and_then(|r| r.mux.as_mut())
+    }
+
+    /// Counts one more request (stream) given to an in-use connection.
+    pub(crate) fn bump_served(&mut self, conn: ConnId) {
+        if let Some(rec) = self.map.get_mut(&conn) {
+            rec.served = rec.served.saturating_add(1);
+        }
+    }
+
+    /// Makes a connection multiplexed (right after [`ConnTable::insert_in_use`]).
+    pub(crate) fn set_mux(&mut self, conn: ConnId, mux: Mux) {
+        if let Some(rec) = self.map.get_mut(&conn) {
+            rec.mux = Some(mux);
+        }
     }
 
     /// Marks an in-use connection private to `owner` (sticky).
@@ -167,9 +209,26 @@ impl ConnTable {
         self.list_len(server, ListKind::Idle) + self.list_len(server, ListKind::Safe)
     }
 
-    /// The newest connection of the first non-empty list among `lists` on `server`.
-    pub(crate) fn first_in(&self, server: ServerId, lists: &[ListKind]) -> Option<ConnId> {
-        lists.iter().find_map(|&l| self.newest(server, l))
+    /// The newest connection of the first list among `lists` on `server` holding one of the
+    /// kind the request can use (`multiplexed`: an h2 stream, which any connection can carry;
+    /// else an HTTP/1 request, which a multiplexed connection cannot).
+    pub(crate) fn first_in(
+        &self,
+        server: ServerId,
+        lists: &[ListKind],
+        multiplexed: bool,
+    ) -> Option<ConnId> {
+        lists.iter().find_map(|&l| {
+            let mut cur = self.newest(server, l);
+            while let Some(c) = cur {
+                let rec = &self.map[&c];
+                if multiplexed || rec.mux.is_none() {
+                    return Some(c);
+                }
+                cur = rec.prev;
+            }
+            None
+        })
     }
 
     /// Server and list of `conn` if it is idle in a shared list.
@@ -292,10 +351,24 @@ mod tests {
         assert_eq!(t.list_len(s, ListKind::Idle), 1);
         assert_eq!(t.newest(s, ListKind::Idle), Some(ConnId(2)));
         assert_eq!(
-            t.first_in(s, &[ListKind::Safe, ListKind::Idle]),
+            t.first_in(s, &[ListKind::Safe, ListKind::Idle], false),
             Some(ConnId(2))
         );
-        assert_eq!(t.first_in(s, &[ListKind::Safe]), None);
+        assert_eq!(t.first_in(s, &[ListKind::Safe], false), None);
+        // An HTTP/1 request skips a multiplexed connection; a stream may use either kind.
+        t.insert_in_use(ConnId(7), s, SessionId(7));
+        t.set_mux(
+            ConnId(7),
+            Mux {
+                streams: 0,
+                capacity: 100,
+                draining: false,
+            },
+        );
+        t.park(ConnId(7), ListKind::Idle, t0 + Duration::from_secs(10));
+        assert_eq!(t.first_in(s, &[ListKind::Idle], false), Some(ConnId(2)));
+        assert_eq!(t.first_in(s, &[ListKind::Idle], true), Some(ConnId(7)));
+        t.remove(ConnId(7));
         t.park(ConnId(1), ListKind::Safe, t0 + Duration::from_secs(9));
         t.check();
         assert_eq!(t.idle_shared(ConnId(1)), Some((s, ListKind::Safe)));

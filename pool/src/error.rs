@@ -55,6 +55,9 @@ pub enum PoolError {
     /// [`Acquire::Connect`](crate::Acquire::Connect) decision.
     #[error("{0} has no connection attempt outstanding")]
     NoPendingConnect(ServerId),
+    /// `join` on a connection that is not multiplexed, in use, with a free stream.
+    #[error("{0} has no free stream")]
+    NoFreeStream(ConnId),
     /// `connected` with a connection id the pool already tracks.
     #[error("{0} is already tracked by the pool")]
     DuplicateConn(ConnId),

@@ -10,8 +10,9 @@
 use std::time::Instant;
 
 use crate::balance::Balancer;
+use crate::config::ReuseMode;
 use crate::config::{BackendPolicy, ServerPolicy};
-use crate::conns::{ConnState, ConnTable};
+use crate::conns::{ConnState, ConnTable, Mux};
 use crate::error::{PolicyError, PoolError, Unavailable};
 use crate::health::Health;
 use crate::ids::{ConnId, ServerId, SessionId, Ticket};
@@ -25,6 +26,8 @@ use crate::stats::{CloseStats, PoolStats, ServerStats};
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]
+mod mux_tests;
+#[cfg(test)]
 mod tests;
 
 /// A request that needs a backend connection.
@@ -37,13 +40,18 @@ pub struct RequestInfo {
     /// The method is idempotent. Carried for the engine's retry decisions; it does not change
     /// which connection the pool hands out.
     pub idempotent: bool,
+    /// The request can travel as a stream of a multiplexed (HTTP/2) connection: an h2 client's
+    /// stream to a backend that speaks h2. It may then also take an HTTP/1 connection; an HTTP/1
+    /// request never takes a multiplexed one.
+    pub multiplexed: bool,
 }
 
 /// The pool's answer to a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub enum Acquire {
-    /// Send the request on this idle connection (now in use).
+    /// Send the request on this connection: an idle one (now in use), or a multiplexed one with
+    /// a free stream (one more stream on it).
     Reuse {
         /// Its server.
         server: ServerId,
@@ -147,6 +155,11 @@ struct Server {
     connecting: u32,
     /// Connections in use.
     used_conns: u32,
+    /// Streams in flight on multiplexed connections (each holds a slot).
+    streams: u32,
+    /// Multiplexed connections in use with a free stream that any session may join (modes
+    /// aggressive and always: HAProxy's `avail` list).
+    avail: Vec<ConnId>,
     health: Health,
     rate: Option<RateLimiter>,
     queue: WaitQueue,
@@ -172,7 +185,11 @@ impl Server {
 ///                                 -> connect_aborted(server)
 ///              -> Queued(ticket)  -> poll_queue: go | expire: 503 | cancel
 ///              -> Unavailable(..) -> 503
+/// Connect, multiplexed -> connected_mux(server, conn, session, capacity)  (at its SETTINGS)
+///                     -> join(conn): another Connect of that server that waited for conn
+/// multiplexed conn   -> set_capacity(conn, n) on new SETTINGS; drain(conn) on GOAWAY
 /// in flight on conn  -> release(conn, reusable, private) -> Keep | Close;  or conn_closed(conn)
+///                       (per stream on a multiplexed conn; conn_closed ends all its streams)
 /// session ends       -> session_closed(session) -> idle private connections to close
 /// at next_deadline() -> expire(now), then poll_queue(now)
 /// ```
@@ -245,6 +262,8 @@ impl BackendPool {
                 in_flight: 0,
                 connecting: 0,
                 used_conns: 0,
+                streams: 0,
+                avail: Vec::new(),
                 health: Health::default(),
                 rate: p.conn_rate.map(RateLimiter::per_second),
                 queue: WaitQueue::default(),
@@ -335,6 +354,83 @@ impl BackendPool {
         Ok(())
     }
 
+    /// The engine's new connection after [`Acquire::Connect`] turned out multiplexed and its
+    /// peer's SETTINGS arrived: the request is its first stream, and the connection may carry
+    /// `capacity` streams at once (min(ours, the peer's SETTINGS_MAX_CONCURRENT_STREAMS)). It is
+    /// reserved for `session`; in modes aggressive and always other sessions may join it too.
+    pub fn connected_mux(
+        &mut self,
+        server: ServerId,
+        conn: ConnId,
+        session: SessionId,
+        capacity: u32,
+        now: Instant,
+    ) -> Result<(), PoolError> {
+        self.connected(server, conn, session, now)?;
+        let s = server.index();
+        self.servers[s].streams += 1;
+        self.conns.set_mux(
+            conn,
+            Mux {
+                streams: 1,
+                capacity,
+                draining: false,
+            },
+        );
+        if let Some(rec) = self.sessions.get_mut(session) {
+            rec.mux = Some(conn);
+        }
+        self.update_avail(conn);
+        Ok(())
+    }
+
+    /// Another request that was told [`Acquire::Connect`] to `conn`'s server waited for that
+    /// new multiplexed connection instead of opening its own: it becomes one more stream on it
+    /// (its attempt slot turns into the stream's). Refused without a free stream.
+    pub fn join(&mut self, conn: ConnId) -> Result<(), PoolError> {
+        let rec = self.conns.get(conn).ok_or(PoolError::UnknownConn(conn))?;
+        let server = rec.server;
+        if !rec.mux.is_some_and(|m| m.has_room()) || !matches!(rec.state, ConnState::InUse { .. }) {
+            return Err(PoolError::NoFreeStream(conn));
+        }
+        let s = self.pending_server(server)?;
+        let srv = &mut self.servers[s];
+        srv.connecting -= 1;
+        srv.streams += 1;
+        srv.reused += 1;
+        self.add_stream(conn);
+        Ok(())
+    }
+
+    /// The peer of multiplexed connection `conn` changed its stream limit: it now carries up to
+    /// `capacity` streams at once (streams beyond it run to their end; none starts meanwhile).
+    pub fn set_capacity(&mut self, conn: ConnId, capacity: u32) {
+        if let Some(m) = self.conns.mux_mut(conn) {
+            m.capacity = capacity;
+            self.update_avail(conn);
+        }
+    }
+
+    /// Multiplexed connection `conn` takes no new stream (the peer's GOAWAY, or the engine
+    /// retires it); it closes when its last stream is released. Returns whether to close it now
+    /// (it was idle: the pool has forgotten it).
+    pub fn drain(&mut self, conn: ConnId) -> bool {
+        let Some(rec) = self.conns.get(conn) else {
+            return false;
+        };
+        if let ConnState::Idle { .. } = rec.state {
+            let s = rec.server.index();
+            self.forget_idle(conn);
+            self.servers[s].closed.not_reusable += 1;
+            return true;
+        }
+        if let Some(m) = self.conns.mux_mut(conn) {
+            m.draining = true;
+            self.update_avail(conn);
+        }
+        false
+    }
+
     /// Connecting to `server` failed: frees the request's slot and counts toward passive health.
     /// Returns whether this failure marked the server down. Follow with [`retry`](Self::retry) if the
     /// engine's retry budget allows, else answer 503.
@@ -382,10 +478,43 @@ impl BackendPool {
         let ConnState::InUse { session } = rec.state else {
             return Err(PoolError::ConnNotInUse(conn));
         };
-        let (server, served, had_owner) = (rec.server, rec.served, rec.owner.is_some());
+        let (server, had_owner, mux) = (rec.server, rec.owner.is_some(), rec.mux);
+        // A multiplexed connection has served two requests in the lists' sense: h2 connections
+        // always count as proven (`safe`).
+        let served = if mux.is_some() {
+            rec.served.max(2)
+        } else {
+            rec.served
+        };
         let s = server.index();
-        self.free_in_use(s, session);
-        if private && !had_owner {
+        if let Some(m) = mux {
+            // One stream ends; the connection stays in use while others run.
+            self.servers[s].streams -= 1;
+            self.servers[s].in_flight -= 1;
+            self.in_flight -= 1;
+            let left = m.streams - 1;
+            if let Some(m) = self.conns.mux_mut(conn) {
+                m.streams = left;
+                m.draining |= !reusable;
+            }
+            if left > 0 {
+                self.update_avail(conn);
+                return Ok(Release::Keep);
+            }
+            self.remove_avail(s, conn);
+            self.unreserve(session, conn);
+            let srv = &mut self.servers[s];
+            srv.used_conns -= 1;
+            self.sessions.unassign(session);
+            if m.draining || !reusable {
+                self.servers[s].closed.not_reusable += 1;
+                self.conns.remove(conn);
+                return Ok(Release::Close);
+            }
+        } else {
+            self.free_in_use(s, session);
+        }
+        if private && !had_owner && mux.is_none() {
             self.conns.set_owner(conn, session);
         }
         let owned = self.conns.get(conn).is_some_and(|r| r.owner.is_some());
@@ -620,6 +749,16 @@ impl BackendPool {
         let s = rec.server.index();
         match rec.state {
             ConnState::InUse { session } => {
+                if let Some(m) = rec.mux {
+                    // Every stream on it ends with it; one connection-level release below.
+                    let extra = m.streams.saturating_sub(1);
+                    let srv = &mut self.servers[s];
+                    srv.streams -= m.streams;
+                    srv.in_flight -= extra;
+                    self.in_flight -= extra;
+                    self.remove_avail(s, conn);
+                    self.unreserve(session, conn);
+                }
                 self.free_in_use(s, session);
                 self.conns.remove(conn);
             }
@@ -664,6 +803,7 @@ impl BackendPool {
                     safe: self.conns.list_len(id, ListKind::Safe),
                     private: self.conns.list_len(id, ListKind::Private),
                     in_flight: srv.in_flight,
+                    streams: srv.streams,
                     connecting: srv.connecting,
                     new_conns: srv.new_conns,
                     reused: srv.reused,
@@ -737,7 +877,12 @@ impl BackendPool {
         if let Some(rec) = session {
             let mut wait_on = None;
             for &conn in rec.private.iter().rev() {
-                let Some(server) = self.conns.get(conn).map(|r| r.server) else {
+                let Some(server) = self
+                    .conns
+                    .get(conn)
+                    .filter(|r| req.multiplexed || r.mux.is_none())
+                    .map(|r| r.server)
+                else {
                     continue;
                 };
                 if !self.servers[server.index()].health.is_up(now) {
@@ -776,12 +921,20 @@ impl BackendPool {
             return Plan::WaitBackend(WaitReason::Behind);
         }
         let lists = reuse::shared_lists(self.policy.reuse, req.first);
-        // 3. Affinity: the shared connection the session used last, if the rules allow it.
+        // 3. A stream joins the multiplexed connection reserved for its session (every mode:
+        //    the session already holds it).
+        if req.multiplexed {
+            if let Some(go) = self.reserved_stream(req, now, origin) {
+                return Plan::Go(go);
+            }
+        }
+        // Affinity: the shared connection the session used last, if the rules allow it.
         if let Some((server, conn)) = session
             .and_then(|r| r.last)
             .and_then(|c| self.conns.idle_shared(c).map(|(s, l)| (s, l, c)))
-            .filter(|&(s, l, _)| {
+            .filter(|&(s, l, c)| {
                 lists.contains(&l)
+                    && (req.multiplexed || self.conns.get(c).is_some_and(|r| r.mux.is_none()))
                     && origin.avoid != Some(s)
                     && self.servers[s.index()].policy.weight > 0
                     && self.servers[s.index()].health.is_up(now)
@@ -808,10 +961,15 @@ impl BackendPool {
         let Some(chosen) = self.balancer.pick(candidate, |i| self.servers[i].in_flight) else {
             return Plan::WaitBackend(WaitReason::ServersFull);
         };
-        // 5. On the chosen server: an allowed idle connection, else a new one.
+        // 5. On the chosen server: a multiplexed connection with a free stream, an allowed idle
+        //    connection, else a new one.
         // Cannot truncate: the server count fits in u32 (validated).
         let id = |i: usize| ServerId(i as u32);
-        if let Some(conn) = self.conns.first_in(id(chosen), lists) {
+        let reuse_on = |i: usize| {
+            self.avail_stream(i, req)
+                .or_else(|| self.conns.first_in(id(i), lists, req.multiplexed))
+        };
+        if let Some(conn) = reuse_on(chosen) {
             return Plan::Go(Go::Reuse {
                 server: id(chosen),
                 conn,
@@ -831,7 +989,7 @@ impl BackendPool {
         let n = self.servers.len();
         let others = || (1..n).map(|k| (chosen + k) % n).filter(|&i| candidate(i));
         for i in others() {
-            if let Some(conn) = self.conns.first_in(id(i), lists) {
+            if let Some(conn) = reuse_on(i) {
                 return Plan::Go(Go::Reuse {
                     server: id(i),
                     conn,
@@ -875,12 +1033,36 @@ impl BackendPool {
         self.requests += 1;
         match go {
             Go::Reuse { conn, .. } => {
-                let owner = self.conns.get(conn).and_then(|r| r.owner);
+                let rec = self.conns.get(conn);
+                if rec.is_some_and(|r| matches!(r.state, ConnState::InUse { .. })) {
+                    // One more stream on a multiplexed connection in use.
+                    let srv = &mut self.servers[s];
+                    srv.streams += 1;
+                    srv.reused += 1;
+                    self.add_stream(conn);
+                    return Acquire::Reuse { server, conn };
+                }
+                let owner = rec.and_then(|r| r.owner);
+                let mux = rec.is_some_and(|r| r.mux.is_some());
                 self.conns.take(conn, req.session);
                 if let Some(owner) = owner {
                     self.sessions.remove_private(owner, conn);
                 }
                 self.sessions.assign(req.session);
+                if mux {
+                    // An idle multiplexed connection: its first stream, reserved for the session.
+                    self.servers[s].streams += 1;
+                    let served = self.conns.get(conn).map_or(0, |r| r.served);
+                    let exhausted = reuse::reuse_exhausted(self.policy.max_reuse, served);
+                    if let Some(m) = self.conns.mux_mut(conn) {
+                        m.streams = 1;
+                        m.draining |= exhausted;
+                    }
+                    if let Some(r) = self.sessions.get_mut(req.session) {
+                        r.mux = Some(conn);
+                    }
+                    self.update_avail(conn);
+                }
                 let srv = &mut self.servers[s];
                 srv.used_conns += 1;
                 srv.purge.note_used(srv.used_conns as usize);
@@ -993,6 +1175,93 @@ impl BackendPool {
         self.sessions.unassign(session);
     }
 
+    /// Whether other sessions may join a multiplexed connection in use (HAProxy's `avail`
+    /// list): in aggressive and always, not in safe (reserved for its session) nor never.
+    fn shares_streams(&self) -> bool {
+        matches!(self.policy.reuse, ReuseMode::Aggressive | ReuseMode::Always)
+    }
+
+    /// One more stream on multiplexed connection `conn` (its slot is already counted): served
+    /// counts streams, so `max_reuse` retires the connection once reached.
+    fn add_stream(&mut self, conn: ConnId) {
+        let max_reuse = self.policy.max_reuse;
+        let Some(rec) = self.conns.get(conn) else {
+            return;
+        };
+        let served = rec.served.saturating_add(1);
+        if let Some(m) = self.conns.mux_mut(conn) {
+            m.streams += 1;
+            if reuse::reuse_exhausted(max_reuse, served) {
+                m.draining = true;
+            }
+        }
+        self.conns.bump_served(conn);
+        self.update_avail(conn);
+    }
+
+    /// Puts a multiplexed connection in use on its server's `avail` list, or takes it off, as
+    /// its free streams and the mode say.
+    fn update_avail(&mut self, conn: ConnId) {
+        let shares = self.shares_streams();
+        let Some(rec) = self.conns.get(conn) else {
+            return;
+        };
+        let s = rec.server.index();
+        let in_use = matches!(rec.state, ConnState::InUse { .. });
+        let open = rec.mux.is_some_and(|m| m.has_room()) && rec.owner.is_none();
+        let listed = self.servers[s].avail.contains(&conn);
+        if shares && in_use && open {
+            if !listed {
+                self.servers[s].avail.push(conn);
+            }
+        } else if listed {
+            self.remove_avail(s, conn);
+        }
+    }
+
+    fn remove_avail(&mut self, s: usize, conn: ConnId) {
+        let avail = &mut self.servers[s].avail;
+        if let Some(i) = avail.iter().position(|&c| c == conn) {
+            avail.swap_remove(i);
+        }
+    }
+
+    /// `conn` is no longer the multiplexed connection reserved for `session`.
+    fn unreserve(&mut self, session: SessionId, conn: ConnId) {
+        if let Some(rec) = self.sessions.get_mut(session) {
+            if rec.mux == Some(conn) {
+                rec.mux = None;
+            }
+        }
+    }
+
+    /// The session's reserved multiplexed connection, if a stream may join it now.
+    fn reserved_stream(&self, req: &RequestInfo, now: Instant, origin: Origin) -> Option<Go> {
+        let conn = self.sessions.get(req.session)?.mux?;
+        let rec = self.conns.get(conn)?;
+        let ConnState::InUse { session } = rec.state else {
+            return None;
+        };
+        let server = rec.server;
+        (session == req.session
+            && rec.mux.is_some_and(|m| m.has_room())
+            && self.servers[server.index()].health.is_up(now)
+            && self.has_room(server, origin))
+        .then_some(Go::Reuse {
+            server,
+            conn,
+            balanced: false,
+        })
+    }
+
+    /// A multiplexed connection of `server` on its `avail` list (newest first), for a stream.
+    fn avail_stream(&self, server: usize, req: &RequestInfo) -> Option<ConnId> {
+        if !req.multiplexed {
+            return None;
+        }
+        self.servers[server].avail.last().copied()
+    }
+
     /// Forgets an idle connection (and its place in its owner's private list).
     fn forget_idle(&mut self, conn: ConnId) {
         if let Some(rec) = self.conns.remove(conn) {
@@ -1045,12 +1314,24 @@ impl BackendPool {
         self.conns.check();
         self.queue.check();
         let mut used = vec![0u32; self.servers.len()];
+        let mut streams = vec![0u32; self.servers.len()];
         let mut by_session: HashMap<SessionId, u32> = HashMap::new();
         for (&c, r) in self.conns.iter() {
+            let listed = self.servers[r.server.index()].avail.contains(&c);
             match r.state {
                 ConnState::InUse { session } => {
                     used[r.server.index()] += 1;
                     *by_session.entry(session).or_default() += 1;
+                    if let Some(m) = r.mux {
+                        assert!(m.streams >= 1, "{c} in use without a stream");
+                        streams[r.server.index()] += m.streams;
+                        let open = m.has_room() && r.owner.is_none() && self.shares_streams();
+                        assert_eq!(listed, open, "{c} avail membership");
+                    }
+                }
+                ConnState::Idle { .. } if r.mux.is_some() => {
+                    assert_eq!(r.mux.map(|m| m.streams), Some(0), "{c} idle with streams");
+                    assert!(!listed, "{c} idle on avail");
                 }
                 ConnState::Idle {
                     list: ListKind::Private,
@@ -1067,11 +1348,23 @@ impl BackendPool {
         for (i, srv) in self.servers.iter().enumerate() {
             srv.queue.check();
             assert_eq!(srv.used_conns, used[i], "server {i} used conns");
+            assert_eq!(srv.streams, streams[i], "server {i} streams");
+            let mux_conns = self
+                .conns
+                .iter()
+                .filter(|(_, r)| {
+                    r.server.index() == i
+                        && r.mux.is_some()
+                        && matches!(r.state, ConnState::InUse { .. })
+                })
+                .count() as u32;
+            // A multiplexed connection holds a slot per stream, others one each.
             assert_eq!(
                 srv.in_flight,
-                srv.used_conns + srv.connecting,
+                srv.used_conns - mux_conns + srv.streams + srv.connecting,
                 "server {i} slots"
             );
+            assert!(srv.avail.len() <= mux_conns as usize, "server {i} avail");
             if let Some(m) = srv.policy.maxconn {
                 assert!(srv.in_flight <= m, "server {i} over maxconn");
             }

@@ -159,6 +159,7 @@ mod tests {
             session: SessionId(1),
             first: true,
             idempotent: true,
+            multiplexed: false,
         }
     }
 

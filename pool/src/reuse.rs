@@ -5,11 +5,18 @@
 //!   session in every mode, `never` included. At most `max_private_per_session` per session.
 //! - **idle**: idle, shared, unproven: it has served exactly one request.
 //! - **safe**: idle, shared, proven: it has served two or more requests.
-//! - **avail** (not built): multiplexed h2 backend connections in use with free streams. Backends are
-//!   HTTP/1 only for now; adding h2 means a fourth [`ListKind`], a stream count in the in-use state,
-//!   and h2 connections going to `safe` (never `idle`) when their last stream ends, as in HAProxy.
+//! - **avail**: multiplexed (h2) backend connections *in use* with free streams, which streams of
+//!   other sessions may join: in `aggressive` and `always` (h2 connections count as proven). In
+//!   `safe` and `never` a multiplexed connection in use is reserved for the session that took it
+//!   (its streams join it first, in every mode); when its last stream ends it goes to `safe` (never
+//!   `idle`), or to private in `never`, as in HAProxy. A multiplexed connection carries up to its
+//!   capacity (min(ours, the peer's SETTINGS_MAX_CONCURRENT_STREAMS), 0 until the SETTINGS
+//!   arrive: it enters the pool only then), and each stream holds a request slot (`maxconn`) and
+//!   counts toward `max_reuse`. An HTTP/1 request never takes a multiplexed connection; a stream
+//!   may take an HTTP/1 one (a server that fell back to HTTP/1.1).
 //!
-//! A connection is in at most one list, and in none while in use.
+//! A connection is in at most one of the idle lists, and in none while in use (`avail` is not an
+//! idle list).
 //!
 //! # Which lists a request may take from (besides its own private connections)
 //! | mode | first request of a session | later requests |

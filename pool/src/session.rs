@@ -19,7 +19,11 @@ pub(crate) struct SessionRec {
     pub(crate) private: Vec<ConnId>,
     /// The shared connection the session used last (affinity), possibly stale.
     pub(crate) last: Option<ConnId>,
-    /// Requests of the session holding a backend connection.
+    /// The multiplexed connection in use reserved for the session (its streams join it first),
+    /// possibly stale.
+    pub(crate) mux: Option<ConnId>,
+    /// Requests of the session holding a backend connection (a multiplexed connection counts
+    /// once, for the session it is reserved for).
     pub(crate) in_use: u32,
     /// The session ended while requests were still in flight.
     pub(crate) closed: bool,
@@ -71,6 +75,7 @@ impl Sessions {
         };
         let private = std::mem::take(&mut rec.private);
         rec.last = None;
+        rec.mux = None;
         rec.closed = true;
         if rec.in_use == 0 {
             self.map.remove(&session);

@@ -67,6 +67,8 @@ pub struct ServerStats {
     pub private: usize,
     /// Requests holding a slot (connections in use plus connection attempts), the maxconn gauge.
     pub in_flight: u32,
+    /// Of those, streams on multiplexed (HTTP/2) connections.
+    pub streams: u32,
     /// Connection attempts outstanding.
     pub connecting: u32,
     /// Connections established.

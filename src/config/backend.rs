@@ -104,6 +104,7 @@ pub(super) struct RawBackend {
     client_close: Option<String>,
     tls: Option<super::tls::RawBackendTls>,
     protocol: Option<String>,
+    http2: Option<super::http2::RawHttp2>,
 }
 
 impl RawBackend {
@@ -150,6 +151,24 @@ pub struct Backend {
     /// What a client's half-close (FIN after a complete request, before the response starts)
     /// does to the backend side.
     pub client_close: ClientClose,
+    /// What HTTP/2 clients' streams travel over (HTTP/1.1 clients always use HTTP/1.1).
+    pub protocol: BackendProtocol,
+    /// Our side of h2 connections to the servers (`[backend.NAME.http2]`): streams per
+    /// connection at most, windows, frame and header limits.
+    pub http2: coreplex_protocol::h2::conn::Settings,
+}
+
+/// `protocol`: how streams of HTTP/2 clients reach the servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendProtocol {
+    /// HTTP/1.1: a connection per stream in flight.
+    H1,
+    /// HTTP/2, multiplexed: ALPN `h2` over TLS, h2c with prior knowledge on plaintext.
+    H2,
+    /// HTTP/2 where the server speaks it, else HTTP/1.1, learned per server: over TLS by ALPN
+    /// (`h2`, `http/1.1` offered), on plaintext by trying h2c (a server that answers the
+    /// preface with an HTTP/1 response, or closes before its SETTINGS, is taken as HTTP/1.1).
+    Auto,
 }
 
 /// What a client's FIN before the response does (`client_close`).
@@ -195,19 +214,19 @@ pub(super) fn validate(
     warnings: &mut Vec<ConfigError>,
 ) -> Backend {
     let p = format!("backend.{name}");
-    match raw.protocol.as_deref() {
-        None | Some("h1") => {}
-        Some("h2" | "auto") => errors.push(err(
-            format!("{p}.protocol"),
-            "HTTP/2 to backends is not supported yet: use \"h1\"",
-        )),
-        Some(other) => errors.push(err(
-            format!("{p}.protocol"),
-            format!(
-                "unknown protocol {other:?}: expected \"h1\" (\"h2\" and \"auto\" are planned)"
-            ),
-        )),
-    }
+    let protocol = match raw.protocol.as_deref() {
+        None | Some("h1") => BackendProtocol::H1,
+        Some("h2") => BackendProtocol::H2,
+        Some("auto") => BackendProtocol::Auto,
+        Some(other) => {
+            errors.push(err(
+                format!("{p}.protocol"),
+                format!("unknown protocol {other:?}: expected \"h1\", \"h2\" or \"auto\""),
+            ));
+            BackendProtocol::H1
+        }
+    };
+    let http2 = backend_http2(raw.http2.as_ref(), &format!("{p}.http2"), errors);
     let tls = raw
         .tls
         .as_ref()
@@ -382,5 +401,24 @@ pub(super) fn validate(
                 ClientClose::Forward
             }
         },
+        protocol,
+        http2,
     }
+}
+
+/// `[backend.NAME.http2]`: the listener keys that make sense for a client (`h2c` and
+/// `idle_timeout` do not: `protocol` and `pool.idle_timeout` say those).
+fn backend_http2(
+    raw: Option<&super::http2::RawHttp2>,
+    p: &str,
+    errors: &mut Vec<ConfigError>,
+) -> coreplex_protocol::h2::conn::Settings {
+    let h = super::http2::validate(raw, 64 * 1024, p, errors);
+    if raw.is_some_and(|r| r.sets_listener_keys()) {
+        errors.push(err(
+            p.to_string(),
+            "h2c and idle_timeout are listener keys: use protocol and pool.idle_timeout",
+        ));
+    }
+    h.settings
 }

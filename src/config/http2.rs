@@ -20,6 +20,13 @@ pub(super) struct RawHttp2 {
     idle_timeout: Option<Dur>,
 }
 
+impl RawHttp2 {
+    /// Whether keys that only mean something on a listener are set.
+    pub(super) fn sets_listener_keys(&self) -> bool {
+        self.h2c.is_some() || self.idle_timeout.is_some()
+    }
+}
+
 /// HTTP/2 on a listener, validated.
 #[derive(Debug, Clone, Copy)]
 pub struct Http2 {

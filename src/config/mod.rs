@@ -14,7 +14,7 @@ mod tls;
 
 pub use http2::Http2;
 
-pub use backend::{Backend, ClientClose, TcpKeepalive};
+pub use backend::{Backend, BackendProtocol, ClientClose, TcpKeepalive};
 pub use timeouts::Timeouts;
 #[cfg(test)]
 use timeouts::DEFAULT_TIMEOUTS;

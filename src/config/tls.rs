@@ -179,14 +179,15 @@ fn listener_alpn(
     list
 }
 
-/// A backend's ALPN list (`http/1.1`: backend HTTP/2 is not there yet).
+/// A backend's ALPN list for its HTTP/1.1 connections (`http/1.1`; HTTP/2 connections offer
+/// what the backend's `protocol` says).
 fn backend_alpn(list: Option<&Vec<String>>, p: &str, errors: &mut Vec<ConfigError>) -> Vec<String> {
     let list = list.cloned().unwrap_or_else(|| vec!["http/1.1".into()]);
     for (i, a) in list.iter().enumerate() {
         if a != "http/1.1" {
             errors.push(err(
                 format!("{p}[{i}]"),
-                format!("unsupported ALPN protocol {a:?} for a backend: backends speak \"http/1.1\" (HTTP/2 to backends is not supported yet)"),
+                format!("unsupported ALPN protocol {a:?} for a backend's HTTP/1.1 connections: set protocol = \"h2\" or \"auto\" for HTTP/2 (its connections offer h2 by themselves)"),
             ));
         }
     }

@@ -554,6 +554,9 @@ impl Service for HttpService {
 
     fn on_input(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, input: &[u8]) -> usize {
         match conn.phase {
+            Phase::Backend if self.is_h2_backend(cx.id()) => {
+                return self.h2_backend_input(cx, input);
+            }
             Phase::Backend => {
                 return match self.stream_key(cx.id()) {
                     Some(key) => self.stream_backend_input(cx, key, input),
@@ -645,6 +648,7 @@ impl Service for HttpService {
 
     fn on_peer_closed(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
         match conn.phase {
+            Phase::Backend if self.is_h2_backend(cx.id()) => return self.h2_backend_eof(cx),
             Phase::Backend => {
                 return match self.stream_key(cx.id()) {
                     Some(key) => self.stream_backend_eof(cx, key),
@@ -681,7 +685,9 @@ impl Service for HttpService {
             self.proxy_drained(cx, conn);
         }
         if conn.phase == Phase::Backend {
-            if let Some(key) = self.stream_key(cx.id()) {
+            if self.is_h2_backend(cx.id()) {
+                self.h2_backend_wake(cx);
+            } else if let Some(key) = self.stream_key(cx.id()) {
                 self.stream_send(cx, key);
             }
         }
@@ -695,6 +701,9 @@ impl Service for HttpService {
     }
 
     fn on_connected(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, result: std::io::Result<()>) {
+        if self.is_h2_backend(cx.id()) {
+            return self.h2_backend_connected(cx, result);
+        }
         match self.stream_key(cx.id()) {
             Some(key) => self.stream_connected(cx, key, result),
             None => self.backend_connected(cx, conn, result),
@@ -717,6 +726,7 @@ impl Service for HttpService {
         match conn.phase {
             Phase::Proxy => self.proxy_wake(cx, conn),
             Phase::H2 => self.h2_wake(cx, conn),
+            Phase::Backend if self.is_h2_backend(cx.id()) => self.h2_backend_wake(cx),
             Phase::Backend => {
                 if let Some(key) = self.stream_key(cx.id()) {
                     self.stream_send(cx, key);
@@ -745,6 +755,7 @@ impl Service for HttpService {
             Phase::Body => self.fail(cx, conn, 408, CloseReason::ClientTimeout),
             Phase::Closing => cx.close(CloseReason::ClientTimeout),
             Phase::Proxy => self.proxy_timer(cx, conn),
+            Phase::Backend if self.is_h2_backend(cx.id()) => self.h2_backend_timer(cx),
             Phase::Backend => match self.stream_key(cx.id()) {
                 Some(key) => self.stream_backend_timer(cx, key),
                 None => self.backend_timer(cx, conn),
@@ -758,6 +769,9 @@ impl Service for HttpService {
         conn.flags |= DRAINING;
         if cx.is_outbound() {
             // Idle pooled connections close now; busy ones finish their exchange.
+            if self.is_h2_backend(cx.id()) {
+                return self.h2_backend_shutdown(cx);
+            }
             if cx.peer().is_none() && self.stream_key(cx.id()).is_none() {
                 cx.close(CloseReason::Shutdown);
             }
@@ -785,6 +799,7 @@ impl Service for HttpService {
         if conn.phase == Phase::Backend {
             self.proxy.backend_conn_closed(conn.listener as usize, id);
             self.stream_backend_closed(id);
+            self.h2_backend_closed(id);
         } else if conn.used_backend() {
             self.proxy_client_closed(id);
         }

@@ -766,6 +766,7 @@ fn req(session: u64, first: bool) -> RequestInfo {
         session: SessionId(session),
         first,
         idempotent: true,
+        multiplexed: false,
     }
 }
 

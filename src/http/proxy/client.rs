@@ -88,6 +88,7 @@ impl HttpService {
             session: session_id(cx.id()),
             first: !conn.served(),
             idempotent: head.method.is_idempotent(),
+            multiplexed: false,
         };
         let now = cx.now();
         let ex = Exchange {

@@ -17,6 +17,7 @@
 //! (`session_closed`); a queued exchange's ticket is in `tickets` until it is woken or cancelled.
 
 mod client;
+mod h2_upstream;
 pub mod rewrite;
 pub mod stats;
 mod stream_upstream;
@@ -44,17 +45,24 @@ pub struct BackendRuntime {
     addrs: Vec<SocketAddr>,
     /// The TLS transport's client profile of each server (`None`: plaintext).
     tls_profiles: Vec<Option<u32>>,
+    /// The client profile of each server's HTTP/2 connections (ALPN with `h2`).
+    h2_profiles: Vec<Option<u32>>,
     /// `Host` for requests without one.
     pub(super) default_host: String,
 }
 
 impl BackendRuntime {
     /// Wraps a validated backend whose servers use TLS client profiles `tls_profiles` (one per
-    /// server, `None` for plaintext).
-    pub fn new(config: &Backend, tls_profiles: Vec<Option<u32>>) -> BackendRuntime {
+    /// server, `None` for plaintext) for HTTP/1.1 and `h2_profiles` for HTTP/2 connections.
+    pub fn new(
+        config: &Backend,
+        tls_profiles: Vec<Option<u32>>,
+        h2_profiles: Vec<Option<u32>>,
+    ) -> BackendRuntime {
         BackendRuntime {
             addrs: config.servers.iter().map(|s| s.address).collect(),
             tls_profiles,
+            h2_profiles,
             default_host: config
                 .servers
                 .first()
@@ -90,6 +98,12 @@ pub(super) enum Failure {
     ConnectTimeout,
     ServerTimeout,
     BadResponse,
+    /// Not the server's fault (the connection it waited for will not carry it): decide
+    /// again, the pool slot already returned.
+    Requeue,
+    /// The server did not process it (REFUSED_STREAM, or above a GOAWAY's last stream): decide
+    /// again if the request can be sent again, the pool slot already returned.
+    Refused,
 }
 
 /// Where the response is.
@@ -226,8 +240,14 @@ pub struct ProxyShard {
     pub(super) tickets: HashMap<(usize, Ticket), Waiter>,
     /// Exchanges of HTTP/2 streams, by key.
     pub(super) streams: FastMap<u64, streams::StreamExchange>,
-    /// The stream exchange each backend connection serves.
+    /// The stream exchange each HTTP/1.1 backend connection serves.
     pub(super) stream_of_conn: FastMap<Id, u64>,
+    /// Multiplexed (h2) backend connections.
+    pub(super) h2_conns: FastMap<Id, h2_upstream::BackendH2>,
+    /// Those of them whose SETTINGS have not arrived (exchanges may wait for them).
+    pub(super) h2_pending: Vec<Id>,
+    /// Per backend, per server: what it was found to speak.
+    pub(super) learned: Vec<Vec<h2_upstream::Learned>>,
     pub(super) next_stream: u64,
     /// Client connections to wake at the next poll (their backend connection closed).
     pending_wake: Vec<Id>,
@@ -258,8 +278,13 @@ impl ProxyShard {
             .map(|b| BackendStats {
                 name: b.config.name.clone(),
                 servers: b.config.servers.iter().map(|s| s.name.clone()).collect(),
+                alpn_fallbacks: vec![0; b.config.servers.len()],
                 ..BackendStats::default()
             })
+            .collect();
+        let learned = backends
+            .iter()
+            .map(|b| vec![h2_upstream::Learned::Unknown; b.addrs.len()])
             .collect();
         ProxyShard {
             backends,
@@ -270,6 +295,9 @@ impl ProxyShard {
             tickets: HashMap::new(),
             streams: FastMap::default(),
             stream_of_conn: FastMap::default(),
+            h2_conns: FastMap::default(),
+            h2_pending: Vec::new(),
+            learned,
             next_stream: 0,
             pending_wake: Vec::new(),
             pending_close: Vec::new(),
@@ -296,8 +324,8 @@ impl ProxyShard {
     }
 
     /// A new backend connection of `backend` to `server` is up: the pool learns it (in use by
-    /// `session`), the connect is counted (with its time since `since`, and a TLS handshake
-    /// as full or resumed) and TCP keepalive set.
+    /// `session`; multiplexed with `capacity` streams when given), the connect is counted (with
+    /// its time since `since`, and a TLS handshake as full or resumed) and TCP keepalive set.
     pub(super) fn note_connected(
         &mut self,
         cx: &Cx<'_>,
@@ -305,9 +333,15 @@ impl ProxyShard {
         server: ServerId,
         session: SessionId,
         since: Instant,
+        capacity: Option<u32>,
     ) {
         let now = cx.now();
-        if let Err(e) = self.pools[b].connected(server, conn_id(cx.id()), session, now) {
+        let id = conn_id(cx.id());
+        let noted = match capacity {
+            Some(c) => self.pools[b].connected_mux(server, id, session, c, now),
+            None => self.pools[b].connected(server, id, session, now),
+        };
+        if let Err(e) = noted {
             tracing::warn!("pool bookkeeping: {e}");
         }
         let s = &mut self.stats[b];

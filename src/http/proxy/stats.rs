@@ -88,6 +88,15 @@ pub struct BackendStats {
     pub connect_time_us: u64,
     /// TLS backends: handshakes completed, `[full, resumed]`.
     pub tls_handshakes: [u64; 2],
+    /// HTTP/2 backend connections that reached SETTINGS.
+    pub h2_sessions: u64,
+    /// Streams the servers refused (REFUSED_STREAM, or above a GOAWAY's last stream).
+    pub h2_refused: u64,
+    /// GOAWAY frames received from the servers, and sent to them (connection errors).
+    pub h2_goaway_received: u64,
+    pub h2_goaway_sent: u64,
+    /// Per server: times an `auto` server was found to speak HTTP/1.1 instead of h2.
+    pub alpn_fallbacks: Vec<u64>,
 }
 
 impl BackendStats {
@@ -122,6 +131,16 @@ impl BackendStats {
         self.connect_time_us += o.connect_time_us;
         self.tls_handshakes[0] += o.tls_handshakes[0];
         self.tls_handshakes[1] += o.tls_handshakes[1];
+        self.h2_sessions += o.h2_sessions;
+        self.h2_refused += o.h2_refused;
+        self.h2_goaway_received += o.h2_goaway_received;
+        self.h2_goaway_sent += o.h2_goaway_sent;
+        if self.alpn_fallbacks.len() < o.alpn_fallbacks.len() {
+            self.alpn_fallbacks.resize(o.alpn_fallbacks.len(), 0);
+        }
+        for (a, b) in self.alpn_fallbacks.iter_mut().zip(&o.alpn_fallbacks) {
+            *a += b;
+        }
     }
 }
 
@@ -134,6 +153,7 @@ fn merge_pool(a: &mut PoolStats, b: &PoolStats) {
         x.safe += y.safe;
         x.private += y.private;
         x.in_flight += y.in_flight;
+        x.streams += y.streams;
         x.connecting += y.connecting;
         x.new_conns += y.new_conns;
         x.reused += y.reused;

@@ -71,8 +71,13 @@ impl HttpService {
         ex.opening = false;
         conn.phase = Phase::Backend;
         conn.listener = ex.backend as u8;
-        self.proxy.stream_of_conn.insert(cx.id(), key);
-        cx.set_timer(self.proxy.backends[ex.backend].config.timeouts.connect);
+        let (b, server) = (ex.backend, ex.server);
+        if ex.mux {
+            self.h2_opened(cx, key, b, server);
+        } else {
+            self.proxy.stream_of_conn.insert(cx.id(), key);
+        }
+        cx.set_timer(self.proxy.backends[b].config.timeouts.connect);
     }
 
     /// The asker could not get a connection slot for exchange `key`.
@@ -106,7 +111,8 @@ impl HttpService {
         ex.connected = true;
         ex.stage = Stage::Forwarding;
         let (server, session, since) = (ex.server, ex.info.session, ex.since);
-        self.proxy.note_connected(cx, b, server, session, since);
+        self.proxy
+            .note_connected(cx, b, server, session, since, None);
         self.stream_send(cx, key);
     }
 
@@ -126,10 +132,24 @@ impl HttpService {
             moved = true;
         }
         if !ex.up.is_empty() && cx.pending_output() < MAX_PENDING_OUTPUT {
-            cx.output().extend_from_slice(&ex.up);
+            let out = cx.output();
+            if ex.chunked {
+                out.extend_from_slice(format!("{:x}\r\n", ex.up.len()).as_bytes());
+                out.extend_from_slice(&ex.up);
+                out.extend_from_slice(b"\r\n");
+            } else {
+                out.extend_from_slice(&ex.up);
+            }
+            ex.up_credit += ex.up.len();
+            ex.up_sent = true;
             ex.up.clear();
-            ex.up_credit += ex.up_payload;
-            ex.up_payload = 0;
+            moved = true;
+        }
+        if ex.up_end && ex.up.is_empty() && !ex.up_end_sent {
+            if ex.chunked {
+                cx.output().extend_from_slice(b"0\r\n\r\n");
+            }
+            ex.up_end_sent = true;
             moved = true;
         }
         if ex.backend_paused && ex.down.len() < DOWN_MAX / 2 {
@@ -193,8 +213,7 @@ impl HttpService {
         ex.down_end = true;
         ex.conn = None;
         let b = ex.backend;
-        let reusable =
-            clean && ex.backend_keep && ex.up_end && ex.up.is_empty() && !cx.is_stopping();
+        let reusable = clean && ex.backend_keep && ex.up_end_sent && !cx.is_stopping();
         let private = ex.private;
         self.proxy.stream_of_conn.remove(&cx.id());
         cx.clear_timer();

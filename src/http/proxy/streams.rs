@@ -37,6 +37,8 @@ pub(super) const DOWN_MAX: usize = 64 * 1024;
 
 /// One h2 stream proxied to an HTTP/1.1 backend.
 pub(in crate::http) struct StreamExchange {
+    /// Its key in `ProxyShard::streams`.
+    pub key: u64,
     pub client: Id,
     pub stream: u32,
     pub backend: usize,
@@ -56,12 +58,15 @@ pub(in crate::http) struct StreamExchange {
     pub replayable: bool,
     /// The request body goes to the backend chunked (no content-length).
     pub chunked: bool,
-    /// Request body bytes (framed) waiting for the backend connection.
+    /// Request body bytes waiting for the backend connection (an HTTP/1.1 one frames them
+    /// as it sends, when `chunked`).
     pub up: Vec<u8>,
-    /// Payload bytes in `up` (what the client's window was charged for).
-    pub up_payload: usize,
     /// Payload bytes the backend connection took that the client's window has not got back.
     pub up_credit: usize,
+    /// Some body byte went to a backend (the request can no longer be sent again).
+    pub up_sent: bool,
+    /// The end of the request went to the backend (END_STREAM, or the last chunk).
+    pub up_end_sent: bool,
     /// Payload bytes received in all (against `limits.max_body`).
     pub up_total: u64,
     /// The listener's `limits.max_body`.
@@ -88,9 +93,20 @@ pub(in crate::http) struct StreamExchange {
     pub connected: bool,
     pub failure: Option<Failure>,
     pub retries_left: u32,
+    /// Decisions taken again without a retry (a connection that would not carry it).
+    pub requeues: u8,
+    /// It rides (or waits for) a multiplexed h2 backend connection, `conn`.
+    pub mux: bool,
+    /// Its stream on that connection, once open.
+    pub h2_stream: Option<u32>,
+    /// Response bytes the client took whose window the backend stream has not got back.
+    pub down_unacked: usize,
     pub started: Instant,
     pub since: Instant,
 }
+
+/// Decisions an exchange may take again after connections would not carry it.
+const MAX_REQUEUES: u8 = 8;
 
 /// Whether a stream's exchange goes on after a step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,9 +169,13 @@ impl HttpService {
             session: session_id(cx.id()),
             first,
             idempotent: method.is_idempotent(),
+            multiplexed: cfg.protocol != crate::config::BackendProtocol::H1,
         };
         let now = cx.now();
+        let key = self.proxy.next_stream;
+        self.proxy.next_stream += 1;
         let ex = StreamExchange {
+            key,
             client: cx.id(),
             stream,
             backend: b,
@@ -170,8 +190,9 @@ impl HttpService {
             replayable: end_stream && method.is_idempotent(),
             chunked,
             up: Vec::new(),
-            up_payload: 0,
             up_credit: 0,
+            up_sent: false,
+            up_end_sent: false,
             up_total: 0,
             max_body,
             up_end: end_stream,
@@ -190,12 +211,14 @@ impl HttpService {
             connected: false,
             failure: None,
             retries_left: cfg.retries,
+            requeues: 0,
+            mux: false,
+            h2_stream: None,
+            down_unacked: 0,
             started: now,
             since: now,
         };
         conn.set_used_backend();
-        let key = self.proxy.next_stream;
-        self.proxy.next_stream += 1;
         self.proxy.streams.insert(key, ex);
         front.proxied.push((stream, key));
         let decision = self.proxy.pools[b].acquire(&info, now);
@@ -238,7 +261,17 @@ impl HttpService {
                 ex.head_sent = false;
                 ex.stage = Stage::Forwarding;
                 ex.conn = Some(c);
-                self.proxy.stream_of_conn.insert(c, key);
+                match self.proxy.h2_conns.get_mut(&c) {
+                    Some(h) => {
+                        // A stream on a multiplexed connection: it opens at its next pump.
+                        ex.mux = true;
+                        h.to_open.push(key);
+                    }
+                    None => {
+                        ex.mux = false;
+                        self.proxy.stream_of_conn.insert(c, key);
+                    }
+                }
                 cx.wake(c); // the backend connection sends the head
                 Step::Keep
             }
@@ -249,12 +282,26 @@ impl HttpService {
                 ex.head_sent = false;
                 ex.stage = Stage::Connecting;
                 ex.since = now;
-                let addr = self.proxy.backends[b].addrs[server.0 as usize];
-                let profile = self.proxy.backends[b]
-                    .tls_profiles
-                    .get(server.0 as usize)
-                    .copied()
-                    .flatten();
+                let mux = self.speaks_h2(b, server);
+                if mux {
+                    if let Some(c) = self.h2_wait_for(b, server, key) {
+                        // A connection to that server is starting: wait for its SETTINGS.
+                        let ex = self.proxy.streams.get_mut(&key).expect("checked");
+                        ex.mux = true;
+                        ex.conn = Some(c);
+                        return Step::Keep;
+                    }
+                }
+                let ex = self.proxy.streams.get_mut(&key).expect("checked");
+                ex.mux = mux;
+                let rt = &self.proxy.backends[b];
+                let addr = rt.addrs[server.0 as usize];
+                let profiles = if mux {
+                    &rt.h2_profiles
+                } else {
+                    &rt.tls_profiles
+                };
+                let profile = profiles.get(server.0 as usize).copied().flatten();
                 match cx.open(addr, profile, key) {
                     Ok(()) => {
                         ex.opening = true;
@@ -320,6 +367,7 @@ impl HttpService {
         ex.resp = Resp::Head;
         ex.resp_seen = false;
         ex.conn = None;
+        ex.h2_stream = None;
         let (b, info, server) = (ex.backend, ex.info, ex.server);
         self.proxy.stats[b].retries += 1;
         let decision = self.proxy.pools[b].retry(&info, server, cx.now());
@@ -371,7 +419,19 @@ impl HttpService {
     fn stream_discard(&mut self, ex: &StreamExchange) {
         self.proxy
             .discard(ex.backend, ex.stage, ex.connected, ex.server);
-        if let Some(c) = ex.conn {
+        self.stream_let_go(ex);
+    }
+
+    /// Lets go of the exchange's backend connection: an HTTP/1.1 one closes (a half-done
+    /// exchange leaves it out of step), a multiplexed one only loses the stream (cancelled) and
+    /// its slot.
+    fn stream_let_go(&mut self, ex: &StreamExchange) {
+        let Some(c) = ex.conn else {
+            return;
+        };
+        if ex.mux {
+            self.h2_detach(c, ex.key, ex.h2_stream, ex.connected);
+        } else {
             self.proxy.stream_of_conn.remove(&c);
             self.proxy.close_later(c);
         }
@@ -407,17 +467,7 @@ impl HttpService {
             front.proxied.retain(|&(_, k)| k != key);
             return true;
         }
-        if !data.is_empty() {
-            if ex.chunked {
-                ex.up
-                    .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                ex.up.extend_from_slice(data);
-                ex.up.extend_from_slice(b"\r\n");
-            } else {
-                ex.up.extend_from_slice(data);
-            }
-            ex.up_payload += data.len();
-        }
+        ex.up.extend_from_slice(data);
         if end_stream {
             self.stream_request_end(key);
         }
@@ -442,9 +492,6 @@ impl HttpService {
 
     fn stream_request_end(&mut self, key: u64) {
         if let Some(ex) = self.proxy.streams.get_mut(&key) {
-            if !ex.up_end && ex.chunked {
-                ex.up.extend_from_slice(b"0\r\n\r\n");
-            }
             ex.up_end = true;
         }
     }
@@ -519,6 +566,9 @@ impl HttpService {
             Stage::TimedOut => {
                 return self.stream_fail(cx, conn, front, key, 503, ProxyError::QueueTimeout)
             }
+            Stage::Deciding if matches!(ex.failure, Some(Failure::Requeue | Failure::Refused)) => {
+                return self.stream_decide_again(cx, conn, front, key);
+            }
             _ => {}
         }
         if ex.conn.is_none()
@@ -563,6 +613,13 @@ impl HttpService {
                 .conn
                 .send_data(stream, &ex.down[..n], ex.down_end && all, out);
             ex.down.drain(..sent);
+            if ex.mux && sent > 0 {
+                // The backend stream's window reopens as the client takes the bytes.
+                ex.down_unacked += sent;
+                if let Some(c) = ex.conn {
+                    cx.wake(c);
+                }
+            }
             ex.end_sent = ex.down_end && ex.down.is_empty() && (sent == n) && all;
             if ex.backend_paused && ex.down.len() < DOWN_MAX / 2 {
                 // The backend connection resumes reading (and clears the flag).
@@ -581,16 +638,47 @@ impl HttpService {
         self.stats.response(ex.status);
         self.stats
             .latency_us(now.saturating_duration_since(ex.started).as_micros() as u64);
-        if let Some(c) = ex.conn {
-            // The backend still had the request to read: it cannot be reused.
-            self.proxy.stream_of_conn.remove(&c);
-            self.proxy.close_later(c);
-        }
+        // The backend still had the request to read: an HTTP/1.1 connection cannot be reused.
+        self.stream_let_go(&ex);
         if front.conn.stream_state(stream) == StreamState::HalfClosedLocal {
             front.conn.reset(stream, ErrorCode::NoError, cx.output());
             self.stats.h2.rst_sent[ErrorCode::NoError.slot()] += 1;
         }
         Step::Gone
+    }
+
+    /// A connection would not carry the exchange (it holds nothing in the pool now): decide
+    /// again. A stream the server refused goes again only if its request can be sent again.
+    fn stream_decide_again(
+        &mut self,
+        cx: &mut Cx<'_>,
+        conn: &HttpConn,
+        front: &mut H2Front,
+        key: u64,
+    ) -> Step {
+        let ex = self.proxy.streams.get_mut(&key).expect("checked");
+        let failure = ex.failure.take();
+        if failure == Some(Failure::Refused) && ex.up_sent && !ex.replayable {
+            // Part of its body is gone: it cannot be sent again.
+            return self.stream_fail(cx, conn, front, key, 502, ProxyError::BackendClosed);
+        }
+        ex.requeues += 1;
+        if ex.requeues > MAX_REQUEUES {
+            return self.stream_fail(cx, conn, front, key, 503, ProxyError::NoServer);
+        }
+        ex.resp = Resp::Head;
+        ex.resp_seen = false;
+        ex.head_sent = false;
+        ex.up_end_sent = false;
+        ex.mux = false;
+        ex.h2_stream = None;
+        let info = ex.info;
+        let b = ex.backend;
+        if failure == Some(Failure::Refused) {
+            self.proxy.stats[b].retries += 1;
+        }
+        let decision = self.proxy.pools[b].acquire(&info, cx.now());
+        self.stream_proceed(cx, conn, front, key, decision)
     }
 
     /// The exchange's backend connection went away before the response was complete: retry,

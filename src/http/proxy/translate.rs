@@ -1,5 +1,9 @@
 //! HTTP/2 <-> HTTP/1.1 head translation for streams proxied to HTTP/1.1 backends.
 //!
+//! To an h2 backend, the HTTP/1.1 head the proxy built is turned back into HTTP/2 fields
+//! ([`h2_request`]): one request representation whatever the server speaks (a server of an
+//! `auto` backend may turn out to speak HTTP/1.1), and the rewrite applied once.
+//!
 //! Requests (RFC 9113 section 8.3.1): `:method` and `:path` make the request line, `:authority`
 //! becomes `Host` (it wins over a `host` field), the `cookie` crumbs of section 8.2.3 are joined
 //! with `"; "` into one field, and the rest goes through the same rewrite as an HTTP/1.1 request
@@ -11,7 +15,8 @@
 //! buffer until the stream's HEADERS can be written.
 
 use super::rewrite::{self, Forwarding};
-use coreplex_protocol::h2::hpack::HeaderList;
+use coreplex_protocol::h2::conn::HeaderWriter;
+use coreplex_protocol::h2::hpack::{HeaderList, Indexing};
 use coreplex_protocol::h2::message::Checked;
 use httparse::Header;
 
@@ -113,6 +118,19 @@ impl ResponseFields {
         f
     }
 
+    /// The regular fields of an h2 response head (from `start` in `list`; the message checks
+    /// already refused connection-specific ones).
+    pub fn from_h2(list: &HeaderList, start: usize) -> ResponseFields {
+        let mut f = ResponseFields {
+            bytes: Vec::with_capacity(list.heap_bytes().min(8192)),
+        };
+        for i in start..list.len() {
+            let (name, value, _) = list.get(i);
+            f.push(name, value);
+        }
+        f
+    }
+
     fn push(&mut self, name: &[u8], value: &[u8]) {
         self.bytes
             .extend_from_slice(&(name.len() as u32).to_le_bytes());
@@ -130,6 +148,56 @@ impl ResponseFields {
             let value = take(&mut rest)?;
             Some((name, value))
         })
+    }
+}
+
+/// Writes the fields of an HTTP/2 request for an h2 backend from the HTTP/1.1 request head the
+/// proxy built (`head`: request line and fields, already rewritten): `:method`, `:scheme`,
+/// `:authority` from `Host`, `:path` from the target, then the fields lowercased without the
+/// connection-specific ones (RFC 9113 section 8.2.2: `connection`, `keep-alive`,
+/// `proxy-connection`, `transfer-encoding`, `upgrade`, and `te` unless it is `trailers`).
+/// Returns `false` when `head` does not parse (it is the proxy's own, so that is a bug).
+pub fn h2_request(head: &[u8], scheme: &[u8], w: &mut HeaderWriter<'_>) -> bool {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS + 8];
+    let mut req = httparse::Request::new(&mut fields);
+    if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
+        return false;
+    }
+    let (Some(method), Some(path)) = (req.method, req.path) else {
+        return false;
+    };
+    let host = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("host"))
+        .map(|h| h.value);
+    w.field(b":method", method.as_bytes(), Indexing::Index);
+    w.field(b":scheme", scheme, Indexing::Index);
+    if let Some(host) = host {
+        w.field(b":authority", host, Indexing::Index);
+    }
+    w.field(b":path", path.as_bytes(), Indexing::Index);
+    let mut name = Vec::with_capacity(32);
+    for h in req.headers.iter() {
+        name.clear();
+        name.extend(h.name.bytes().map(|b| b.to_ascii_lowercase()));
+        match &name[..] {
+            b"host" | b"connection" | b"keep-alive" | b"proxy-connection"
+            | b"transfer-encoding" | b"upgrade" => continue,
+            b"te" if !h.value.eq_ignore_ascii_case(b"trailers") => continue,
+            _ => {}
+        }
+        w.field(&name, h.value, request_indexing(&name));
+    }
+    true
+}
+
+/// How a request field is put in the backend connection's HPACK table.
+fn request_indexing(name: &[u8]) -> Indexing {
+    match name {
+        b"content-length" => Indexing::Literal,
+        b"authorization" | b"proxy-authorization" | b"cookie" => Indexing::Never,
+        _ => Indexing::Index,
     }
 }
 

@@ -50,7 +50,8 @@ impl HttpService {
         conn.listener = b as u8;
         ex.connected = true;
         let (server, session, since) = (ex.server, ex.info.session, ex.since);
-        self.proxy.note_connected(cx, b, server, session, since);
+        self.proxy
+            .note_connected(cx, b, server, session, since, None);
         cx.wake(client);
     }
 
