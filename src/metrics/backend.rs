@@ -1,7 +1,8 @@
 //! Per-backend and per-server series: connections new and reused (the reuse ratio), idle, safe
 //! and private pool lists, requests in flight, queues (current, max, time), connect time,
-//! responses by class, failures by kind, retries, passive health, and TLS handshakes to the
-//! backend (full, resumed, the resumption ratio).
+//! responses by class, failures by kind, retries, passive health, TLS handshakes to the
+//! backend (full, resumed, the resumption ratio), and HTTP/2 to the backend (streams in use,
+//! sessions, refused streams, GOAWAYs, ALPN fallbacks per server).
 
 use super::header;
 use crate::http::proxy::stats::{BackendStats, ProxyError};
@@ -221,6 +222,61 @@ pub fn render(o: &mut String, backends: &[BackendStats]) {
             }
         },
     );
+    per_server(
+        o,
+        backends,
+        "coreplex_backend_h2_streams",
+        "Requests in flight as streams of multiplexed (HTTP/2) backend connections.",
+        "gauge",
+        |s| f64::from(s.streams),
+    );
+    per_backend(
+        o,
+        backends,
+        "coreplex_backend_h2_sessions_total",
+        "HTTP/2 backend connections that reached the server's SETTINGS.",
+        "counter",
+        |b| b.h2_sessions as f64,
+    );
+    per_backend(
+        o,
+        backends,
+        "coreplex_backend_h2_refused_total",
+        "Streams the servers did not process (REFUSED_STREAM, or above a GOAWAY's last stream), sent again when they could be.",
+        "counter",
+        |b| b.h2_refused as f64,
+    );
+    per_backend(
+        o,
+        backends,
+        "coreplex_backend_h2_goaway_received_total",
+        "GOAWAY frames received from the servers.",
+        "counter",
+        |b| b.h2_goaway_received as f64,
+    );
+    per_backend(
+        o,
+        backends,
+        "coreplex_backend_h2_goaway_sent_total",
+        "GOAWAY frames sent to the servers on a connection error.",
+        "counter",
+        |b| b.h2_goaway_sent as f64,
+    );
+    header(
+        o,
+        "coreplex_backend_alpn_fallbacks_total",
+        "Times a server of an `auto` backend was found to speak HTTP/1.1 instead of h2.",
+        "counter",
+    );
+    for b in backends {
+        for (s, v) in b.servers.iter().zip(&b.alpn_fallbacks) {
+            let _ = writeln!(
+                o,
+                "coreplex_backend_alpn_fallbacks_total{{backend=\"{}\",server=\"{s}\"}} {v}",
+                b.name
+            );
+        }
+    }
     per_backend(
         o,
         backends,

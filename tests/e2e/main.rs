@@ -6,6 +6,7 @@ mod backend;
 mod cli;
 mod forwarding;
 mod h2;
+mod h2_backend;
 mod h2_proxy;
 mod harness;
 mod http1;

@@ -105,10 +105,16 @@ impl HttpService {
         }
     }
 
-    /// A connection to `server` still starting that exchange `key` may wait for instead of
-    /// opening its own (its expected capacity not yet spoken for; its session's, unless the mode
-    /// shares connections).
-    pub(super) fn h2_wait_for(&mut self, b: usize, server: ServerId, key: u64) -> Option<Id> {
+    /// A connection to `server` still starting (asked for, connecting, or waiting for SETTINGS)
+    /// that exchange `key` may wait for instead of opening its own: its expected capacity not
+    /// yet spoken for, and its session's unless the mode shares connections. Returns the
+    /// connection if it exists already (`None` inside: it is still being opened).
+    pub(super) fn h2_wait_for(
+        &mut self,
+        b: usize,
+        server: ServerId,
+        key: u64,
+    ) -> Option<Option<Id>> {
         let session = self.proxy.streams.get(&key)?.info.session;
         let shares = matches!(
             self.proxy.pools[b].policy().reuse,
@@ -118,25 +124,35 @@ impl HttpService {
             Learned::H2 { capacity } => capacity,
             _ => self.proxy.backends[b].config.http2.max_concurrent_streams,
         } as usize;
-        let id = self.proxy.h2_pending.iter().copied().find(|id| {
-            self.proxy.h2_conns.get(id).is_some_and(|h| {
-                h.backend == b
-                    && h.server == server
-                    && !h.pooled
-                    && h.waiting.len() < expected
-                    && (shares || h.session == session)
-            })
-        })?;
-        self.proxy.h2_conns.get_mut(&id)?.waiting.push(key);
-        Some(id)
+        let fits = |h: &BackendH2| {
+            h.backend == b
+                && h.server == server
+                && !h.pooled
+                && h.waiting.len() < expected
+                && (shares || h.session == session)
+        };
+        let pending = self
+            .proxy
+            .h2_pending
+            .iter()
+            .copied()
+            .find(|id| self.proxy.h2_conns.get(id).is_some_and(fits));
+        if let Some(id) = pending {
+            self.proxy.h2_conns.get_mut(&id)?.waiting.push(key);
+            return Some(Some(id));
+        }
+        let h = self.proxy.h2_opening.values_mut().find(|h| fits(h))?;
+        h.waiting.push(key);
+        Some(None)
     }
 
-    /// A connection opened for exchange `key` to speak h2 exists (still connecting).
-    pub(super) fn h2_opened(&mut self, cx: &mut Cx<'_>, key: u64, b: usize, server: ServerId) {
+    /// Exchange `key` asked the engine for a connection to `server` that will speak h2: others
+    /// may wait for it from now on.
+    pub(super) fn h2_opening_start(&mut self, key: u64, b: usize, server: ServerId) {
         let settings = self.proxy.backends[b].config.http2;
         let session = self.proxy.streams[&key].info.session;
-        self.proxy.h2_conns.insert(
-            cx.id(),
+        self.proxy.h2_opening.insert(
+            key,
             BackendH2 {
                 conn: Connection::new(Role::Client, settings),
                 backend: b,
@@ -150,7 +166,48 @@ impl HttpService {
                 pooled: false,
             },
         );
+    }
+
+    /// The connection exchange `key` asked for exists: the exchanges waiting for it (the asker
+    /// first, if still there) follow it. Returns `false` when nobody waits any more.
+    pub(super) fn h2_opened(&mut self, cx: &mut Cx<'_>, key: u64) -> bool {
+        let Some(mut h) = self.proxy.h2_opening.remove(&key) else {
+            return false;
+        };
+        h.waiting.retain(|k| self.proxy.streams.contains_key(k));
+        if h.waiting.is_empty() {
+            return false;
+        }
+        for k in &h.waiting {
+            if let Some(ex) = self.proxy.streams.get_mut(k) {
+                ex.conn = Some(cx.id());
+                ex.opening = false;
+            }
+        }
+        self.proxy.h2_conns.insert(cx.id(), h);
         self.proxy.h2_pending.push(cx.id());
+        true
+    }
+
+    /// The engine had no slot for the connection exchange `key` asked for: the others that
+    /// waited for it decide again (the asker answers 503).
+    pub(super) fn h2_open_failed(&mut self, key: u64) {
+        if let Some(h) = self.proxy.h2_opening.remove(&key) {
+            for k in h.waiting.into_iter().filter(|&k| k != key) {
+                if let Some(ex) = self.proxy.streams.get_mut(&k) {
+                    ex.opening = false;
+                }
+                self.requeue_waiter(h.backend, h.server, k);
+            }
+        }
+    }
+
+    /// An exchange waiting for a connection still being opened leaves.
+    pub(super) fn h2_leave_opening(&mut self, key: u64) {
+        for h in self.proxy.h2_opening.values_mut() {
+            // The asker's own entry stays (keyed by it): the others may still use it.
+            h.waiting.retain(|&k| k != key);
+        }
     }
 
     /// Whether `id` is a multiplexed backend connection.

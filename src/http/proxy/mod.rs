@@ -246,6 +246,8 @@ pub struct ProxyShard {
     pub(super) h2_conns: FastMap<Id, h2_upstream::BackendH2>,
     /// Those of them whose SETTINGS have not arrived (exchanges may wait for them).
     pub(super) h2_pending: Vec<Id>,
+    /// h2 connections asked of the engine and not made yet, by the asking exchange.
+    pub(super) h2_opening: FastMap<u64, h2_upstream::BackendH2>,
     /// Per backend, per server: what it was found to speak.
     pub(super) learned: Vec<Vec<h2_upstream::Learned>>,
     pub(super) next_stream: u64,
@@ -297,6 +299,7 @@ impl ProxyShard {
             stream_of_conn: FastMap::default(),
             h2_conns: FastMap::default(),
             h2_pending: Vec::new(),
+            h2_opening: FastMap::default(),
             learned,
             next_stream: 0,
             pending_wake: Vec::new(),

@@ -59,6 +59,17 @@ impl HttpService {
         conn: &mut HttpConn,
         key: u64,
     ) {
+        if let Some(b) = self.proxy.h2_opening.get(&key).map(|h| h.backend) {
+            // An h2 connection: it serves whoever still waits for it.
+            if !self.h2_opened(cx, key) {
+                cx.close(CloseReason::Done);
+                return;
+            }
+            conn.phase = Phase::Backend;
+            conn.listener = b as u8;
+            cx.set_timer(self.proxy.backends[b].config.timeouts.connect);
+            return;
+        }
         let Some(ex) = self.proxy.streams.get_mut(&key) else {
             cx.close(CloseReason::Done);
             return;
@@ -71,17 +82,13 @@ impl HttpService {
         ex.opening = false;
         conn.phase = Phase::Backend;
         conn.listener = ex.backend as u8;
-        let (b, server) = (ex.backend, ex.server);
-        if ex.mux {
-            self.h2_opened(cx, key, b, server);
-        } else {
-            self.proxy.stream_of_conn.insert(cx.id(), key);
-        }
-        cx.set_timer(self.proxy.backends[b].config.timeouts.connect);
+        self.proxy.stream_of_conn.insert(cx.id(), key);
+        cx.set_timer(self.proxy.backends[ex.backend].config.timeouts.connect);
     }
 
     /// The asker could not get a connection slot for exchange `key`.
     pub(in crate::http) fn stream_open_failed(&mut self, cx: &mut Cx<'_>, key: u64) {
+        self.h2_open_failed(key);
         if let Some(ex) = self.proxy.streams.get_mut(&key) {
             ex.failure = None; // no slot: answered 503 without blaming the server
             ex.conn = None;

@@ -288,7 +288,8 @@ impl HttpService {
                         // A connection to that server is starting: wait for its SETTINGS.
                         let ex = self.proxy.streams.get_mut(&key).expect("checked");
                         ex.mux = true;
-                        ex.conn = Some(c);
+                        ex.conn = c;
+                        ex.opening = c.is_none();
                         return Step::Keep;
                     }
                 }
@@ -305,6 +306,9 @@ impl HttpService {
                 match cx.open(addr, profile, key) {
                     Ok(()) => {
                         ex.opening = true;
+                        if mux {
+                            self.h2_opening_start(key, b, server);
+                        }
                         Step::Keep
                     }
                     Err(e) => {
@@ -427,6 +431,9 @@ impl HttpService {
     /// its slot.
     fn stream_let_go(&mut self, ex: &StreamExchange) {
         let Some(c) = ex.conn else {
+            if ex.mux && ex.opening {
+                self.h2_leave_opening(ex.key);
+            }
             return;
         };
         if ex.mux {
@@ -704,6 +711,11 @@ impl HttpService {
                     return self.stream_fail(cx, conn, front, key, 503, ProxyError::NoSlot);
                 }
                 Some(Failure::ConnectTimeout) => ProxyError::ConnectTimeout,
+                Some(Failure::BadResponse) => {
+                    // It answered, but not in the protocol it was meant to speak.
+                    let _ = self.proxy.pools[b].connect_failed(ex.server, now);
+                    return self.stream_fail(cx, conn, front, key, 502, ProxyError::BadResponse);
+                }
                 Some(_) => ProxyError::ConnectFailed,
             };
             let _ = self.proxy.pools[b].connect_failed(ex.server, now);

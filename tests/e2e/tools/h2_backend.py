@@ -10,7 +10,8 @@ Prints "ready PORT" once listening. Paths:
   /upload      reads the body, answers its length
   /bytes/N     N bytes of "b"
   /slow/MS     answers "slow" after MS milliseconds
-  /peak        the most streams ever open at once on one connection, and the streams seen
+  /peak        the most streams ever open at once on one connection, the streams seen, the
+               violations, refusals, connections and resets received (one line)
   anything     "h2 ok PATH"
 --max-streams: SETTINGS_MAX_CONCURRENT_STREAMS; a stream beyond it is a protocol violation
   the backend counts (and refuses), so /peak can prove the proxy never sent one.
@@ -44,7 +45,7 @@ GOAWAY_AFTER = int(opt("--goaway-after", "0"))
 REFUSE_EVERY = int(opt("--refuse-every", "0"))
 CERT, KEY = opt("--cert"), opt("--key")
 
-STATS = {"peak": 0, "streams": 0, "violations": 0, "refused": 0, "connections": 0}
+STATS = {"peak": 0, "streams": 0, "violations": 0, "refused": 0, "connections": 0, "resets": 0}
 
 
 class Conn:
@@ -126,6 +127,8 @@ class Conn:
         elif isinstance(ev, h2.events.StreamEnded):
             pass
         elif isinstance(ev, h2.events.StreamReset):
+            if ev.remote_reset:
+                STATS["resets"] += 1
             self.open.discard(ev.stream_id)
             self.pending.pop(ev.stream_id, None)
         elif isinstance(ev, h2.events.WindowUpdated):
@@ -133,7 +136,7 @@ class Conn:
 
     async def respond(self, sid):
         head = {k: v for k, v in self.heads.pop(sid)}
-        path = head.get(b":path", b"/").decode()
+        path = head.get(b":path", b"/").decode().split("?")[0]
         status = b"200"
         if path == "/echo":
             body = b"".join(k + b": " + v + b"\n" for k, v in self.h2_fields(sid, head))
@@ -147,9 +150,9 @@ class Conn:
             loop.call_later(int(path[len("/slow/"):]) / 1000, self.answer, sid, b"slow")
             return
         elif path == "/peak":
-            body = ("peak %d streams %d violations %d refused %d connections %d" % (
+            body = ("peak %d streams %d violations %d refused %d connections %d resets %d" % (
                 STATS["peak"], STATS["streams"], STATS["violations"], STATS["refused"],
-                STATS["connections"])).encode()
+                STATS["connections"], STATS["resets"])).encode()
         else:
             body = ("h2 ok %s" % path).encode()
         self.answer(sid, body, status)
@@ -168,6 +171,11 @@ class Conn:
     def send_pending(self):
         for sid in list(self.pending):
             body = self.pending[sid]
+            try:
+                self.h2.local_flow_control_window(sid)
+            except h2.exceptions.StreamClosedError:
+                del self.pending[sid]  # reset by the peer (its event comes later in the batch)
+                continue
             while body:
                 n = min(len(body), self.h2.local_flow_control_window(sid), self.h2.max_outbound_frame_size)
                 if n <= 0:
