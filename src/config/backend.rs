@@ -167,7 +167,8 @@ pub enum BackendProtocol {
     H2,
     /// HTTP/2 where the server speaks it, else HTTP/1.1, learned per server: over TLS by ALPN
     /// (`h2`, `http/1.1` offered), on plaintext by trying h2c (a server that answers the
-    /// preface with an HTTP/1 response, or closes before its SETTINGS, is taken as HTTP/1.1).
+    /// preface with an HTTP/1 response, or closes before its SETTINGS, is taken as HTTP/1.1;
+    /// h2 is tried again a minute later).
     Auto,
 }
 

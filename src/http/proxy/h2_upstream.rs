@@ -28,8 +28,9 @@
 //!   exchange and the backend stream's window reopens only as the client takes it (our stream
 //!   window, `http2.initial_window_size`, bounds what one stream holds).
 //! - A server that does not speak h2 (`auto`): by ALPN over TLS, or an HTTP/1 answer (or a
-//!   close) before SETTINGS on plaintext, the server is remembered as HTTP/1.1 and the waiting
-//!   exchanges decide again (over TLS the opener keeps the connection as HTTP/1.1).
+//!   close) before SETTINGS on plaintext, the server is remembered as HTTP/1.1 (for a minute,
+//!   then h2 is offered again) and the waiting exchanges decide again (over TLS the opener keeps
+//!   the connection as HTTP/1.1).
 
 use super::translate::{self, ResponseFields};
 use super::{conn_id, Failure, Stage};
@@ -49,8 +50,24 @@ pub(in crate::http) enum Learned {
     H2 {
         capacity: u32,
     },
-    /// It answered as HTTP/1.1 (ALPN, or its reply to the preface).
-    H1,
+    /// It answered as HTTP/1.1 (ALPN, or its reply to the preface): HTTP/1.1 until `until`,
+    /// then h2 is tried again (the server may have been upgraded).
+    H1 { until: Instant },
+}
+
+/// How long a server found to speak only HTTP/1.1 is not offered h2 again.
+const H1_RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Learned {
+    fn h1_since(now: Instant) -> Learned {
+        Learned::H1 {
+            until: now + H1_RECHECK,
+        }
+    }
+
+    fn is_h1(self, now: Instant) -> bool {
+        matches!(self, Learned::H1 { until } if until > now)
+    }
 }
 
 /// One multiplexed backend connection.
@@ -101,7 +118,7 @@ impl HttpService {
         match self.proxy.backends[b].config.protocol {
             BackendProtocol::H1 => false,
             BackendProtocol::H2 => true,
-            BackendProtocol::Auto => self.proxy.learned[b][server.0 as usize] != Learned::H1,
+            BackendProtocol::Auto => !self.proxy.learned[b][server.0 as usize].is_h1(Instant::now()),
         }
     }
 
@@ -246,7 +263,7 @@ impl HttpService {
             // The server chose HTTP/1.1 (or nothing): remember it; the opener keeps this
             // connection as HTTP/1.1, the others decide again.
             self.proxy.stats[b].alpn_fallbacks[server.0 as usize] += 1;
-            self.proxy.learned[b][server.0 as usize] = Learned::H1;
+            self.proxy.learned[b][server.0 as usize] = Learned::h1_since(cx.now());
             if self.proxy.backends[b].config.protocol == BackendProtocol::Auto {
                 return self.h2_fall_back(cx);
             }
@@ -388,7 +405,7 @@ impl HttpService {
         if let Some(h) = self.proxy.h2_conns.get(&id) {
             let (b, s) = (h.backend, h.server);
             if self.proxy.backends[b].config.protocol == BackendProtocol::Auto {
-                self.proxy.learned[b][s.0 as usize] = Learned::H1;
+                self.proxy.learned[b][s.0 as usize] = Learned::h1_since(cx.now());
                 self.proxy.stats[b].alpn_fallbacks[s.0 as usize] += 1;
                 let waiting = self
                     .proxy
@@ -792,10 +809,11 @@ impl HttpService {
                 .first()
                 .and_then(|k| self.proxy.streams.get(k))
                 .is_some_and(|ex| ex.failure == Some(Failure::ConnectTimeout));
-            let unknown = self.proxy.learned[b][server.0 as usize] != Learned::H1;
+            let now = Instant::now();
+            let unknown = !self.proxy.learned[b][server.0 as usize].is_h1(now);
             if h.connected && auto && !timed_out && unknown {
                 // An `auto` server that took the connection and closed it on the preface.
-                self.proxy.learned[b][server.0 as usize] = Learned::H1;
+                self.proxy.learned[b][server.0 as usize] = Learned::h1_since(now);
                 self.proxy.stats[b].alpn_fallbacks[server.0 as usize] += 1;
                 for key in h.waiting {
                     self.requeue_waiter(b, server, key);
