@@ -12,8 +12,13 @@ With `--target proxy` every server proxies each request to the same HTTP/1.1 ngi
 (bench/peers/nginx-backend.conf on 18090, one worker pinned to core 0 beside the proxy; its CPU
 is not counted) over pooled keep-alive connections instead of answering directly.
 
+With `--target h2backend` the backend is the same nginx speaking h2c (prior knowledge,
+bench/peers/nginx-backend-h2.conf, 128 streams per connection) and the proxies multiplex the
+streams onto few backend connections (`reuse = "always"`, haproxy `http-reuse always` with
+`proto h2`). nginx cannot proxy to an HTTP/2 backend (only gRPC), so it is not measured there.
+
 Usage: python3 bench/compare_h2.py [--rounds 3] [--requests 300000] [--only h2c,tls]
-                                   [--target direct|proxy]
+                                   [--target direct|proxy|h2backend]
 """
 import argparse, os, re, shutil, statistics, subprocess, sys, tempfile, time
 
@@ -48,9 +53,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--requests", type=int, default=300000)
     ap.add_argument("--only", default="", help="scenario name prefixes, comma-separated")
-    ap.add_argument("--target", choices=["direct", "proxy"], default="direct")
+    ap.add_argument("--target", choices=["direct", "proxy", "h2backend"], default="direct")
     a = ap.parse_args()
-    suffix = "-proxy" if a.target == "proxy" else ""
+    suffix = {"direct": "", "proxy": "-proxy", "h2backend": "-h2backend"}[a.target]
     tmp = tempfile.mkdtemp(prefix="cph2-")
     os.chmod(tmp, 0o755)
     certs = os.path.join(ROOT, "examples/certs")
@@ -66,14 +71,16 @@ def main():
         open(dst, "w").write(text)
 
     render(os.path.join(HERE, f"configs/h2{suffix}.toml"), os.path.join(tmp, "coreplex.toml"))
-    render(os.path.join(HERE, f"peers/nginx-h2{suffix}.conf"), os.path.join(tmp, "nginx.conf"))
+    if a.target != "h2backend":
+        render(os.path.join(HERE, f"peers/nginx-h2{suffix}.conf"), os.path.join(tmp, "nginx.conf"))
     render(os.path.join(HERE, f"peers/haproxy-h2{suffix}.cfg"), os.path.join(tmp, "haproxy.cfg"))
     backend = None
-    if a.target == "proxy":
+    if a.target in ("proxy", "h2backend"):
         bdir = os.path.join(tmp, "backend")
         for d in ["body", "proxy", "fastcgi", "uwsgi", "scgi"]:
             os.makedirs(os.path.join(bdir, d), exist_ok=True)
-        text = open(os.path.join(HERE, "peers/nginx-backend.conf")).read()
+        conf = "nginx-backend.conf" if a.target == "proxy" else "nginx-backend-h2.conf"
+        text = open(os.path.join(HERE, "peers", conf)).read()
         open(os.path.join(bdir, "nginx.conf"), "w").write(
             text.replace("@PORT@", str(BACKEND)).replace("@DIR@", bdir))
         backend = Server("backend", ["taskset", "-c", "0", shutil.which("nginx") or "/usr/sbin/nginx",
@@ -88,6 +95,8 @@ def main():
         "haproxy": ["taskset", "-c", "0", shutil.which("haproxy") or "/usr/sbin/haproxy", "-f",
                     os.path.join(tmp, "haproxy.cfg")],
     }
+    if a.target == "h2backend":
+        del servers["nginx"]
     only = [x for x in a.only.split(",") if x]
     results = {}
     print(f"target: {a.target}", flush=True)
@@ -119,9 +128,9 @@ def main():
             if sv not in med:
                 continue
             rps = statistics.median(x[1] for x in results[(name, sv)])
-            vn = med[sv] / med["nginx"] if "nginx" in med else float("nan")
-            vh = med[sv] / med["haproxy"] if "haproxy" in med else float("nan")
-            print(f"| {name} | {sv} | {med[sv]:.2f} | {rps:.0f} | {vn:.2f}x | {vh:.2f}x |")
+            vn = f"{med[sv] / med['nginx']:.2f}x" if "nginx" in med else "n/a"
+            vh = f"{med[sv] / med['haproxy']:.2f}x" if "haproxy" in med else "n/a"
+            print(f"| {name} | {sv} | {med[sv]:.2f} | {rps:.0f} | {vn} | {vh} |")
     if backend:
         backend.stop()
     shutil.rmtree(tmp, ignore_errors=True)

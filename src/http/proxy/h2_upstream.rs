@@ -52,7 +52,9 @@ pub(in crate::http) enum Learned {
     },
     /// It answered as HTTP/1.1 (ALPN, or its reply to the preface): HTTP/1.1 until `until`,
     /// then h2 is tried again (the server may have been upgraded).
-    H1 { until: Instant },
+    H1 {
+        until: Instant,
+    },
 }
 
 /// How long a server found to speak only HTTP/1.1 is not offered h2 again.
@@ -86,6 +88,10 @@ pub(in crate::http) struct BackendH2 {
     pub streams: Vec<(u32, u64)>,
     /// Streams whose exchange left: RST_STREAM(CANCEL) goes out at the next pump.
     pub cancel: Vec<u32>,
+    /// Exchanges that left work for the next pump (body bytes, window to return): only they are
+    /// looked at, unless `all` (the backend's windows grew).
+    pub touched: Vec<u64>,
+    pub all: bool,
     /// The TCP (and TLS) connect finished.
     pub connected: bool,
     /// Its SETTINGS arrived: the pool tracks it.
@@ -118,7 +124,9 @@ impl HttpService {
         match self.proxy.backends[b].config.protocol {
             BackendProtocol::H1 => false,
             BackendProtocol::H2 => true,
-            BackendProtocol::Auto => !self.proxy.learned[b][server.0 as usize].is_h1(Instant::now()),
+            BackendProtocol::Auto => {
+                !self.proxy.learned[b][server.0 as usize].is_h1(Instant::now())
+            }
         }
     }
 
@@ -153,7 +161,7 @@ impl HttpService {
             .h2_pending
             .iter()
             .copied()
-            .find(|id| self.proxy.h2_conns.get(id).is_some_and(fits));
+            .find(|id| self.proxy.h2_conns.get(id).is_some_and(|h| fits(h)));
         if let Some(id) = pending {
             self.proxy.h2_conns.get_mut(&id)?.waiting.push(key);
             return Some(Some(id));
@@ -170,7 +178,7 @@ impl HttpService {
         let session = self.proxy.streams[&key].info.session;
         self.proxy.h2_opening.insert(
             key,
-            BackendH2 {
+            Box::new(BackendH2 {
                 conn: Connection::new(Role::Client, settings),
                 backend: b,
                 server,
@@ -179,9 +187,11 @@ impl HttpService {
                 to_open: Vec::new(),
                 streams: Vec::new(),
                 cancel: Vec::new(),
+                touched: Vec::new(),
+                all: false,
                 connected: false,
                 pooled: false,
-            },
+            }),
         );
     }
 
@@ -523,7 +533,7 @@ impl HttpService {
                     self.requeue_waiter(b, h.server, key);
                 }
             }
-            Event::Writable => {}
+            Event::Writable => h.all = true,
             Event::TooLarge { stream } => {
                 // Only a server gets this; reset defensively.
                 h.conn.reset(stream, ErrorCode::ProtocolError, cx.output());
@@ -597,7 +607,7 @@ impl HttpService {
     /// After input or a wake: open streams given to the connection, send request bodies within
     /// the windows, return response windows the clients freed, cancel abandoned streams; then
     /// keep the state or close a connection that is done.
-    fn h2_backend_settle(&mut self, cx: &mut Cx<'_>, mut h: BackendH2) {
+    fn h2_backend_settle(&mut self, cx: &mut Cx<'_>, mut h: Box<BackendH2>) {
         let id = cx.id();
         if h.pooled {
             self.h2_pump(cx, &mut h);
@@ -649,6 +659,9 @@ impl HttpService {
             ex.head_sent = true;
             ex.h2_stream = Some(stream);
             ex.up_end_sent = end;
+            if !end {
+                h.touched.push(key);
+            }
             h.streams.push((stream, key));
             if !ok {
                 tracing::warn!("an h2 backend request head did not translate");
@@ -662,8 +675,16 @@ impl HttpService {
                 }
             }
         }
-        for &(stream, key) in &h.streams {
+        let mut keys = std::mem::take(&mut h.touched);
+        if std::mem::take(&mut h.all) {
+            keys.clear();
+            keys.extend(h.streams.iter().map(|&(_, k)| k));
+        }
+        for &key in &keys {
             let Some(ex) = self.proxy.streams.get_mut(&key) else {
+                continue;
+            };
+            let Some(stream) = ex.h2_stream.filter(|_| ex.conn == Some(id)) else {
                 continue;
             };
             if ex.down_unacked > 0 {
@@ -687,7 +708,15 @@ impl HttpService {
             }
             if ex.up_end && ex.up.is_empty() && sent == n && all {
                 ex.up_end_sent = true;
+            } else if !ex.up.is_empty() || ex.up_end {
+                // Held back by the windows or the output bound: `all` at the next Writable,
+                // or the drain wakes us.
+                h.all |= cx.pending_output() >= MAX_PENDING_OUTPUT;
             }
+        }
+        keys.clear();
+        if h.touched.is_empty() {
+            h.touched = keys; // keep the capacity
         }
     }
 

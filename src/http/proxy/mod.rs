@@ -243,11 +243,11 @@ pub struct ProxyShard {
     /// The stream exchange each HTTP/1.1 backend connection serves.
     pub(super) stream_of_conn: FastMap<Id, u64>,
     /// Multiplexed (h2) backend connections.
-    pub(super) h2_conns: FastMap<Id, h2_upstream::BackendH2>,
+    pub(super) h2_conns: FastMap<Id, Box<h2_upstream::BackendH2>>,
     /// Those of them whose SETTINGS have not arrived (exchanges may wait for them).
     pub(super) h2_pending: Vec<Id>,
     /// h2 connections asked of the engine and not made yet, by the asking exchange.
-    pub(super) h2_opening: FastMap<u64, h2_upstream::BackendH2>,
+    pub(super) h2_opening: FastMap<u64, Box<h2_upstream::BackendH2>>,
     /// Per backend, per server: what it was found to speak.
     pub(super) learned: Vec<Vec<h2_upstream::Learned>>,
     pub(super) next_stream: u64,
@@ -473,6 +473,14 @@ impl ProxyShard {
             Stage::Ready(decision) => self.abandon(b, decision),
             Stage::Connecting if !connected => self.abandon(b, Acquire::Connect { server }),
             _ => {}
+        }
+    }
+
+    /// Exchange `key` left work for its h2 backend connection `id` (a no-op for an HTTP/1.1
+    /// one): its next pump looks at that stream.
+    pub(super) fn touch_h2(&mut self, id: Id, key: u64) {
+        if let Some(h) = self.h2_conns.get_mut(&id) {
+            h.touched.push(key);
         }
     }
 

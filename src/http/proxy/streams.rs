@@ -480,6 +480,7 @@ impl HttpService {
         }
         if let Some(ex) = self.proxy.streams.get(&key) {
             if let (Some(c), true) = (ex.conn, ex.connected) {
+                self.proxy.touch_h2(c, key);
                 cx.wake(c);
             }
         }
@@ -492,6 +493,7 @@ impl HttpService {
         if let Some(&(_, key)) = front.proxied.iter().find(|(s, _)| *s == stream) {
             self.stream_request_end(key);
             if let Some(c) = self.proxy.streams.get(&key).and_then(|ex| ex.conn) {
+                self.proxy.touch_h2(c, key);
                 cx.wake(c);
             }
         }
@@ -624,6 +626,9 @@ impl HttpService {
                 // The backend stream's window reopens as the client takes the bytes.
                 ex.down_unacked += sent;
                 if let Some(c) = ex.conn {
+                    if let Some(h) = self.proxy.h2_conns.get_mut(&c) {
+                        h.touched.push(key);
+                    }
                     cx.wake(c);
                 }
             }

@@ -158,10 +158,21 @@ impl ResponseFields {
 /// `proxy-connection`, `transfer-encoding`, `upgrade`, and `te` unless it is `trailers`).
 /// Returns `false` when `head` does not parse (it is the proxy's own, so that is a bug).
 pub fn h2_request(head: &[u8], scheme: &[u8], w: &mut HeaderWriter<'_>) -> bool {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS + 8];
-    let mut req = httparse::Request::new(&mut fields);
-    if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
-        return false;
+    // Most heads have a few dozen fields: a small array on the stack, the full cap on the heap
+    // for the rare large one.
+    let mut small = [httparse::EMPTY_HEADER; 48];
+    let mut large;
+    let mut req = httparse::Request::new(&mut small);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Err(httparse::Error::TooManyHeaders) => {
+            large = vec![httparse::EMPTY_HEADER; MAX_FIELDS + 8];
+            req = httparse::Request::new(&mut large);
+            if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
+                return false;
+            }
+        }
+        _ => return false,
     }
     let (Some(method), Some(path)) = (req.method, req.path) else {
         return false;
@@ -338,5 +349,65 @@ mod tests {
                 (&b"set-cookie"[..], &b"a=1"[..]),
             ]
         );
+    }
+
+    /// Runs `h2_request` on `head` and decodes the HEADERS block it wrote.
+    fn to_h2(head: &str) -> Vec<(String, String)> {
+        use coreplex_protocol::h2::conn::{Connection, Role, Settings};
+        use coreplex_protocol::h2::hpack::Decoder;
+        let mut conn = Connection::new(Role::Client, Settings::default());
+        let mut out = Vec::new();
+        let mut ok = false;
+        conn.send_headers(1, true, &mut out, |w| {
+            ok = h2_request(head.as_bytes(), b"https", w);
+        });
+        assert!(ok, "{head}");
+        let mut list = HeaderList::default();
+        Decoder::new(4096)
+            .decode(&out[9..], &mut list, 1 << 20)
+            .expect("a valid block");
+        (0..list.len())
+            .map(|i| {
+                let (n, v, _) = list.get(i);
+                (
+                    String::from_utf8_lossy(n).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_rewritten_head_becomes_h2_fields() {
+        let f = to_h2(
+            "POST /a?b HTTP/1.1\r\nHost: example.com\r\nConnection: keep-alive\r\nTE: gzip\r\nTransfer-Encoding: chunked\r\nX-Forwarded-For: 10.0.0.1\r\nCookie: a=1; b=2\r\n\r\n",
+        );
+        let want = [
+            (":method", "POST"),
+            (":scheme", "https"),
+            (":authority", "example.com"),
+            (":path", "/a?b"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("cookie", "a=1; b=2"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(f, want);
+        let f = to_h2("GET / HTTP/1.1\r\nHost: h\r\nTE: trailers\r\n\r\n");
+        assert!(f.contains(&("te".into(), "trailers".into())), "{f:?}");
+    }
+
+    #[test]
+    fn a_head_with_many_fields_translates_whole() {
+        let mut head = String::from("GET / HTTP/1.1\r\nHost: h\r\n");
+        for i in 0..200 {
+            head.push_str(&format!("X-F{i}: {i}\r\n"));
+        }
+        head.push_str("\r\n");
+        let f = to_h2(&head);
+        assert_eq!(f.len(), 4 + 200);
+        assert_eq!(f.last(), Some(&("x-f199".into(), "199".into())));
     }
 }
