@@ -418,7 +418,7 @@ fn an_idle_h2_connection_gets_goaway_at_the_keep_alive_timeout() {
 #[test]
 fn check_reports_http2_errors_with_their_key_paths() {
     let bad = format!(
-        "version = 1\n[backend.b]\nprotocol = \"h2\"\nservers = [{{ address = \"127.0.0.1:1\" }}]\n[[listener]]\nbind = \"127.0.0.1:0\"\nhttp2 = {{ h2c = true, max_concurrent_streams = 0, max_frame_size = \"1KiB\", initial_window_size = \"4GiB\", idle_timeout = \"0s\" }}\n[[listener.route]]\npath_prefix = \"/\"\nbackend = \"b\"\n[[listener]]\nbind = \"127.0.0.1:0\"\n[listener.tls]\n{}alpn = [\"h2\", \"spdy/3\"]\n[[listener.route]]\npath_prefix = \"/\"\nbackend = \"b\"\n",
+        "version = 1\n[backend.b]\nprotocol = \"h3\"\nservers = [{{ address = \"127.0.0.1:1\" }}]\n[[listener]]\nbind = \"127.0.0.1:0\"\nhttp2 = {{ h2c = true, max_concurrent_streams = 0, max_frame_size = \"1KiB\", initial_window_size = \"4GiB\", idle_timeout = \"0s\" }}\n[[listener.route]]\npath_prefix = \"/\"\nbackend = \"b\"\n[[listener]]\nbind = \"127.0.0.1:0\"\n[listener.tls]\n{}alpn = [\"h2\", \"spdy/3\"]\n[[listener.route]]\npath_prefix = \"/\"\nbackend = \"b\"\n",
         tls_table("")
     );
     let path = crate::harness::write_temp("h2bad.toml", &bad);
