@@ -71,6 +71,10 @@ pub struct H2Front {
     idle_timer: bool,
     /// The graceful stop's wait for the PING answer is running.
     stop_timer: bool,
+    /// Streams this connection carried.
+    streams: u32,
+    /// Its open streams as last counted in `streams_current`.
+    open_counted: u32,
 }
 
 impl H2Front {
@@ -82,6 +86,8 @@ impl H2Front {
             waiting: Vec::new(),
             idle_timer: true,
             stop_timer: false,
+            streams: 0,
+            open_counted: 0,
         }
     }
 }
@@ -130,7 +136,11 @@ impl HttpService {
             .expect("an h2 connection keeps its state")
     }
 
-    fn put_front(&mut self, cx: &Cx<'_>, front: Box<H2Front>) {
+    fn put_front(&mut self, cx: &Cx<'_>, mut front: Box<H2Front>) {
+        // Every change to the connection's streams ends here: bring the gauge up to date.
+        let open = front.conn.active_streams() as u32;
+        self.stats.h2.streams_current += i64::from(open) - i64::from(front.open_counted);
+        front.open_counted = open;
         self.h2_conns.insert(cx.id(), front);
     }
 
@@ -149,6 +159,9 @@ impl HttpService {
             match front.conn.recv(&input[base..], now_ms, cx.output()) {
                 Err(code) => {
                     self.stats.h2.goaway_sent[code.slot()] += 1;
+                    if let Some(limit) = front.conn.flood_limit_hit() {
+                        self.stats.h2.flood_hits[limit.slot()] += 1;
+                    }
                     failed = true;
                     pos = input.len();
                     break;
@@ -176,6 +189,7 @@ impl HttpService {
         match ev {
             Event::Headers { stream, end_stream } => {
                 self.stats.h2.streams += 1;
+                front.streams = front.streams.saturating_add(1);
                 front.idle_timer = false; // a request: the idle time restarts after it
                 let first = !conn.served();
                 conn.set_served();
@@ -200,6 +214,7 @@ impl HttpService {
             }
             Event::TooLarge { stream } => {
                 self.stats.h2.streams += 1;
+                front.streams = front.streams.saturating_add(1);
                 front.idle_timer = false;
                 self.h2_respond(cx, conn, front, stream, Source::Error(431), false);
                 self.h2_finish_early(cx, front, stream);
@@ -516,6 +531,8 @@ impl HttpService {
     /// The connection closed.
     pub(super) fn h2_closed(&mut self, id: coreplex_engine::Id) {
         if let Some(front) = self.h2_conns.remove(&id) {
+            self.stats.h2.streams_current -= i64::from(front.open_counted);
+            self.stats.h2.connection_closed(u64::from(front.streams));
             self.h2_proxy_closed(&front);
         }
         self.stats.h2.connections_current -= 1;

@@ -13,4 +13,4 @@ mod stats;
 
 pub use proxy::BackendRuntime;
 pub use service::{HttpService, ListenerRuntime};
-pub use stats::{H2Stats, HttpStats};
+pub use stats::{H2Stats, HttpStats, STREAMS_PER_CONNECTION_BUCKETS};

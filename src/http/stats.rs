@@ -2,6 +2,7 @@
 
 use super::proxy::stats::BackendStats;
 use coreplex_protocol::h1::{BodyError, RequestError};
+use coreplex_protocol::h2::conn::Flood;
 use hdrhistogram::Histogram;
 
 /// Highest latency the histogram tracks, in microseconds (larger values are clamped).
@@ -45,13 +46,47 @@ pub struct H2Stats {
     pub goaway_sent: [u64; 14],
     /// GOAWAY received, by code.
     pub goaway_received: [u64; 14],
+    /// Streams open now (requests not yet answered, or answers still being sent).
+    pub streams_current: i64,
+    /// Closed connections by the streams each carried, by `STREAMS_PER_CONNECTION_BUCKETS`
+    /// (cumulative counts are made when rendered; the last slot is beyond the last bound).
+    pub streams_per_connection: [u64; STREAMS_PER_CONNECTION_BUCKETS.len() + 1],
+    /// The streams of closed connections, summed (the histogram's `_sum`).
+    pub streams_of_closed: u64,
+    /// Connections cut by a flood limit, by `Flood::slot`.
+    pub flood_hits: [u64; Flood::ALL.len()],
 }
 
+/// Upper bounds of the streams-per-connection histogram's buckets.
+pub const STREAMS_PER_CONNECTION_BUCKETS: [u64; 6] = [1, 10, 100, 1_000, 10_000, 100_000];
+
 impl H2Stats {
+    /// Records a closed connection that carried `streams` streams.
+    pub fn connection_closed(&mut self, streams: u64) {
+        let slot = STREAMS_PER_CONNECTION_BUCKETS
+            .iter()
+            .position(|&b| streams <= b)
+            .unwrap_or(STREAMS_PER_CONNECTION_BUCKETS.len());
+        self.streams_per_connection[slot] += 1;
+        self.streams_of_closed += streams;
+    }
+
     fn merge(&mut self, o: &H2Stats) {
         self.connections += o.connections;
         self.connections_current += o.connections_current;
         self.streams += o.streams;
+        self.streams_current += o.streams_current;
+        self.streams_of_closed += o.streams_of_closed;
+        for (x, y) in self
+            .streams_per_connection
+            .iter_mut()
+            .zip(&o.streams_per_connection)
+        {
+            *x += y;
+        }
+        for (x, y) in self.flood_hits.iter_mut().zip(&o.flood_hits) {
+            *x += y;
+        }
         for (a, b) in [
             (&mut self.rst_received, &o.rst_received),
             (&mut self.rst_sent, &o.rst_sent),

@@ -1,6 +1,8 @@
-//! The HTTP/2 series: connections, streams, RST_STREAM and GOAWAY by direction and code.
+//! The HTTP/2 series: connections, streams (total, open, per connection), RST_STREAM and
+//! GOAWAY by direction and code, connections cut by each flood limit.
 
-use crate::http::H2Stats;
+use crate::http::{H2Stats, STREAMS_PER_CONNECTION_BUCKETS};
+use coreplex_protocol::h2::conn::Flood;
 use coreplex_protocol::h2::error::ErrorCode;
 use std::fmt::Write;
 
@@ -31,6 +33,56 @@ pub fn render(o: &mut String, h: &H2Stats) {
         "counter",
     );
     let _ = writeln!(o, "coreplex_h2_streams_total {}", h.streams);
+    super::header(
+        o,
+        "coreplex_h2_streams_current",
+        "HTTP/2 streams open now.",
+        "gauge",
+    );
+    let _ = writeln!(
+        o,
+        "coreplex_h2_streams_current {}",
+        h.streams_current.max(0)
+    );
+    super::header(
+        o,
+        "coreplex_h2_streams_per_connection",
+        "Streams carried by each closed HTTP/2 client connection.",
+        "histogram",
+    );
+    let mut cumulative = 0;
+    for (i, bound) in STREAMS_PER_CONNECTION_BUCKETS.iter().enumerate() {
+        cumulative += h.streams_per_connection[i];
+        let _ = writeln!(
+            o,
+            "coreplex_h2_streams_per_connection_bucket{{le=\"{bound}\"}} {cumulative}"
+        );
+    }
+    cumulative += h.streams_per_connection[STREAMS_PER_CONNECTION_BUCKETS.len()];
+    let _ = writeln!(
+        o,
+        "coreplex_h2_streams_per_connection_bucket{{le=\"+Inf\"}} {cumulative}"
+    );
+    let _ = writeln!(
+        o,
+        "coreplex_h2_streams_per_connection_sum {}",
+        h.streams_of_closed
+    );
+    let _ = writeln!(o, "coreplex_h2_streams_per_connection_count {cumulative}");
+    super::header(
+        o,
+        "coreplex_h2_flood_limit_total",
+        "HTTP/2 connections cut with GOAWAY(ENHANCE_YOUR_CALM), by the limit they exceeded.",
+        "counter",
+    );
+    for limit in Flood::ALL {
+        let _ = writeln!(
+            o,
+            "coreplex_h2_flood_limit_total{{limit=\"{}\"}} {}",
+            limit.label(),
+            h.flood_hits[limit.slot()]
+        );
+    }
     for (name, help, counts) in [
         (
             "coreplex_h2_rst_stream_total",

@@ -227,7 +227,31 @@ fn nghttp_and_h2load_with_100_concurrent_streams() {
         |v| v == 0.0,
         "h2 connections closed",
     );
-    assert_eq!(metric(s.admin(), "coreplex_h2_streams_total"), 20_200.0);
+    let text = metrics_text(s.admin());
+    assert_eq!(
+        metric_in(&text, "coreplex_h2_streams_total"),
+        Some(20_200.0)
+    );
+    assert_eq!(metric_in(&text, "coreplex_h2_streams_current"), Some(0.0));
+    // 7 connections: nghttp's 100 streams, h2load's 4 x 5,000 and 2 x 50.
+    for (bucket, want) in [("10", 0.0), ("100", 3.0), ("1000", 3.0), ("10000", 7.0)] {
+        assert_eq!(
+            metric_in(
+                &text,
+                &format!("coreplex_h2_streams_per_connection_bucket{{le=\"{bucket}\"}}")
+            ),
+            Some(want),
+            "le={bucket}"
+        );
+    }
+    assert_eq!(
+        metric_in(&text, "coreplex_h2_streams_per_connection_sum"),
+        Some(20_200.0)
+    );
+    assert_eq!(
+        metric_in(&text, "coreplex_h2_streams_per_connection_count"),
+        Some(7.0)
+    );
 }
 
 /// Runs httpwg against `addr`; returns its output.
@@ -328,6 +352,18 @@ fn floods_get_enhance_your_calm_and_leave_nothing_behind() {
         ),
         6.0
     );
+    // Each class counted under the limit it hit.
+    let text = metrics_text(s.admin());
+    let hits = |limit: &str| {
+        metric_in(
+            &text,
+            &format!("coreplex_h2_flood_limit_total{{limit=\"{limit}\"}}"),
+        )
+        .unwrap_or(-1.0)
+    };
+    assert_eq!(hits("resets"), 1.0, "{text}");
+    assert_eq!(hits("continuations") + hits("header_block"), 1.0, "{text}");
+    assert_eq!(hits("glitches"), 4.0, "{text}");
     wait_metric(
         s.admin(),
         "coreplex_connections_current",

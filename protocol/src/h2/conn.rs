@@ -63,6 +63,45 @@ pub struct FloodLimits {
     pub resets_per_sec: u32,
 }
 
+/// Which flood limit ended a connection with GOAWAY(ENHANCE_YOUR_CALM).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flood {
+    /// More CONTINUATION frames in one header block than `max_continuations`.
+    Continuations,
+    /// A header block longer than `max_block_bytes`.
+    HeaderBlock,
+    /// Frames that cost without doing work (empty DATA and CONTINUATION, SETTINGS and PING
+    /// floods, tiny WINDOW_UPDATEs, streams we had to reset) beyond the glitch budget.
+    Glitches,
+    /// Streams reset by the peer beyond the reset budget (rapid reset, CVE-2023-44487).
+    Resets,
+}
+
+impl Flood {
+    /// Every limit, in `slot` order.
+    pub const ALL: [Flood; 4] = [
+        Flood::Continuations,
+        Flood::HeaderBlock,
+        Flood::Glitches,
+        Flood::Resets,
+    ];
+
+    /// An index into arrays of `ALL.len()` counters.
+    pub fn slot(self) -> usize {
+        self as usize
+    }
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Flood::Continuations => "continuations",
+            Flood::HeaderBlock => "header_block",
+            Flood::Glitches => "glitches",
+            Flood::Resets => "resets",
+        }
+    }
+}
+
 /// What we advertise and enforce.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[allow(missing_docs)] // variants and fields carry the RFC's names
@@ -277,6 +316,8 @@ pub struct Connection {
     goaway_received: Option<u32>,
     glitches: Bucket,
     resets: Bucket,
+    /// The flood limit that ended the connection, if one did.
+    flood: Option<Flood>,
 }
 
 type Step = Result<Option<Event>, H2Error>;
@@ -311,6 +352,7 @@ impl Connection {
             goaway_received: None,
             glitches: Bucket::default(),
             resets: Bucket::default(),
+            flood: None,
         }
     }
 
@@ -547,8 +589,19 @@ impl Connection {
         {
             Ok(())
         } else {
-            Err(H2Error::Connection(ErrorCode::EnhanceYourCalm))
+            Err(self.flooded(Flood::Glitches))
         }
+    }
+
+    /// Records that `limit` was exceeded: the connection error to answer with.
+    fn flooded(&mut self, limit: Flood) -> H2Error {
+        self.flood = Some(limit);
+        H2Error::Connection(ErrorCode::EnhanceYourCalm)
+    }
+
+    /// The flood limit that ended the connection (GOAWAY ENHANCE_YOUR_CALM), if one did.
+    pub fn flood_limit_hit(&self) -> Option<Flood> {
+        self.flood
     }
 
     fn find(&self, id: u32) -> Option<usize> {
@@ -672,7 +725,7 @@ impl Connection {
                 let self_dependent = priority.is_some_and(|p| p.depends_on == stream);
                 if !end_headers {
                     if fragment.len() > self.local.limits.max_block_bytes as usize {
-                        return Err(H2Error::Connection(ErrorCode::EnhanceYourCalm));
+                        return Err(self.flooded(Flood::HeaderBlock));
                     }
                     self.block.clear();
                     self.block.extend_from_slice(fragment);
@@ -696,10 +749,11 @@ impl Connection {
                 };
                 p.frames += 1;
                 let limits = self.local.limits;
-                if p.frames > limits.max_continuations
-                    || self.block.len() + fragment.len() > limits.max_block_bytes as usize
-                {
-                    return Err(H2Error::Connection(ErrorCode::EnhanceYourCalm));
+                if p.frames > limits.max_continuations {
+                    return Err(self.flooded(Flood::Continuations));
+                }
+                if self.block.len() + fragment.len() > limits.max_block_bytes as usize {
+                    return Err(self.flooded(Flood::HeaderBlock));
                 }
                 if fragment.is_empty() && !end_headers {
                     self.glitch(now_ms)?;
@@ -738,7 +792,7 @@ impl Connection {
                 }
                 let l = self.local.limits;
                 if !self.resets.take(now_ms, l.reset_burst, l.resets_per_sec) {
-                    return Err(H2Error::Connection(ErrorCode::EnhanceYourCalm));
+                    return Err(self.flooded(Flood::Resets));
                 }
                 Ok(Some(Event::Reset {
                     stream,

@@ -476,6 +476,7 @@ fn continuation_flood_is_cut_with_enhance_your_calm() {
         Err(ErrorCode::EnhanceYourCalm)
     );
     assert_eq!(goaway_code(&out), Some(ErrorCode::EnhanceYourCalm));
+    assert_eq!(s.flood_limit_hit(), Some(Flood::Continuations));
     // Large fragments: cut by the block size, long before memory grows.
     let (mut s, mut out) = server_with(Settings::default());
     let mut input = vec![];
@@ -490,6 +491,7 @@ fn continuation_flood_is_cut_with_enhance_your_calm() {
         feed(&mut s, &input, &mut out),
         Err(ErrorCode::EnhanceYourCalm)
     );
+    assert_eq!(s.flood_limit_hit(), Some(Flood::HeaderBlock));
     // CONTINUATION without HEADERS.
     let (mut s, mut out) = server_with(Settings::default());
     let mut input = vec![];
@@ -513,6 +515,7 @@ fn rapid_reset_is_cut() {
         feed(&mut s, &input, &mut out),
         Err(ErrorCode::EnhanceYourCalm)
     );
+    assert_eq!(s.flood_limit_hit(), Some(Flood::Resets));
     // Resets spread over time are fine.
     let (mut s, mut out) = server_with(Settings::default());
     for i in 0..1000u32 {
@@ -546,6 +549,7 @@ fn ping_settings_and_window_update_floods_are_cut() {
             feed(&mut s, &input, &mut out),
             Err(ErrorCode::EnhanceYourCalm)
         );
+        assert_eq!(s.flood_limit_hit(), Some(Flood::Glitches));
     }
 }
 
@@ -558,6 +562,7 @@ fn hpack_garbage_is_a_compression_error() {
         feed(&mut s, &input, &mut out),
         Err(ErrorCode::CompressionError)
     );
+    assert_eq!(s.flood_limit_hit(), None);
 }
 
 #[test]
