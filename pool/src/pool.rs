@@ -26,6 +26,8 @@ use crate::stats::{CloseStats, PoolStats, ServerStats};
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]
+mod mux_model_tests;
+#[cfg(test)]
 mod mux_tests;
 #[cfg(test)]
 mod tests;
@@ -404,11 +406,29 @@ impl BackendPool {
 
     /// The peer of multiplexed connection `conn` changed its stream limit: it now carries up to
     /// `capacity` streams at once (streams beyond it run to their end; none starts meanwhile).
-    pub fn set_capacity(&mut self, conn: ConnId, capacity: u32) {
+    /// Returns whether to close it now: an idle connection that may carry no stream at all
+    /// would otherwise be handed out from its list (the pool has forgotten it).
+    #[must_use]
+    pub fn set_capacity(&mut self, conn: ConnId, capacity: u32) -> bool {
+        let Some(rec) = self.conns.get(conn) else {
+            return false;
+        };
+        if rec.mux.is_none() {
+            return false;
+        }
+        if capacity == 0 {
+            if let ConnState::Idle { .. } = rec.state {
+                let s = rec.server.index();
+                self.forget_idle(conn);
+                self.servers[s].closed.not_reusable += 1;
+                return true;
+            }
+        }
         if let Some(m) = self.conns.mux_mut(conn) {
             m.capacity = capacity;
             self.update_avail(conn);
         }
+        false
     }
 
     /// Multiplexed connection `conn` takes no new stream (the peer's GOAWAY, or the engine
@@ -506,7 +526,9 @@ impl BackendPool {
             let srv = &mut self.servers[s];
             srv.used_conns -= 1;
             self.sessions.unassign(session);
-            if m.draining || !reusable {
+            // Idle with no stream allowed (the peer's SETTINGS said 0): it would only be
+            // handed out.
+            if m.draining || !reusable || m.capacity == 0 {
                 self.servers[s].closed.not_reusable += 1;
                 self.conns.remove(conn);
                 return Ok(Release::Close);

@@ -160,14 +160,14 @@ fn capacity_follows_settings_and_joins_respect_it() {
     );
     assert_eq!(p.join(c), Err(PoolError::NoFreeStream(c)));
     // The peer raises its limit: now it can.
-    p.set_capacity(c, 3);
+    assert!(!p.set_capacity(c, 3));
     p.check_invariants();
     p.join(c).expect("room now");
     p.check_invariants();
     assert_eq!(p.stats().servers[0].streams, 2);
     assert_eq!(p.stats().servers[0].connecting, 0);
     // Lowered below the streams in flight: they run on, none starts.
-    p.set_capacity(c, 1);
+    assert!(!p.set_capacity(c, 1));
     p.check_invariants();
     assert_eq!(
         p.acquire(&stream(3), now),
@@ -183,7 +183,23 @@ fn capacity_follows_settings_and_joins_respect_it() {
             server: ServerId(0)
         }
     );
+    p.connect_aborted(ServerId(0)).expect("pending");
     p.check_invariants();
+    // Down to 0 while a stream runs: kept; at its last stream closed, not parked idle.
+    assert!(!p.set_capacity(c, 0));
+    assert_eq!(p.release(c, true, false, now), Ok(Release::Close));
+    p.check_invariants();
+    // An idle connection whose peer lowers its limit to 0 is closed at once, not handed out.
+    let d = open(&mut p, now, 4, 11, 2);
+    assert_eq!(p.release(d, true, false, now), Ok(Release::Keep));
+    assert!(p.set_capacity(d, 0));
+    p.check_invariants();
+    assert_eq!(
+        p.acquire(&stream(3), now),
+        Acquire::Connect {
+            server: ServerId(0)
+        }
+    );
 }
 
 #[test]

@@ -548,7 +548,10 @@ impl HttpService {
         let capacity = h.capacity(self.proxy.backends[b].config.http2.max_concurrent_streams);
         self.proxy.learned[b][h.server.0 as usize] = Learned::H2 { capacity };
         if h.pooled {
-            self.proxy.pools[b].set_capacity(conn_id(id), capacity);
+            if self.proxy.pools[b].set_capacity(conn_id(id), capacity) {
+                // Idle, and the server now allows no stream: it would only be handed out.
+                self.proxy.close_later(id);
+            }
             self.proxy.dirty = true;
             return;
         }
