@@ -5,6 +5,7 @@
 
 use super::rewrite;
 use super::stats::ProxyError;
+use super::verdict::{self, ClientKind, CutHow, Facts, PoolNote, Verdict};
 use super::{session_id, Exchange, Failure, Resp, Stage, Waiter, QUEUE_GRACE};
 use crate::config::ClientClose;
 use crate::http::response::Persist;
@@ -174,12 +175,17 @@ impl HttpService {
                             // Out of descriptors or memory here: not the server's fault (its
                             // health is untouched) and another server would fail the same way.
                             let _ = self.proxy.pools[b].connect_aborted(server);
-                            self.proxy_fail(cx, conn, 503, ProxyError::NoSlot);
+                            self.proxy_fail(
+                                cx,
+                                conn,
+                                ProxyError::NoSlot.status(),
+                                ProxyError::NoSlot,
+                            );
                         } else {
                             // Attempts are counted per server by the pool; the request's
                             // error is counted once, if no retry saves it.
                             let _ = self.proxy.pools[b].connect_failed(server, now);
-                            self.retry_or_fail(cx, conn, 503, ProxyError::ConnectFailed);
+                            self.retry_or_fail(cx, conn, ProxyError::ConnectFailed);
                         }
                     }
                 }
@@ -197,20 +203,20 @@ impl HttpService {
                     Unavailable::QueueFull => ProxyError::QueueFull,
                     _ => ProxyError::NoServer,
                 };
-                self.proxy_fail(cx, conn, 503, e);
+                self.proxy_fail(cx, conn, e.status(), e);
             }
         }
     }
 
     /// Tries again after a failure before any response byte (another server preferred), or
-    /// answers `status`.
-    fn retry_or_fail(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, status: u16, e: ProxyError) {
+    /// answers `e`'s status.
+    fn retry_or_fail(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, e: ProxyError) {
         let id = cx.id();
         let Some(ex) = self.proxy.exchanges.get_mut(&id) else {
             return;
         };
         if ex.retries_left == 0 {
-            self.proxy_fail(cx, conn, status, e);
+            self.proxy_fail(cx, conn, e.status(), e);
             return;
         }
         ex.retries_left -= 1;
@@ -412,7 +418,12 @@ impl HttpService {
                 ex.stage = Stage::Deciding;
                 self.proceed(cx, conn, decision);
             }
-            Stage::TimedOut => self.proxy_fail(cx, conn, 503, ProxyError::QueueTimeout),
+            Stage::TimedOut => self.proxy_fail(
+                cx,
+                conn,
+                ProxyError::QueueTimeout.status(),
+                ProxyError::QueueTimeout,
+            ),
             Stage::Connecting if ex.connected => {
                 ex.stage = Stage::Forwarding;
                 self.start_forwarding(cx, conn);
@@ -446,67 +457,55 @@ impl HttpService {
         if ex.done {
             return;
         }
+        if !matches!(ex.stage, Stage::Connecting | Stage::Forwarding) {
+            return;
+        }
         let b = ex.backend;
-        let failure = ex.failure.take();
-        match ex.stage {
-            Stage::Connecting if !ex.connected => {
-                // The attempt is returned to the pool here: the exchange holds nothing now.
-                ex.stage = Stage::Deciding;
-                if failure.is_none() {
-                    // No slot for the outbound connection: not the server's fault.
-                    let _ = self.proxy.pools[b].connect_aborted(ex.server);
-                    self.proxy.dirty = true;
-                    self.proxy_fail(cx, conn, 503, ProxyError::NoSlot);
-                    return;
-                }
-                let e = if failure == Some(Failure::ConnectTimeout) {
-                    ProxyError::ConnectTimeout
-                } else {
-                    ProxyError::ConnectFailed
-                };
+        let facts = Facts {
+            failure: ex.failure.take(),
+            connecting: ex.stage == Stage::Connecting && !ex.connected,
+            resp_started: ex.resp_started,
+            until_close: matches!(ex.resp, Resp::UntilClose | Resp::Body(_, true)),
+            reused: ex.reused,
+            resp_seen: ex.resp_seen,
+            replayable: ex.replayable,
+            retries_left: ex.retries_left,
+            client: ClientKind::Http1 {
+                first: ex.info.first,
+                sent_fin: ex.client_eof,
+            },
+        };
+        let (note, verdict) = verdict::decide(&facts);
+        if facts.connecting {
+            // The attempt is returned to the pool here: the exchange holds nothing now.
+            ex.stage = Stage::Deciding;
+            self.proxy.dirty = true;
+        }
+        match note {
+            PoolNote::Nothing => {}
+            PoolNote::Aborted => {
+                let _ = self.proxy.pools[b].connect_aborted(ex.server);
+            }
+            PoolNote::Failed => {
                 let _ = self.proxy.pools[b].connect_failed(ex.server, now);
-                self.proxy.dirty = true;
-                self.retry_or_fail(cx, conn, 503, e);
             }
-            Stage::Connecting | Stage::Forwarding => {
-                if ex.resp_started {
-                    let until_close = matches!(ex.resp, Resp::UntilClose | Resp::Body(_, true));
-                    let e = if failure == Some(Failure::ServerTimeout) {
-                        ProxyError::ServerTimeout
-                    } else {
-                        ProxyError::BackendClosed
-                    };
-                    // A body cut short must never look complete: framed bodies show the cut
-                    // at the client, a close-delimited one is reset.
-                    let cut = if until_close { Cut::Reset } else { Cut::Flush };
-                    self.proxy_abort(cx, conn, e, cut);
-                    return;
-                }
-                match failure {
-                    Some(Failure::ServerTimeout) => {
-                        self.proxy_fail(cx, conn, 504, ProxyError::ServerTimeout)
-                    }
-                    Some(Failure::BadResponse) => {
-                        self.proxy_fail(cx, conn, 502, ProxyError::BadResponse)
-                    }
-                    // A reused connection died before answering (a keep-alive race): resend an
-                    // idempotent request without a body (a forwarded FIN goes with it again).
-                    _ if ex.reused && !ex.resp_seen && ex.replayable && ex.retries_left > 0 => {
-                        ex.req_done = true;
-                        self.retry_or_fail(cx, conn, 502, ProxyError::BackendClosed);
-                    }
-                    _ if ex.client_eof => {
-                        // The backend closed after the client's FIN reached it: the client left.
-                        self.proxy_abort(cx, conn, ProxyError::ClientAbort, Cut::Close);
-                    }
-                    _ if ex.reused && !ex.resp_seen && !ex.info.first => {
-                        // Mirror it: the client retries as it would against the server.
-                        self.proxy_abort(cx, conn, ProxyError::BackendClosed, Cut::Close);
-                    }
-                    _ => self.proxy_fail(cx, conn, 502, ProxyError::BackendClosed),
-                }
+        }
+        match verdict {
+            Verdict::Retry(e) => {
+                // A resend goes with its request complete (a forwarded FIN goes again too).
+                ex.req_done |= !facts.connecting;
+                self.retry_or_fail(cx, conn, e);
             }
-            _ => {}
+            Verdict::Answer(e) => self.proxy_fail(cx, conn, e.status(), e),
+            Verdict::Cut(e, how) => {
+                let cut = if how == CutHow::Reset {
+                    Cut::Reset
+                } else {
+                    Cut::Flush
+                };
+                self.proxy_abort(cx, conn, e, cut);
+            }
+            Verdict::Close(e) => self.proxy_abort(cx, conn, e, Cut::Close),
         }
     }
 
@@ -518,7 +517,12 @@ impl HttpService {
             return;
         };
         match ex.stage {
-            Stage::Queued(_) => self.proxy_fail(cx, conn, 503, ProxyError::QueueTimeout),
+            Stage::Queued(_) => self.proxy_fail(
+                cx,
+                conn,
+                ProxyError::QueueTimeout.status(),
+                ProxyError::QueueTimeout,
+            ),
             Stage::Connecting if !ex.connected => {
                 ex.failure = Some(Failure::ConnectTimeout);
                 cx.close_peer(CloseReason::ConnectFailed, false);
@@ -539,7 +543,12 @@ impl HttpService {
                     ex.failure = Some(Failure::ServerTimeout);
                     cx.close_peer(CloseReason::ClientTimeout, false);
                 } else {
-                    self.proxy_fail(cx, conn, 408, ProxyError::ClientAbort);
+                    self.proxy_fail(
+                        cx,
+                        conn,
+                        ProxyError::ClientAbort.status(),
+                        ProxyError::ClientAbort,
+                    );
                 }
             }
             _ => {

@@ -24,6 +24,7 @@ mod stream_upstream;
 pub(super) mod streams;
 pub mod translate;
 mod upstream;
+mod verdict;
 
 use crate::config::{Backend, TcpKeepalive};
 use coreplex_engine::{CloseReason, Id, ShardActions};

@@ -21,6 +21,7 @@
 
 use super::stats::ProxyError;
 use super::translate::{self, ResponseFields};
+use super::verdict::{self, ClientKind, Facts, PoolNote, Verdict};
 use super::{engine_id, session_id, Failure, Resp, Stage, Waiter};
 use crate::http::h2::{H2Front, Source};
 use crate::http::service::{Cx, HttpConn, HttpService, MAX_PENDING_OUTPUT};
@@ -317,7 +318,14 @@ impl HttpService {
                         self.proxy.dirty = true;
                         if super::client::is_local_exhaustion(&e) {
                             let _ = self.proxy.pools[b].connect_aborted(server);
-                            self.stream_fail(cx, conn, front, key, 503, ProxyError::NoSlot)
+                            self.stream_fail(
+                                cx,
+                                conn,
+                                front,
+                                key,
+                                ProxyError::NoSlot.status(),
+                                ProxyError::NoSlot,
+                            )
                         } else {
                             let _ = self.proxy.pools[b].connect_failed(server, now);
                             self.stream_retry_or_fail(
@@ -325,7 +333,6 @@ impl HttpService {
                                 conn,
                                 front,
                                 key,
-                                503,
                                 ProxyError::ConnectFailed,
                             )
                         }
@@ -345,26 +352,25 @@ impl HttpService {
                     Unavailable::QueueFull => ProxyError::QueueFull,
                     _ => ProxyError::NoServer,
                 };
-                self.stream_fail(cx, conn, front, key, 503, e)
+                self.stream_fail(cx, conn, front, key, e.status(), e)
             }
         }
     }
 
-    /// Tries again after a failure before any response byte, or answers `status`.
+    /// Tries again after a failure before any response byte, or answers `e`'s status.
     fn stream_retry_or_fail(
         &mut self,
         cx: &mut Cx<'_>,
         conn: &HttpConn,
         front: &mut H2Front,
         key: u64,
-        status: u16,
         e: ProxyError,
     ) -> Step {
         let Some(ex) = self.proxy.streams.get_mut(&key) else {
             return Step::Gone;
         };
         if ex.retries_left == 0 {
-            return self.stream_fail(cx, conn, front, key, status, e);
+            return self.stream_fail(cx, conn, front, key, e.status(), e);
         }
         ex.retries_left -= 1;
         ex.failure = None;
@@ -573,7 +579,14 @@ impl HttpService {
                 return self.stream_proceed(cx, conn, front, key, decision);
             }
             Stage::TimedOut => {
-                return self.stream_fail(cx, conn, front, key, 503, ProxyError::QueueTimeout)
+                return self.stream_fail(
+                    cx,
+                    conn,
+                    front,
+                    key,
+                    ProxyError::QueueTimeout.status(),
+                    ProxyError::QueueTimeout,
+                )
             }
             Stage::Deciding if matches!(ex.failure, Some(Failure::Requeue | Failure::Refused)) => {
                 return self.stream_decide_again(cx, conn, front, key);
@@ -672,11 +685,25 @@ impl HttpService {
         let failure = ex.failure.take();
         if failure == Some(Failure::Refused) && ex.up_sent && !ex.replayable {
             // Part of its body is gone: it cannot be sent again.
-            return self.stream_fail(cx, conn, front, key, 502, ProxyError::BackendClosed);
+            return self.stream_fail(
+                cx,
+                conn,
+                front,
+                key,
+                ProxyError::BackendClosed.status(),
+                ProxyError::BackendClosed,
+            );
         }
         ex.requeues += 1;
         if ex.requeues > MAX_REQUEUES {
-            return self.stream_fail(cx, conn, front, key, 503, ProxyError::NoServer);
+            return self.stream_fail(
+                cx,
+                conn,
+                front,
+                key,
+                ProxyError::NoServer.status(),
+                ProxyError::NoServer,
+            );
         }
         ex.resp = Resp::Head;
         ex.resp_seen = false;
@@ -705,45 +732,40 @@ impl HttpService {
         let now = cx.now();
         let ex = self.proxy.streams.get_mut(&key).expect("checked");
         let b = ex.backend;
-        let failure = ex.failure.take();
-        if ex.stage == Stage::Connecting && !ex.connected {
+        let facts = Facts {
+            failure: ex.failure.take(),
+            connecting: ex.stage == Stage::Connecting && !ex.connected,
+            resp_started: ex.resp_started,
+            until_close: false,
+            reused: ex.reused,
+            resp_seen: ex.resp_seen,
+            replayable: ex.replayable,
+            retries_left: ex.retries_left,
+            client: ClientKind::Http2,
+        };
+        let (note, verdict) = verdict::decide(&facts);
+        if facts.connecting {
             ex.stage = Stage::Deciding;
             self.proxy.dirty = true;
-            let e = match failure {
-                None => {
-                    // No slot for the outbound connection: not the server's fault.
-                    let _ = self.proxy.pools[b].connect_aborted(ex.server);
-                    return self.stream_fail(cx, conn, front, key, 503, ProxyError::NoSlot);
-                }
-                Some(Failure::ConnectTimeout) => ProxyError::ConnectTimeout,
-                Some(Failure::BadResponse) => {
-                    // It answered, but not in the protocol it was meant to speak.
-                    let _ = self.proxy.pools[b].connect_failed(ex.server, now);
-                    return self.stream_fail(cx, conn, front, key, 502, ProxyError::BadResponse);
-                }
-                Some(_) => ProxyError::ConnectFailed,
-            };
-            let _ = self.proxy.pools[b].connect_failed(ex.server, now);
-            return self.stream_retry_or_fail(cx, conn, front, key, 503, e);
         }
-        let e = match failure {
-            Some(Failure::ServerTimeout) => ProxyError::ServerTimeout,
-            Some(Failure::BadResponse) => ProxyError::BadResponse,
-            _ => ProxyError::BackendClosed,
-        };
-        if ex.resp_started {
-            return self.stream_cut(cx, front, key, e);
-        }
-        match failure {
-            Some(Failure::ServerTimeout) => self.stream_fail(cx, conn, front, key, 504, e),
-            Some(Failure::BadResponse) => self.stream_fail(cx, conn, front, key, 502, e),
-            // A reused connection died before answering (a keep-alive race): send an
-            // idempotent request without a body again.
-            _ if ex.reused && !ex.resp_seen && ex.replayable && ex.retries_left > 0 => {
-                ex.stage = Stage::Deciding;
-                self.stream_retry_or_fail(cx, conn, front, key, 502, e)
+        match note {
+            PoolNote::Nothing => {}
+            PoolNote::Aborted => {
+                let _ = self.proxy.pools[b].connect_aborted(ex.server);
             }
-            _ => self.stream_fail(cx, conn, front, key, 502, e),
+            PoolNote::Failed => {
+                let _ = self.proxy.pools[b].connect_failed(ex.server, now);
+            }
+        }
+        match verdict {
+            Verdict::Retry(e) => {
+                ex.stage = Stage::Deciding;
+                self.stream_retry_or_fail(cx, conn, front, key, e)
+            }
+            Verdict::Answer(e) | Verdict::Close(e) => {
+                self.stream_fail(cx, conn, front, key, e.status(), e)
+            }
+            Verdict::Cut(e, _) => self.stream_cut(cx, front, key, e),
         }
     }
 }
