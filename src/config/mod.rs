@@ -490,28 +490,10 @@ fn validate(
             &format!("{p}.http2"),
             errors,
         );
-        let accepts_h1 = match &tls {
-            Some(t) => t.settings.alpn.is_empty() || t.settings.alpn.iter().any(|a| a != "h2"),
-            None => true,
-        };
         let mut routes = Vec::new();
         for (j, r) in raw.route.into_iter().enumerate() {
             let rp = format!("{p}.route[{j}]");
             if let Some(route) = validate_route(r, &rp, &backend_index, errors) {
-                let h2_only = match route.action {
-                    RouteAction::Backend(i) => backends
-                        .values()
-                        .nth(i)
-                        .and_then(Option::as_ref)
-                        .filter(|b| b.protocol == BackendProtocol::H2),
-                    _ => None,
-                };
-                if let (Some(b), true) = (h2_only, accepts_h1) {
-                    warnings.push(err(
-                        format!("{rp}.backend"),
-                        format!("backend {:?} has protocol = \"h2\", but this listener also takes HTTP/1.1 clients, whose requests reach its servers over HTTP/1.1 (a server that speaks only h2 refuses them); use protocol = \"auto\" for servers that speak both", b.name),
-                    ));
-                }
                 routes.push(route);
             }
         }

@@ -400,7 +400,7 @@ impl HttpService {
     }
 
     /// Sends what the windows now allow of bodies that were waiting, direct and proxied.
-    fn h2_flush(&mut self, cx: &mut Cx<'_>, conn: &HttpConn, front: &mut H2Front) {
+    fn h2_flush(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, front: &mut H2Front) {
         if !front.proxied.is_empty() {
             self.h2_proxy_pump(cx, conn, front);
         }

@@ -161,6 +161,9 @@ pub(super) enum Phase {
     Body,
     /// A request is being proxied (an exchange exists for the connection).
     Proxy,
+    /// A request is being proxied as a stream exchange (`proxy::relay`: the backend may
+    /// speak h2).
+    Relay,
     /// A final response is being sent; input is discarded.
     Closing,
     /// A backend connection (outbound; `listener` is the backend index). Busy while paired.
@@ -489,6 +492,9 @@ impl HttpService {
         }
         let route = listener.route(&head);
         if let Some(&(_, _, Target::Backend(b))) = route.map(|i| &listener.routes[i]) {
+            if self.proxy.relays_http1(b) {
+                return self.relay_request(cx, conn, &head, b, started);
+            }
             return self.proxy_request(cx, conn, &head, b, started);
         }
         let persist = persist_for(&head, conn, cx);
@@ -586,6 +592,10 @@ impl Service for HttpService {
                 pos += self.proxy_input(cx, conn, &input[pos..]);
                 break;
             }
+            if conn.phase == Phase::Relay {
+                pos += self.relay_input(cx, conn, &input[pos..]);
+                break;
+            }
             if cx.pending_output() > MAX_PENDING_OUTPUT {
                 cx.pause_input();
                 break;
@@ -656,6 +666,7 @@ impl Service for HttpService {
                 }
             }
             Phase::Proxy => return self.proxy_client_eof(cx, conn),
+            Phase::Relay => return self.relay_client_eof(cx, conn),
             Phase::H2 if cx.pending_output() > 0 => {
                 // Responses already written still go out (a client may half-close after its
                 // requests, as over HTTP/1.1).
@@ -683,6 +694,9 @@ impl Service for HttpService {
         }
         if conn.phase == Phase::Proxy {
             self.proxy_drained(cx, conn);
+        }
+        if conn.phase == Phase::Relay {
+            self.relay_drained(cx, conn);
         }
         if conn.phase == Phase::Backend {
             if self.is_h2_backend(cx.id()) {
@@ -725,6 +739,7 @@ impl Service for HttpService {
     fn on_wake(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
         match conn.phase {
             Phase::Proxy => self.proxy_wake(cx, conn),
+            Phase::Relay => self.relay_wake(cx, conn),
             Phase::H2 => self.h2_wake(cx, conn),
             Phase::Backend if self.is_h2_backend(cx.id()) => self.h2_backend_wake(cx),
             Phase::Backend => {
@@ -755,6 +770,7 @@ impl Service for HttpService {
             Phase::Body => self.fail(cx, conn, 408, CloseReason::ClientTimeout),
             Phase::Closing => cx.close(CloseReason::ClientTimeout),
             Phase::Proxy => self.proxy_timer(cx, conn),
+            Phase::Relay => self.relay_timer(cx, conn),
             Phase::Backend if self.is_h2_backend(cx.id()) => self.h2_backend_timer(cx),
             Phase::Backend => match self.stream_key(cx.id()) {
                 Some(key) => self.stream_backend_timer(cx, key),

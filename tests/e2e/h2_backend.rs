@@ -14,14 +14,18 @@ use std::time::{Duration, Instant};
 const BACKEND: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/tools/h2_backend.py");
 
 /// The Python h2 backend, killed when dropped.
-struct H2Backend {
+pub(crate) struct H2Backend {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl H2Backend {
-    fn start(args: &[&str]) -> H2Backend {
-        let addr = closed_port();
+    pub(crate) fn start(args: &[&str]) -> H2Backend {
+        H2Backend::start_on(closed_port(), args)
+    }
+
+    /// On `addr` (a port nothing listens on yet).
+    pub(crate) fn start_on(addr: SocketAddr, args: &[&str]) -> H2Backend {
         let mut child = Command::new("python3")
             .arg(BACKEND)
             .arg(addr.port().to_string())
@@ -39,7 +43,7 @@ impl H2Backend {
     }
 
     /// The backend's own counters (`/peak`), read directly.
-    fn stats(&self) -> Stats {
+    pub(crate) fn stats(&self) -> Stats {
         let o = curl(&[
             "-sS",
             "--http2-prior-knowledge",
@@ -69,13 +73,13 @@ impl Drop for H2Backend {
 }
 
 #[derive(Debug)]
-struct Stats {
-    peak: u64,
-    violations: u64,
-    refused: u64,
+pub(crate) struct Stats {
+    pub(crate) peak: u64,
+    pub(crate) violations: u64,
+    pub(crate) refused: u64,
     /// Includes the `/peak` query's own connection.
-    connections: u64,
-    resets: u64,
+    pub(crate) connections: u64,
+    pub(crate) resets: u64,
 }
 
 /// An h2c listener proxying every path to `servers` over h2 (`extra` in the backend).
@@ -199,7 +203,8 @@ fn a_backend_goaway_or_refused_stream_mid_load_loses_no_request() {
     let st = b.stats();
     assert!(st.refused > 0 && st.connections > 20, "{st:?}");
     let text = metrics_text(s.admin());
-    assert!(backend_metric(&text, "coreplex_backend_h2_goaway_received_total") >= 20.0);
+    let goaways = backend_metric(&text, "coreplex_backend_h2_goaway_received_total");
+    assert!(goaways >= 20.0, "{goaways} GOAWAY received: {st:?}\n{text}");
     assert!(backend_metric(&text, "coreplex_backend_h2_refused_total") >= st.refused as f64);
 }
 

@@ -7,6 +7,7 @@ mod cli;
 mod forwarding;
 mod h2;
 mod h2_backend;
+mod h2_backend_http1;
 mod h2_proxy;
 mod harness;
 mod http1;

@@ -15,6 +15,7 @@
 //! quantity an attacker controls.
 
 pub mod body;
+pub mod encode;
 pub mod error;
 pub mod request;
 pub mod response;

@@ -620,6 +620,7 @@ impl HttpService {
             self.proxy
                 .discard(ex.backend, ex.stage, ex.connected, ex.server);
         }
+        self.relay_closed(id);
         self.proxy.session_closed(id);
     }
 }

@@ -18,6 +18,7 @@
 
 mod client;
 mod h2_upstream;
+mod relay;
 pub mod rewrite;
 pub mod stats;
 mod stream_upstream;
@@ -243,6 +244,9 @@ pub struct ProxyShard {
     pub(super) streams: FastMap<u64, streams::StreamExchange>,
     /// The stream exchange each HTTP/1.1 backend connection serves.
     pub(super) stream_of_conn: FastMap<Id, u64>,
+    /// The stream exchange of each HTTP/1.1 client connection relayed to a backend that may
+    /// speak h2 (`relay`).
+    pub(super) relays: FastMap<Id, u64>,
     /// Multiplexed (h2) backend connections.
     pub(super) h2_conns: FastMap<Id, Box<h2_upstream::BackendH2>>,
     /// Those of them whose SETTINGS have not arrived (exchanges may wait for them).
@@ -298,6 +302,7 @@ impl ProxyShard {
             tickets: HashMap::new(),
             streams: FastMap::default(),
             stream_of_conn: FastMap::default(),
+            relays: FastMap::default(),
             h2_conns: FastMap::default(),
             h2_pending: Vec::new(),
             h2_opening: FastMap::default(),
@@ -483,6 +488,12 @@ impl ProxyShard {
         if let Some(h) = self.h2_conns.get_mut(&id) {
             h.touched.push(key);
         }
+    }
+
+    /// Whether HTTP/1.1 requests to backend `b` go as stream exchanges (`relay`): its servers
+    /// may speak h2, so those requests may share multiplexed connections.
+    pub(super) fn relays_http1(&self, b: usize) -> bool {
+        self.backends[b].config.protocol != crate::config::BackendProtocol::H1
     }
 
     /// Closes backend connection `id` at the next poll.

@@ -1,4 +1,5 @@
-//! HTTP/2 streams proxied to HTTP/1.1 backends: the client side.
+//! Stream exchanges, the client side: HTTP/2 streams (and, through `relay`, HTTP/1.1
+//! requests to backends that may speak h2) proxied over HTTP/1.1 or h2 backend connections.
 //!
 //! A stream's exchange ([`StreamExchange`]) is keyed by a shard-local number, not by a pair:
 //! one h2 client connection carries many streams, each with its own backend connection (made
@@ -21,7 +22,7 @@
 
 use super::stats::ProxyError;
 use super::translate::{self, ResponseFields};
-use super::verdict::{self, ClientKind, Facts, PoolNote, Verdict};
+use super::verdict::{self, ClientKind, CutHow, Facts, PoolNote, Verdict};
 use super::{engine_id, session_id, Failure, Resp, Stage, Waiter};
 use crate::http::h2::{H2Front, Source};
 use crate::http::service::{Cx, HttpConn, HttpService, MAX_PENDING_OUTPUT};
@@ -102,16 +103,93 @@ pub(in crate::http) struct StreamExchange {
     pub h2_stream: Option<u32>,
     /// Response bytes the client took whose window the backend stream has not got back.
     pub down_unacked: usize,
+    /// An HTTP/1.1 client's side of the exchange (`None`: an h2 stream's).
+    pub relay: Option<super::relay::Relay>,
     pub started: Instant,
     pub since: Instant,
+}
+
+/// What a new exchange starts from.
+pub(super) struct NewExchange {
+    pub key: u64,
+    pub client: Id,
+    pub stream: u32,
+    pub backend: usize,
+    pub info: RequestInfo,
+    pub head: Vec<u8>,
+    pub method: Method,
+    pub chunked: bool,
+    pub max_body: u64,
+    /// The request is complete already (no body).
+    pub up_end: bool,
+    pub retries: u32,
+    pub now: Instant,
+}
+
+impl StreamExchange {
+    pub(super) fn new(n: NewExchange) -> StreamExchange {
+        StreamExchange {
+            key: n.key,
+            client: n.client,
+            stream: n.stream,
+            backend: n.backend,
+            server: ServerId(0),
+            info: n.info,
+            stage: Stage::Deciding,
+            conn: None,
+            opening: false,
+            head: n.head,
+            head_sent: false,
+            method: n.method,
+            replayable: n.up_end && n.method.is_idempotent(),
+            chunked: n.chunked,
+            up: Vec::new(),
+            up_credit: 0,
+            up_sent: false,
+            up_end_sent: false,
+            up_total: 0,
+            max_body: n.max_body,
+            up_end: n.up_end,
+            resp: Resp::Head,
+            status: 0,
+            fields: None,
+            resp_seen: false,
+            resp_started: false,
+            down: Vec::new(),
+            down_end: false,
+            end_sent: false,
+            backend_paused: false,
+            backend_keep: false,
+            private: false,
+            reused: false,
+            connected: false,
+            failure: None,
+            retries_left: n.retries,
+            requeues: 0,
+            mux: false,
+            h2_stream: None,
+            down_unacked: 0,
+            relay: None,
+            started: n.now,
+            since: n.now,
+        }
+    }
 }
 
 /// Decisions an exchange may take again after connections would not carry it.
 const MAX_REQUEUES: u8 = 8;
 
+/// The client side a stream exchange answers.
+pub(in crate::http) enum End<'a> {
+    /// A stream of this HTTP/2 connection.
+    H2(&'a mut H2Front),
+    /// This HTTP/1.1 connection (its one exchange at a time, `proxy::relay`).
+    H1,
+}
+
 /// Whether a stream's exchange goes on after a step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Step {
+pub(super) enum Step {
     Keep,
     Gone,
 }
@@ -175,55 +253,25 @@ impl HttpService {
         let now = cx.now();
         let key = self.proxy.next_stream;
         self.proxy.next_stream += 1;
-        let ex = StreamExchange {
+        let ex = StreamExchange::new(NewExchange {
             key,
             client: cx.id(),
             stream,
             backend: b,
-            server: ServerId(0),
             info,
-            stage: Stage::Deciding,
-            conn: None,
-            opening: false,
             head,
-            head_sent: false,
             method,
-            replayable: end_stream && method.is_idempotent(),
             chunked,
-            up: Vec::new(),
-            up_credit: 0,
-            up_sent: false,
-            up_end_sent: false,
-            up_total: 0,
             max_body,
             up_end: end_stream,
-            resp: Resp::Head,
-            status: 0,
-            fields: None,
-            resp_seen: false,
-            resp_started: false,
-            down: Vec::new(),
-            down_end: false,
-            end_sent: false,
-            backend_paused: false,
-            backend_keep: false,
-            private: false,
-            reused: false,
-            connected: false,
-            failure: None,
-            retries_left: cfg.retries,
-            requeues: 0,
-            mux: false,
-            h2_stream: None,
-            down_unacked: 0,
-            started: now,
-            since: now,
-        };
+            retries: cfg.retries,
+            now,
+        });
         conn.set_used_backend();
         self.proxy.streams.insert(key, ex);
         front.proxied.push((stream, key));
         let decision = self.proxy.pools[b].acquire(&info, now);
-        if self.stream_proceed(cx, conn, front, key, decision) == Step::Gone {
+        if self.stream_proceed(cx, conn, &mut End::H2(front), key, decision) == Step::Gone {
             front.proxied.retain(|&(_, k)| k != key);
         }
     }
@@ -240,11 +288,11 @@ impl HttpService {
     }
 
     /// Acts on a pool decision for a stream's exchange.
-    fn stream_proceed(
+    pub(super) fn stream_proceed(
         &mut self,
         cx: &mut Cx<'_>,
-        conn: &HttpConn,
-        front: &mut H2Front,
+        conn: &mut HttpConn,
+        end: &mut End<'_>,
         key: u64,
         decision: Acquire,
     ) -> Step {
@@ -321,20 +369,14 @@ impl HttpService {
                             self.stream_fail(
                                 cx,
                                 conn,
-                                front,
+                                end,
                                 key,
                                 ProxyError::NoSlot.status(),
                                 ProxyError::NoSlot,
                             )
                         } else {
                             let _ = self.proxy.pools[b].connect_failed(server, now);
-                            self.stream_retry_or_fail(
-                                cx,
-                                conn,
-                                front,
-                                key,
-                                ProxyError::ConnectFailed,
-                            )
+                            self.stream_retry_or_fail(cx, conn, end, key, ProxyError::ConnectFailed)
                         }
                     }
                 }
@@ -352,7 +394,7 @@ impl HttpService {
                     Unavailable::QueueFull => ProxyError::QueueFull,
                     _ => ProxyError::NoServer,
                 };
-                self.stream_fail(cx, conn, front, key, e.status(), e)
+                self.stream_fail(cx, conn, end, key, e.status(), e)
             }
         }
     }
@@ -361,8 +403,8 @@ impl HttpService {
     fn stream_retry_or_fail(
         &mut self,
         cx: &mut Cx<'_>,
-        conn: &HttpConn,
-        front: &mut H2Front,
+        conn: &mut HttpConn,
+        end: &mut End<'_>,
         key: u64,
         e: ProxyError,
     ) -> Step {
@@ -370,7 +412,7 @@ impl HttpService {
             return Step::Gone;
         };
         if ex.retries_left == 0 {
-            return self.stream_fail(cx, conn, front, key, e.status(), e);
+            return self.stream_fail(cx, conn, end, key, e.status(), e);
         }
         ex.retries_left -= 1;
         ex.failure = None;
@@ -381,15 +423,15 @@ impl HttpService {
         let (b, info, server) = (ex.backend, ex.info, ex.server);
         self.proxy.stats[b].retries += 1;
         let decision = self.proxy.pools[b].retry(&info, server, cx.now());
-        self.stream_proceed(cx, conn, front, key, decision)
+        self.stream_proceed(cx, conn, end, key, decision)
     }
 
     /// Ends a stream's exchange with an error response (before its response started).
-    fn stream_fail(
+    pub(super) fn stream_fail(
         &mut self,
         cx: &mut Cx<'_>,
-        conn: &HttpConn,
-        front: &mut H2Front,
+        conn: &mut HttpConn,
+        end: &mut End<'_>,
         key: u64,
         status: u16,
         e: ProxyError,
@@ -399,34 +441,48 @@ impl HttpService {
             let s = &mut self.proxy.stats[ex.backend];
             s.error(e);
             s.response(status);
-            self.h2_answer(cx, conn, front, ex.stream, Source::Error(status));
+            match end {
+                End::H2(front) => {
+                    self.h2_answer(cx, conn, front, ex.stream, Source::Error(status));
+                }
+                End::H1 => self.relay_answer(cx, conn, status),
+            }
         }
         Step::Gone
     }
 
-    /// Ends a stream whose response already started: RST_STREAM(INTERNAL_ERROR), so the cut
-    /// never looks like a complete body.
-    fn stream_cut(
+    /// Ends an exchange whose response already started so that the cut never looks like a
+    /// complete body: RST_STREAM(INTERNAL_ERROR) on an h2 stream; on an HTTP/1.1 connection
+    /// a close after what is queued (a framed body shows the cut) or a reset (`CutHow::Reset`,
+    /// a body delimited by the close).
+    pub(super) fn stream_cut(
         &mut self,
         cx: &mut Cx<'_>,
-        front: &mut H2Front,
+        conn: &mut HttpConn,
+        end: &mut End<'_>,
         key: u64,
         e: ProxyError,
+        how: CutHow,
     ) -> Step {
         if let Some(ex) = self.proxy.streams.remove(&key) {
             self.stream_discard(&ex);
             self.proxy.stats[ex.backend].error(e);
-            front
-                .conn
-                .reset(ex.stream, ErrorCode::InternalError, cx.output());
-            self.stats.h2.rst_sent[ErrorCode::InternalError.slot()] += 1;
+            match end {
+                End::H2(front) => {
+                    front
+                        .conn
+                        .reset(ex.stream, ErrorCode::InternalError, cx.output());
+                    self.stats.h2.rst_sent[ErrorCode::InternalError.slot()] += 1;
+                }
+                End::H1 => self.relay_cut(cx, conn, how),
+            }
         }
         Step::Gone
     }
 
     /// Returns what an exchange being dropped holds: its pool ticket or attempt, and its
     /// backend connection (closed: a half-done exchange leaves it out of step).
-    fn stream_discard(&mut self, ex: &StreamExchange) {
+    pub(super) fn stream_discard(&mut self, ex: &StreamExchange) {
         self.proxy
             .discard(ex.backend, ex.stage, ex.connected, ex.server);
         self.stream_let_go(ex);
@@ -435,7 +491,7 @@ impl HttpService {
     /// Lets go of the exchange's backend connection: an HTTP/1.1 one closes (a half-done
     /// exchange leaves it out of step), a multiplexed one only loses the stream (cancelled) and
     /// its slot.
-    fn stream_let_go(&mut self, ex: &StreamExchange) {
+    pub(super) fn stream_let_go(&mut self, ex: &StreamExchange) {
         let Some(c) = ex.conn else {
             if ex.mux && ex.opening {
                 self.h2_leave_opening(ex.key);
@@ -454,7 +510,7 @@ impl HttpService {
     pub(in crate::http) fn h2_proxy_data(
         &mut self,
         cx: &mut Cx<'_>,
-        conn: &HttpConn,
+        conn: &mut HttpConn,
         front: &mut H2Front,
         stream: u32,
         data: &[u8],
@@ -472,10 +528,19 @@ impl HttpService {
         ex.up_total += data.len() as u64;
         if ex.up_total > ex.max_body {
             if ex.resp_started {
-                self.stream_cut(cx, front, key, ProxyError::ClientAbort);
+                let how = CutHow::ResetStream;
+                self.stream_cut(
+                    cx,
+                    conn,
+                    &mut End::H2(front),
+                    key,
+                    ProxyError::ClientAbort,
+                    how,
+                );
             } else {
                 self.stats.body_error(BodyError::BodyTooLarge);
-                self.stream_fail(cx, conn, front, key, 413, ProxyError::ClientAbort);
+                let e = ProxyError::ClientAbort;
+                self.stream_fail(cx, conn, &mut End::H2(front), key, 413, e);
             }
             front.proxied.retain(|&(_, k)| k != key);
             return true;
@@ -542,7 +607,7 @@ impl HttpService {
     pub(in crate::http) fn h2_proxy_pump(
         &mut self,
         cx: &mut Cx<'_>,
-        conn: &HttpConn,
+        conn: &mut HttpConn,
         front: &mut H2Front,
     ) {
         let mut i = 0;
@@ -559,37 +624,33 @@ impl HttpService {
         }
     }
 
-    fn stream_step(
+    /// What every stream exchange does before its client side renders anything: act on a
+    /// queue decision, a queue timeout, a decision to take again or a lost backend
+    /// connection. `None`: none of these; the client side goes on.
+    pub(super) fn stream_advance(
         &mut self,
         cx: &mut Cx<'_>,
-        conn: &HttpConn,
-        front: &mut H2Front,
-        stream: u32,
+        conn: &mut HttpConn,
+        end: &mut End<'_>,
         key: u64,
-    ) -> Step {
+    ) -> Option<Step> {
         let now = cx.now();
         let Some(ex) = self.proxy.streams.get_mut(&key) else {
-            return Step::Gone;
+            return Some(Step::Gone);
         };
         match ex.stage {
             Stage::Ready(decision) => {
                 let s = &mut self.proxy.stats[ex.backend];
                 s.queue_time_us += now.saturating_duration_since(ex.since).as_micros() as u64;
                 ex.stage = Stage::Deciding;
-                return self.stream_proceed(cx, conn, front, key, decision);
+                return Some(self.stream_proceed(cx, conn, end, key, decision));
             }
             Stage::TimedOut => {
-                return self.stream_fail(
-                    cx,
-                    conn,
-                    front,
-                    key,
-                    ProxyError::QueueTimeout.status(),
-                    ProxyError::QueueTimeout,
-                )
+                let e = ProxyError::QueueTimeout;
+                return Some(self.stream_fail(cx, conn, end, key, e.status(), e));
             }
             Stage::Deciding if matches!(ex.failure, Some(Failure::Requeue | Failure::Refused)) => {
-                return self.stream_decide_again(cx, conn, front, key);
+                return Some(self.stream_decide_again(cx, conn, end, key));
             }
             _ => {}
         }
@@ -598,8 +659,24 @@ impl HttpService {
             && !ex.down_end
             && matches!(ex.stage, Stage::Connecting | Stage::Forwarding)
         {
-            return self.stream_backend_lost(cx, conn, front, key);
+            return Some(self.stream_backend_lost(cx, conn, end, key));
         }
+        None
+    }
+
+    fn stream_step(
+        &mut self,
+        cx: &mut Cx<'_>,
+        conn: &mut HttpConn,
+        front: &mut H2Front,
+        stream: u32,
+        key: u64,
+    ) -> Step {
+        if let Some(step) = self.stream_advance(cx, conn, &mut End::H2(front), key) {
+            return step;
+        }
+        let now = cx.now();
+        let ex = self.proxy.streams.get_mut(&key).expect("checked");
         let out = cx.output();
         if ex.up_credit > 0 {
             front.conn.consumed(stream, ex.up_credit, out);
@@ -677,8 +754,8 @@ impl HttpService {
     fn stream_decide_again(
         &mut self,
         cx: &mut Cx<'_>,
-        conn: &HttpConn,
-        front: &mut H2Front,
+        conn: &mut HttpConn,
+        end: &mut End<'_>,
         key: u64,
     ) -> Step {
         let ex = self.proxy.streams.get_mut(&key).expect("checked");
@@ -688,7 +765,7 @@ impl HttpService {
             return self.stream_fail(
                 cx,
                 conn,
-                front,
+                end,
                 key,
                 ProxyError::BackendClosed.status(),
                 ProxyError::BackendClosed,
@@ -699,7 +776,7 @@ impl HttpService {
             return self.stream_fail(
                 cx,
                 conn,
-                front,
+                end,
                 key,
                 ProxyError::NoServer.status(),
                 ProxyError::NoServer,
@@ -717,7 +794,7 @@ impl HttpService {
             self.proxy.stats[b].retries += 1;
         }
         let decision = self.proxy.pools[b].acquire(&info, cx.now());
-        self.stream_proceed(cx, conn, front, key, decision)
+        self.stream_proceed(cx, conn, end, key, decision)
     }
 
     /// The exchange's backend connection went away before the response was complete: retry,
@@ -725,8 +802,8 @@ impl HttpService {
     fn stream_backend_lost(
         &mut self,
         cx: &mut Cx<'_>,
-        conn: &HttpConn,
-        front: &mut H2Front,
+        conn: &mut HttpConn,
+        end: &mut End<'_>,
         key: u64,
     ) -> Step {
         let now = cx.now();
@@ -736,12 +813,18 @@ impl HttpService {
             failure: ex.failure.take(),
             connecting: ex.stage == Stage::Connecting && !ex.connected,
             resp_started: ex.resp_started,
-            until_close: false,
+            until_close: ex.relay.is_some_and(|r| r.until_close()),
             reused: ex.reused,
             resp_seen: ex.resp_seen,
             replayable: ex.replayable,
             retries_left: ex.retries_left,
-            client: ClientKind::Http2,
+            client: match end {
+                End::H2(_) => ClientKind::Http2,
+                End::H1 => ClientKind::Http1 {
+                    first: ex.info.first,
+                    sent_fin: false,
+                },
+            },
         };
         let (note, verdict) = verdict::decide(&facts);
         if facts.connecting {
@@ -760,12 +843,11 @@ impl HttpService {
         match verdict {
             Verdict::Retry(e) => {
                 ex.stage = Stage::Deciding;
-                self.stream_retry_or_fail(cx, conn, front, key, e)
+                self.stream_retry_or_fail(cx, conn, end, key, e)
             }
-            Verdict::Answer(e) | Verdict::Close(e) => {
-                self.stream_fail(cx, conn, front, key, e.status(), e)
-            }
-            Verdict::Cut(e, _) => self.stream_cut(cx, front, key, e),
+            Verdict::Answer(e) => self.stream_fail(cx, conn, end, key, e.status(), e),
+            Verdict::Cut(e, how) => self.stream_cut(cx, conn, end, key, e, how),
+            Verdict::Close(e) => self.stream_cut(cx, conn, end, key, e, CutHow::Close),
         }
     }
 }

@@ -128,6 +128,8 @@ pub enum CutHow {
     Reset,
     /// HTTP/2: RST_STREAM(INTERNAL_ERROR).
     ResetStream,
+    /// HTTP/1.1: close at once, nothing more sent (a [`Verdict::Close`]).
+    Close,
 }
 
 /// What the exchange does next.

@@ -9,6 +9,7 @@ Prints "ready PORT" once listening. Paths:
   /echo        the request's fields as "name: value" lines (pseudo-fields included)
   /upload      reads the body, answers its length
   /bytes/N     N bytes of "b"
+  /nolength/N  N bytes of "n" without content-length (the body ends with the stream)
   /slow/MS     answers "slow" after MS milliseconds
   /peak        the most streams ever open at once on one connection, the streams seen, the
                violations, refusals, connections and resets received (one line)
@@ -102,6 +103,13 @@ class Conn:
             if len(self.open) > MAX_STREAMS:
                 STATS["violations"] += 1
             STATS["peak"] = max(STATS["peak"], len(self.open))
+            if GOAWAY_AFTER and self.count == GOAWAY_AFTER:
+                self.last_ok = sid
+                # A graceful GOAWAY written by hand: the library's close_connection ends the
+                # connection at once, and the streams up to `sid` must still be answered (this
+                # one too, unless it is refused below).
+                self.flush()
+                self.writer.write(struct.pack(">I", 8)[1:] + bytes([7, 0]) + struct.pack(">III", 0, sid, 0))
             if REFUSE_EVERY and STATS["streams"] % REFUSE_EVERY == 0:
                 STATS["refused"] += 1
                 self.h2.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM)
@@ -109,12 +117,6 @@ class Conn:
                 return
             self.heads[sid] = ev.headers
             self.bodies[sid] = 0
-            if GOAWAY_AFTER and self.count == GOAWAY_AFTER:
-                self.last_ok = sid
-                # A graceful GOAWAY written by hand: the library's close_connection ends the
-                # connection at once, and the streams up to `sid` must still be answered.
-                self.flush()
-                self.writer.write(struct.pack(">I", 8)[1:] + bytes([7, 0]) + struct.pack(">III", 0, sid, 0))
             if ev.stream_ended:
                 await self.respond(sid)
         elif isinstance(ev, h2.events.DataReceived):
@@ -144,6 +146,10 @@ class Conn:
             body = str(self.bodies.get(sid, 0)).encode()
         elif path.startswith("/bytes/"):
             body = b"b" * int(path[len("/bytes/"):])
+        elif path.startswith("/nolength/"):
+            # No content-length: the body ends with the stream.
+            self.answer(sid, b"n" * int(path[len("/nolength/"):]), status, length=False)
+            return
         elif path.startswith("/slow/"):
             # Answered later, while the connection goes on with other streams.
             loop = asyncio.get_running_loop()
@@ -157,11 +163,13 @@ class Conn:
             body = ("h2 ok %s" % path).encode()
         self.answer(sid, body, status)
 
-    def answer(self, sid, body, status=b"200"):
+    def answer(self, sid, body, status=b"200", length=True):
         if sid not in self.open:
             return  # reset meanwhile
-        self.h2.send_headers(sid, [(b":status", status), (b"content-length", str(len(body)).encode()),
-                                   (b"server", b"h2-backend")])
+        fields = [(b":status", status)]
+        if length:
+            fields.append((b"content-length", str(len(body)).encode()))
+        self.h2.send_headers(sid, fields + [(b"server", b"h2-backend")])
         self.pending[sid] = body
         self.send_pending()
 

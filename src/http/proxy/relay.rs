@@ -1,0 +1,449 @@
+//! HTTP/1.1 requests proxied as stream exchanges: the client side for backends with
+//! `protocol = "h2"` or `"auto"`, whose requests may ride multiplexed h2 backend connections
+//! (many clients over few connections) or, for a server found to speak HTTP/1.1, an unpaired
+//! HTTP/1.1 connection of its own.
+//!
+//! The HTTP/1.1 connection holds one exchange at a time (`ProxyShard::relays`), in the
+//! connection phase `Relay`. The request head is rewritten as for any proxied request; its
+//! body is decoded (length or chunks) into the exchange's `up` buffer, at most [`UP_MAX`]
+//! bytes at a time (input pauses beyond, and resumes as the backend takes them);
+//! `Expect: 100-continue` is answered by the proxy. The response head is written from the
+//! backend's fields (h2 or HTTP/1.1 alike) with the framing the client needs: the backend's
+//! `content-length`, else chunked for HTTP/1.1 clients, else (HTTP/1.0) until the close; the
+//! body goes out within the output bound, the backend paused while the client does not read.
+//! Failures are decided by `verdict` (answered before the response started, cut after it: a
+//! close after a framed body, a reset after one delimited by the close). Once the response is
+//! out the connection goes back to `Idle` (pipelined requests are read then) or closes.
+//!
+//! Timers: `client` while the exchange runs (a client that stops sending its body gets 408, one
+//! that stops reading its response is cut); the backend side's own timers bound the server.
+
+use super::rewrite;
+use super::session_id;
+use super::stats::ProxyError;
+use super::streams::{End, NewExchange, Step, StreamExchange, DOWN_MAX};
+use super::verdict::CutHow;
+use crate::http::response::Persist;
+use crate::http::service::{Cx, HttpConn, HttpService, InFlight, Phase, MAX_PENDING_OUTPUT};
+use coreplex_engine::{CloseReason, Id};
+use coreplex_pool::RequestInfo;
+use coreplex_protocol::h1::encode::LAST_CHUNK;
+use coreplex_protocol::h1::encode::{chunk_overhead, write_chunk, write_field, write_status_line};
+use coreplex_protocol::h1::{BodyDecoder, BodyKind, RequestHead, Version};
+use std::time::Instant;
+
+/// Request body bytes an exchange holds before the client's input pauses.
+pub(super) const UP_MAX: usize = 64 * 1024;
+
+/// How the response body is framed for the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(in crate::http) enum Framing {
+    /// Not decided yet (the head has not been written).
+    Undecided,
+    /// No body (HEAD, 1xx, 204, 304).
+    Empty,
+    /// The backend's `content-length`.
+    Length,
+    /// Chunked by the proxy.
+    Chunked,
+    /// Ends with the connection's close (an HTTP/1.0 client without a length).
+    UntilClose,
+}
+
+/// An HTTP/1.1 client's side of a stream exchange.
+#[derive(Clone, Copy, Debug)]
+pub(in crate::http) struct Relay {
+    pub persist: Persist,
+    pub http10: bool,
+    pub head_only: bool,
+    pub framing: Framing,
+    /// Input paused because `up` is full.
+    pub input_paused: bool,
+}
+
+impl Relay {
+    /// The response body ends with the close (a cut must reset the connection).
+    pub(in crate::http) fn until_close(self) -> bool {
+        self.framing == Framing::UntilClose
+    }
+}
+
+impl HttpService {
+    /// Starts proxying a request to backend `b` as a stream exchange; returns the head's
+    /// length (consumed).
+    pub(in crate::http) fn relay_request(
+        &mut self,
+        cx: &mut Cx<'_>,
+        conn: &mut HttpConn,
+        head: &RequestHead<'_, '_>,
+        b: usize,
+        started: Instant,
+    ) -> Option<usize> {
+        let client = self.client_ip(cx);
+        let mut out = Vec::with_capacity(head.head_len + 96);
+        let absolute = rewrite::split_absolute(head.target);
+        let (target, host) = match &absolute {
+            Some((origin, authority)) => (origin.as_str(), Some(*authority)),
+            None => (head.target, None),
+        };
+        let fwd = self.proxy.forwarding(b, client, cx.is_secure());
+        rewrite::request_head(&mut out, head.method_str, target, head.headers, host, &fwd);
+        let has_body = !matches!(head.body, BodyKind::None | BodyKind::Length(0));
+        let http10 = head.version == Version::Http10;
+        let persist = if !head.keep_alive || conn.draining() || cx.is_stopping() {
+            Persist::Close
+        } else if http10 {
+            Persist::KeepAlive10
+        } else {
+            Persist::KeepAlive11
+        };
+        if head.expect_continue && has_body {
+            cx.output()
+                .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            self.stats.continues += 1;
+        }
+        let info = RequestInfo {
+            session: session_id(cx.id()),
+            first: !conn.served(),
+            idempotent: head.method.is_idempotent(),
+            multiplexed: true,
+        };
+        let now = cx.now();
+        let max_body = self.listeners[conn.listener as usize].limits.max_body;
+        let key = self.proxy.next_stream;
+        self.proxy.next_stream += 1;
+        let mut ex = StreamExchange::new(NewExchange {
+            key,
+            client: cx.id(),
+            stream: 0,
+            backend: b,
+            info,
+            head: out,
+            method: head.method,
+            chunked: head.body == BodyKind::Chunked,
+            max_body,
+            up_end: !has_body,
+            retries: self.proxy.backends[b].config.retries,
+            now,
+        });
+        ex.started = started;
+        ex.relay = Some(Relay {
+            persist,
+            http10,
+            head_only: head.method == coreplex_protocol::h1::Method::Head,
+            framing: Framing::Undecided,
+            input_paused: false,
+        });
+        let decoder = has_body.then(|| BodyDecoder::new(head.body, max_body));
+        match cx.busy() {
+            Some(r) => r.body = decoder,
+            None if decoder.is_some() => {
+                cx.set_busy(InFlight::new(started, decoder));
+            }
+            None => {}
+        }
+        conn.phase = Phase::Relay;
+        conn.set_used_backend();
+        self.proxy.streams.insert(key, ex);
+        self.proxy.relays.insert(cx.id(), key);
+        cx.set_timer(self.timeouts(conn).client);
+        let decision = self.proxy.pools[b].acquire(&info, now);
+        self.stream_proceed(cx, conn, &mut End::H1, key, decision);
+        Some(head.head_len)
+    }
+
+    fn relay_key(&self, id: Id) -> Option<u64> {
+        self.proxy.relays.get(&id).copied()
+    }
+
+    /// Client bytes during the exchange: the request body into `up`; what follows the request
+    /// (pipelining) waits until the response is out.
+    pub(in crate::http) fn relay_input(
+        &mut self,
+        cx: &mut Cx<'_>,
+        conn: &mut HttpConn,
+        buf: &[u8],
+    ) -> usize {
+        let Some(key) = self.relay_key(cx.id()) else {
+            return buf.len();
+        };
+        let Some(ex) = self.proxy.streams.get_mut(&key) else {
+            return buf.len();
+        };
+        if ex.up_end || ex.up.len() >= UP_MAX {
+            if let Some(r) = ex.relay.as_mut() {
+                r.input_paused = !ex.up_end;
+            }
+            cx.pause_input();
+            return 0;
+        }
+        let Some(decoder) = cx.busy().and_then(|r| r.body.as_mut()) else {
+            ex.up_end = true;
+            cx.pause_input();
+            return 0;
+        };
+        let mut pos = 0;
+        let mut error = None;
+        while pos < buf.len() && ex.up.len() < UP_MAX {
+            match decoder.decode(&buf[pos..]) {
+                Ok(step) => {
+                    ex.up.extend_from_slice(&buf[pos..][step.payload.clone()]);
+                    pos += step.consumed;
+                    if step.done {
+                        ex.up_end = true;
+                        break;
+                    }
+                    if step.consumed == 0 {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = error {
+            self.stats.body_error(e);
+            let started = ex.resp_started;
+            let err = ProxyError::ClientAbort;
+            if started {
+                self.stream_cut(cx, conn, &mut End::H1, key, err, CutHow::Close);
+            } else {
+                self.stream_fail(cx, conn, &mut End::H1, key, e.status(), err);
+            }
+            return buf.len();
+        }
+        if ex.up_end || ex.up.len() >= UP_MAX {
+            if let Some(r) = ex.relay.as_mut() {
+                r.input_paused = !ex.up_end;
+            }
+            cx.pause_input();
+        }
+        let backend = ex.conn.filter(|_| ex.connected);
+        if pos > 0 {
+            cx.set_timer(self.timeouts(conn).client);
+        }
+        if let Some(c) = backend {
+            self.proxy.touch_h2(c, key);
+            cx.wake(c);
+        }
+        pos
+    }
+
+    /// The backend side or the pool left work for the exchange, or the output drained.
+    pub(in crate::http) fn relay_wake(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+        if cx.is_closing() {
+            return;
+        }
+        let Some(key) = self.relay_key(cx.id()) else {
+            return;
+        };
+        self.relay_step(cx, conn, key);
+    }
+
+    fn relay_step(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, key: u64) -> Step {
+        if let Some(step) = self.stream_advance(cx, conn, &mut End::H1, key) {
+            return step;
+        }
+        let now = cx.now();
+        let ex = self.proxy.streams.get_mut(&key).expect("checked");
+        let mut relay = ex.relay.expect("a relayed exchange");
+        // Request bytes the backend took: more may be read.
+        ex.up_credit = 0;
+        if relay.input_paused && ex.up.len() < UP_MAX / 2 {
+            relay.input_paused = false;
+            cx.resume_input();
+        }
+        if !ex.resp_started {
+            let Some(fields) = ex.fields.take() else {
+                ex.relay = Some(relay);
+                return Step::Keep;
+            };
+            let no_body = relay.head_only || matches!(ex.status, 100..=199 | 204 | 304);
+            let has_length = fields.iter().any(|(n, _)| n == b"content-length");
+            relay.framing = if no_body {
+                Framing::Empty
+            } else if has_length {
+                Framing::Length
+            } else if relay.http10 {
+                Framing::UntilClose
+            } else {
+                Framing::Chunked
+            };
+            if relay.framing == Framing::UntilClose {
+                relay.persist = Persist::Close;
+            }
+            let out = cx.output();
+            write_status_line(out, ex.status);
+            for (n, v) in fields.iter() {
+                write_field(out, n, v);
+            }
+            if !fields.iter().any(|(n, _)| n == b"date") {
+                write_field(out, b"date", self.date.get(now));
+            }
+            if relay.framing == Framing::Chunked {
+                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            }
+            match relay.persist {
+                Persist::KeepAlive11 => {}
+                Persist::KeepAlive10 => out.extend_from_slice(b"connection: keep-alive\r\n"),
+                Persist::Close => out.extend_from_slice(b"connection: close\r\n"),
+            }
+            out.extend_from_slice(b"\r\n");
+            ex.resp_started = true;
+            ex.head = Vec::new();
+        }
+        if !ex.end_sent {
+            let out = cx.output();
+            let room = MAX_PENDING_OUTPUT.saturating_sub(out.len());
+            let n = match relay.framing {
+                Framing::Chunked => ex.down.len().min(room.saturating_sub(chunk_overhead(room))),
+                _ => ex.down.len().min(room),
+            };
+            match relay.framing {
+                Framing::Chunked => write_chunk(out, &ex.down[..n]),
+                Framing::Empty | Framing::Undecided => {}
+                Framing::Length | Framing::UntilClose => out.extend_from_slice(&ex.down[..n]),
+            }
+            ex.down.drain(..n);
+            if ex.mux && n > 0 {
+                // The backend stream's window reopens as the client takes the bytes.
+                ex.down_unacked += n;
+                if let Some(c) = ex.conn {
+                    if let Some(h) = self.proxy.h2_conns.get_mut(&c) {
+                        h.touched.push(key);
+                    }
+                    cx.wake(c);
+                }
+            }
+            if ex.down_end && ex.down.is_empty() {
+                if relay.framing == Framing::Chunked {
+                    cx.output().extend_from_slice(LAST_CHUNK);
+                }
+                ex.end_sent = true;
+            }
+            if ex.backend_paused && ex.down.len() < DOWN_MAX / 2 {
+                // The backend connection resumes reading (and clears the flag).
+                if let Some(c) = ex.conn {
+                    cx.wake(c);
+                }
+            }
+        }
+        ex.relay = Some(relay);
+        if !ex.end_sent {
+            return Step::Keep;
+        }
+        // The response is out: the connection goes on (or closes, if the request was not read
+        // to its end).
+        let ex = self.proxy.streams.remove(&key).expect("checked");
+        self.proxy.relays.remove(&cx.id());
+        self.proxy.stats[ex.backend].response(ex.status);
+        self.stream_let_go(&ex);
+        let close = relay.persist == Persist::Close || !ex.up_end;
+        self.response_done(cx, conn, ex.status, ex.started, close);
+        if conn.phase == Phase::Idle {
+            cx.set_timer(self.timeouts(conn).client);
+            cx.resume_input();
+        }
+        Step::Gone
+    }
+
+    /// Output drained: more of the response may go.
+    pub(in crate::http) fn relay_drained(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+        if self.relay_key(cx.id()).is_some() {
+            cx.set_timer(self.timeouts(conn).client);
+            self.relay_wake(cx, conn);
+        }
+    }
+
+    /// Answers `status` and closes (the exchange is already gone).
+    pub(super) fn relay_answer(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, status: u16) {
+        self.proxy.relays.remove(&cx.id());
+        self.fail(cx, conn, status, CloseReason::Done);
+    }
+
+    /// Ends the connection after a response that cannot be completed (the exchange is gone).
+    pub(super) fn relay_cut(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, how: CutHow) {
+        self.proxy.relays.remove(&cx.id());
+        conn.phase = Phase::Closing;
+        cx.take_busy();
+        match how {
+            CutHow::Flush => {
+                cx.set_timer(self.timeouts(conn).client_fin);
+                cx.close_after_flush(CloseReason::PeerReset);
+            }
+            CutHow::Reset => {
+                // SO_LINGER 0: the close sends RST, so a body delimited by close cannot look
+                // complete.
+                let _ = cx.socket().set_linger(Some(std::time::Duration::ZERO));
+                cx.close(CloseReason::PeerReset);
+            }
+            CutHow::Close | CutHow::ResetStream => cx.close(CloseReason::PeerReset),
+        }
+    }
+
+    /// The client's timer during the exchange.
+    pub(in crate::http) fn relay_timer(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+        let Some(key) = self.relay_key(cx.id()) else {
+            return cx.close(CloseReason::ClientTimeout);
+        };
+        let Some(ex) = self.proxy.streams.get(&key) else {
+            return cx.close(CloseReason::ClientTimeout);
+        };
+        let waiting_for_backend = ex.relay.is_some_and(|r| r.input_paused);
+        let e = ProxyError::ClientAbort;
+        if !ex.up_end && !waiting_for_backend {
+            // The client stopped sending its body.
+            if ex.resp_started {
+                self.stream_cut(cx, conn, &mut End::H1, key, e, CutHow::Close);
+            } else {
+                self.stream_fail(cx, conn, &mut End::H1, key, 408, e);
+            }
+        } else if ex.resp_started && cx.pending_output() > 0 {
+            // The client stopped reading its response.
+            self.stream_cut(cx, conn, &mut End::H1, key, e, CutHow::Close);
+        } else {
+            // Waiting for the backend: its own timers bound that.
+            cx.set_timer(self.timeouts(conn).client);
+        }
+    }
+
+    /// The client shut its sending side: a partial request is abandoned; after a complete
+    /// one the response still goes out, and the connection closes after it.
+    pub(in crate::http) fn relay_client_eof(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+        let Some(key) = self.relay_key(cx.id()) else {
+            return cx.close(CloseReason::PeerClosed);
+        };
+        let Some(ex) = self.proxy.streams.get_mut(&key) else {
+            return cx.close(CloseReason::PeerClosed);
+        };
+        if !ex.up_end {
+            self.stream_cut(
+                cx,
+                conn,
+                &mut End::H1,
+                key,
+                ProxyError::ClientAbort,
+                CutHow::Close,
+            );
+            return;
+        }
+        if let Some(r) = ex.relay.as_mut() {
+            r.persist = Persist::Close;
+        }
+    }
+
+    /// The client connection closed: its exchange, if any, is dropped.
+    pub(in crate::http) fn relay_closed(&mut self, id: Id) {
+        let Some(key) = self.proxy.relays.remove(&id) else {
+            return;
+        };
+        if let Some(ex) = self.proxy.streams.remove(&key) {
+            if !ex.end_sent {
+                self.proxy.stats[ex.backend].error(ProxyError::ClientAbort);
+            }
+            self.stream_discard(&ex);
+        }
+    }
+}
