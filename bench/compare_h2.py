@@ -16,6 +16,8 @@ With `--target h2backend` the backend is the same nginx speaking h2c (prior know
 bench/peers/nginx-backend-h2.conf, 128 streams per connection) and the proxies multiplex the
 streams onto few backend connections (`reuse = "always"`, haproxy `http-reuse always` with
 `proto h2`). nginx cannot proxy to an HTTP/2 backend (only gRPC), so it is not measured there.
+That target adds an HTTP/1.1 scenario: wrk's 100 connections on a plain listener (8091), their
+requests multiplexed onto the h2 backend connections all the same.
 
 Usage: python3 bench/compare_h2.py [--rounds 3] [--requests 300000] [--only h2c,tls]
                                    [--target direct|proxy|h2backend]
@@ -27,16 +29,33 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from compare_direct import Server  # noqa: E402
 
-TLS, PLAIN, BACKEND = 8443, 8090, 18090
-SCENARIOS = [  # name, scheme, port, connections, streams
+TLS, PLAIN, H1, BACKEND = 8443, 8090, 8091, 18090
+SCENARIOS = [  # name, scheme ("h1": HTTP/1.1 clients), port, connections, streams
     ("h2c 100x10", "http", PLAIN, 100, 10),
     ("h2c 100x100", "http", PLAIN, 100, 100),
     ("tls 100x10", "https", TLS, 100, 10),
     ("tls 100x100", "https", TLS, 100, 100),
+    ("h1 100", "h1", H1, 100, 1),
 ]
 
 
+def wrk(port, conns, n):
+    """HTTP/1.1 load with wrk (h2load --h1 rejects haproxy's empty reason phrase): a run long
+    enough for about `n` requests at 30k/s."""
+    secs = max(2, round(n / 30000))
+    argv = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{secs}s",
+            f"http://127.0.0.1:{port}/"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=600).stdout
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise RuntimeError(f"wrk saw failures: {out}")
+    done = int(re.search(r"(\d+) requests in", out).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    return done, rps
+
+
 def h2load(scheme, port, conns, streams, n):
+    if scheme == "h1":
+        return wrk(port, conns, n)
     argv = ["taskset", "-c", "1", "h2load", "-t1", f"-c{conns}", f"-m{streams}", f"-n{n}",
             f"{scheme}://127.0.0.1:{port}/"]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=600).stdout
@@ -65,7 +84,7 @@ def main():
     def render(src, dst):
         text = open(src).read()
         subst = {"@PORT@": str(TLS), "@PLAIN@": str(PLAIN), "@DIR@": tmp, "@CERTS@": certs,
-                 "@BACKEND@": str(BACKEND)}
+                 "@BACKEND@": str(BACKEND), "@H1@": str(H1)}
         for k, v in subst.items():
             text = text.replace(k, v)
         open(dst, "w").write(text)
@@ -102,6 +121,8 @@ def main():
     print(f"target: {a.target}", flush=True)
     for name, scheme, port, conns, streams in SCENARIOS:
         if only and not any(name.startswith(o) for o in only):
+            continue
+        if scheme == "h1" and a.target != "h2backend":
             continue
         for r in range(a.rounds):
             for server, argv in servers.items():

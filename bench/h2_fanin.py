@@ -7,9 +7,11 @@ coreplex (2 shards, `protocol = "h2"`, `reuse = "always"`) proxies to nginx spea
 connections with one stream each (so at most CLIENTS streams are in flight) and sends
 REQUESTS requests. Afterwards the proxy's metrics say how many backend connections it made and
 how many requests reused one; the bound to meet is
-shards x ceil(concurrent streams / the backend's max_concurrent_streams).
+shards x ceil(concurrent streams / the backend's max_concurrent_streams). With `--h1` the
+clients speak HTTP/1.1 (`h2load --h1`, one request at a time per connection): their requests are
+multiplexed onto the backend connections the same way.
 
-Usage: python3 bench/h2_fanin.py [--clients 10000] [--requests 200000]
+Usage: python3 bench/h2_fanin.py [--clients 10000] [--requests 200000] [--h1]
 """
 import argparse, math, os, re, shutil, subprocess, sys, tempfile, urllib.request
 
@@ -52,6 +54,7 @@ def main():
     ap.add_argument("--coreplex", default=os.path.join(ROOT, "target/release/coreplex"))
     ap.add_argument("--clients", type=int, default=10000)
     ap.add_argument("--requests", type=int, default=200000)
+    ap.add_argument("--h1", action="store_true", help="HTTP/1.1 clients")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="cpfanin-")
     for d in ["body", "proxy", "fastcgi", "uwsgi", "scgi"]:
@@ -65,7 +68,8 @@ def main():
     proxy = Server("coreplex", [a.coreplex, "run", "-c", os.path.join(tmp, "coreplex.toml"),
                                 "--log-level", "warn"], FRONT)
     try:
-        out = subprocess.run(["h2load", "-t2", f"-c{a.clients}", "-m1", f"-n{a.requests}",
+        h1 = ["--h1"] if a.h1 else []
+        out = subprocess.run(["h2load", "-t2", *h1, f"-c{a.clients}", "-m1", f"-n{a.requests}",
                               f"http://127.0.0.1:{FRONT}/"], capture_output=True, text=True,
                              timeout=600).stdout
         done = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed", out)
@@ -74,7 +78,8 @@ def main():
         new = metric(m, "coreplex_backend_connections_new_total" + server)
         reused = metric(m, "coreplex_backend_connections_reused_total" + server)
         bound = SHARDS * math.ceil(a.clients / STREAMS)
-        print(f"clients {a.clients}, requests {a.requests}: {done.group(1)} succeeded, {done.group(2)} failed")
+        kind = "HTTP/1.1" if a.h1 else "HTTP/2"
+        print(f"{kind} clients {a.clients}, requests {a.requests}: {done.group(1)} succeeded, {done.group(2)} failed")
         print(f"backend connections made: {new:.0f} (bound: {SHARDS} shards x ceil({a.clients} / {STREAMS}) = {bound})")
         print(f"reuse: {reused:.0f} of {reused + new:.0f} requests = {reused / (reused + new):.4%}")
     finally:

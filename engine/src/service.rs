@@ -703,7 +703,9 @@ impl<B> ConnCx<'_, B> {
         self.requests |= flags::RESUME;
     }
 
-    /// Calls [`Service::on_wake`] on connection `other` after this callback, if it is still open.
+    /// Calls [`Service::on_wake`] on connection `other` once the shard has handled its current
+    /// batch of completions, if it is still open then (several wakes of one connection in a
+    /// batch make one call).
     pub fn wake(&mut self, other: crate::table::Id) {
         self.effects.wake.push(other);
     }

@@ -30,19 +30,8 @@ impl<S: Service> Shard<S> {
         for (fd, profile, tag) in opens {
             self.open_detached(id, fd, profile, tag);
         }
-        for other in wake {
-            if self
-                .core
-                .conns
-                .get(other)
-                .is_some_and(|c| !c.life.is_closing())
-            {
-                if let Some(((), req)) = self.core.call(other, |svc, cx, app| svc.on_wake(cx, app))
-                {
-                    self.apply(other, req);
-                }
-            }
-        }
+        // Woken connections are called after the current batch (`Shard::run_woken`).
+        self.woken.extend(wake);
         if bits & flags::CLOSE != 0 {
             self.begin_close(id, reason);
             self.maybe_finalize(id);

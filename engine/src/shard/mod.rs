@@ -284,6 +284,10 @@ pub(crate) struct Shard<S: Service> {
     actions: ShardActions,
     /// When the service asked to be polled again ([`Service::poll`]).
     service_deadline: Option<Instant>,
+    /// Connections woken by callbacks (`ConnCx::wake`), called once each after the current
+    /// batch of completions: a backend connection woken by many clients in one batch sends
+    /// their requests together.
+    woken: Vec<Id>,
 }
 
 impl<S: Service> Shard<S> {
@@ -346,6 +350,7 @@ impl<S: Service> Shard<S> {
             fired: Vec::new(),
             actions: ShardActions::default(),
             service_deadline: None,
+            woken: Vec::new(),
         }
     }
 
@@ -357,7 +362,9 @@ impl<S: Service> Shard<S> {
         let mut cqes: Vec<Completion> = Vec::with_capacity(1024);
         loop {
             self.tick();
+            self.run_woken();
             self.poll_service();
+            self.run_woken();
             if self.core.stopping
                 && self.core.conns.is_empty()
                 && self.listeners.iter().all(|l| !l.armed)
@@ -374,6 +381,7 @@ impl<S: Service> Shard<S> {
                     .max(Duration::from_millis(1))
             });
             let timeout = match (wheel, service) {
+                _ if !self.woken.is_empty() => Some(Duration::ZERO),
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
@@ -389,8 +397,40 @@ impl<S: Service> Shard<S> {
             for c in &cqes {
                 self.dispatch(*c);
             }
+            self.run_woken();
         }
         tracing::debug!(shard = self.id, "shard stopped");
+    }
+
+    /// Calls `on_wake` once for each connection woken since the last call (in index order,
+    /// duplicates merged), then for those these calls woke, and so on (boundedly: what is
+    /// left waits for the next turn of the loop, which then does not block).
+    pub(super) fn run_woken(&mut self) {
+        for _ in 0..64 {
+            if self.woken.is_empty() {
+                return;
+            }
+            let mut woken = std::mem::take(&mut self.woken);
+            woken.sort_unstable_by_key(|id| (id.index, id.gen));
+            woken.dedup();
+            for &id in &woken {
+                let open = self
+                    .core
+                    .conns
+                    .get(id)
+                    .is_some_and(|c| !c.life.is_closing());
+                if open {
+                    if let Some(((), req)) = self.core.call(id, |svc, cx, app| svc.on_wake(cx, app))
+                    {
+                        self.apply(id, req);
+                    }
+                }
+            }
+            woken.clear();
+            if self.woken.is_empty() {
+                self.woken = woken;
+            }
+        }
     }
 
     fn set_clock(&mut self) {
