@@ -342,6 +342,15 @@ fn auto_backend_falls_back(h2_server: &Nginx, h1_server: &Nginx, tls: &str) {
         seen.iter().all(|p| p == "HTTP/2.0" || p == "HTTP/1.1"),
         "{seen:?}"
     );
+    // HTTP/1.1 clients' requests take the same servers the same way (`proxy::relay`).
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        let o = curl(&["-sS", "--http1.1", &format!("http://{}/", s.addr())]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        seen.push(String::from_utf8_lossy(&o.stdout).into_owned());
+    }
+    assert!(seen.iter().any(|p| p == "HTTP/2.0"), "{seen:?}");
+    assert!(seen.iter().any(|p| p == "HTTP/1.1"), "{seen:?}");
     let text = metrics_text(s.admin());
     let fallbacks = |a| server_metric(&text, "coreplex_backend_alpn_fallbacks_total", a);
     assert_eq!(fallbacks(h2_server.addr), 0.0, "{text}");
