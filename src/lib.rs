@@ -9,7 +9,9 @@
 mod admin;
 pub mod cli;
 pub mod config;
-mod http;
+pub use coreplex_http as http;
+#[cfg(test)]
+mod alloc_tests;
 mod metrics;
 mod run;
 mod secure;

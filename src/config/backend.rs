@@ -2,9 +2,10 @@
 //! TCP keepalive of one backend, validated into a [`Backend`] whose [`BackendPolicy`] the shards
 //! split with [`Backend::policy_for_shard`].
 
-use super::timeouts::{RawTimeouts, Timeouts};
+use super::timeouts::RawTimeouts;
 use super::{err, ConfigError};
 use crate::units::Dur;
+pub use coreplex_http::runtime::{Backend, BackendProtocol, ClientClose, Server, TcpKeepalive};
 use coreplex_pool::{BackendPolicy, Balance, ReuseMode, ServerPolicy};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -70,17 +71,6 @@ impl RawKeepalive {
     }
 }
 
-/// TCP keepalive settings of a socket (`SO_KEEPALIVE`, `TCP_KEEPIDLE/INTVL/CNT`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TcpKeepalive {
-    /// Idle time before the first probe.
-    pub idle: Duration,
-    /// Time between probes.
-    pub interval: Duration,
-    /// Unanswered probes before the connection is dropped.
-    pub count: u32,
-}
-
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawBackend {
@@ -113,97 +103,6 @@ impl RawBackend {
         if let Some(t) = &mut self.tls {
             t.rebase(base);
         }
-    }
-}
-
-/// One server of a backend.
-#[derive(Debug, Clone)]
-pub struct Server {
-    /// Where to connect.
-    pub address: SocketAddr,
-    /// Name in the metrics (default: the address).
-    pub name: String,
-    /// TLS to this server (the backend's settings with this server's name and address).
-    pub tls: Option<coreplex_tls::settings::ClientSettings>,
-}
-
-/// A validated backend.
-#[derive(Debug, Clone)]
-pub struct Backend {
-    /// Name (the key under `[backend]`).
-    pub name: String,
-    /// Servers, indexed like the policy's.
-    pub servers: Vec<Server>,
-    /// The whole process's policy; shards take [`Backend::policy_for_shard`].
-    pub policy: BackendPolicy,
-    /// Connect-failure retries of one request (another server preferred).
-    pub retries: u32,
-    /// The backend's timeout profile (`connect`, `server`, `server_fin`, `queue`, `tunnel` apply).
-    pub timeouts: Timeouts,
-    /// TCP keepalive on backend connections.
-    pub tcp_keepalive: Option<TcpKeepalive>,
-    /// Add `X-Forwarded-For` and `X-Forwarded-Proto` (default on).
-    pub forwarded_for: bool,
-    /// Add an RFC 7239 `Forwarded` header (default off).
-    pub forwarded: bool,
-    /// Add `Via: 1.1 coreplex` to requests (default on, RFC 9110 §7.6.3).
-    pub via: bool,
-    /// What a client's half-close (FIN after a complete request, before the response starts)
-    /// does to the backend side.
-    pub client_close: ClientClose,
-    /// What HTTP/2 clients' streams travel over (HTTP/1.1 clients always use HTTP/1.1).
-    pub protocol: BackendProtocol,
-    /// Our side of h2 connections to the servers (`[backend.NAME.http2]`): streams per
-    /// connection at most, windows, frame and header limits.
-    pub http2: coreplex_protocol::h2::conn::Settings,
-}
-
-/// `protocol`: how streams of HTTP/2 clients reach the servers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendProtocol {
-    /// HTTP/1.1: a connection per stream in flight.
-    H1,
-    /// HTTP/2, multiplexed: ALPN `h2` over TLS, h2c with prior knowledge on plaintext.
-    H2,
-    /// HTTP/2 where the server speaks it, else HTTP/1.1, learned per server: over TLS by ALPN
-    /// (`h2`, `http/1.1` offered), on plaintext by trying h2c (a server that answers the
-    /// preface with an HTTP/1 response, or closes before its SETTINGS, is taken as HTTP/1.1;
-    /// h2 is tried again a minute later).
-    Auto,
-}
-
-/// What a client's FIN before the response does (`client_close`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientClose {
-    /// Pass the half-close on to the backend (its connection is then not reused): a backend
-    /// that still answers reaches the half-closed client, one that treats it as an abort stops
-    /// its work. The default.
-    Forward,
-    /// Close the backend connection at once (nginx's `proxy_ignore_client_abort off`).
-    Abort,
-    /// Keep waiting for the response, backend connection reusable (HAProxy without
-    /// `option abortonclose`).
-    Wait,
-}
-
-impl Backend {
-    /// This shard's share of the limits (see the `pool` crate's `config` module docs).
-    pub fn policy_for_shard(&self, shard: usize, shards: usize) -> BackendPolicy {
-        let mut p = self.policy.clone();
-        let share = |v: u64| coreplex_engine::limits::shard_share(v, shards, shard);
-        let part32 =
-            |v: Option<u32>| v.map(|x| u32::try_from(share(u64::from(x))).unwrap_or(u32::MAX));
-        let part =
-            |v: Option<usize>| v.map(|x| usize::try_from(share(x as u64)).unwrap_or(usize::MAX));
-        for s in &mut p.servers {
-            s.maxconn = part32(s.maxconn);
-            s.maxqueue = part32(s.maxqueue);
-            s.conn_rate = part32(s.conn_rate);
-        }
-        p.maxconn = part32(p.maxconn);
-        p.queue_cap = part(p.queue_cap);
-        p.max_idle_per_server = part(p.max_idle_per_server);
-        p
     }
 }
 

@@ -3,9 +3,9 @@
 
 use super::{err, ConfigError};
 use crate::units::{Bytes, Dur};
+pub use coreplex_http::runtime::Http2;
 use coreplex_protocol::h2::conn::Settings;
 use serde::Deserialize;
-use std::time::Duration;
 
 #[derive(Deserialize, Default, Debug, Clone)]
 #[serde(deny_unknown_fields)]
@@ -25,18 +25,6 @@ impl RawHttp2 {
     pub(super) fn sets_listener_keys(&self) -> bool {
         self.h2c.is_some() || self.idle_timeout.is_some()
     }
-}
-
-/// HTTP/2 on a listener, validated.
-#[derive(Debug, Clone, Copy)]
-pub struct Http2 {
-    /// Plaintext connections that start with the HTTP/2 preface speak h2c (prior knowledge).
-    pub h2c: bool,
-    /// What each connection advertises and enforces.
-    pub settings: Settings,
-    /// How long an h2 connection may stay without an open stream (then GOAWAY and close);
-    /// `None`: the listener's `http_keep_alive`.
-    pub idle_timeout: Option<Duration>,
 }
 
 fn within(

@@ -15,6 +15,7 @@ mod tls;
 pub use http2::Http2;
 
 pub use backend::{Backend, BackendProtocol, ClientClose, TcpKeepalive};
+pub use coreplex_http::runtime::{Listener, PathMatch, Respond, Route, RouteAction};
 pub use timeouts::Timeouts;
 #[cfg(test)]
 use timeouts::DEFAULT_TIMEOUTS;
@@ -164,81 +165,6 @@ pub struct Global {
     pub linger: Duration,
     /// TLS session tickets (every TLS listener).
     pub tickets: coreplex_tls::settings::TicketSettings,
-}
-
-/// A direct response, as configured.
-#[derive(Debug, Clone)]
-pub struct Respond {
-    /// Status code (200..=599).
-    pub status: u16,
-    /// Extra headers, in file order.
-    pub headers: Vec<(String, String)>,
-    /// Body.
-    pub body: Vec<u8>,
-}
-
-/// How a route matches the request path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathMatch {
-    /// The path equals this.
-    Exact(String),
-    /// The path starts with this.
-    Prefix(String),
-}
-
-/// What a route does with a request.
-#[derive(Debug, Clone)]
-pub enum RouteAction {
-    /// Answer directly.
-    Respond(Respond),
-    /// Forward to the backend with this index in [`Config::backends`].
-    Backend(usize),
-}
-
-/// A route of a listener.
-#[derive(Debug, Clone)]
-pub struct Route {
-    /// Host to match (lowercase, without port); any host when `None`.
-    pub host: Option<String>,
-    /// Path to match.
-    pub path: PathMatch,
-    /// What to do.
-    pub action: RouteAction,
-}
-
-/// A listener.
-#[derive(Debug, Clone)]
-pub struct Listener {
-    /// Name (for logs and metrics).
-    pub name: String,
-    /// Address to listen on.
-    pub bind: SocketAddr,
-    /// listen(2) backlog.
-    pub backlog: i32,
-    /// New connections per second (whole process, split among shards); `None` unlimited.
-    pub rate_limit: Option<u32>,
-    /// Timeouts.
-    pub timeouts: Timeouts,
-    /// Request limits.
-    pub limits: Limits,
-    /// TCP keepalive on accepted connections.
-    pub tcp_keepalive: Option<TcpKeepalive>,
-    /// Routes, first match wins; no match answers 404.
-    pub routes: Vec<Route>,
-    /// TLS on this listener.
-    pub tls: Option<ListenerTls>,
-    /// HTTP/2 settings; whether h2 is spoken: ALPN `h2` on TLS, `h2c` on plaintext.
-    pub http2: Http2,
-}
-
-impl Listener {
-    /// Whether connections may speak HTTP/2 (offered by ALPN, or h2c on plaintext).
-    pub fn speaks_h2(&self) -> bool {
-        match &self.tls {
-            Some(t) => t.settings.alpn.iter().any(|a| a == "h2"),
-            None => self.http2.h2c,
-        }
-    }
 }
 
 /// The validated configuration.

@@ -3,6 +3,7 @@
 //! back to `client`, `server_fin` to `server`, `queue` to `connect`.
 
 use crate::units::Dur;
+pub use coreplex_http::runtime::Timeouts;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -59,31 +60,6 @@ impl RawTimeouts {
             client_hs: get(self.client_hs, client),
         }
     }
-}
-
-/// A resolved timeout profile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// The whole request head must arrive within this (408 otherwise).
-    pub http_request: Duration,
-    /// Wait for the next request after a response (silent close).
-    pub http_keep_alive: Duration,
-    /// Client inactivity while it is expected to send a body or read a response.
-    pub client: Duration,
-    /// Client inactivity once one direction is shut (a final response being read).
-    pub client_fin: Duration,
-    /// A backend connection attempt must succeed within this.
-    pub connect: Duration,
-    /// Server inactivity: the wait for the response head, then between response bytes.
-    pub server: Duration,
-    /// Server inactivity once the backend connection is half-closed.
-    pub server_fin: Duration,
-    /// The longest a request waits in a server or backend queue (503 after).
-    pub queue: Duration,
-    /// Inactivity on both sides of an upgraded connection.
-    pub tunnel: Duration,
-    /// A TLS handshake must finish within this (HAProxy's `timeout client-hs`).
-    pub client_hs: Duration,
 }
 
 /// Built-in timeouts, used where neither `[defaults]` nor a listener or backend sets one.

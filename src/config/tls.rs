@@ -8,6 +8,7 @@
 
 use super::{err, ConfigError};
 use crate::units::Dur;
+pub use coreplex_http::runtime::ListenerTls;
 use coreplex_tls::settings::{
     CertSpec, ClientAuth, ClientSettings, Roots, ServerSettings, TicketKeys, TicketSettings,
     Version,
@@ -105,15 +106,6 @@ impl RawBackendTls {
             rebase_one(p, base);
         }
     }
-}
-
-/// A listener's TLS, validated.
-#[derive(Debug, Clone)]
-pub struct ListenerTls {
-    /// For the TLS crate.
-    pub settings: ServerSettings,
-    /// New TLS sessions per second (whole process, split among shards).
-    pub session_rate: Option<u32>,
 }
 
 /// A backend's TLS, validated (per server: its own name and address).

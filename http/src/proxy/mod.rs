@@ -27,7 +27,7 @@ pub mod translate;
 mod upstream;
 mod verdict;
 
-use crate::config::{Backend, TcpKeepalive};
+use crate::runtime::{Backend, TcpKeepalive};
 use coreplex_engine::{CloseReason, Id, ShardActions};
 use coreplex_pool::{Acquire, BackendPool, ConnId, RequestInfo, ServerId, SessionId, Ticket};
 use coreplex_protocol::h1::{BodyDecoder, Method};
@@ -493,7 +493,7 @@ impl ProxyShard {
     /// Whether HTTP/1.1 requests to backend `b` go as stream exchanges (`relay`): its servers
     /// may speak h2, so those requests may share multiplexed connections.
     pub(super) fn relays_http1(&self, b: usize) -> bool {
-        self.backends[b].config.protocol != crate::config::BackendProtocol::H1
+        self.backends[b].config.protocol != crate::runtime::BackendProtocol::H1
     }
 
     /// Closes backend connection `id` at the next poll.

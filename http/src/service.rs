@@ -14,7 +14,7 @@
 use super::proxy::{BackendRuntime, ProxyShard};
 use super::response::{DateCache, ErrorPages, Persist, Rendered, CONTINUE};
 use super::stats::HttpStats;
-use crate::config::{Listener, PathMatch, RouteAction, TcpKeepalive, Timeouts};
+use crate::runtime::{Listener, PathMatch, RouteAction, TcpKeepalive, Timeouts};
 use coreplex_engine::{CloseReason, ConnCx, Id, Service, ShardActions};
 use coreplex_protocol::h1::{
     parse_request, BodyDecoder, BodyKind, HeadScanner, Limits, Method, RequestError, RequestHead,

@@ -7,9 +7,9 @@ use super::rewrite;
 use super::stats::ProxyError;
 use super::verdict::{self, ClientKind, CutHow, Facts, PoolNote, Verdict};
 use super::{session_id, Exchange, Failure, Resp, Stage, Waiter, QUEUE_GRACE};
-use crate::config::ClientClose;
-use crate::http::response::Persist;
-use crate::http::service::{Cx, HttpConn, HttpService, InFlight, Phase, MAX_PENDING_OUTPUT};
+use crate::response::Persist;
+use crate::runtime::ClientClose;
+use crate::service::{Cx, HttpConn, HttpService, InFlight, Phase, MAX_PENDING_OUTPUT};
 use coreplex_engine::{CloseReason, Id};
 use coreplex_pool::{Acquire, RequestInfo, Unavailable};
 use coreplex_protocol::h1::{BodyDecoder, BodyKind, Method, RequestHead, Version};
@@ -44,7 +44,7 @@ enum Cut {
 impl HttpService {
     /// Starts proxying a request to backend `b`; returns the head's length (consumed), or `None`
     /// after an error answer.
-    pub(in crate::http) fn proxy_request(
+    pub(crate) fn proxy_request(
         &mut self,
         cx: &mut Cx<'_>,
         conn: &mut HttpConn,
@@ -281,7 +281,7 @@ impl HttpService {
 
     /// Client bytes while proxying: the request body goes to the backend once it is paired and
     /// connected; anything after the request (pipelining) waits until the exchange ends.
-    pub(in crate::http) fn proxy_input(
+    pub(crate) fn proxy_input(
         &mut self,
         cx: &mut Cx<'_>,
         conn: &mut HttpConn,
@@ -368,7 +368,7 @@ impl HttpService {
 
     /// The pair asked for (a reused connection, or a new one still connecting) is in place: the
     /// request head goes out (a connecting socket sends it once connected).
-    pub(in crate::http) fn proxy_paired(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+    pub(crate) fn proxy_paired(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
         let id = cx.id();
         let Some(ex) = self.proxy.exchanges.get_mut(&id) else {
             return;
@@ -401,7 +401,7 @@ impl HttpService {
 
     /// A wake from the pool (a queue decision or timeout) or from the backend side (connected,
     /// or the exchange is done).
-    pub(in crate::http) fn proxy_wake(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+    pub(crate) fn proxy_wake(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
         let id = cx.id();
         let now = cx.now();
         let Some(ex) = self.proxy.exchanges.get_mut(&id) else {
@@ -448,7 +448,7 @@ impl HttpService {
     }
 
     /// The backend connection went away before the exchange was done: retry, answer or close.
-    pub(in crate::http) fn proxy_unpaired(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+    pub(crate) fn proxy_unpaired(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
         let id = cx.id();
         let now = cx.now();
         let Some(ex) = self.proxy.exchanges.get_mut(&id) else {
@@ -510,7 +510,7 @@ impl HttpService {
     }
 
     /// The client connection's timer while proxying.
-    pub(in crate::http) fn proxy_timer(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+    pub(crate) fn proxy_timer(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
         let id = cx.id();
         let Some(ex) = self.proxy.exchanges.get_mut(&id) else {
             cx.close(CloseReason::ClientTimeout);
@@ -568,7 +568,7 @@ impl HttpService {
     /// `forward` passes the FIN on to the backend connection (not reused afterwards), `abort`
     /// closes it, `wait` keeps going. Once the response streams, the half-closed client gets
     /// the rest. The client connection closes after the response in every case.
-    pub(in crate::http) fn proxy_client_eof(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+    pub(crate) fn proxy_client_eof(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
         let id = cx.id();
         let Some(ex) = self.proxy.exchanges.get_mut(&id) else {
             cx.close(CloseReason::PeerClosed);
@@ -598,7 +598,7 @@ impl HttpService {
     }
 
     /// Client output drained while proxying: the client is keeping up.
-    pub(in crate::http) fn proxy_drained(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+    pub(crate) fn proxy_drained(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
         let started = self
             .proxy
             .exchanges
@@ -611,7 +611,7 @@ impl HttpService {
 
     /// A client connection that used a backend closed: abandon its exchange and release what
     /// the pools hold for its session.
-    pub(in crate::http) fn proxy_client_closed(&mut self, id: Id) {
+    pub(crate) fn proxy_client_closed(&mut self, id: Id) {
         if let Some(ex) = self.proxy.exchanges.remove(&id) {
             if !ex.done {
                 self.proxy.stats[ex.backend].error(ProxyError::ClientAbort);

@@ -9,7 +9,7 @@ use super::streams::{StreamExchange, DOWN_MAX};
 use super::translate::ResponseFields;
 use super::upstream::{body_state, read_response, ResponseSink};
 use super::{conn_id, Failure, Resp, Stage};
-use crate::http::service::{Cx, HttpConn, HttpService, Phase, MAX_PENDING_OUTPUT};
+use crate::service::{Cx, HttpConn, HttpService, Phase, MAX_PENDING_OUTPUT};
 use coreplex_engine::{CloseReason, Id};
 use coreplex_pool::Release;
 use coreplex_protocol::h1::{ResponseBody, ResponseHead};
@@ -48,17 +48,12 @@ impl ResponseSink for StreamSink<'_> {
 
 impl HttpService {
     /// The exchange a backend connection serves, if it serves a stream.
-    pub(in crate::http) fn stream_key(&self, id: Id) -> Option<u64> {
+    pub(crate) fn stream_key(&self, id: Id) -> Option<u64> {
         self.proxy.stream_of_conn.get(&id).copied()
     }
 
     /// A connection opened for exchange `key` exists (still connecting).
-    pub(in crate::http) fn stream_opened(
-        &mut self,
-        cx: &mut Cx<'_>,
-        conn: &mut HttpConn,
-        key: u64,
-    ) {
+    pub(crate) fn stream_opened(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, key: u64) {
         if let Some(b) = self.proxy.h2_opening.get(&key).map(|h| h.backend) {
             // An h2 connection: it serves whoever still waits for it.
             if !self.h2_opened(cx, key) {
@@ -87,7 +82,7 @@ impl HttpService {
     }
 
     /// The asker could not get a connection slot for exchange `key`.
-    pub(in crate::http) fn stream_open_failed(&mut self, cx: &mut Cx<'_>, key: u64) {
+    pub(crate) fn stream_open_failed(&mut self, cx: &mut Cx<'_>, key: u64) {
         self.h2_open_failed(key);
         if let Some(ex) = self.proxy.streams.get_mut(&key) {
             ex.failure = None; // no slot: answered 503 without blaming the server
@@ -98,7 +93,7 @@ impl HttpService {
     }
 
     /// A stream's backend connection connected (or failed).
-    pub(in crate::http) fn stream_connected(
+    pub(crate) fn stream_connected(
         &mut self,
         cx: &mut Cx<'_>,
         key: u64,
@@ -125,7 +120,7 @@ impl HttpService {
 
     /// Sends what the exchange has for the backend: the head once, then the request body as far
     /// as the output bound allows; the client gets the window back for what was taken.
-    pub(in crate::http) fn stream_send(&mut self, cx: &mut Cx<'_>, key: u64) {
+    pub(crate) fn stream_send(&mut self, cx: &mut Cx<'_>, key: u64) {
         let Some(ex) = self.proxy.streams.get_mut(&key) else {
             return;
         };
@@ -171,7 +166,7 @@ impl HttpService {
     }
 
     /// Response bytes on a stream's backend connection.
-    pub(in crate::http) fn stream_backend_input(
+    pub(crate) fn stream_backend_input(
         &mut self,
         cx: &mut Cx<'_>,
         key: u64,
@@ -233,7 +228,7 @@ impl HttpService {
 
     /// The backend closed its side: the end of a close-delimited body, else a failure (heard
     /// by the exchange when the connection closes).
-    pub(in crate::http) fn stream_backend_eof(&mut self, cx: &mut Cx<'_>, key: u64) {
+    pub(crate) fn stream_backend_eof(&mut self, cx: &mut Cx<'_>, key: u64) {
         if let Some(ex) = self.proxy.streams.get_mut(&key) {
             if matches!(ex.resp, Resp::UntilClose) {
                 ex.resp = Resp::Done;
@@ -247,7 +242,7 @@ impl HttpService {
 
     /// A stream's backend connection timer: connect timeout, or the server silent for
     /// `timeouts.server` (not while the client is the one holding the response back).
-    pub(in crate::http) fn stream_backend_timer(&mut self, cx: &mut Cx<'_>, key: u64) {
+    pub(crate) fn stream_backend_timer(&mut self, cx: &mut Cx<'_>, key: u64) {
         let Some(ex) = self.proxy.streams.get_mut(&key) else {
             cx.close(CloseReason::ClientTimeout);
             return;
@@ -267,7 +262,7 @@ impl HttpService {
 
     /// A backend connection closed: the exchange it served (if any) learns it on its client's
     /// next wake.
-    pub(in crate::http) fn stream_backend_closed(&mut self, id: Id) {
+    pub(crate) fn stream_backend_closed(&mut self, id: Id) {
         let Some(key) = self.proxy.stream_of_conn.remove(&id) else {
             return;
         };

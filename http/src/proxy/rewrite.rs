@@ -8,7 +8,7 @@
 //! bodies are forwarded byte for byte. Only a chunked response to an HTTP/1.0 client changes
 //! framing: it loses `Transfer-Encoding` and is delimited by close.
 
-use crate::http::response::Persist;
+use crate::response::Persist;
 use httparse::Header;
 use std::net::IpAddr;
 

@@ -24,8 +24,8 @@ use super::stats::ProxyError;
 use super::translate::{self, ResponseFields};
 use super::verdict::{self, ClientKind, CutHow, Facts, PoolNote, Verdict};
 use super::{engine_id, session_id, Failure, Resp, Stage, Waiter};
-use crate::http::h2::{H2Front, Source};
-use crate::http::service::{Cx, HttpConn, HttpService, MAX_PENDING_OUTPUT};
+use crate::h2::{H2Front, Source};
+use crate::service::{Cx, HttpConn, HttpService, MAX_PENDING_OUTPUT};
 use coreplex_engine::Id;
 use coreplex_pool::{Acquire, RequestInfo, ServerId, Unavailable};
 use coreplex_protocol::h1::{BodyError, Method};
@@ -38,7 +38,7 @@ use std::time::Instant;
 pub(super) const DOWN_MAX: usize = 64 * 1024;
 
 /// One h2 stream proxied to an HTTP/1.1 backend.
-pub(in crate::http) struct StreamExchange {
+pub(crate) struct StreamExchange {
     /// Its key in `ProxyShard::streams`.
     pub key: u64,
     pub client: Id,
@@ -180,7 +180,7 @@ impl StreamExchange {
 const MAX_REQUEUES: u8 = 8;
 
 /// The client side a stream exchange answers.
-pub(in crate::http) enum End<'a> {
+pub(crate) enum End<'a> {
     /// A stream of this HTTP/2 connection.
     H2(&'a mut H2Front),
     /// This HTTP/1.1 connection (its one exchange at a time, `proxy::relay`).
@@ -198,7 +198,7 @@ impl HttpService {
     /// Starts proxying stream `stream` (its head is the connection's current one) to backend
     /// `b`; `first`: the connection's first request (the pool's `safe` rules see it).
     #[allow(clippy::too_many_arguments)]
-    pub(in crate::http) fn h2_proxy_start(
+    pub(crate) fn h2_proxy_start(
         &mut self,
         cx: &mut Cx<'_>,
         conn: &mut HttpConn,
@@ -248,7 +248,7 @@ impl HttpService {
             session: session_id(cx.id()),
             first,
             idempotent: method.is_idempotent(),
-            multiplexed: cfg.protocol != crate::config::BackendProtocol::H1,
+            multiplexed: cfg.protocol != crate::runtime::BackendProtocol::H1,
         };
         let now = cx.now();
         let key = self.proxy.next_stream;
@@ -507,7 +507,7 @@ impl HttpService {
     }
 
     /// Request body bytes of a proxied stream; `false` when the stream is not proxied.
-    pub(in crate::http) fn h2_proxy_data(
+    pub(crate) fn h2_proxy_data(
         &mut self,
         cx: &mut Cx<'_>,
         conn: &mut HttpConn,
@@ -560,7 +560,7 @@ impl HttpService {
 
     /// The request of a proxied stream ended (END_STREAM, or trailers, which an HTTP/1.1
     /// backend does not get).
-    pub(in crate::http) fn h2_proxy_end(&mut self, cx: &mut Cx<'_>, front: &H2Front, stream: u32) {
+    pub(crate) fn h2_proxy_end(&mut self, cx: &mut Cx<'_>, front: &H2Front, stream: u32) {
         if let Some(&(_, key)) = front.proxied.iter().find(|(s, _)| *s == stream) {
             self.stream_request_end(key);
             if let Some(c) = self.proxy.streams.get(&key).and_then(|ex| ex.conn) {
@@ -578,7 +578,7 @@ impl HttpService {
 
     /// The stream was reset (by the client, or by us on a protocol error): its exchange is
     /// dropped and its backend connection closed.
-    pub(in crate::http) fn h2_proxy_reset(&mut self, front: &mut H2Front, stream: u32) {
+    pub(crate) fn h2_proxy_reset(&mut self, front: &mut H2Front, stream: u32) {
         let Some(i) = front.proxied.iter().position(|(s, _)| *s == stream) else {
             return;
         };
@@ -590,7 +590,7 @@ impl HttpService {
     }
 
     /// The client connection closed: every exchange it had is dropped.
-    pub(in crate::http) fn h2_proxy_closed(&mut self, front: &H2Front) {
+    pub(crate) fn h2_proxy_closed(&mut self, front: &H2Front) {
         for &(_, key) in &front.proxied {
             if let Some(ex) = self.proxy.streams.remove(&key) {
                 if !ex.end_sent {
@@ -604,7 +604,7 @@ impl HttpService {
     /// Moves every proxied stream of the connection on: queue decisions, failures, window
     /// credit for request bytes the backends took, response heads and bodies within the
     /// windows and the output bound.
-    pub(in crate::http) fn h2_proxy_pump(
+    pub(crate) fn h2_proxy_pump(
         &mut self,
         cx: &mut Cx<'_>,
         conn: &mut HttpConn,

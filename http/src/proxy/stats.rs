@@ -92,8 +92,9 @@ pub struct BackendStats {
     pub h2_sessions: u64,
     /// Streams the servers refused (REFUSED_STREAM, or above a GOAWAY's last stream).
     pub h2_refused: u64,
-    /// GOAWAY frames received from the servers, and sent to them (connection errors).
+    /// GOAWAY frames received from the servers.
     pub h2_goaway_received: u64,
+    /// GOAWAY frames sent to the servers (connection errors).
     pub h2_goaway_sent: u64,
     /// Per server: times an `auto` server was found to speak HTTP/1.1 instead of h2.
     pub alpn_fallbacks: Vec<u64>,

@@ -1,13 +1,13 @@
 //! The HTTP server service that runs inside each shard: parses HTTP/1.1 requests with
 //! `coreplex-protocol` (and drives HTTP/2 connections through its `h2` module, in `h2.rs`),
 //! matches routes, writes direct responses or forwards to backends through the [`proxy`],
-//! enforces timeouts and limits, and keeps per-shard statistics.
+//! enforces timeouts and limits, and keeps per-shard statistics. It takes the runtime tables
+//! ([`runtime`]) that `coreplex::config` builds; nothing here reads configuration files.
 
-#[cfg(test)]
-mod alloc_tests;
 mod h2;
 pub mod proxy;
 mod response;
+pub mod runtime;
 mod service;
 mod stats;
 

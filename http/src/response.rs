@@ -4,7 +4,7 @@
 //! A rendered response is `head` + Date value + `tail` + connection header + CRLF + body, so writing
 //! one is a few `extend_from_slice` calls with no formatting on the hot path.
 
-use crate::config::Respond;
+use crate::runtime::Respond;
 use coreplex_protocol::h1::reason_phrase;
 use std::time::{Duration, Instant, SystemTime};
 

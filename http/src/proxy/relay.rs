@@ -23,8 +23,8 @@ use super::session_id;
 use super::stats::ProxyError;
 use super::streams::{End, NewExchange, Step, StreamExchange, DOWN_MAX};
 use super::verdict::CutHow;
-use crate::http::response::Persist;
-use crate::http::service::{Cx, HttpConn, HttpService, InFlight, Phase, MAX_PENDING_OUTPUT};
+use crate::response::Persist;
+use crate::service::{Cx, HttpConn, HttpService, InFlight, Phase, MAX_PENDING_OUTPUT};
 use coreplex_engine::{CloseReason, Id};
 use coreplex_pool::RequestInfo;
 use coreplex_protocol::h1::encode::LAST_CHUNK;
@@ -37,7 +37,7 @@ pub(super) const UP_MAX: usize = 64 * 1024;
 
 /// How the response body is framed for the client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(in crate::http) enum Framing {
+pub(crate) enum Framing {
     /// Not decided yet (the head has not been written).
     Undecided,
     /// No body (HEAD, 1xx, 204, 304).
@@ -52,7 +52,7 @@ pub(in crate::http) enum Framing {
 
 /// An HTTP/1.1 client's side of a stream exchange.
 #[derive(Clone, Copy, Debug)]
-pub(in crate::http) struct Relay {
+pub(crate) struct Relay {
     pub persist: Persist,
     pub http10: bool,
     pub head_only: bool,
@@ -63,7 +63,7 @@ pub(in crate::http) struct Relay {
 
 impl Relay {
     /// The response body ends with the close (a cut must reset the connection).
-    pub(in crate::http) fn until_close(self) -> bool {
+    pub(crate) fn until_close(self) -> bool {
         self.framing == Framing::UntilClose
     }
 }
@@ -71,7 +71,7 @@ impl Relay {
 impl HttpService {
     /// Starts proxying a request to backend `b` as a stream exchange; returns the head's
     /// length (consumed).
-    pub(in crate::http) fn relay_request(
+    pub(crate) fn relay_request(
         &mut self,
         cx: &mut Cx<'_>,
         conn: &mut HttpConn,
@@ -158,7 +158,7 @@ impl HttpService {
 
     /// Client bytes during the exchange: the request body into `up`; what follows the request
     /// (pipelining) waits until the response is out.
-    pub(in crate::http) fn relay_input(
+    pub(crate) fn relay_input(
         &mut self,
         cx: &mut Cx<'_>,
         conn: &mut HttpConn,
@@ -232,7 +232,7 @@ impl HttpService {
     }
 
     /// The backend side or the pool left work for the exchange, or the output drained.
-    pub(in crate::http) fn relay_wake(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+    pub(crate) fn relay_wake(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
         if cx.is_closing() {
             return;
         }
@@ -350,7 +350,7 @@ impl HttpService {
     }
 
     /// Output drained: more of the response may go.
-    pub(in crate::http) fn relay_drained(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+    pub(crate) fn relay_drained(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
         if self.relay_key(cx.id()).is_some() {
             cx.set_timer(self.timeouts(conn).client);
             self.relay_wake(cx, conn);
@@ -384,7 +384,7 @@ impl HttpService {
     }
 
     /// The client's timer during the exchange.
-    pub(in crate::http) fn relay_timer(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+    pub(crate) fn relay_timer(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
         let Some(key) = self.relay_key(cx.id()) else {
             return cx.close(CloseReason::ClientTimeout);
         };
@@ -411,7 +411,7 @@ impl HttpService {
 
     /// The client shut its sending side: a partial request is abandoned; after a complete
     /// one the response still goes out, and the connection closes after it.
-    pub(in crate::http) fn relay_client_eof(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+    pub(crate) fn relay_client_eof(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
         let Some(key) = self.relay_key(cx.id()) else {
             return cx.close(CloseReason::PeerClosed);
         };
@@ -435,7 +435,7 @@ impl HttpService {
     }
 
     /// The client connection closed: its exchange, if any, is dropped.
-    pub(in crate::http) fn relay_closed(&mut self, id: Id) {
+    pub(crate) fn relay_closed(&mut self, id: Id) {
         let Some(key) = self.proxy.relays.remove(&id) else {
             return;
         };

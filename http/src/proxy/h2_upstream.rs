@@ -34,8 +34,8 @@
 
 use super::translate::{self, ResponseFields};
 use super::{conn_id, Failure, Stage};
-use crate::config::BackendProtocol;
-use crate::http::service::{Cx, HttpService, MAX_PENDING_OUTPUT};
+use crate::runtime::BackendProtocol;
+use crate::service::{Cx, HttpService, MAX_PENDING_OUTPUT};
 use coreplex_engine::{CloseReason, Id};
 use coreplex_pool::{Release, ServerId, SessionId};
 use coreplex_protocol::h2::conn::{Connection, Event, Role};
@@ -44,7 +44,7 @@ use std::time::Instant;
 
 /// What a server was found to speak (per shard).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(in crate::http) enum Learned {
+pub(crate) enum Learned {
     Unknown,
     /// It sent SETTINGS; the capacity of its last connection.
     H2 {
@@ -73,7 +73,7 @@ impl Learned {
 }
 
 /// One multiplexed backend connection.
-pub(in crate::http) struct BackendH2 {
+pub(crate) struct BackendH2 {
     pub conn: Connection,
     pub backend: usize,
     pub server: ServerId,
@@ -238,16 +238,12 @@ impl HttpService {
     }
 
     /// Whether `id` is a multiplexed backend connection.
-    pub(in crate::http) fn is_h2_backend(&self, id: Id) -> bool {
+    pub(crate) fn is_h2_backend(&self, id: Id) -> bool {
         self.proxy.h2_conns.contains_key(&id)
     }
 
     /// The TCP (and TLS) connect of an h2 backend connection finished.
-    pub(in crate::http) fn h2_backend_connected(
-        &mut self,
-        cx: &mut Cx<'_>,
-        result: std::io::Result<()>,
-    ) {
+    pub(crate) fn h2_backend_connected(&mut self, cx: &mut Cx<'_>, result: std::io::Result<()>) {
         let id = cx.id();
         let Some(h) = self.proxy.h2_conns.get_mut(&id) else {
             return;
@@ -368,7 +364,7 @@ impl HttpService {
     }
 
     /// Frames from an h2 backend.
-    pub(in crate::http) fn h2_backend_input(&mut self, cx: &mut Cx<'_>, input: &[u8]) -> usize {
+    pub(crate) fn h2_backend_input(&mut self, cx: &mut Cx<'_>, input: &[u8]) -> usize {
         let id = cx.id();
         let Some(mut h) = self.proxy.h2_conns.remove(&id) else {
             cx.close(CloseReason::ProtocolError);
@@ -725,7 +721,7 @@ impl HttpService {
 
     /// The client side left something for the connection (a stream to open, body bytes, window
     /// to return, a stream to cancel).
-    pub(in crate::http) fn h2_backend_wake(&mut self, cx: &mut Cx<'_>) {
+    pub(crate) fn h2_backend_wake(&mut self, cx: &mut Cx<'_>) {
         if let Some(h) = self.proxy.h2_conns.remove(&cx.id()) {
             self.h2_backend_settle(cx, h);
         }
@@ -734,7 +730,7 @@ impl HttpService {
     /// The connection's timer: SETTINGS not there within the connect timeout, or streams in
     /// flight and the server silent for `timeouts.server` (streams whose client holds the
     /// response back are not the server's fault and keep going).
-    pub(in crate::http) fn h2_backend_timer(&mut self, cx: &mut Cx<'_>) {
+    pub(crate) fn h2_backend_timer(&mut self, cx: &mut Cx<'_>) {
         let id = cx.id();
         let Some(mut h) = self.proxy.h2_conns.remove(&id) else {
             return;
@@ -781,7 +777,7 @@ impl HttpService {
 
     /// The process stops: an idle connection closes now (GOAWAY first), one with streams
     /// takes no new ones and closes after them.
-    pub(in crate::http) fn h2_backend_shutdown(&mut self, cx: &mut Cx<'_>) {
+    pub(crate) fn h2_backend_shutdown(&mut self, cx: &mut Cx<'_>) {
         let id = cx.id();
         let Some(mut h) = self.proxy.h2_conns.remove(&id) else {
             return;
@@ -802,7 +798,7 @@ impl HttpService {
 
     /// The server closed its side: every stream still on the connection fails (heard when it
     /// closes).
-    pub(in crate::http) fn h2_backend_eof(&mut self, cx: &mut Cx<'_>) {
+    pub(crate) fn h2_backend_eof(&mut self, cx: &mut Cx<'_>) {
         cx.close(CloseReason::PeerClosed);
     }
 
@@ -828,7 +824,7 @@ impl HttpService {
     /// An h2 backend connection closed (the pool already forgot it and freed its streams'
     /// slots): every exchange it carried or that waited for it learns it at its client's next
     /// wake.
-    pub(in crate::http) fn h2_backend_closed(&mut self, id: Id) {
+    pub(crate) fn h2_backend_closed(&mut self, id: Id) {
         let Some(h) = self.proxy.h2_conns.remove(&id) else {
             return;
         };

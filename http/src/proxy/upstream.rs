@@ -7,8 +7,8 @@
 
 use super::rewrite;
 use super::{conn_id, Failure, Resp, Stage};
-use crate::http::response::Persist;
-use crate::http::service::{Cx, HttpConn, HttpService, Phase, MAX_PENDING_OUTPUT};
+use crate::response::Persist;
+use crate::service::{Cx, HttpConn, HttpService, Phase, MAX_PENDING_OUTPUT};
 use coreplex_engine::CloseReason;
 use coreplex_pool::Release;
 use coreplex_protocol::h1::{
@@ -25,7 +25,7 @@ const RESPONSE_LIMITS: Limits = Limits {
 
 impl HttpService {
     /// A new backend connection finished connecting (or failed).
-    pub(in crate::http) fn backend_connected(
+    pub(crate) fn backend_connected(
         &mut self,
         cx: &mut Cx<'_>,
         conn: &mut HttpConn,
@@ -56,7 +56,7 @@ impl HttpService {
     }
 
     /// Response bytes from a backend (or unexpected bytes from an idle one).
-    pub(in crate::http) fn backend_input(
+    pub(crate) fn backend_input(
         &mut self,
         cx: &mut Cx<'_>,
         conn: &mut HttpConn,
@@ -131,7 +131,7 @@ impl HttpService {
     }
 
     /// The backend closed its side (EOF).
-    pub(in crate::http) fn backend_closed(&mut self, cx: &mut Cx<'_>, _conn: &mut HttpConn) {
+    pub(crate) fn backend_closed(&mut self, cx: &mut Cx<'_>, _conn: &mut HttpConn) {
         let Some(client) = cx.peer() else {
             cx.close(CloseReason::PeerClosed);
             return;
@@ -151,7 +151,7 @@ impl HttpService {
     ///
     /// A backend held back because the client is not reading is not late: the client's own
     /// timeout bounds that wait.
-    pub(in crate::http) fn backend_timer(&mut self, cx: &mut Cx<'_>, _conn: &mut HttpConn) {
+    pub(crate) fn backend_timer(&mut self, cx: &mut Cx<'_>, _conn: &mut HttpConn) {
         let Some(client) = cx.peer() else {
             cx.close(CloseReason::ClientTimeout);
             return;
