@@ -61,6 +61,21 @@ pub(crate) struct Relay {
     pub input_paused: bool,
 }
 
+/// How a response body reaches an HTTP/1.1 client (RFC 9112 section 6.3): none after HEAD,
+/// 1xx, 204 and 304; the backend's length when it gave one; else chunked, which an HTTP/1.0
+/// client does not know, so it gets the body until the close.
+pub(crate) fn framing(status: u16, head_only: bool, has_length: bool, http10: bool) -> Framing {
+    if head_only || matches!(status, 100..=199 | 204 | 304) {
+        Framing::Empty
+    } else if has_length {
+        Framing::Length
+    } else if http10 {
+        Framing::UntilClose
+    } else {
+        Framing::Chunked
+    }
+}
+
 impl Relay {
     /// The response body ends with the close (a cut must reset the connection).
     pub(crate) fn until_close(self) -> bool {
@@ -260,17 +275,8 @@ impl HttpService {
                 ex.relay = Some(relay);
                 return Step::Keep;
             };
-            let no_body = relay.head_only || matches!(ex.status, 100..=199 | 204 | 304);
             let has_length = fields.iter().any(|(n, _)| n == b"content-length");
-            relay.framing = if no_body {
-                Framing::Empty
-            } else if has_length {
-                Framing::Length
-            } else if relay.http10 {
-                Framing::UntilClose
-            } else {
-                Framing::Chunked
-            };
+            relay.framing = framing(ex.status, relay.head_only, has_length, relay.http10);
             if relay.framing == Framing::UntilClose {
                 relay.persist = Persist::Close;
             }
@@ -445,5 +451,32 @@ impl HttpService {
             }
             self.stream_discard(&ex);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_framing_follows_rfc_9112_section_6_3() {
+        // No body, whatever the backend said about its length.
+        for (status, head) in [(200, true), (204, false), (304, false), (103, false)] {
+            for len in [true, false] {
+                assert_eq!(framing(status, head, len, false), Framing::Empty);
+            }
+        }
+        assert_eq!(framing(200, false, true, false), Framing::Length);
+        assert_eq!(framing(200, false, true, true), Framing::Length);
+        assert_eq!(framing(200, false, false, false), Framing::Chunked);
+        assert_eq!(framing(500, false, false, true), Framing::UntilClose);
+        assert!(Relay {
+            persist: Persist::Close,
+            http10: true,
+            head_only: false,
+            framing: Framing::UntilClose,
+            input_paused: false,
+        }
+        .until_close());
     }
 }

@@ -9,6 +9,9 @@
 //! framing: it loses `Transfer-Encoding` and is delimited by close.
 
 use crate::response::Persist;
+use coreplex_protocol::h1::encode::{
+    write_field as push_field, write_request_line, write_status_line_with,
+};
 use httparse::Header;
 use std::net::IpAddr;
 
@@ -65,13 +68,6 @@ fn is_hop_by_hop(name: &str, named: &Named<'_>) -> bool {
         || (named.contains(name) && !PROTECTED.iter().any(|p| name.eq_ignore_ascii_case(p)))
 }
 
-fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
 /// What the request rewrite adds.
 #[derive(Clone, Copy, Debug)]
 pub struct Forwarding<'a> {
@@ -118,10 +114,7 @@ pub fn request_head(
     fwd: &Forwarding<'_>,
 ) {
     let named = Named::from_headers(headers);
-    out.extend_from_slice(method.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
+    write_request_line(out, method.as_bytes(), target.as_bytes());
     let mut xff: Option<Vec<u8>> = None;
     let mut forwarded: Option<Vec<u8>> = None;
     let mut has_proto = false;
@@ -219,12 +212,7 @@ pub fn response_head(
     dechunk: bool,
 ) {
     let named = Named::from_headers(headers);
-    out.extend_from_slice(b"HTTP/1.1 ");
-    let code = itoa_status(status);
-    out.extend_from_slice(&code);
-    out.push(b' ');
-    out.extend_from_slice(reason.as_bytes());
-    out.extend_from_slice(b"\r\n");
+    write_status_line_with(out, status, reason.as_bytes());
     for h in headers {
         if is_hop_by_hop(h.name, &named)
             || (dechunk && h.name.eq_ignore_ascii_case("transfer-encoding"))
@@ -239,15 +227,6 @@ pub fn response_head(
         Persist::Close => out.extend_from_slice(b"Connection: close\r\n"),
     }
     out.extend_from_slice(b"\r\n");
-}
-
-fn itoa_status(status: u16) -> [u8; 3] {
-    let s = status.clamp(100, 999);
-    [
-        b'0' + (s / 100) as u8,
-        b'0' + (s / 10 % 10) as u8,
-        b'0' + (s % 10) as u8,
-    ]
 }
 
 /// A 401/407 whose authentication challenge binds the connection to the client (NTLM, Negotiate).

@@ -1,4 +1,4 @@
-//! HTTP/1.1 encoding into an output buffer: the status line, fields and chunked framing
+//! HTTP/1.1 encoding into an output buffer: request and status lines, fields and chunked framing
 //! (RFC 9112 sections 4, 5 and 7.1). No validation: callers pass names and values that came
 //! through a parser (or the proxy's own), already free of CR and LF.
 
@@ -7,8 +7,18 @@ use super::status::reason_phrase;
 /// The last chunk and the empty trailer section that end a chunked body.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
-/// Writes `HTTP/1.1 <status> <reason>\r\n` (`status` clamped to three digits).
+/// Writes `HTTP/1.1 <status> <reason>\r\n` with the registered reason (`status` clamped to
+/// three digits).
 pub fn write_status_line(out: &mut Vec<u8>, status: u16) {
+    write_status_line_with(
+        out,
+        status,
+        reason_phrase(status.clamp(100, 999)).as_bytes(),
+    );
+}
+
+/// Writes `HTTP/1.1 <status> <reason>\r\n` with the given reason (a backend's own).
+pub fn write_status_line_with(out: &mut Vec<u8>, status: u16, reason: &[u8]) {
     let s = status.clamp(100, 999);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(&[
@@ -17,8 +27,16 @@ pub fn write_status_line(out: &mut Vec<u8>, status: u16) {
         b'0' + (s % 10) as u8,
     ]);
     out.push(b' ');
-    out.extend_from_slice(reason_phrase(s).as_bytes());
+    out.extend_from_slice(reason);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Writes `<method> <target> HTTP/1.1\r\n`.
+pub fn write_request_line(out: &mut Vec<u8>, method: &[u8], target: &[u8]) {
+    out.extend_from_slice(method);
+    out.push(b' ');
+    out.extend_from_slice(target);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
 }
 
 /// Writes `name: value\r\n`.
@@ -70,9 +88,11 @@ mod tests {
         write_status_line(&mut out, 200);
         write_status_line(&mut out, 404);
         write_status_line(&mut out, 599);
+        write_status_line_with(&mut out, 200, b"Fine");
+        write_request_line(&mut out, b"GET", b"/a?b");
         assert_eq!(
             out,
-            b"HTTP/1.1 200 OK\r\nHTTP/1.1 404 Not Found\r\nHTTP/1.1 599 \r\n"
+            b"HTTP/1.1 200 OK\r\nHTTP/1.1 404 Not Found\r\nHTTP/1.1 599 \r\nHTTP/1.1 200 Fine\r\nGET /a?b HTTP/1.1\r\n"
         );
     }
 
