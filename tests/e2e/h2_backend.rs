@@ -318,6 +318,11 @@ fn nginx(listen: &str) -> Nginx {
     )
 }
 
+/// nginx speaking h2c (prior knowledge), answering its protocol.
+pub(crate) fn nginx_h2c() -> Nginx {
+    nginx("http2")
+}
+
 /// Twenty h2 requests through a proxy whose `auto` backend has an h2 server and an HTTP/1.1
 /// one: every one answered, over both protocols, the fallback counted for the second only.
 fn auto_backend_falls_back(h2_server: &Nginx, h1_server: &Nginx, tls: &str) {

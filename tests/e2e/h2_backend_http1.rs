@@ -276,3 +276,127 @@ fn a_dead_h2_server_gives_503_and_the_pool_heals() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn a_stop_lets_relayed_requests_in_flight_finish() {
+    let b = H2Backend::start(&[]);
+    let mut s = Server::start(&h1_to_h2(&[srv(b.addr, "")], "reuse = \"always\""));
+    // One request waiting for its response, one download under way, when the stop begins.
+    let mut waiting = TcpStream::connect(s.addr()).unwrap();
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    waiting
+        .write_all(b"GET /slow/1200 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut download = TcpStream::connect(s.addr()).unwrap();
+    download
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    download
+        .write_all(b"GET /bytes/3000000 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 1024];
+    let n = download.read(&mut first).unwrap();
+    assert!(n > 0);
+    std::thread::sleep(Duration::from_millis(200));
+    s.signal("TERM");
+    let mut got = Vec::new();
+    let _ = waiting.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("connection: close\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nslow"), "{text}");
+    let mut rest = first[..n].to_vec();
+    let _ = download.read_to_end(&mut rest);
+    let body_at = rest
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head")
+        + 4;
+    assert_eq!(rest.len() - body_at, 3_000_000);
+    assert!(s.wait_exit(Duration::from_secs(10)).is_some());
+}
+
+#[test]
+fn head_answers_of_an_h2_backend_keep_their_length() {
+    // nginx over h2c answers HEAD with its content-length and END_STREAM on HEADERS.
+    let n = crate::h2_backend::nginx_h2c();
+    let s = Server::start(&proxy_config(
+        &[srv(n.addr, "")],
+        "protocol = \"h2\"",
+        "http2 = { h2c = true }",
+    ));
+    let head = curl_text(&["-I", &format!("http://{}/", s.addr())]);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("content-length: "), "{head}");
+    // And an h2 client's HEAD the same way.
+    let o = curl(&[
+        "-sS",
+        "--http2-prior-knowledge",
+        "-I",
+        &format!("http://{}/", s.addr()),
+    ]);
+    let h2 = String::from_utf8_lossy(&o.stdout);
+    assert!(h2.starts_with("HTTP/2 200"), "{h2}");
+}
+
+#[test]
+fn refused_uploads_go_again_with_their_bodies() {
+    // Every third stream is refused before the server processes it (RFC 9113 section 8.7):
+    // the uploads are sent again, bodies included, and every one is answered.
+    let b = H2Backend::start(&["--refuse-every", "3"]);
+    let s = Server::start(&h1_to_h2(&[srv(b.addr, "")], "reuse = \"always\""));
+    for _ in 0..6 {
+        let got = curl_text(&["-d", "hello", &format!("http://{}/upload", s.addr())]);
+        assert_eq!(got, "5");
+    }
+    assert!(b.stats().refused >= 2);
+    // Concurrent uploads on connections the server rotates with GOAWAY: none is lost.
+    let b = H2Backend::start(&["--goaway-after", "7"]);
+    let s = Server::start(&h1_to_h2(&[srv(b.addr, "")], "reuse = \"always\""));
+    let body = std::env::temp_dir().join(format!("coreplex-refused-{}", std::process::id()));
+    std::fs::write(&body, "x".repeat(1000)).unwrap();
+    let o = Command::new("h2load")
+        .args(["--h1", "-n", "200", "-c", "10", "-d"])
+        .arg(&body)
+        .arg(format!("http://{}/upload", s.addr()))
+        .output()
+        .expect("h2load runs");
+    let _ = std::fs::remove_file(&body);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("200 succeeded, 0 failed"), "{out}");
+    assert!(out.contains("200 2xx"), "{out}");
+}
+
+#[test]
+fn a_body_delimited_by_the_close_is_reset_when_its_client_stops_reading() {
+    let b = H2Backend::start(&[]);
+    let s = Server::start(&proxy_config(
+        &[srv(b.addr, "")],
+        "protocol = \"h2\"",
+        "timeouts = { client = \"1s\" }",
+    ));
+    // A small receive buffer, so that the proxy's output waits soon.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&s.addr().into()).unwrap();
+    let mut c: TcpStream = sock.into();
+    c.write_all(b"GET /nolength/5000000 HTTP/1.0\r\nHost: a\r\n\r\n")
+        .unwrap();
+    // The output waits for the client: `client` (1 s) without progress cuts it.
+    std::thread::sleep(Duration::from_millis(4000));
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0usize;
+    let end = loop {
+        match c.read(&mut buf) {
+            Ok(0) => break "eof",
+            Ok(n) => total += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break "reset",
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(end, "reset", "after {total} bytes");
+    assert!(total < 5_000_000);
+}

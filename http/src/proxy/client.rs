@@ -473,6 +473,7 @@ impl HttpService {
             client: ClientKind::Http1 {
                 first: ex.info.first,
                 sent_fin: ex.client_eof,
+                paired: true,
             },
         };
         let (note, verdict) = verdict::decide(&facts);
@@ -553,8 +554,11 @@ impl HttpService {
             }
             _ => {
                 if cx.pending_output() > 0 {
-                    // The client stopped reading the response.
-                    self.proxy_abort(cx, conn, ProxyError::ClientAbort, Cut::Close);
+                    // The client stopped reading the response: a body delimited by the close
+                    // must not look complete (reset), a framed one shows the cut.
+                    let until_close = matches!(ex.resp, Resp::UntilClose | Resp::Body(_, true));
+                    let cut = if until_close { Cut::Reset } else { Cut::Close };
+                    self.proxy_abort(cx, conn, ProxyError::ClientAbort, cut);
                 } else {
                     // Waiting for the backend: its own timer bounds that.
                     cx.set_timer(self.timeouts(conn).client);

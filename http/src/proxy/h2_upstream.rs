@@ -449,6 +449,9 @@ impl HttpService {
                     return;
                 };
                 ex.resp_seen = true;
+                // Answered: the stream was processed, its body will not go again.
+                ex.up_copy = Vec::new();
+                ex.up_copy_lost = true;
                 if c.status < 200 {
                     return; // 1xx heads are not passed on
                 }
@@ -655,6 +658,9 @@ impl HttpService {
                 ok = translate::h2_request(&head, scheme, w);
             });
             ex.head = head;
+            if ex.method == coreplex_protocol::h1::Method::Head {
+                h.conn.expect_no_body(stream);
+            }
             ex.head_sent = true;
             ex.h2_stream = Some(stream);
             ex.up_end_sent = end;
@@ -700,6 +706,12 @@ impl HttpService {
                 .conn
                 .send_data(stream, &ex.up[..n], ex.up_end && all, cx.output());
             if sent > 0 {
+                if !ex.up_copy_lost && ex.up_copy.len() + sent <= super::streams::REPLAY_MAX {
+                    ex.up_copy.extend_from_slice(&ex.up[..sent]);
+                } else {
+                    ex.up_copy = Vec::new();
+                    ex.up_copy_lost = true;
+                }
                 ex.up.drain(..sent);
                 ex.up_credit += sent;
                 ex.up_sent = true;
@@ -776,7 +788,9 @@ impl HttpService {
     }
 
     /// The process stops: an idle connection closes now (GOAWAY first), one with streams
-    /// takes no new ones and closes after them.
+    /// takes no new ones and closes after them, without a GOAWAY meanwhile (some servers stop
+    /// answering the streams they have once they get one, and ours would say nothing they need:
+    /// we accept no streams from them).
     pub(crate) fn h2_backend_shutdown(&mut self, cx: &mut Cx<'_>) {
         let id = cx.id();
         let Some(mut h) = self.proxy.h2_conns.remove(&id) else {
@@ -787,8 +801,8 @@ impl HttpService {
             self.proxy.h2_conns.insert(id, h);
             return;
         }
-        h.conn.begin_shutdown(cx.output());
         if self.proxy.pools[h.backend].drain(conn_id(id)) {
+            h.conn.begin_shutdown(cx.output());
             self.proxy.h2_conns.insert(id, h);
             cx.close_after_flush(CloseReason::Shutdown);
             return;

@@ -59,6 +59,11 @@ pub(crate) struct Relay {
     pub framing: Framing,
     /// Input paused because `up` is full.
     pub input_paused: bool,
+    /// Response body bytes handed to the client's output, and their count at the last timer
+    /// (a whole `client` period without progress while the response waits for the client is
+    /// a client that stopped reading).
+    pub delivered: u64,
+    pub delivered_at_timer: u64,
 }
 
 /// How a response body reaches an HTTP/1.1 client (RFC 9112 section 6.3): none after HEAD,
@@ -148,6 +153,8 @@ impl HttpService {
             head_only: head.method == coreplex_protocol::h1::Method::Head,
             framing: Framing::Undecided,
             input_paused: false,
+            delivered: 0,
+            delivered_at_timer: 0,
         });
         let decoder = has_body.then(|| BodyDecoder::new(head.body, max_body));
         match cx.busy() {
@@ -277,12 +284,23 @@ impl HttpService {
             };
             let has_length = fields.iter().any(|(n, _)| n == b"content-length");
             relay.framing = framing(ex.status, relay.head_only, has_length, relay.http10);
-            if relay.framing == Framing::UntilClose {
+            // The connection closes after this response when its body ends with the close, when
+            // a stop began, or when the request is not read to its end yet (what is left of it
+            // cannot be told from the next request): the head says so.
+            if relay.framing == Framing::UntilClose
+                || conn.draining()
+                || cx.is_stopping()
+                || !ex.up_end
+            {
                 relay.persist = Persist::Close;
             }
             let out = cx.output();
             write_status_line(out, ex.status);
+            let no_length = matches!(ex.status, 100..=199 | 204);
             for (n, v) in fields.iter() {
+                if no_length && n == b"content-length" {
+                    continue; // RFC 9110 section 8.6: never on 1xx and 204
+                }
                 write_field(out, n, v);
             }
             if !fields.iter().any(|(n, _)| n == b"date") {
@@ -313,6 +331,7 @@ impl HttpService {
                 Framing::Length | Framing::UntilClose => out.extend_from_slice(&ex.down[..n]),
             }
             ex.down.drain(..n);
+            relay.delivered += n as u64;
             if ex.mux && n > 0 {
                 // The backend stream's window reopens as the client takes the bytes.
                 ex.down_unacked += n;
@@ -394,10 +413,25 @@ impl HttpService {
         let Some(key) = self.relay_key(cx.id()) else {
             return cx.close(CloseReason::ClientTimeout);
         };
-        let Some(ex) = self.proxy.streams.get(&key) else {
+        let Some(ex) = self.proxy.streams.get_mut(&key) else {
             return cx.close(CloseReason::ClientTimeout);
         };
         let waiting_for_backend = ex.relay.is_some_and(|r| r.input_paused);
+        // The response waits for the client (bytes queued, or the backend held back) and the
+        // client took nothing for a whole period.
+        let stalled = ex
+            .relay
+            .is_some_and(|r| r.delivered == r.delivered_at_timer)
+            && (cx.pending_output() > 0 || !ex.down.is_empty() || ex.backend_paused);
+        if let Some(r) = ex.relay.as_mut() {
+            r.delivered_at_timer = r.delivered;
+        }
+        // A body delimited by the close must not look complete when it is cut: reset.
+        let cut = if ex.relay.is_some_and(|r| r.until_close()) {
+            CutHow::Reset
+        } else {
+            CutHow::Close
+        };
         let e = ProxyError::ClientAbort;
         if !ex.up_end && !waiting_for_backend {
             // The client stopped sending its body.
@@ -406,9 +440,9 @@ impl HttpService {
             } else {
                 self.stream_fail(cx, conn, &mut End::H1, key, 408, e);
             }
-        } else if ex.resp_started && cx.pending_output() > 0 {
+        } else if ex.resp_started && stalled {
             // The client stopped reading its response.
-            self.stream_cut(cx, conn, &mut End::H1, key, e, CutHow::Close);
+            self.stream_cut(cx, conn, &mut End::H1, key, e, cut);
         } else {
             // Waiting for the backend: its own timers bound that.
             cx.set_timer(self.timeouts(conn).client);
@@ -476,6 +510,8 @@ mod tests {
             head_only: false,
             framing: Framing::UntilClose,
             input_paused: false,
+            delivered: 0,
+            delivered_at_timer: 0,
         }
         .until_close());
     }

@@ -65,8 +65,14 @@ pub(crate) struct StreamExchange {
     pub up: Vec<u8>,
     /// Payload bytes the backend connection took that the client's window has not got back.
     pub up_credit: usize,
-    /// Some body byte went to a backend (the request can no longer be sent again).
+    /// Some body byte went to a backend (the request can no longer be sent again, unless
+    /// `up_copy` still holds every byte sent).
     pub up_sent: bool,
+    /// The body bytes sent to an h2 backend, while they fit in [`REPLAY_MAX`]: a stream the
+    /// server refused (or left above its GOAWAY) goes again with them.
+    pub up_copy: Vec<u8>,
+    /// `up_copy` no longer holds every byte sent (too large, or no longer needed).
+    pub up_copy_lost: bool,
     /// The end of the request went to the backend (END_STREAM, or the last chunk).
     pub up_end_sent: bool,
     /// Payload bytes received in all (against `limits.max_body`).
@@ -146,6 +152,8 @@ impl StreamExchange {
             up: Vec::new(),
             up_credit: 0,
             up_sent: false,
+            up_copy: Vec::new(),
+            up_copy_lost: false,
             up_end_sent: false,
             up_total: 0,
             max_body: n.max_body,
@@ -176,8 +184,12 @@ impl StreamExchange {
     }
 }
 
+/// Request body bytes kept after they went to an h2 backend, so that a refused stream can go
+/// again with its body.
+pub(super) const REPLAY_MAX: usize = 64 * 1024;
+
 /// Decisions an exchange may take again after connections would not carry it.
-const MAX_REQUEUES: u8 = 8;
+const MAX_REQUEUES: u8 = 16;
 
 /// The client side a stream exchange answers.
 pub(crate) enum End<'a> {
@@ -761,15 +773,22 @@ impl HttpService {
         let ex = self.proxy.streams.get_mut(&key).expect("checked");
         let failure = ex.failure.take();
         if failure == Some(Failure::Refused) && ex.up_sent && !ex.replayable {
-            // Part of its body is gone: it cannot be sent again.
-            return self.stream_fail(
-                cx,
-                conn,
-                end,
-                key,
-                ProxyError::BackendClosed.status(),
-                ProxyError::BackendClosed,
-            );
+            if ex.up_copy_lost {
+                // Part of its body is gone: it cannot be sent again.
+                return self.stream_fail(
+                    cx,
+                    conn,
+                    end,
+                    key,
+                    ProxyError::BackendClosed.status(),
+                    ProxyError::BackendClosed,
+                );
+            }
+            // The server did not process it (RFC 9113 section 8.7): its body goes again.
+            let mut body = std::mem::take(&mut ex.up_copy);
+            body.extend_from_slice(&ex.up);
+            ex.up = body;
+            ex.up_sent = false;
         }
         ex.requeues += 1;
         if ex.requeues > MAX_REQUEUES {
@@ -823,6 +842,7 @@ impl HttpService {
                 End::H1 => ClientKind::Http1 {
                     first: ex.info.first,
                     sent_fin: false,
+                    paired: false,
                 },
             },
         };

@@ -80,8 +80,14 @@ impl ProxyError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClientKind {
     /// An HTTP/1.1 connection; `first`: its first request, `sent_fin`: its FIN was passed on
-    /// to the backend (`client_close = "forward"`).
-    Http1 { first: bool, sent_fin: bool },
+    /// to the backend (`client_close = "forward"`), `paired`: it is paired with its backend
+    /// connection, so that closing it mirrors that connection's close (not so for requests
+    /// riding a multiplexed connection, `relay`).
+    Http1 {
+        first: bool,
+        sent_fin: bool,
+        paired: bool,
+    },
     /// An HTTP/2 stream.
     Http2,
 }
@@ -191,9 +197,11 @@ pub fn decide(f: &Facts) -> (PoolNote, Verdict) {
             // The backend closed after the client's FIN reached it: the client left.
             Verdict::Close(ProxyError::ClientAbort)
         }
-        ClientKind::Http1 { first: false, .. }
-            if error == ProxyError::BackendClosed && f.reused && !f.resp_seen =>
-        {
+        ClientKind::Http1 {
+            first: false,
+            paired: true,
+            ..
+        } if error == ProxyError::BackendClosed && f.reused && !f.resp_seen => {
             Verdict::Close(error)
         }
         _ => Verdict::Answer(error),
@@ -208,6 +216,7 @@ mod tests {
     const H1: ClientKind = ClientKind::Http1 {
         first: false,
         sent_fin: false,
+        paired: true,
     };
 
     fn facts(client: ClientKind) -> Facts {
@@ -360,10 +369,25 @@ mod tests {
             client: ClientKind::Http1 {
                 first: true,
                 sent_fin: false,
+                paired: true,
             },
             ..f
         };
         assert_eq!(decide(&first).1, Verdict::Answer(ProxyError::BackendClosed));
+        // A request that rode a multiplexed connection: its client's connection has nothing
+        // to mirror, 502.
+        let relayed = Facts {
+            client: ClientKind::Http1 {
+                first: false,
+                sent_fin: false,
+                paired: false,
+            },
+            ..f
+        };
+        assert_eq!(
+            decide(&relayed).1,
+            Verdict::Answer(ProxyError::BackendClosed)
+        );
         // An h2 stream cannot be "closed": 502.
         let h2 = Facts {
             client: ClientKind::Http2,
@@ -379,6 +403,7 @@ mod tests {
             client: ClientKind::Http1 {
                 first: true,
                 sent_fin: true,
+                paired: true,
             },
             ..facts(H1)
         };

@@ -1167,8 +1167,11 @@ impl Connection {
         let s = &mut self.streams[i];
         if !informational {
             s.head_done = true;
-            s.content_length = checked.content_length;
-            if end_stream && checked.content_length.is_some_and(|n| n > 0) {
+            // A response to HEAD, a 204 and a 304 have no content whatever their
+            // content-length says (RFC 9110 sections 6.4.1 and 8.6; RFC 9113 section 8.1.1).
+            let bodiless = s.no_body || matches!(checked.status, 204 | 304);
+            s.content_length = checked.content_length.filter(|_| !bodiless);
+            if end_stream && s.content_length.is_some_and(|n| n > 0) {
                 return Err(H2Error::Stream(id, ErrorCode::ProtocolError));
             }
         }
@@ -1199,6 +1202,7 @@ impl Connection {
             content_length,
             received: 0,
             head_done: false,
+            no_body: false,
         });
     }
 
@@ -1392,6 +1396,14 @@ impl Connection {
         frame::write_goaway(out, MAX_WINDOW, ErrorCode::NoError, b"");
         frame::write_ping(out, SHUTDOWN_PING, false);
         self.shutdown = Shutdown::Announced;
+    }
+
+    /// Client role: the request on `stream` is HEAD, so its response carries no content
+    /// whatever its content-length says.
+    pub fn expect_no_body(&mut self, stream: u32) {
+        if let Some(i) = self.find(stream) {
+            self.streams[i].no_body = true;
+        }
     }
 
     /// Sends the final GOAWAY now (no new stream is processed after it).

@@ -100,6 +100,8 @@ pub(super) struct Stream {
     pub received: u64,
     /// A final (non-1xx) head has been received (so further HEADERS are trailers).
     pub head_done: bool,
+    /// Our request was HEAD: the response's content-length describes a body that is not sent.
+    pub no_body: bool,
 }
 
 #[cfg(test)]

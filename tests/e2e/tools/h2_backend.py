@@ -88,6 +88,15 @@ class Conn:
                 self.flush()
                 await self.writer.drain()
                 if self.last_ok is not None and not self.open and not self.pending:
+                    # Done after our GOAWAY: shut our side, then read what is still coming
+                    # (streams we ignored) until the proxy closes, so that the close is a FIN,
+                    # not the RST a socket closed with unread data sends.
+                    try:
+                        self.writer.write_eof()
+                        while await asyncio.wait_for(self.reader.read(65536), 2):
+                            pass
+                    except (asyncio.TimeoutError, ConnectionError, OSError):
+                        pass
                     break
         finally:
             self.writer.close()

@@ -910,3 +910,59 @@ fn an_hpack_bomb_past_the_limit_is_counted_without_copying() {
     assert!(list.oversize && list.size > 60_000_000);
     assert!(list.heap_bytes() < 16 << 10, "{}", list.heap_bytes());
 }
+
+#[test]
+fn responses_without_content_keep_their_content_length() {
+    // HEAD (when told), 204 and 304 answered with a content-length and END_STREAM on HEADERS:
+    // no body follows, and that is no error (RFC 9113 section 8.1.1); a GET's is.
+    for (method, status, head, ok) in [
+        ("HEAD", "200", true, true),
+        ("GET", "304", false, true),
+        ("GET", "204", false, true),
+        ("GET", "200", false, false),
+        ("HEAD", "200", false, false),
+    ] {
+        let mut client = Connection::new(Role::Client, Settings::default());
+        let (mut server, mut s_out) = server_with(Settings::default());
+        let mut c_out = vec![];
+        client.start(&mut c_out);
+        feed(&mut client, &std::mem::take(&mut s_out), &mut c_out).unwrap();
+        let id = client.open_stream().unwrap();
+        client.send_headers(id, true, &mut c_out, |w| {
+            for (n, v) in [
+                (":method", method),
+                (":scheme", "http"),
+                (":authority", "a"),
+                (":path", "/"),
+            ] {
+                w.field(n.as_bytes(), v.as_bytes(), Indexing::Index);
+            }
+        });
+        if head {
+            client.expect_no_body(id);
+        }
+        feed(&mut server, &c_out[frame::PREFACE.len()..], &mut s_out).unwrap();
+        c_out.clear();
+        server.send_headers(id, true, &mut s_out, |w| {
+            w.field(b":status", status.as_bytes(), Indexing::Index);
+            w.field(b"content-length", b"100", Indexing::Literal);
+        });
+        let evs = feed(&mut client, &s_out, &mut c_out).unwrap();
+        let got_head = evs.iter().any(|(e, _)| {
+            *e == Event::Headers {
+                stream: id,
+                end_stream: true,
+            }
+        });
+        assert_eq!(got_head, ok, "{method} {status}: {evs:?}");
+        if !ok {
+            assert!(evs.iter().any(|(e, _)| matches!(
+                e,
+                Event::Reset {
+                    code: ErrorCode::ProtocolError,
+                    ..
+                }
+            )));
+        }
+    }
+}
