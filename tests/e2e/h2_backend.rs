@@ -61,6 +61,7 @@ impl H2Backend {
             refused: get("refused"),
             connections: get("connections"),
             resets: get("resets"),
+            conn_peak: get("conn_peak"),
         }
     }
 }
@@ -80,6 +81,8 @@ pub(crate) struct Stats {
     /// Includes the `/peak` query's own connection.
     pub(crate) connections: u64,
     pub(crate) resets: u64,
+    /// The most connections open at once (the `/peak` query's own included).
+    pub(crate) conn_peak: u64,
 }
 
 /// An h2c listener proxying every path to `servers` over h2 (`extra` in the backend).
@@ -173,10 +176,13 @@ fn streams_share_h2c_connections_within_the_backends_stream_limit() {
     let st = b.stats();
     assert_eq!(st.violations, 0, "{st:?}");
     assert!(st.peak <= 3, "{st:?}");
+    // ceil(100 / 3) = 34 connections held for the load, plus the few made before it.
+    assert!(st.conn_peak <= 40, "{st:?}");
     let text = metrics_text(s.admin());
+    // Connections closed as surplus in a lull are made again later: a few more over the run,
+    // never one per stream.
     let new = server_metric(&text, "coreplex_backend_connections_new_total", b.addr);
-    // ceil(100 / 3) = 34 for the load, plus the few made before it.
-    assert!(new <= 40.0, "{new} backend connections\n{text}");
+    assert!(new <= 80.0, "{new} backend connections made\n{text}");
     assert!(
         backend_metric(&text, "coreplex_backend_reuse_ratio") >= 0.98,
         "{text}"

@@ -12,7 +12,8 @@ Prints "ready PORT" once listening. Paths:
   /nolength/N  N bytes of "n" without content-length (the body ends with the stream)
   /slow/MS     answers "slow" after MS milliseconds
   /peak        the most streams ever open at once on one connection, the streams seen, the
-               violations, refusals, connections and resets received (one line)
+               violations, refusals, connections and resets received, the most connections
+               open at once (one line)
   anything     "h2 ok PATH"
 --max-streams: SETTINGS_MAX_CONCURRENT_STREAMS; a stream beyond it is a protocol violation
   the backend counts (and refuses), so /peak can prove the proxy never sent one.
@@ -46,7 +47,8 @@ GOAWAY_AFTER = int(opt("--goaway-after", "0"))
 REFUSE_EVERY = int(opt("--refuse-every", "0"))
 CERT, KEY = opt("--cert"), opt("--key")
 
-STATS = {"peak": 0, "streams": 0, "violations": 0, "refused": 0, "connections": 0, "resets": 0}
+STATS = {"peak": 0, "streams": 0, "violations": 0, "refused": 0, "connections": 0, "resets": 0,
+         "open": 0, "conn_peak": 0}
 
 
 class Conn:
@@ -68,6 +70,8 @@ class Conn:
 
     async def run(self):
         STATS["connections"] += 1
+        STATS["open"] += 1
+        STATS["conn_peak"] = max(STATS["conn_peak"], STATS["open"])
         self.h2.local_settings = h2.settings.Settings(
             client=False, initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS}
         )
@@ -99,6 +103,7 @@ class Conn:
                         pass
                     break
         finally:
+            STATS["open"] -= 1
             self.writer.close()
 
     async def on_event(self, ev):
@@ -165,9 +170,10 @@ class Conn:
             loop.call_later(int(path[len("/slow/"):]) / 1000, self.answer, sid, b"slow")
             return
         elif path == "/peak":
-            body = ("peak %d streams %d violations %d refused %d connections %d resets %d" % (
-                STATS["peak"], STATS["streams"], STATS["violations"], STATS["refused"],
-                STATS["connections"], STATS["resets"])).encode()
+            body = ("peak %d streams %d violations %d refused %d connections %d resets %d "
+                    "conn_peak %d" % (
+                        STATS["peak"], STATS["streams"], STATS["violations"], STATS["refused"],
+                        STATS["connections"], STATS["resets"], STATS["conn_peak"])).encode()
         else:
             body = ("h2 ok %s" % path).encode()
         self.answer(sid, body, status)
