@@ -215,6 +215,17 @@ fn a_backend_goaway_or_refused_stream_mid_load_loses_no_request() {
 }
 
 #[test]
+fn a_server_rotating_its_connections_every_few_streams_still_serves_every_request() {
+    // 64 streams at once on one client connection, the server answering 5 per connection
+    // then GOAWAY: most streams are sent again many times, and every one is answered.
+    let b = H2Backend::start(&["--goaway-after", "5"]);
+    let s = Server::start(&h2_proxy(&[srv(b.addr, "")], "reuse = \"always\""));
+    let out = h2load(&format!("http://{}/echo", s.addr()), 200, 1, 64);
+    assert!(out.contains("200 succeeded, 0 failed"), "{out}");
+    assert!(out.contains("status codes: 200 2xx"), "{out}");
+}
+
+#[test]
 fn safe_mode_keeps_a_clients_streams_on_its_own_connections() {
     let b = H2Backend::start(&["--max-streams", "100"]);
     let s = Server::start(&h2_proxy(&[srv(b.addr, "")], "reuse = \"safe\""));

@@ -96,6 +96,11 @@ pub(crate) struct BackendH2 {
     pub connected: bool,
     /// Its SETTINGS arrived: the pool tracks it.
     pub pooled: bool,
+    /// Streams the server answered (a response head arrived): a connection that answered some
+    /// made progress, so the streams it refuses or leaves above its GOAWAY go again without
+    /// counting against their bound of decisions (a server that rotates its connections every
+    /// few streams still serves every request).
+    pub answered: u32,
 }
 
 impl BackendH2 {
@@ -191,6 +196,7 @@ impl HttpService {
                 all: false,
                 connected: false,
                 pooled: false,
+                answered: 0,
             }),
         );
     }
@@ -338,10 +344,11 @@ impl HttpService {
 
     /// A stream the server did not process (REFUSED_STREAM, or above its GOAWAY's last stream):
     /// its slot goes back and the exchange decides again if its request can be sent again.
-    fn refused(&mut self, b: usize, id: Id, key: u64, now: Instant) {
+    fn refused(&mut self, b: usize, id: Id, key: u64, now: Instant, progress: bool) {
         self.release_stream(b, id, now);
         if let Some(ex) = self.proxy.streams.get_mut(&key) {
             self.proxy.stats[b].h2_refused += 1;
+            ex.free_requeue = progress;
             ex.stage = Stage::Deciding;
             ex.conn = None;
             ex.connected = false;
@@ -449,6 +456,7 @@ impl HttpService {
                     return;
                 };
                 ex.resp_seen = true;
+                h.answered = h.answered.saturating_add(1);
                 // Answered: the stream was processed, its body will not go again.
                 ex.up_copy = Vec::new();
                 ex.up_copy_lost = true;
@@ -498,7 +506,7 @@ impl HttpService {
                 };
                 h.forget(stream);
                 if remote && code == ErrorCode::RefusedStream {
-                    self.refused(b, id, key, now);
+                    self.refused(b, id, key, now, h.answered > 0);
                     return;
                 }
                 self.release_stream(b, id, now);
@@ -521,7 +529,7 @@ impl HttpService {
                 while let Some(stream) = h.conn.take_refused() {
                     if let Some(key) = h.key_of(stream) {
                         h.forget(stream);
-                        self.refused(b, id, key, now);
+                        self.refused(b, id, key, now, h.answered > 0);
                     }
                 }
                 for key in std::mem::take(&mut h.to_open) {

@@ -103,6 +103,8 @@ pub(crate) struct StreamExchange {
     pub retries_left: u32,
     /// Decisions taken again without a retry (a connection that would not carry it).
     pub requeues: u8,
+    /// The connection that refused it answered others: this decision again is free.
+    pub free_requeue: bool,
     /// It rides (or waits for) a multiplexed h2 backend connection, `conn`.
     pub mux: bool,
     /// Its stream on that connection, once open.
@@ -174,6 +176,7 @@ impl StreamExchange {
             failure: None,
             retries_left: n.retries,
             requeues: 0,
+            free_requeue: false,
             mux: false,
             h2_stream: None,
             down_unacked: 0,
@@ -188,7 +191,8 @@ impl StreamExchange {
 /// again with its body.
 pub(super) const REPLAY_MAX: usize = 64 * 1024;
 
-/// Decisions an exchange may take again after connections would not carry it.
+/// Decisions an exchange may take again after connections would not carry it (refusals by a
+/// connection that answered other streams do not count: it made progress).
 const MAX_REQUEUES: u8 = 16;
 
 /// The client side a stream exchange answers.
@@ -790,7 +794,9 @@ impl HttpService {
             ex.up = body;
             ex.up_sent = false;
         }
-        ex.requeues += 1;
+        if !std::mem::take(&mut ex.free_requeue) {
+            ex.requeues += 1;
+        }
         if ex.requeues > MAX_REQUEUES {
             return self.stream_fail(
                 cx,
