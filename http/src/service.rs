@@ -108,7 +108,8 @@ impl ListenerRuntime {
 }
 
 /// How the response to `head` ends the exchange: close when the client or a stop asks for it.
-fn persist_for(head: &RequestHead<'_, '_>, conn: &HttpConn, cx: &Cx<'_>) -> Persist {
+/// How the connection goes on after the response to `head`.
+pub(crate) fn persist_for(head: &RequestHead<'_, '_>, conn: &HttpConn, cx: &Cx<'_>) -> Persist {
     if !head.keep_alive || conn.draining() || cx.is_stopping() {
         Persist::Close
     } else if head.version == Version::Http10 {

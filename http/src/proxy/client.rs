@@ -5,10 +5,11 @@
 
 use super::rewrite;
 use super::stats::ProxyError;
-use super::verdict::{self, ClientKind, CutHow, Facts, PoolNote, Verdict};
+use super::verdict::{self, ClientKind, CutHow, Facts, Verdict};
 use super::{session_id, Exchange, Failure, Resp, Stage, Waiter, QUEUE_GRACE};
 use crate::response::Persist;
 use crate::runtime::ClientClose;
+use crate::service::persist_for;
 use crate::service::{Cx, HttpConn, HttpService, InFlight, Phase, MAX_PENDING_OUTPUT};
 use coreplex_engine::{CloseReason, Id};
 use coreplex_pool::{Acquire, RequestInfo, Unavailable};
@@ -57,34 +58,11 @@ impl HttpService {
             return None;
         }
         let id = cx.id();
-        let client = self.client_ip(cx);
-        let rt = &self.proxy.backends[b];
-        let cfg = &rt.config;
-        let mut out = Vec::with_capacity(head.head_len + 96);
-        // An absolute-form target goes out in origin-form, its authority as Host (the route
-        // was chosen by that authority too).
-        let absolute = rewrite::split_absolute(head.target);
-        let (target, host) = match &absolute {
-            Some((origin, authority)) => (origin.as_str(), Some(*authority)),
-            None => (head.target, None),
-        };
-        rewrite::request_head(
-            &mut out,
-            head.method_str,
-            target,
-            head.headers,
-            host,
-            &self.proxy.forwarding(b, client, cx.is_secure()),
-        );
+        let out = self.rewritten_head(cx, head, b);
+        let cfg = &self.proxy.backends[b].config;
         let has_body = !matches!(head.body, BodyKind::None | BodyKind::Length(0));
         let http10 = head.version == Version::Http10;
-        let persist = if !head.keep_alive || conn.draining() || cx.is_stopping() {
-            Persist::Close
-        } else if http10 {
-            Persist::KeepAlive10
-        } else {
-            Persist::KeepAlive11
-        };
+        let persist = persist_for(head, conn, cx);
         let info = RequestInfo {
             session: session_id(cx.id()),
             first: !conn.served(),
@@ -134,6 +112,33 @@ impl HttpService {
         let decision = self.proxy.pools[b].acquire(&info, now);
         self.proceed(cx, conn, decision);
         Some(head.head_len)
+    }
+
+    /// The request head as it goes to backend `b`: hop-by-hop fields removed, forwarding
+    /// fields added; an absolute-form target in origin-form, its authority as `Host` (the
+    /// route was chosen by that authority too).
+    pub(super) fn rewritten_head(
+        &mut self,
+        cx: &Cx<'_>,
+        head: &RequestHead<'_, '_>,
+        b: usize,
+    ) -> Vec<u8> {
+        let client = self.client_ip(cx);
+        let mut out = Vec::with_capacity(head.head_len + 96);
+        let absolute = rewrite::split_absolute(head.target);
+        let (target, host) = match &absolute {
+            Some((origin, authority)) => (origin.as_str(), Some(*authority)),
+            None => (head.target, None),
+        };
+        rewrite::request_head(
+            &mut out,
+            head.method_str,
+            target,
+            head.headers,
+            host,
+            &self.proxy.forwarding(b, client, cx.is_secure()),
+        );
+        out
     }
 
     /// Acts on a pool decision for the connection's exchange.
@@ -482,15 +487,9 @@ impl HttpService {
             ex.stage = Stage::Deciding;
             self.proxy.dirty = true;
         }
-        match note {
-            PoolNote::Nothing => {}
-            PoolNote::Aborted => {
-                let _ = self.proxy.pools[b].connect_aborted(ex.server);
-            }
-            PoolNote::Failed => {
-                let _ = self.proxy.pools[b].connect_failed(ex.server, now);
-            }
-        }
+        let server = ex.server;
+        self.proxy.note_attempt(b, server, note, now);
+        let ex = self.proxy.exchanges.get_mut(&id).expect("checked");
         match verdict {
             Verdict::Retry(e) => {
                 // A resend goes with its request complete (a forwarded FIN goes again too).

@@ -496,6 +496,26 @@ impl ProxyShard {
         self.backends[b].config.protocol != crate::runtime::BackendProtocol::H1
     }
 
+    /// Tells backend `b`'s pool what became of an attempt to connect to `server` (a failure's
+    /// [`PoolNote`](verdict::PoolNote)).
+    pub(super) fn note_attempt(
+        &mut self,
+        b: usize,
+        server: ServerId,
+        note: verdict::PoolNote,
+        now: Instant,
+    ) {
+        match note {
+            verdict::PoolNote::Nothing => {}
+            verdict::PoolNote::Aborted => {
+                let _ = self.pools[b].connect_aborted(server);
+            }
+            verdict::PoolNote::Failed => {
+                let _ = self.pools[b].connect_failed(server, now);
+            }
+        }
+    }
+
     /// Closes backend connection `id` at the next poll.
     pub(super) fn close_later(&mut self, id: Id) {
         self.pending_close.push(id);

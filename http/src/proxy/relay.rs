@@ -18,12 +18,12 @@
 //! Timers: `client` while the exchange runs (a client that stops sending its body gets 408, one
 //! that stops reading its response is cut); the backend side's own timers bound the server.
 
-use super::rewrite;
 use super::session_id;
 use super::stats::ProxyError;
 use super::streams::{End, NewExchange, Step, StreamExchange, DOWN_MAX};
 use super::verdict::CutHow;
 use crate::response::Persist;
+use crate::service::persist_for;
 use crate::service::{Cx, HttpConn, HttpService, InFlight, Phase, MAX_PENDING_OUTPUT};
 use coreplex_engine::{CloseReason, Id};
 use coreplex_pool::RequestInfo;
@@ -99,24 +99,10 @@ impl HttpService {
         b: usize,
         started: Instant,
     ) -> Option<usize> {
-        let client = self.client_ip(cx);
-        let mut out = Vec::with_capacity(head.head_len + 96);
-        let absolute = rewrite::split_absolute(head.target);
-        let (target, host) = match &absolute {
-            Some((origin, authority)) => (origin.as_str(), Some(*authority)),
-            None => (head.target, None),
-        };
-        let fwd = self.proxy.forwarding(b, client, cx.is_secure());
-        rewrite::request_head(&mut out, head.method_str, target, head.headers, host, &fwd);
+        let out = self.rewritten_head(cx, head, b);
         let has_body = !matches!(head.body, BodyKind::None | BodyKind::Length(0));
         let http10 = head.version == Version::Http10;
-        let persist = if !head.keep_alive || conn.draining() || cx.is_stopping() {
-            Persist::Close
-        } else if http10 {
-            Persist::KeepAlive10
-        } else {
-            Persist::KeepAlive11
-        };
+        let persist = persist_for(head, conn, cx);
         if head.expect_continue && has_body {
             cx.output()
                 .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");

@@ -22,7 +22,7 @@
 
 use super::stats::ProxyError;
 use super::translate::{self, ResponseFields};
-use super::verdict::{self, ClientKind, CutHow, Facts, PoolNote, Verdict};
+use super::verdict::{self, ClientKind, CutHow, Facts, Verdict};
 use super::{engine_id, session_id, Failure, Resp, Stage, Waiter};
 use crate::h2::{H2Front, Source};
 use crate::service::{Cx, HttpConn, HttpService, MAX_PENDING_OUTPUT};
@@ -857,15 +857,9 @@ impl HttpService {
             ex.stage = Stage::Deciding;
             self.proxy.dirty = true;
         }
-        match note {
-            PoolNote::Nothing => {}
-            PoolNote::Aborted => {
-                let _ = self.proxy.pools[b].connect_aborted(ex.server);
-            }
-            PoolNote::Failed => {
-                let _ = self.proxy.pools[b].connect_failed(ex.server, now);
-            }
-        }
+        let server = ex.server;
+        self.proxy.note_attempt(b, server, note, now);
+        let ex = self.proxy.streams.get_mut(&key).expect("checked");
         match verdict {
             Verdict::Retry(e) => {
                 ex.stage = Stage::Deciding;
