@@ -364,7 +364,6 @@ impl<S: Service> Shard<S> {
             self.tick();
             self.run_woken();
             self.poll_service();
-            self.run_woken();
             if self.core.stopping
                 && self.core.conns.is_empty()
                 && self.listeners.iter().all(|l| !l.armed)
@@ -463,19 +462,8 @@ impl<S: Service> Shard<S> {
                 self.begin_close(id, reason);
                 self.maybe_finalize(id);
             }
-            for id in actions.wake.drain(..) {
-                let open = self
-                    .core
-                    .conns
-                    .get(id)
-                    .is_some_and(|c| !c.life.is_closing());
-                if open {
-                    if let Some(((), req)) = self.core.call(id, |svc, cx, app| svc.on_wake(cx, app))
-                    {
-                        self.apply(id, req);
-                    }
-                }
-            }
+            self.woken.append(&mut actions.wake);
+            self.run_woken();
             self.actions = actions;
         }
     }

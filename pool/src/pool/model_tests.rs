@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::config::{BackendPolicy, Balance, ReuseMode, ServerPolicy};
 
-/// xorshift64.
-struct Rng(u64);
+/// xorshift64 (shared with the multiplexed model, `mux_model_tests`).
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -42,11 +42,11 @@ impl Rng {
         x
     }
 
-    fn below(&mut self, n: usize) -> usize {
+    pub(super) fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 
-    fn pct(&mut self, p: u64) -> bool {
+    pub(super) fn pct(&mut self, p: u64) -> bool {
         self.next() % 100 < p
     }
 }

@@ -26,27 +26,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::config::{BackendPolicy, ReuseMode, ServerPolicy};
 
-/// xorshift64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pct(&mut self, p: u64) -> bool {
-        self.next() % 100 < p
-    }
-}
+use super::model_tests::Rng;
 
 /// The model's record of one backend connection.
 #[derive(Debug, Clone)]
