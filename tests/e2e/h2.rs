@@ -82,6 +82,21 @@ pub(crate) fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
+/// The most process `pid`'s resident memory grew above `before` kB, sampled every 50 ms for
+/// `over` (a peak between samples of a fixed sleep is not missed, nor is growth that comes late
+/// on a busy machine).
+pub(crate) fn rss_peak_growth_kib(pid: u32, before: u64, over: Duration) -> u64 {
+    let end = std::time::Instant::now() + over;
+    let mut peak = 0;
+    loop {
+        peak = peak.max(rss_kib(pid).saturating_sub(before));
+        if std::time::Instant::now() >= end {
+            return peak;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub(crate) fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
@@ -525,8 +540,7 @@ fn a_client_that_does_not_read_cannot_make_the_server_buffer_its_responses() {
     let before = rss();
     let (child, mut lines) = spawn_probe(&["noread", "/big"], s.addr());
     assert_eq!(lines.next().unwrap().unwrap(), "sent");
-    std::thread::sleep(Duration::from_millis(1500));
-    let grown = rss().saturating_sub(before);
+    let grown = rss_peak_growth_kib(s.pid(), before, Duration::from_millis(1500));
     drop(child);
     assert!(grown < 8 * 1024, "resident memory grew {grown} kB");
 }

@@ -424,8 +424,7 @@ fn a_client_that_does_not_read_holds_back_h2_backend_streams_in_bounded_memory()
         .stdout(Stdio::piped())
         .spawn()
         .expect("python3 runs");
-    std::thread::sleep(Duration::from_millis(2500));
-    let grown = rss().saturating_sub(before);
+    let grown = crate::h2::rss_peak_growth_kib(s.pid(), before, Duration::from_millis(2500));
     let _ = child.kill();
     let _ = child.wait();
     assert!(grown < 24 * 1024, "resident memory grew {grown} kB");

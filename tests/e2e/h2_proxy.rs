@@ -296,8 +296,7 @@ fn a_client_that_does_not_read_holds_back_its_backends_in_bounded_memory() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("python3 runs");
-    std::thread::sleep(Duration::from_millis(2500));
-    let grown = rss().saturating_sub(before);
+    let grown = crate::h2::rss_peak_growth_kib(s.pid(), before, Duration::from_millis(2500));
     let _ = child.kill();
     let _ = child.wait();
     // Each paused stream holds up to 64 KiB for its window plus what its backend socket had
