@@ -160,14 +160,12 @@ pub(super) enum Phase {
     Head,
     /// A request body is read (direct response).
     Body,
-    /// A request is being proxied (an exchange exists for the connection).
+    /// A request is being proxied: its stream exchange is in `ProxyShard::relays`
+    /// (`proxy::relay`).
     Proxy,
-    /// A request is being proxied as a stream exchange (`proxy::relay`: the backend may
-    /// speak h2).
-    Relay,
     /// A final response is being sent; input is discarded.
     Closing,
-    /// A backend connection (outbound; `listener` is the backend index). Busy while paired.
+    /// A backend connection (outbound; `listener` is the backend index).
     Backend,
     /// An HTTP/2 client connection (its state is in the busy box for its life).
     H2,
@@ -493,10 +491,7 @@ impl HttpService {
         }
         let route = listener.route(&head);
         if let Some(&(_, _, Target::Backend(b))) = route.map(|i| &listener.routes[i]) {
-            if self.proxy.relays_http1(b) {
-                return self.relay_request(cx, conn, &head, b, started);
-            }
-            return self.proxy_request(cx, conn, &head, b, started);
+            return self.relay_request(cx, conn, &head, b, started);
         }
         let persist = persist_for(&head, conn, cx);
         let with_body = head.method != Method::Head;
@@ -567,8 +562,12 @@ impl Service for HttpService {
             Phase::Backend => {
                 return match self.stream_key(cx.id()) {
                     Some(key) => self.stream_backend_input(cx, key, input),
-                    None => self.backend_input(cx, conn, input),
-                }
+                    None => {
+                        // An idle pooled connection must stay silent.
+                        cx.close(CloseReason::ProtocolError);
+                        input.len()
+                    }
+                };
             }
             Phase::H2 => return self.h2_input(cx, conn, input),
             Phase::Idle if !conn.served() && self.listeners[conn.listener as usize].h2c => {
@@ -590,10 +589,6 @@ impl Service for HttpService {
                 return input.len(); // after an error or `close`, input is discarded
             }
             if conn.phase == Phase::Proxy {
-                pos += self.proxy_input(cx, conn, &input[pos..]);
-                break;
-            }
-            if conn.phase == Phase::Relay {
                 pos += self.relay_input(cx, conn, &input[pos..]);
                 break;
             }
@@ -663,11 +658,10 @@ impl Service for HttpService {
             Phase::Backend => {
                 return match self.stream_key(cx.id()) {
                     Some(key) => self.stream_backend_eof(cx, key),
-                    None => self.backend_closed(cx, conn),
+                    None => cx.close(CloseReason::PeerClosed),
                 }
             }
-            Phase::Proxy => return self.proxy_client_eof(cx, conn),
-            Phase::Relay => return self.relay_client_eof(cx, conn),
+            Phase::Proxy => return self.relay_client_eof(cx, conn),
             Phase::H2 if cx.pending_output() > 0 => {
                 // Responses already written still go out (a client may half-close after its
                 // requests, as over HTTP/1.1).
@@ -694,9 +688,6 @@ impl Service for HttpService {
             return;
         }
         if conn.phase == Phase::Proxy {
-            self.proxy_drained(cx, conn);
-        }
-        if conn.phase == Phase::Relay {
             self.relay_drained(cx, conn);
         }
         if conn.phase == Phase::Backend {
@@ -715,13 +706,13 @@ impl Service for HttpService {
         }
     }
 
-    fn on_connected(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, result: std::io::Result<()>) {
+    fn on_connected(&mut self, cx: &mut Cx<'_>, _: &mut HttpConn, result: std::io::Result<()>) {
         if self.is_h2_backend(cx.id()) {
             return self.h2_backend_connected(cx, result);
         }
         match self.stream_key(cx.id()) {
             Some(key) => self.stream_connected(cx, key, result),
-            None => self.backend_connected(cx, conn, result),
+            None => cx.close(CloseReason::Done),
         }
     }
 
@@ -733,14 +724,9 @@ impl Service for HttpService {
         self.stream_open_failed(cx, tag);
     }
 
-    fn on_paired(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
-        self.proxy_paired(cx, conn);
-    }
-
     fn on_wake(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
         match conn.phase {
-            Phase::Proxy => self.proxy_wake(cx, conn),
-            Phase::Relay => self.relay_wake(cx, conn),
+            Phase::Proxy => self.relay_wake(cx, conn),
             Phase::H2 => self.h2_wake(cx, conn),
             Phase::Backend if self.is_h2_backend(cx.id()) => self.h2_backend_wake(cx),
             Phase::Backend => {
@@ -748,16 +734,6 @@ impl Service for HttpService {
                     self.stream_send(cx, key);
                 }
             }
-            _ => {}
-        }
-    }
-
-    fn on_unpaired(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
-        match conn.phase {
-            Phase::Proxy => self.proxy_unpaired(cx, conn),
-            // A backend connection whose client went away mid-exchange (or one still
-            // connecting): it cannot be reused.
-            _ if cx.is_outbound() => cx.close(CloseReason::Done),
             _ => {}
         }
     }
@@ -770,12 +746,11 @@ impl Service for HttpService {
             Phase::Head => self.fail(cx, conn, 408, CloseReason::RequestTimeout),
             Phase::Body => self.fail(cx, conn, 408, CloseReason::ClientTimeout),
             Phase::Closing => cx.close(CloseReason::ClientTimeout),
-            Phase::Proxy => self.proxy_timer(cx, conn),
-            Phase::Relay => self.relay_timer(cx, conn),
+            Phase::Proxy => self.relay_timer(cx, conn),
             Phase::Backend if self.is_h2_backend(cx.id()) => self.h2_backend_timer(cx),
             Phase::Backend => match self.stream_key(cx.id()) {
                 Some(key) => self.stream_backend_timer(cx, key),
-                None => self.backend_timer(cx, conn),
+                None => cx.close(CloseReason::ClientTimeout),
             },
             Phase::H2 if cx.is_closing() => cx.close(CloseReason::ClientTimeout),
             Phase::H2 => self.h2_timer(cx, conn),
@@ -818,7 +793,9 @@ impl Service for HttpService {
             self.stream_backend_closed(id);
             self.h2_backend_closed(id);
         } else if conn.used_backend() {
-            self.proxy_client_closed(id);
+            // Its exchange, if any, is dropped; the pools forget its session.
+            self.relay_closed(id);
+            self.proxy.session_closed(id);
         }
     }
 

@@ -756,20 +756,38 @@ fn reset_before_response_gives_502() {
 }
 
 #[test]
-fn close_delimited_body_reaches_the_client_then_closes() {
+fn close_delimited_body_is_chunked_for_http11_clients_and_until_close_for_http10() {
     let b = TestBackend::start();
     let s = start(&b, "");
+    // HTTP/1.1: the proxy frames it (chunked), so the client connection lives on.
     let mut c = Client::connect(s.addr());
     let r = c.get("/eof-body");
     assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(r.framing, Framing::Chunked, "{}", r.head);
     assert!(r.complete, "body cut short: {:?}", r.text());
     assert_eq!(r.text(), "until-close");
-    if r.framing != Framing::Close {
-        assert!(
-            c.closed_within(Duration::from_secs(3)),
-            "client connection open after a close-delimited body"
-        );
-    }
+    assert_eq!(
+        c.get("/").text(),
+        "ok",
+        "the connection after a reframed body"
+    );
+    // HTTP/1.0 has no chunks: the body ends with the close.
+    let (raw, closed) = crate::harness::raw(
+        s.addr(),
+        b"GET /eof-body HTTP/1.0\r\nHost: a\r\n\r\n",
+        Duration::from_secs(3),
+    );
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    assert!(text.ends_with("\r\n\r\nuntil-close"), "{text}");
+    assert!(
+        !text.to_ascii_lowercase().contains("transfer-encoding"),
+        "{text}"
+    );
+    assert!(
+        closed,
+        "HTTP/1.0 connection open after a close-delimited body"
+    );
 }
 
 #[test]
@@ -1470,8 +1488,17 @@ fn client_leaves_while_connecting(mode: &str, connect: &str) {
 fn close_delimited_body_cut_by_the_backend_is_a_reset() {
     let b = TestBackend::start();
     let s = start(&b, "");
+    // HTTP/1.1: the reframed body stops without its last chunk, then the connection closes.
+    let mut c = Client::connect(s.addr());
+    c.send(&get("/eof-reset"));
+    let r = c.response(false, true).expect("the response head");
+    assert_eq!((r.status, r.framing), (200, Framing::Chunked), "{}", r.head);
+    assert!(!r.complete, "a cut body looked complete: {:?}", r.text());
+    assert_eq!(r.text(), "partial");
+    assert!(c.closed_within(Duration::from_secs(3)));
+    // HTTP/1.0: the body is delimited by the close, so only a reset can show the cut.
     let mut c = crate::harness::Conn::connect(s.addr());
-    c.send(b"GET /eof-reset HTTP/1.1\r\nHost: a\r\n\r\n");
+    c.send(b"GET /eof-reset HTTP/1.0\r\nHost: a\r\n\r\n");
     let mut stream = c.stream;
     stream
         .set_read_timeout(Some(Duration::from_secs(3)))

@@ -2,21 +2,25 @@
 //! [`BackendPool`] per backend (the reuse, limit, queue and health policy, no I/O), the exchanges
 //! in progress and the per-backend counters.
 //!
-//! An exchange is one proxied request. It is keyed by the client connection's id, and a backend
-//! connection finds it through its pair (`ConnCx::peer`). Its life:
+//! An exchange ([`streams::StreamExchange`]) is one proxied request, keyed by a shard-local
+//! number: an HTTP/1.1 client connection holds one at a time (`relays`), an HTTP/2 client
+//! connection one per proxied stream. Its backend side is an HTTP/1.1 connection of its own
+//! (`stream_of_conn` leads from it to the exchange) or a stream on a multiplexed h2 connection
+//! (`h2_conns`). The two sides never touch each other's buffers: each moves bytes into or out
+//! of the exchange and wakes the other. Its life:
 //! `acquire` -> `Queued` (woken by [`ProxyShard::poll`] with a decision) -> `Connecting` (a new
-//! backend connection; request bytes wait) or a reused idle connection -> `Forwarding` (head, then
-//! the body streamed; the response head and body streamed back with backpressure both ways) ->
-//! done: the backend connection is released to its pool (or closed) and the client woken to go
-//! back to `Idle` (or close). Client-side transitions live in [`client`], backend-side ones in
-//! [`upstream`].
+//! backend connection; request bytes wait) or a reused one -> `Forwarding` (head, then the body
+//! streamed; the response head and body streamed back with backpressure both ways) -> done: the
+//! backend connection goes back to its pool (or closes) and the client goes on. Client sides
+//! live in [`relay`] (HTTP/1.1) and [`streams`] (HTTP/2, and what both share), backend sides in
+//! [`stream_upstream`] (HTTP/1.1) and [`h2_upstream`] (h2); failures are decided by
+//! [`verdict`]. Engine pairs are not used: they are kept for tunnels.
 //!
 //! Pool connection ids are engine ids packed into a `u64`; a session is the client connection.
 //! Invariants: every backend connection the pool tracks is open (the engine's close reaches
 //! [`ProxyShard::backend_conn_closed`]); every client that used a pool reports its close
 //! (`session_closed`); a queued exchange's ticket is in `tickets` until it is woken or cancelled.
 
-mod client;
 mod h2_upstream;
 mod relay;
 pub mod rewrite;
@@ -29,16 +33,15 @@ mod verdict;
 
 use crate::runtime::{Backend, TcpKeepalive};
 use coreplex_engine::{CloseReason, Id, ShardActions};
-use coreplex_pool::{Acquire, BackendPool, ConnId, RequestInfo, ServerId, SessionId, Ticket};
-use coreplex_protocol::h1::{BodyDecoder, Method};
+use coreplex_pool::{Acquire, BackendPool, ConnId, ServerId, SessionId, Ticket};
+use coreplex_protocol::h1::BodyDecoder;
 use stats::BackendStats;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::response::Persist;
 use super::service::Cx;
 
 /// A backend's settings, shared read-only by all shards.
@@ -93,7 +96,7 @@ pub(super) enum Stage {
 }
 
 /// What went wrong on the backend side, recorded before the backend connection closes so the
-/// client side can answer (or retry) when it learns the pair is gone.
+/// client side can answer (or retry) when it learns the connection is gone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Failure {
     ConnectFailed,
@@ -119,60 +122,6 @@ pub(super) enum Resp {
     UntilClose,
     /// Complete.
     Done,
-}
-
-/// One proxied request.
-pub(super) struct Exchange {
-    pub backend: usize,
-    pub server: ServerId,
-    pub info: RequestInfo,
-    pub stage: Stage,
-    /// The rewritten request head, kept until the response starts (a connect retry or an
-    /// idempotent resend sends it again).
-    pub head: Vec<u8>,
-    pub method: Method,
-    pub http10: bool,
-    /// The request has no body and an idempotent method: it may be sent again.
-    pub replayable: bool,
-    /// The whole request has been read from the client (and handed to the backend).
-    pub req_done: bool,
-    /// The backend connection was reused from the pool.
-    pub reused: bool,
-    /// The new backend connection is established.
-    pub connected: bool,
-    pub resp: Resp,
-    /// Some response byte arrived from the backend.
-    pub resp_seen: bool,
-    /// The response head was forwarded to the client.
-    pub resp_started: bool,
-    /// How the client connection ends after this response.
-    pub persist: Persist,
-    /// The backend allows another request on its connection.
-    pub backend_keep: bool,
-    /// NTLM/Negotiate: the backend connection becomes private to the session.
-    pub private: bool,
-    pub status: u16,
-    pub failure: Option<Failure>,
-    pub retries_left: u32,
-    pub started: Instant,
-    /// When queueing or connecting began.
-    pub since: Instant,
-    /// The response is complete and the backend released: the client finishes on wake.
-    pub done: bool,
-    /// Request bytes waiting for the backend when the client timer last found the upload held
-    /// back by the backend (a second expiry with the same count is a server timeout).
-    pub upload_pending: Option<usize>,
-    /// The client half-closed after its request and the FIN was passed on to the backend.
-    pub client_eof: bool,
-}
-
-/// Who waits on a pool queue ticket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Waiter {
-    /// An HTTP/1.1 client connection's exchange.
-    Client(Id),
-    /// An HTTP/2 stream's exchange.
-    Stream(u64),
 }
 
 /// Hashes engine ids (already unique small integers) with one multiply.
@@ -235,11 +184,11 @@ pub struct ProxyShard {
     pub(super) backends: Arc<Vec<BackendRuntime>>,
     pub(super) pools: Vec<BackendPool>,
     pub(super) stats: Vec<BackendStats>,
-    pub(super) exchanges: FastMap<Id, Exchange>,
     /// Client addresses of connections that used a backend (for X-Forwarded-For without a
     /// `getpeername` per request); removed when the client closes.
     pub(super) client_ips: FastMap<Id, Option<std::net::IpAddr>>,
-    pub(super) tickets: HashMap<(usize, Ticket), Waiter>,
+    /// The exchange waiting on each pool queue ticket.
+    pub(super) tickets: HashMap<(usize, Ticket), u64>,
     /// Exchanges of HTTP/2 streams, by key.
     pub(super) streams: FastMap<u64, streams::StreamExchange>,
     /// The stream exchange each HTTP/1.1 backend connection serves.
@@ -297,7 +246,6 @@ impl ProxyShard {
             backends,
             pools,
             stats,
-            exchanges: FastMap::default(),
             client_ips: FastMap::default(),
             tickets: HashMap::new(),
             streams: FastMap::default(),
@@ -313,23 +261,6 @@ impl ProxyShard {
             dirty: false,
             next_deadline: None,
         }
-    }
-
-    pub(super) fn config(&self, backend: usize) -> &Backend {
-        &self.backends[backend].config
-    }
-
-    pub(super) fn addr(&self, backend: usize, server: ServerId) -> SocketAddr {
-        self.backends[backend].addrs[server.0 as usize]
-    }
-
-    /// The TLS client profile of a server, if it speaks TLS.
-    pub(super) fn tls_profile(&self, backend: usize, server: ServerId) -> Option<u32> {
-        self.backends[backend]
-            .tls_profiles
-            .get(server.0 as usize)
-            .copied()
-            .flatten()
     }
 
     /// A new backend connection of `backend` to `server` is up: the pool learns it (in use by
@@ -450,21 +381,12 @@ impl ProxyShard {
         next
     }
 
-    /// Moves a queued exchange to `stage`; returns the client connection to wake (`None`: the
-    /// exchange is gone).
-    fn set_stage(&mut self, w: Waiter, stage: Stage) -> Option<Id> {
-        match w {
-            Waiter::Client(client) => {
-                let ex = self.exchanges.get_mut(&client)?;
-                ex.stage = stage;
-                Some(client)
-            }
-            Waiter::Stream(key) => {
-                let ex = self.streams.get_mut(&key)?;
-                ex.stage = stage;
-                Some(ex.client)
-            }
-        }
+    /// Moves queued exchange `key` to `stage`; returns the client connection to wake (`None`:
+    /// the exchange is gone).
+    fn set_stage(&mut self, key: u64, stage: Stage) -> Option<Id> {
+        let ex = self.streams.get_mut(&key)?;
+        ex.stage = stage;
+        Some(ex.client)
     }
 
     /// Returns what an abandoned exchange of `backend` holds in its pool: a queue ticket, an
@@ -488,12 +410,6 @@ impl ProxyShard {
         if let Some(h) = self.h2_conns.get_mut(&id) {
             h.touched.push(key);
         }
-    }
-
-    /// Whether HTTP/1.1 requests to backend `b` go as stream exchanges (`relay`): its servers
-    /// may speak h2, so those requests may share multiplexed connections.
-    pub(super) fn relays_http1(&self, b: usize) -> bool {
-        self.backends[b].config.protocol != crate::runtime::BackendProtocol::H1
     }
 
     /// Tells backend `b`'s pool what became of an attempt to connect to `server` (a failure's
@@ -558,6 +474,3 @@ impl ProxyShard {
         self.stats.clone()
     }
 }
-
-/// A fallback beyond `timeout queue` for a queued client, in case the pool's own expiry is late.
-pub(super) const QUEUE_GRACE: Duration = Duration::from_secs(1);

@@ -1,16 +1,18 @@
-//! HTTP/1.1 requests proxied as stream exchanges: the client side for backends with
-//! `protocol = "h2"` or `"auto"`, whose requests may ride multiplexed h2 backend connections
-//! (many clients over few connections) or, for a server found to speak HTTP/1.1, an unpaired
-//! HTTP/1.1 connection of its own.
+//! HTTP/1.1 requests proxied as stream exchanges: the client side of every HTTP/1.1 request
+//! to a backend. Its backend side is an HTTP/1.1 connection of its own or, for backends with
+//! `protocol = "h2"` or `"auto"`, a stream on a multiplexed h2 connection (many clients over few
+//! connections).
 //!
 //! The HTTP/1.1 connection holds one exchange at a time (`ProxyShard::relays`), in the
-//! connection phase `Relay`. The request head is rewritten as for any proxied request; its
+//! connection phase `Proxy`. The request head is rewritten as for any proxied request; its
 //! body is decoded (length or chunks) into the exchange's `up` buffer, at most [`UP_MAX`]
 //! bytes at a time (input pauses beyond, and resumes as the backend takes them);
-//! `Expect: 100-continue` is answered by the proxy. The response head is written from the
-//! backend's fields (h2 or HTTP/1.1 alike) with the framing the client needs: the backend's
-//! `content-length`, else chunked for HTTP/1.1 clients, else (HTTP/1.0) until the close; the
-//! body goes out within the output bound, the backend paused while the client does not read.
+//! `Expect: 100-continue` is answered by the proxy; other interim (1xx) responses reach
+//! HTTP/1.1 clients. The response head is written from the backend's fields (h2 or HTTP/1.1
+//! alike) with the framing the client needs: the backend's `content-length`, else chunked for
+//! HTTP/1.1 clients, else (HTTP/1.0) until the close; the body goes out within the output
+//! bound, the backend paused while the client does not read. A client's half-close after its
+//! request follows the backend's `client_close` (`relay_client_eof`).
 //! Failures are decided by `verdict` (answered before the response started, cut after it: a
 //! close after a framed body, a reset after one delimited by the close). Once the response is
 //! out the connection goes back to `Idle` (pipelined requests are read then) or closes.
@@ -23,6 +25,7 @@ use super::stats::ProxyError;
 use super::streams::{End, NewExchange, Step, StreamExchange, DOWN_MAX};
 use super::verdict::CutHow;
 use crate::response::Persist;
+use crate::runtime::ClientClose;
 use crate::service::persist_for;
 use crate::service::{Cx, HttpConn, HttpService, InFlight, Phase, MAX_PENDING_OUTPUT};
 use coreplex_engine::{CloseReason, Id};
@@ -150,7 +153,7 @@ impl HttpService {
             }
             None => {}
         }
-        conn.phase = Phase::Relay;
+        conn.phase = Phase::Proxy;
         conn.set_used_backend();
         self.proxy.streams.insert(key, ex);
         self.proxy.relays.insert(cx.id(), key);
@@ -262,6 +265,11 @@ impl HttpService {
         if relay.input_paused && ex.up.len() < UP_MAX / 2 {
             relay.input_paused = false;
             cx.resume_input();
+        }
+        if !ex.interim.is_empty() {
+            // 1xx heads (103 Early Hints...) go out before the final one.
+            cx.output().extend_from_slice(&ex.interim);
+            ex.interim = Vec::new();
         }
         if !ex.resp_started {
             let Some(fields) = ex.fields.take() else {
@@ -435,8 +443,13 @@ impl HttpService {
         }
     }
 
-    /// The client shut its sending side: a partial request is abandoned; after a complete
-    /// one the response still goes out, and the connection closes after it.
+    /// The client shut its sending side. A partial request is abandoned. After a complete
+    /// request, before the response starts, the backend's `client_close` decides: `forward`
+    /// passes the FIN on to an HTTP/1.1 backend connection after the request (that connection
+    /// is not reused; a multiplexed stream already ended its request), `abort` drops the
+    /// exchange and its backend connection, `wait` keeps going. Once the response streams,
+    /// the half-closed client gets the rest. The connection closes after the response in
+    /// every case.
     pub(crate) fn relay_client_eof(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
         let Some(key) = self.relay_key(cx.id()) else {
             return cx.close(CloseReason::PeerClosed);
@@ -444,19 +457,32 @@ impl HttpService {
         let Some(ex) = self.proxy.streams.get_mut(&key) else {
             return cx.close(CloseReason::PeerClosed);
         };
+        let abort = || (ProxyError::ClientAbort, CutHow::Close);
         if !ex.up_end {
-            self.stream_cut(
-                cx,
-                conn,
-                &mut End::H1,
-                key,
-                ProxyError::ClientAbort,
-                CutHow::Close,
-            );
+            let (e, how) = abort();
+            self.stream_cut(cx, conn, &mut End::H1, key, e, how);
             return;
         }
         if let Some(r) = ex.relay.as_mut() {
             r.persist = Persist::Close;
+        }
+        if ex.resp_started {
+            return;
+        }
+        match self.proxy.backends[ex.backend].config.client_close {
+            ClientClose::Wait => {}
+            ClientClose::Abort => {
+                let (e, how) = abort();
+                self.stream_cut(cx, conn, &mut End::H1, key, e, how);
+            }
+            ClientClose::Forward => {
+                // A connection made later (queued, connecting, a retry) sends it after the
+                // request too.
+                ex.client_fin = true;
+                if let (Some(c), false) = (ex.conn, ex.mux) {
+                    cx.wake(c);
+                }
+            }
         }
     }
 

@@ -1,14 +1,18 @@
-//! HTTP/2 streams proxied to HTTP/1.1 backends: the backend side. A backend connection serving
-//! a stream is unpaired; `ProxyShard::stream_of_conn` leads from it to its exchange. It sends
+//! Exchanges on HTTP/1.1 backend connections: the backend side, for HTTP/2 streams and
+//! HTTP/1.1 requests alike. `ProxyShard::stream_of_conn` leads from a backend connection to the
+//! exchange it serves. It sends
 //! the request head and the body the client side left in the exchange (within the output
 //! bound), reads the response into the exchange (stopping while [`DOWN_MAX`] bytes wait for the
-//! client), and once the response is complete goes back to its pool or closes.
+//! client), and once the response is complete goes back to its pool or closes. A client's
+//! half-close to pass on (`client_close = "forward"`) goes as a FIN after the request; that
+//! connection is not reused.
 
 use super::rewrite;
 use super::streams::{StreamExchange, DOWN_MAX};
 use super::translate::ResponseFields;
 use super::upstream::{body_state, read_response, ResponseSink};
 use super::{conn_id, Failure, Resp, Stage};
+use crate::response::Persist;
 use crate::service::{Cx, HttpConn, HttpService, Phase, MAX_PENDING_OUTPUT};
 use coreplex_engine::{CloseReason, Id};
 use coreplex_pool::Release;
@@ -22,7 +26,19 @@ struct StreamSink<'a> {
 impl ResponseSink for StreamSink<'_> {
     fn head(&mut self, head: &ResponseHead<'_, '_>) -> Result<Option<Resp>, ()> {
         if head.interim {
-            // 1xx heads are not passed on to h2 clients.
+            // 1xx heads reach HTTP/1.1 clients (not HTTP/1.0 ones, nor h2 streams). A 100
+            // Continue is not one of them: the proxy answered `Expect` itself.
+            let ex = &mut *self.ex;
+            if ex.relay.is_some_and(|r| !r.http10) && head.status != 100 {
+                rewrite::response_head(
+                    &mut ex.interim,
+                    head.status,
+                    head.reason,
+                    head.headers,
+                    Persist::KeepAlive11,
+                    false,
+                );
+            }
             return Ok(None);
         }
         if head.body == ResponseBody::Tunnel {
@@ -154,6 +170,11 @@ impl HttpService {
             ex.up_end_sent = true;
             moved = true;
         }
+        if ex.client_fin && ex.up_end_sent && !ex.fin_sent {
+            // The client's half-close (`client_close = "forward"`), after the request.
+            cx.shutdown_write();
+            ex.fin_sent = true;
+        }
         if ex.backend_paused && ex.down.len() < DOWN_MAX / 2 {
             ex.backend_paused = false;
             cx.resume_input();
@@ -215,7 +236,8 @@ impl HttpService {
         ex.down_end = true;
         ex.conn = None;
         let b = ex.backend;
-        let reusable = clean && ex.backend_keep && ex.up_end_sent && !cx.is_stopping();
+        let reusable =
+            clean && ex.backend_keep && ex.up_end_sent && !ex.fin_sent && !cx.is_stopping();
         let private = ex.private;
         self.proxy.stream_of_conn.remove(&cx.id());
         cx.clear_timer();

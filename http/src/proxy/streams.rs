@@ -1,8 +1,9 @@
 //! Stream exchanges, the client side: HTTP/2 streams (and, through `relay`, HTTP/1.1
-//! requests to backends that may speak h2) proxied over HTTP/1.1 or h2 backend connections.
+//! requests) proxied over HTTP/1.1 or h2 backend connections, and what both client sides
+//! share (the request head's rewrite, pool decisions, retries, failures).
 //!
-//! A stream's exchange ([`StreamExchange`]) is keyed by a shard-local number, not by a pair:
-//! one h2 client connection carries many streams, each with its own backend connection (made
+//! A stream's exchange ([`StreamExchange`]) is keyed by a shard-local number: one h2 client
+//! connection carries many streams, each with its own backend connection (made
 //! with [`ConnCx::open`](coreplex_engine::ConnCx::open) and found again by
 //! `ProxyShard::stream_of_conn`). The two sides never touch each other's buffers: the client
 //! side turns the exchange's response head and body into HEADERS and DATA frames and returns
@@ -20,15 +21,16 @@
 //! (`end_sent`: the exchange is removed) or a failure: before the response started, an error
 //! response on the stream (or a retry), after it, RST_STREAM(INTERNAL_ERROR).
 
+use super::rewrite;
 use super::stats::ProxyError;
 use super::translate::{self, ResponseFields};
 use super::verdict::{self, ClientKind, CutHow, Facts, Verdict};
-use super::{engine_id, session_id, Failure, Resp, Stage, Waiter};
+use super::{engine_id, session_id, Failure, Resp, Stage};
 use crate::h2::{H2Front, Source};
 use crate::service::{Cx, HttpConn, HttpService, MAX_PENDING_OUTPUT};
 use coreplex_engine::Id;
 use coreplex_pool::{Acquire, RequestInfo, ServerId, Unavailable};
-use coreplex_protocol::h1::{BodyError, Method};
+use coreplex_protocol::h1::{BodyError, Method, RequestHead};
 use coreplex_protocol::h2::error::ErrorCode;
 use coreplex_protocol::h2::hpack::Indexing;
 use coreplex_protocol::h2::stream::StreamState;
@@ -113,6 +115,14 @@ pub(crate) struct StreamExchange {
     pub down_unacked: usize,
     /// An HTTP/1.1 client's side of the exchange (`None`: an h2 stream's).
     pub relay: Option<super::relay::Relay>,
+    /// Interim (1xx) response heads for an HTTP/1.1 client, rendered, before the final one.
+    pub interim: Vec<u8>,
+    /// The HTTP/1.1 client shut its sending side after its request and the backend's
+    /// `client_close = "forward"`: its HTTP/1.1 backend connection passes the FIN on after
+    /// the request (and is not reused after).
+    pub client_fin: bool,
+    /// That FIN went to the backend connection.
+    pub fin_sent: bool,
     pub started: Instant,
     pub since: Instant,
 }
@@ -181,10 +191,28 @@ impl StreamExchange {
             h2_stream: None,
             down_unacked: 0,
             relay: None,
+            interim: Vec::new(),
+            client_fin: false,
+            fin_sent: false,
             started: n.now,
             since: n.now,
         }
     }
+}
+
+/// Socket creation failed for lack of local resources (descriptors, memory, ports).
+pub(super) fn is_local_exhaustion(e: &std::io::Error) -> bool {
+    use nix::errno::Errno;
+    e.raw_os_error().is_some_and(|n| {
+        [
+            Errno::EMFILE,
+            Errno::ENFILE,
+            Errno::ENOBUFS,
+            Errno::ENOMEM,
+            Errno::EADDRNOTAVAIL,
+        ]
+        .contains(&Errno::from_raw(n))
+    })
 }
 
 /// Request body bytes kept after they went to an h2 backend, so that a refused stream can go
@@ -303,6 +331,33 @@ impl HttpService {
         })
     }
 
+    /// The request head as it goes to backend `b`: hop-by-hop fields removed, forwarding
+    /// fields added; an absolute-form target in origin-form, its authority as `Host` (the
+    /// route was chosen by that authority too).
+    pub(super) fn rewritten_head(
+        &mut self,
+        cx: &Cx<'_>,
+        head: &RequestHead<'_, '_>,
+        b: usize,
+    ) -> Vec<u8> {
+        let client = self.client_ip(cx);
+        let mut out = Vec::with_capacity(head.head_len + 96);
+        let absolute = rewrite::split_absolute(head.target);
+        let (target, host) = match &absolute {
+            Some((origin, authority)) => (origin.as_str(), Some(*authority)),
+            None => (head.target, None),
+        };
+        rewrite::request_head(
+            &mut out,
+            head.method_str,
+            target,
+            head.headers,
+            host,
+            &self.proxy.forwarding(b, client, cx.is_secure()),
+        );
+        out
+    }
+
     /// Acts on a pool decision for a stream's exchange.
     pub(super) fn stream_proceed(
         &mut self,
@@ -380,7 +435,7 @@ impl HttpService {
                         tracing::debug!("connect to {addr}: {e}");
                         ex.stage = Stage::Deciding;
                         self.proxy.dirty = true;
-                        if super::client::is_local_exhaustion(&e) {
+                        if is_local_exhaustion(&e) {
                             let _ = self.proxy.pools[b].connect_aborted(server);
                             self.stream_fail(
                                 cx,
@@ -400,7 +455,7 @@ impl HttpService {
             Acquire::Queued(t) => {
                 ex.stage = Stage::Queued(t);
                 ex.since = now;
-                self.proxy.tickets.insert((b, t), Waiter::Stream(key));
+                self.proxy.tickets.insert((b, t), key);
                 self.proxy.stats[b].queued += 1;
                 self.proxy.dirty = true;
                 Step::Keep
@@ -847,8 +902,8 @@ impl HttpService {
                 End::H2(_) => ClientKind::Http2,
                 End::H1 => ClientKind::Http1 {
                     first: ex.info.first,
-                    sent_fin: false,
-                    paired: false,
+                    sent_fin: ex.fin_sent,
+                    own_conn: !ex.mux,
                 },
             },
         };

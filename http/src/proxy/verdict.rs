@@ -80,13 +80,13 @@ impl ProxyError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClientKind {
     /// An HTTP/1.1 connection; `first`: its first request, `sent_fin`: its FIN was passed on
-    /// to the backend (`client_close = "forward"`), `paired`: it is paired with its backend
-    /// connection, so that closing it mirrors that connection's close (not so for requests
-    /// riding a multiplexed connection, `relay`).
+    /// to the backend (`client_close = "forward"`), `own_conn`: the request had an HTTP/1.1
+    /// backend connection to itself, so that closing the client connection mirrors that
+    /// connection's close (not so for requests riding a multiplexed h2 connection).
     Http1 {
         first: bool,
         sent_fin: bool,
-        paired: bool,
+        own_conn: bool,
     },
     /// An HTTP/2 stream.
     Http2,
@@ -199,7 +199,7 @@ pub fn decide(f: &Facts) -> (PoolNote, Verdict) {
         }
         ClientKind::Http1 {
             first: false,
-            paired: true,
+            own_conn: true,
             ..
         } if error == ProxyError::BackendClosed && f.reused && !f.resp_seen => {
             Verdict::Close(error)
@@ -216,7 +216,7 @@ mod tests {
     const H1: ClientKind = ClientKind::Http1 {
         first: false,
         sent_fin: false,
-        paired: true,
+        own_conn: true,
     };
 
     fn facts(client: ClientKind) -> Facts {
@@ -369,7 +369,7 @@ mod tests {
             client: ClientKind::Http1 {
                 first: true,
                 sent_fin: false,
-                paired: true,
+                own_conn: true,
             },
             ..f
         };
@@ -380,7 +380,7 @@ mod tests {
             client: ClientKind::Http1 {
                 first: false,
                 sent_fin: false,
-                paired: false,
+                own_conn: false,
             },
             ..f
         };
@@ -403,7 +403,7 @@ mod tests {
             client: ClientKind::Http1 {
                 first: true,
                 sent_fin: true,
-                paired: true,
+                own_conn: true,
             },
             ..facts(H1)
         };
