@@ -124,6 +124,31 @@ pub(super) enum Resp {
     Done,
 }
 
+/// Byte buffers of finished exchanges (request heads, response fields and bodies) kept for the
+/// next ones, so that a request does not allocate them anew: at most [`Spare::MAX`] buffers of
+/// at most [`Spare::CAP`] bytes each (larger ones are freed).
+#[derive(Default)]
+pub(super) struct Spare(Vec<Vec<u8>>);
+
+impl Spare {
+    const MAX: usize = 64;
+    const CAP: usize = 8 * 1024;
+
+    /// An empty buffer (one kept, or a new one).
+    pub(super) fn take(&mut self) -> Vec<u8> {
+        self.0.pop().unwrap_or_default()
+    }
+
+    /// Keeps `buf` for later (emptied), if it is worth keeping and there is room.
+    pub(super) fn give(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() == 0 || buf.capacity() > Self::CAP || self.0.len() >= Self::MAX {
+            return;
+        }
+        buf.clear();
+        self.0.push(buf);
+    }
+}
+
 /// Hashes engine ids (already unique small integers) with one multiply.
 #[derive(Default)]
 pub(super) struct IdHasher(u64);
@@ -205,6 +230,7 @@ pub struct ProxyShard {
     /// Per backend, per server: what it was found to speak.
     pub(super) learned: Vec<Vec<h2_upstream::Learned>>,
     pub(super) next_stream: u64,
+    pub(super) spare: Spare,
     /// Client connections to wake at the next poll (their backend connection closed).
     pending_wake: Vec<Id>,
     /// Backend connections to close at the next poll (private connections of closed sessions).
@@ -256,6 +282,7 @@ impl ProxyShard {
             h2_opening: FastMap::default(),
             learned,
             next_stream: 0,
+            spare: Spare::default(),
             pending_wake: Vec::new(),
             pending_close: Vec::new(),
             dirty: false,

@@ -269,7 +269,7 @@ impl HttpService {
         if !ex.interim.is_empty() {
             // 1xx heads (103 Early Hints...) go out before the final one.
             cx.output().extend_from_slice(&ex.interim);
-            ex.interim = Vec::new();
+            self.proxy.spare.give(std::mem::take(&mut ex.interim));
         }
         if !ex.resp_started {
             let Some(fields) = ex.fields.take() else {
@@ -310,7 +310,8 @@ impl HttpService {
             }
             out.extend_from_slice(b"\r\n");
             ex.resp_started = true;
-            ex.head = Vec::new();
+            self.proxy.spare.give(std::mem::take(&mut ex.head));
+            self.proxy.spare.give(fields.into_bytes());
         }
         if !ex.end_sent {
             let out = cx.output();
@@ -355,10 +356,10 @@ impl HttpService {
         }
         // The response is out: the connection goes on (or closes, if the request was not read
         // to its end).
-        let ex = self.proxy.streams.remove(&key).expect("checked");
+        let mut ex = self.proxy.streams.remove(&key).expect("checked");
         self.proxy.relays.remove(&cx.id());
         self.proxy.stats[ex.backend].response(ex.status);
-        self.stream_let_go(&ex);
+        self.stream_let_go(&mut ex);
         let close = relay.persist == Persist::Close || !ex.up_end;
         self.response_done(cx, conn, ex.status, ex.started, close);
         if conn.phase == Phase::Idle {
@@ -491,11 +492,11 @@ impl HttpService {
         let Some(key) = self.proxy.relays.remove(&id) else {
             return;
         };
-        if let Some(ex) = self.proxy.streams.remove(&key) {
+        if let Some(mut ex) = self.proxy.streams.remove(&key) {
             if !ex.end_sent {
                 self.proxy.stats[ex.backend].error(ProxyError::ClientAbort);
             }
-            self.stream_discard(&ex);
+            self.stream_discard(&mut ex);
         }
     }
 }

@@ -11,16 +11,17 @@ use super::rewrite;
 use super::streams::{StreamExchange, DOWN_MAX};
 use super::translate::ResponseFields;
 use super::upstream::{body_state, read_response, ResponseSink};
-use super::{conn_id, Failure, Resp, Stage};
+use super::{conn_id, Failure, Resp, Spare, Stage};
 use crate::response::Persist;
 use crate::service::{Cx, HttpConn, HttpService, Phase, MAX_PENDING_OUTPUT};
 use coreplex_engine::{CloseReason, Id};
 use coreplex_pool::Release;
 use coreplex_protocol::h1::{ResponseBody, ResponseHead};
 
-/// A stream's exchange as the response reader's sink.
+/// A stream's exchange as the response reader's sink (its buffers taken from `spare`).
 struct StreamSink<'a> {
     ex: &'a mut StreamExchange,
+    spare: &'a mut Spare,
 }
 
 impl ResponseSink for StreamSink<'_> {
@@ -48,12 +49,15 @@ impl ResponseSink for StreamSink<'_> {
         ex.status = head.status;
         ex.private = rewrite::is_connection_auth(head.status, head.headers);
         ex.backend_keep = head.keep_alive;
-        ex.fields = Some(ResponseFields::from_h1(head.headers));
+        ex.fields = Some(ResponseFields::from_h1_in(head.headers, self.spare.take()));
         // The h2 framing delimits the body: chunked framing is always stripped.
         Ok(Some(body_state(head.body, true)))
     }
 
     fn body(&mut self, bytes: &[u8]) {
+        if self.ex.down.capacity() == 0 {
+            self.ex.down = self.spare.take();
+        }
         self.ex.down.extend_from_slice(bytes);
     }
 
@@ -204,7 +208,8 @@ impl HttpService {
         ex.resp_seen = true;
         let mut resp = std::mem::replace(&mut ex.resp, Resp::Done);
         let method = ex.method;
-        let read = read_response(&mut resp, input, method, &mut StreamSink { ex });
+        let spare = &mut self.proxy.spare;
+        let read = read_response(&mut resp, input, method, &mut StreamSink { ex, spare });
         let ex = self.proxy.streams.get_mut(&key).expect("checked");
         ex.resp = resp;
         let client = ex.client;

@@ -341,7 +341,8 @@ impl HttpService {
         b: usize,
     ) -> Vec<u8> {
         let client = self.client_ip(cx);
-        let mut out = Vec::with_capacity(head.head_len + 96);
+        let mut out = self.proxy.spare.take();
+        out.reserve(head.head_len + 96);
         let absolute = rewrite::split_absolute(head.target);
         let (target, host) = match &absolute {
             Some((origin, authority)) => (origin.as_str(), Some(*authority)),
@@ -507,8 +508,8 @@ impl HttpService {
         status: u16,
         e: ProxyError,
     ) -> Step {
-        if let Some(ex) = self.proxy.streams.remove(&key) {
-            self.stream_discard(&ex);
+        if let Some(mut ex) = self.proxy.streams.remove(&key) {
+            self.stream_discard(&mut ex);
             let s = &mut self.proxy.stats[ex.backend];
             s.error(e);
             s.response(status);
@@ -535,8 +536,8 @@ impl HttpService {
         e: ProxyError,
         how: CutHow,
     ) -> Step {
-        if let Some(ex) = self.proxy.streams.remove(&key) {
-            self.stream_discard(&ex);
+        if let Some(mut ex) = self.proxy.streams.remove(&key) {
+            self.stream_discard(&mut ex);
             self.proxy.stats[ex.backend].error(e);
             match end {
                 End::H2(front) => {
@@ -553,7 +554,7 @@ impl HttpService {
 
     /// Returns what an exchange being dropped holds: its pool ticket or attempt, and its
     /// backend connection (closed: a half-done exchange leaves it out of step).
-    pub(super) fn stream_discard(&mut self, ex: &StreamExchange) {
+    pub(super) fn stream_discard(&mut self, ex: &mut StreamExchange) {
         self.proxy
             .discard(ex.backend, ex.stage, ex.connected, ex.server);
         self.stream_let_go(ex);
@@ -561,8 +562,19 @@ impl HttpService {
 
     /// Lets go of the exchange's backend connection: an HTTP/1.1 one closes (a half-done
     /// exchange leaves it out of step), a multiplexed one only loses the stream (cancelled) and
-    /// its slot.
-    pub(super) fn stream_let_go(&mut self, ex: &StreamExchange) {
+    /// its slot. The exchange's buffers are kept for the next ones.
+    pub(super) fn stream_let_go(&mut self, ex: &mut StreamExchange) {
+        for buf in [
+            std::mem::take(&mut ex.head),
+            std::mem::take(&mut ex.up),
+            std::mem::take(&mut ex.down),
+            std::mem::take(&mut ex.interim),
+        ] {
+            self.proxy.spare.give(buf);
+        }
+        if let Some(f) = ex.fields.take() {
+            self.proxy.spare.give(f.into_bytes());
+        }
         let Some(c) = ex.conn else {
             if ex.mux && ex.opening {
                 self.h2_leave_opening(ex.key);
@@ -654,20 +666,20 @@ impl HttpService {
             return;
         };
         let (_, key) = front.proxied.swap_remove(i);
-        if let Some(ex) = self.proxy.streams.remove(&key) {
+        if let Some(mut ex) = self.proxy.streams.remove(&key) {
             self.proxy.stats[ex.backend].error(ProxyError::ClientAbort);
-            self.stream_discard(&ex);
+            self.stream_discard(&mut ex);
         }
     }
 
     /// The client connection closed: every exchange it had is dropped.
     pub(crate) fn h2_proxy_closed(&mut self, front: &H2Front) {
         for &(_, key) in &front.proxied {
-            if let Some(ex) = self.proxy.streams.remove(&key) {
+            if let Some(mut ex) = self.proxy.streams.remove(&key) {
                 if !ex.end_sent {
                     self.proxy.stats[ex.backend].error(ProxyError::ClientAbort);
                 }
-                self.stream_discard(&ex);
+                self.stream_discard(&mut ex);
             }
         }
     }
@@ -760,8 +772,12 @@ impl HttpService {
             let end = ex.down_end && ex.down.is_empty();
             let mut date = [0u8; 29];
             date.copy_from_slice(self.date.get(now));
-            let mut digits = [0u8; 3];
-            digits.copy_from_slice(ex.status.to_string().as_bytes());
+            let s = ex.status.min(999);
+            let digits = [
+                b'0' + (s / 100) as u8,
+                b'0' + (s / 10 % 10) as u8,
+                b'0' + (s % 10) as u8,
+            ];
             front.conn.send_headers(stream, end, out, |w| {
                 w.field(b":status", &digits, Indexing::Index);
                 for (n, v) in fields.iter() {
@@ -772,7 +788,8 @@ impl HttpService {
                 }
             });
             ex.resp_started = true;
-            ex.head = Vec::new();
+            self.proxy.spare.give(std::mem::take(&mut ex.head));
+            self.proxy.spare.give(fields.into_bytes());
             ex.end_sent = end;
         }
         if !ex.end_sent && (!ex.down.is_empty() || ex.down_end) {
@@ -805,14 +822,14 @@ impl HttpService {
             return Step::Keep;
         }
         // The response is complete: a request still being sent is not read any more.
-        let ex = self.proxy.streams.remove(&key).expect("checked");
+        let mut ex = self.proxy.streams.remove(&key).expect("checked");
         let s = &mut self.proxy.stats[ex.backend];
         s.response(ex.status);
         self.stats.response(ex.status);
         self.stats
             .latency_us(now.saturating_duration_since(ex.started).as_micros() as u64);
         // The backend still had the request to read: an HTTP/1.1 connection cannot be reused.
-        self.stream_let_go(&ex);
+        self.stream_let_go(&mut ex);
         if front.conn.stream_state(stream) == StreamState::HalfClosedLocal {
             front.conn.reset(stream, ErrorCode::NoError, cx.output());
             self.stats.h2.rst_sent[ErrorCode::NoError.slot()] += 1;

@@ -101,14 +101,19 @@ pub struct ResponseFields {
 impl ResponseFields {
     /// The fields of an HTTP/1.1 response head that cross to HTTP/2.
     pub fn from_h1(headers: &[Header<'_>]) -> ResponseFields {
-        let mut f = ResponseFields {
-            bytes: Vec::with_capacity(
-                headers
-                    .iter()
-                    .map(|h| h.name.len() + h.value.len() + 8)
-                    .sum(),
-            ),
-        };
+        ResponseFields::from_h1_in(headers, Vec::new())
+    }
+
+    /// [`ResponseFields::from_h1`] written into `bytes` (emptied first; a buffer to reuse).
+    pub fn from_h1_in(headers: &[Header<'_>], mut bytes: Vec<u8>) -> ResponseFields {
+        bytes.clear();
+        bytes.reserve(
+            headers
+                .iter()
+                .map(|h| h.name.len() + h.value.len() + 8)
+                .sum(),
+        );
+        let mut f = ResponseFields { bytes };
         for h in rewrite::end_to_end(headers) {
             if h.name.eq_ignore_ascii_case("transfer-encoding") {
                 continue;
@@ -138,6 +143,11 @@ impl ResponseFields {
         self.bytes
             .extend_from_slice(&(value.len() as u32).to_le_bytes());
         self.bytes.extend_from_slice(value);
+    }
+
+    /// The buffer, to reuse.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
     }
 
     /// The fields, in order.
