@@ -65,12 +65,6 @@ pub struct H2Front {
     pub(super) proxied: Vec<(u32, u64)>,
     pending: Vec<PendingBody>,
     waiting: Vec<Waiting>,
-    /// The no-stream timer (`http_request` before the first request, then the idle timeout)
-    /// is running: input does not extend it (a trickle of bytes or PINGs cannot hold an idle
-    /// connection open).
-    idle_timer: bool,
-    /// The graceful stop's wait for the PING answer is running.
-    stop_timer: bool,
     /// Streams this connection carried.
     streams: u32,
     /// Its open streams as last counted in `streams_current`.
@@ -84,8 +78,6 @@ impl H2Front {
             proxied: Vec::new(),
             pending: Vec::new(),
             waiting: Vec::new(),
-            idle_timer: true,
-            stop_timer: false,
             streams: 0,
             open_counted: 0,
         }
@@ -190,7 +182,7 @@ impl HttpService {
             Event::Headers { stream, end_stream } => {
                 self.stats.h2.streams += 1;
                 front.streams = front.streams.saturating_add(1);
-                front.idle_timer = false; // a request: the idle time restarts after it
+                cx.clear_timer(); // a request: the idle time restarts after it
                 let first = !conn.served();
                 conn.set_served();
                 let source = self.h2_route(conn, &front.conn);
@@ -215,7 +207,7 @@ impl HttpService {
             Event::TooLarge { stream } => {
                 self.stats.h2.streams += 1;
                 front.streams = front.streams.saturating_add(1);
-                front.idle_timer = false;
+                cx.clear_timer();
                 self.h2_respond(cx, conn, front, stream, Source::Error(431), false);
                 self.h2_finish_early(cx, front, stream);
             }
@@ -441,18 +433,20 @@ impl HttpService {
             return;
         }
         let t = self.timeouts(conn);
-        if front.conn.shutdown_announced() {
-            // A stop is waiting for the PING's answer: its own timer bounds that.
-            if !front.stop_timer {
-                front.stop_timer = true;
-                cx.set_timer(STOP_PING_WAIT);
-            }
-        } else if front.conn.active_streams() == 0 {
+        if !front.conn.shutdown_announced() {
+            cx.clear_deadline(STOP_DEADLINE);
+        } else if cx.deadline(STOP_DEADLINE).is_none() {
+            // A stop waits for the PING's answer, at most STOP_PING_WAIT.
+            cx.set_deadline(STOP_DEADLINE, STOP_PING_WAIT);
+        }
+        if front.conn.active_streams() == 0 {
+            cx.clear_deadline(CLIENT_DEADLINE);
             front.conn.shrink_idle();
             front.pending = Vec::new();
             front.waiting = Vec::new();
-            if !front.idle_timer {
-                front.idle_timer = true;
+            // Armed once per idle period: input does not extend it (a trickle of bytes or
+            // PINGs cannot hold an idle connection open).
+            if !cx.has_timer() {
                 cx.set_timer(if conn.served() {
                     self.listeners[conn.listener as usize].h2_idle
                 } else {
@@ -460,47 +454,56 @@ impl HttpService {
                 });
             }
         } else {
-            front.idle_timer = false;
-            cx.set_timer(t.client);
+            // Streams in progress: the client must keep taking what is sent.
+            cx.clear_timer();
+            cx.set_deadline(CLIENT_DEADLINE, t.client);
         }
         self.put_front(cx, front);
     }
 
-    /// The connection's timer fired: idle too long (GOAWAY(NO_ERROR), close) or a client that
-    /// does not read its responses (close).
+    /// The connection's plain timer fired: no stream for too long (`http_request` before the
+    /// first, then the idle timeout): GOAWAY(NO_ERROR), then close.
     pub(super) fn h2_timer(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
         let mut front = self.take_front(cx);
-        if front.conn.shutdown_announced() {
-            // The client did not answer the stop's PING in time: the final GOAWAY now.
-            front.conn.finish_shutdown(cx.output());
-            front.idle_timer = false;
+        if front.conn.active_streams() > 0 {
+            // A stream began since: its own deadline bounds it.
             return self.h2_settle(cx, conn, front, false);
         }
-        let idle = front.conn.active_streams() == 0;
-        if !idle && cx.pending_output() == 0 && !front.proxied.is_empty() {
-            // Streams wait for their backends, whose own timers bound that wait.
-            self.put_front(cx, front);
-            cx.set_timer(self.timeouts(conn).client);
-            return;
-        }
-        let reason = if !idle {
-            CloseReason::ClientTimeout
-        } else if conn.served() {
+        let reason = if conn.served() {
             CloseReason::KeepAliveTimeout
         } else {
             CloseReason::RequestTimeout
         };
-        if idle {
-            front.conn.abort(ErrorCode::NoError, cx.output());
-            self.stats.h2.goaway_sent[ErrorCode::NoError.slot()] += 1;
-        }
+        front.conn.abort(ErrorCode::NoError, cx.output());
+        self.stats.h2.goaway_sent[ErrorCode::NoError.slot()] += 1;
         self.put_front(cx, front);
-        if idle && cx.pending_output() > 0 {
+        if cx.pending_output() > 0 {
             cx.set_timer(self.timeouts(conn).client);
             cx.close_after_flush(reason);
         } else {
             cx.close(reason);
         }
+    }
+
+    /// A named deadline of the connection is due: the stop's PING was not answered in time
+    /// (the final GOAWAY now), or streams are in progress and the client took nothing for a
+    /// whole `client` timeout (close).
+    pub(super) fn h2_deadline(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, slot: usize) {
+        if cx.is_closing() {
+            return;
+        }
+        let mut front = self.take_front(cx);
+        if slot == STOP_DEADLINE {
+            front.conn.finish_shutdown(cx.output());
+            return self.h2_settle(cx, conn, front, false);
+        }
+        if front.conn.active_streams() == 0 || cx.pending_output() == 0 && !front.proxied.is_empty()
+        {
+            // Idle now, or streams waiting for their backends, whose own timers bound that.
+            return self.h2_settle(cx, conn, front, false);
+        }
+        self.put_front(cx, front);
+        cx.close(CloseReason::ClientTimeout);
     }
 
     /// A graceful stop: the two-step GOAWAY.
@@ -541,6 +544,12 @@ impl HttpService {
 
 /// How long a graceful stop waits for the answer to its PING before the final GOAWAY.
 const STOP_PING_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The deadline-table slots of an h2 connection (`ConnCx::set_deadline`), beside its plain
+/// timer (the no-stream timeout): the client's progress while streams are in progress, and the
+/// stop's wait for its PING's answer.
+const CLIENT_DEADLINE: usize = 0;
+const STOP_DEADLINE: usize = 1;
 
 /// `send_data` within the output bound: a client with huge windows that does not read still
 /// makes the connection buffer at most `MAX_PENDING_OUTPUT` (the rest goes on when the output

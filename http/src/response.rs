@@ -5,7 +5,7 @@
 //! one is a few `extend_from_slice` calls with no formatting on the hot path.
 
 use crate::runtime::Respond;
-use coreplex_protocol::h1::reason_phrase;
+use coreplex_protocol::h1::{encode, reason_phrase};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Value of the `Server` header.
@@ -67,19 +67,20 @@ impl Rendered {
     }
 
     fn build(status: u16, headers: &[(&str, &str)], body: Vec<u8>) -> Rendered {
-        let head = format!(
-            "HTTP/1.1 {status} {}\r\nServer: {SERVER}\r\nDate: ",
-            reason_phrase(status)
-        )
-        .into_bytes();
-        let mut tail = String::from("\r\n");
+        // The head around the date, written once by the protocol's HTTP/1 encoder.
+        let mut head = Vec::new();
+        encode::write_status_line(&mut head, status);
+        encode::write_field(&mut head, b"Server", SERVER.as_bytes());
+        head.extend_from_slice(b"Date: ");
+        let mut tail = b"\r\n".to_vec();
         for (k, v) in headers {
-            tail.push_str(k);
-            tail.push_str(": ");
-            tail.push_str(v);
-            tail.push_str("\r\n");
+            encode::write_field(&mut tail, k.as_bytes(), v.as_bytes());
         }
-        tail.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        encode::write_field(
+            &mut tail,
+            b"Content-Length",
+            body.len().to_string().as_bytes(),
+        );
         let mut h2_fields = vec![(b"server".to_vec(), SERVER.as_bytes().to_vec())];
         for (k, v) in headers {
             let name = k.to_ascii_lowercase();
@@ -99,7 +100,7 @@ impl Rendered {
         Rendered {
             status,
             head,
-            tail: tail.into_bytes(),
+            tail,
             body,
             h2_fields,
             status_digits: [d[0], d[1], d[2]],

@@ -738,6 +738,12 @@ impl Service for HttpService {
         }
     }
 
+    fn on_deadline(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn, slot: usize) {
+        if conn.phase == Phase::H2 {
+            self.h2_deadline(cx, conn, slot);
+        }
+    }
+
     fn on_timer(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
         match conn.phase {
             Phase::Idle if cx.pending_output() > 0 => cx.close(CloseReason::ClientTimeout),

@@ -544,3 +544,32 @@ fn a_client_that_does_not_read_cannot_make_the_server_buffer_its_responses() {
     drop(child);
     assert!(grown < 8 * 1024, "resident memory grew {grown} kB");
 }
+
+#[test]
+fn a_client_that_stops_reading_its_streams_is_closed_at_the_client_timeout() {
+    // 100 responses of 200 KB and a client that reads none of them: once the output is stuck
+    // for a whole `client` (1 s), the connection closes (the probe holds it 3 s).
+    let listener = format!(
+        "timeouts = {{ client = \"1s\" }}\nhttp2 = {{ h2c = true }}\n\n[[listener.route]]\npath = \"/big\"\nrespond = {{ body = \"{}\" }}",
+        "b".repeat(200_000)
+    );
+    let s = Server::start(&config("", &listener));
+    let key = "coreplex_connections_closed_total{reason=\"client_timeout\"}";
+    let t0 = std::time::Instant::now();
+    let (child, mut lines) = spawn_probe(&["noread", "/big"], s.addr());
+    assert_eq!(lines.next().unwrap().unwrap(), "sent");
+    // Before the probe gives up at 3 s (that close would be `peer_closed`).
+    wait_metric(
+        s.admin(),
+        key,
+        |v| v == 1.0,
+        "1 (closed by the client timeout)",
+    );
+    let took = t0.elapsed();
+    drop(child);
+    assert!(
+        took >= Duration::from_secs(1),
+        "closed after {took:?}, before `client`"
+    );
+    assert_eq!(metric(s.admin(), "coreplex_connections_current"), 0.0);
+}
