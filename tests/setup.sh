@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the tools the end-to-end tests and benchmarks use, only where missing:
 # curl, nghttp (nghttp2-client), nginx (nginx-light), haproxy, wrk, ss (iproute2), prlimit (util-linux),
-# kill (procps), the DejaVu font (plots), the Python modules h2, httpx and websockets,
+# kill (procps), openssl (the TLS tests' s_client and certificate checks), the DejaVu font (plots), the Python modules h2, httpx and websockets,
 # cargo-fuzz and httpwg-cli (the HTTP/2 conformance suite). Idempotent; runs as root (uses sudo
 # otherwise).
 set -euo pipefail
@@ -21,8 +21,9 @@ declare -A PKG=(
     [ss]=iproute2
     [prlimit]=util-linux
     [kill]=procps
+    [openssl]=openssl
 )
-TOOLS=(curl nghttp nginx haproxy wrk ss prlimit kill)
+TOOLS=(curl nghttp nginx haproxy wrk ss prlimit kill openssl)
 # h2load ships in nghttp2-client too.
 if ! type -P h2load >/dev/null 2>&1; then
     PKG[h2load]=nghttp2-client

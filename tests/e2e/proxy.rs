@@ -980,7 +980,11 @@ impl Nginx {
     /// nginx with `listen_options` after its `listen ADDR` and `server_body` in its server
     /// block (e.g. TLS: `ssl` and the `ssl_*` directives).
     pub(crate) fn start_with(listen_options: &str, server_body: &str) -> Nginx {
-        let addr = closed_port();
+        Nginx::start_at(closed_port(), listen_options, server_body)
+    }
+
+    /// [`Nginx::start_with`] on `addr` (to start a new nginx where a stopped one listened).
+    pub(crate) fn start_at(addr: SocketAddr, listen_options: &str, server_body: &str) -> Nginx {
         let dir = std::env::temp_dir().join(format!(
             "coreplex-e2e-nginx-{}-{}",
             std::process::id(),

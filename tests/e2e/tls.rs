@@ -113,7 +113,7 @@ fn s_client(addr: SocketAddr, args: &[&str], sess: Option<&PathBuf>) -> String {
     }
     let mut child = cmd
         .spawn()
-        .expect("openssl runs (tests/setup.sh installs it with curl)");
+        .expect("openssl runs (tests/setup.sh installs it)");
     let mut stdin = child.stdin.take().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let _ = stdin.write_all(b"Q\n");
@@ -843,4 +843,281 @@ fn large_responses_arrive_whole_over_tls_direct_and_proxied() {
     assert_eq!(out.len(), 3_000_001);
     assert!(out.bytes().all(|c| c == b'x'));
     drop(b);
+}
+
+/// A leaf certificate for `sans` (`DNS:...` entries) signed by the test CA, with the key made
+/// by `key_args` (openssl req options), valid 30 days, in a fresh temp directory: (cert path,
+/// key path).
+fn leaf_cert(name: &str, key_args: &[&str], sans: &str) -> (String, String) {
+    leaf_cert_for_days(name, key_args, sans, "30")
+}
+
+/// [`leaf_cert`] valid `days` days (`"0"`: expired a second after it was made).
+fn leaf_cert_for_days(name: &str, key_args: &[&str], sans: &str, days: &str) -> (String, String) {
+    let dir = crate::harness::temp_path(&format!("{name}-cert"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (key, csr, pem) = (dir.join("k.pem"), dir.join("r.csr"), dir.join("c.pem"));
+    let ext = dir.join("ext");
+    std::fs::write(
+        &ext,
+        format!("subjectAltName={sans}\nextendedKeyUsage=serverAuth\n"),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let (key_s, csr_s, pem_s) = (
+        key.to_str().unwrap(),
+        csr.to_str().unwrap(),
+        pem.to_str().unwrap(),
+    );
+    let subj = format!("/CN={name}");
+    run(&[
+        &[
+            "req", "-new", "-nodes", "-subj", &subj, "-keyout", key_s, "-out", csr_s,
+        ][..],
+        key_args,
+    ]
+    .concat());
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        csr_s,
+        "-CA",
+        &cert("ca.pem"),
+        "-CAkey",
+        &cert("ca.key"),
+        "-set_serial",
+        "7",
+        "-days",
+        days,
+        "-out",
+        pem_s,
+        "-extfile",
+        ext.to_str().unwrap(),
+    ]);
+    (pem_s.to_string(), key_s.to_string())
+}
+
+#[test]
+fn certificates_are_chosen_by_name_with_wildcards_and_every_key_type() {
+    let p384 = leaf_cert(
+        "a.test",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp384r1"],
+        "DNS:a.test",
+    );
+    let ed = leaf_cert("wild.b.test", &["-newkey", "ed25519"], "DNS:*.b.test");
+    let rsa4k = leaf_cert("c.test", &["-newkey", "rsa:4096"], "DNS:c.test");
+    let extra = [p384, ed, rsa4k]
+        .iter()
+        .map(|(c, k)| format!("{{ cert = \"{c}\", key = \"{k}\" }}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let tls = tls_table("").replace(" ]\n", &format!(", {extra} ]\n"));
+    let cfg = tls_config(1, "", "", "").replace(&tls_table(""), &tls);
+    let s = Server::start(&cfg);
+    let hello = |name: &str| s_client(s.addr(), &["-servername", name], None);
+    let out = hello("a.test");
+    assert!(out.contains("subject=CN = a.test"), "{out}");
+    assert!(out.contains("Server public key is 384 bit"), "{out}");
+    assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
+    // One label under the wildcard matches it; the bare name and two labels do not.
+    let out = hello("x.b.test");
+    assert!(out.contains("subject=CN = wild.b.test"), "{out}");
+    assert!(out.contains("Peer signature type: ed25519"), "{out}");
+    for name in ["b.test", "y.x.b.test"] {
+        let out = hello(name);
+        assert!(out.contains("subject=CN = localhost"), "{name}: {out}");
+    }
+    let out = hello("c.test");
+    assert!(out.contains("subject=CN = c.test"), "{out}");
+    assert!(out.contains("Server public key is 4096 bit"), "{out}");
+    let out = hello("localhost");
+    assert!(out.contains("subject=CN = localhost"), "{out}");
+}
+
+#[test]
+fn version_limits_and_key_exchange_groups_are_enforced() {
+    let alert_70 =
+        |out: &str| out.contains("alert protocol version") || out.contains("SSL alert number 70");
+    let s = Server::start(&tls_config(1, "", "", "min_version = \"1.3\""));
+    let out = s_client(s.addr(), &["-tls1_2", "-servername", "localhost"], None);
+    assert!(
+        alert_70(&out),
+        "TLS 1.2 offered to a 1.3-only listener: {out}"
+    );
+    let out = s_client(s.addr(), &["-tls1_3", "-servername", "localhost"], None);
+    assert!(out.contains("New, TLSv1.3, Cipher is TLS_"), "{out}");
+    assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
+    let s = Server::start(&tls_config(1, "", "", "max_version = \"1.2\""));
+    let out = s_client(s.addr(), &["-tls1_3", "-servername", "localhost"], None);
+    assert!(
+        alert_70(&out),
+        "TLS 1.3 offered to a 1.2-only listener: {out}"
+    );
+    let out = s_client(s.addr(), &["-tls1_2", "-servername", "localhost"], None);
+    assert!(out.contains("Protocol  : TLSv1.2"), "{out}");
+    // Only P-384: a client with X25519 alone has no group in common.
+    let s = Server::start(&tls_config(1, "", "", "groups = [\"P-384\"]"));
+    let out = s_client(
+        s.addr(),
+        &["-tls1_3", "-groups", "X25519", "-servername", "localhost"],
+        None,
+    );
+    assert!(
+        out.contains("alert handshake failure") || out.contains("SSL alert number 40"),
+        "X25519 accepted: {out}"
+    );
+    assert!(out.contains("Cipher is (NONE)"), "{out}");
+    let out = s_client(
+        s.addr(),
+        &[
+            "-tls1_3",
+            "-groups",
+            "X25519:P-384",
+            "-servername",
+            "localhost",
+        ],
+        None,
+    );
+    assert!(out.contains("Server Temp Key: ECDH, secp384r1"), "{out}");
+    assert!(out.contains("Cipher is TLS_"), "{out}");
+}
+
+#[test]
+fn tls12_session_ids_resume_only_with_a_session_cache() {
+    // A TLS 1.2 client without ticket support resumes through the per-shard session cache.
+    for (cache, resumed) in [("session_cache = 100", true), ("", false)] {
+        let s = Server::start(&tls_config(1, "", "", cache));
+        let sess = crate::harness::temp_path("tls12-session-id.pem");
+        let args = ["-tls1_2", "-no_ticket", "-servername", "localhost"];
+        let first = s_client(s.addr(), &args, Some(&sess));
+        assert!(first.contains("New, TLSv1.2"), "{first}");
+        let second = s_client(s.addr(), &args, Some(&sess));
+        assert_eq!(
+            second.contains("Reused, TLSv1.2"),
+            resumed,
+            "`{cache}`: {second}"
+        );
+    }
+}
+
+/// nginx over TLS on `addr` with certificate `cert` / `key`, answering `ok <protocol>`.
+fn tls_nginx_at(addr: SocketAddr, cert: &str, key: &str) -> Nginx {
+    Nginx::start_at(
+        addr,
+        "ssl",
+        &format!(
+            "ssl_certificate {cert};\n        ssl_certificate_key {key};\n        ssl_protocols TLSv1.2 TLSv1.3;\n        location / {{ default_type text/plain; return 200 \"ok $ssl_protocol\"; }}"
+        ),
+    )
+}
+
+#[test]
+fn backend_certificate_errors_are_503_and_the_running_proxy_recovers_once_fixed() {
+    // The same server address with an expired certificate, then one for another name, then a
+    // good one: 503 (bad_certificate) twice, then served by the same running proxy.
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+    let expired = leaf_cert_for_days("localhost", &ec, "DNS:localhost", "0");
+    let other = leaf_cert("other.test", &ec, "DNS:other.test");
+    std::thread::sleep(Duration::from_millis(1100)); // past the expired one's notAfter
+    let addr = crate::proxy::closed_port();
+    let s = tls_proxy(&format!(
+        "servers = [ {{ address = \"{addr}\" }} ]\nretries = 0\nhealth = {{ fail_threshold = 2, down_for = \"300ms\" }}\ntls = {{ ca = \"{}\", sni = \"localhost\" }}",
+        cert("ca.pem")
+    ));
+    let status = || {
+        let (code, body, log) = curl_tls(s.addr(), "/", &["-o", "/dev/null", "-w", "%{http_code}"]);
+        assert_eq!(code, Some(0), "{log}");
+        body
+    };
+    let bad = || {
+        metric(
+            s.admin(),
+            "coreplex_tls_failures_total{side=\"backend\",reason=\"bad_certificate\"}",
+        )
+    };
+    for (i, (c, k)) in [expired, other].iter().enumerate() {
+        let n = tls_nginx_at(addr, c, k);
+        assert_eq!(status(), "503", "certificate {i}");
+        assert_eq!(bad(), (i + 1) as f64, "certificate {i}");
+        drop(n);
+    }
+    let n = tls_nginx_at(addr, &cert("ecdsa.pem"), &cert("ecdsa.key"));
+    assert!(
+        crate::backend::wait_until(Duration::from_secs(5), || status() == "200"),
+        "not served again once the certificate was fixed"
+    );
+    let (code, body, _) = curl_tls(s.addr(), "/", &[]);
+    assert_eq!((code, body.as_str()), (Some(0), "ok TLSv1.3"));
+    assert_eq!(bad(), 2.0);
+    drop(n);
+}
+
+#[test]
+fn tls_backend_connections_are_reused_with_a_server_sni_and_a_client_certificate() {
+    // nginx asks for a client certificate signed by the test CA and names the SNI it got.
+    let n = Nginx::start_with(
+        "ssl",
+        &format!(
+            "ssl_certificate {};\n        ssl_certificate_key {};\n        ssl_protocols TLSv1.2 TLSv1.3;\n        ssl_client_certificate {};\n        ssl_verify_client on;\n        location / {{ default_type text/plain; return 200 \"sni=$ssl_server_name client=$ssl_client_s_dn\"; }}",
+            cert("ecdsa.pem"),
+            cert("ecdsa.key"),
+            cert("ca.pem")
+        ),
+    );
+    // The backend-wide SNI is wrong; the server's own one wins.
+    let s = tls_proxy(&format!(
+        "servers = [ {{ address = \"{}\", sni = \"localhost\" }} ]\ntls = {{ ca = \"{}\", sni = \"wrong.test\", cert = \"{}\", key = \"{}\" }}",
+        n.addr,
+        cert("ca.pem"),
+        cert("client.pem"),
+        cert("client.key")
+    ));
+    // Five requests on one client connection: one backend connection, one handshake.
+    let url = format!("https://localhost:{}/", s.addr().port());
+    let resolve = format!("localhost:{}:127.0.0.1", s.addr().port());
+    let o = crate::harness::curl(&[
+        "-sS",
+        "--cacert",
+        &cert("ca.pem"),
+        "--resolve",
+        &resolve,
+        &url,
+        &url,
+        &url,
+        &url,
+        &url,
+    ]);
+    let body = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        body,
+        "sni=localhost client=CN=localhost".repeat(5),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = metrics_text(s.admin());
+    let backend = |k: &str| metric_in(&text, &format!("{k}{{backend=\"app\"}}"));
+    assert_eq!(
+        backend("coreplex_backend_tls_handshakes_full_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        backend("coreplex_backend_tls_handshakes_resumed_total"),
+        Some(0.0)
+    );
+    assert_eq!(
+        backend("coreplex_backend_connects_total"),
+        Some(1.0),
+        "{text}"
+    );
 }
