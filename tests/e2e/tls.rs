@@ -1121,3 +1121,25 @@ fn tls_backend_connections_are_reused_with_a_server_sni_and_a_client_certificate
         "{text}"
     );
 }
+
+#[test]
+fn session_rate_makes_new_tls_sessions_wait() {
+    // A burst of 4, then 4 new sessions per second: 12 handshakes at once take about 2 s, all
+    // served (excess waits in the backlog, nothing is refused).
+    let s = Server::start(&tls_config(1, "", "", "session_rate = 4"));
+    let addr = s.addr();
+    let t0 = Instant::now();
+    let clients: Vec<_> = (0..12)
+        .map(|_| std::thread::spawn(move || curl_tls(addr, "/", &["--max-time", "10"])))
+        .collect();
+    for h in clients {
+        let (code, body, log) = h.join().unwrap();
+        assert_eq!((code, body.as_str()), (Some(0), "hello over tls"), "{log}");
+    }
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500),
+        "12 sessions at session_rate = 4/s took only {took:?}"
+    );
+    assert!(metric(s.admin(), "coreplex_accept_rate_limited_total") >= 1.0);
+}
