@@ -1143,3 +1143,63 @@ fn session_rate_makes_new_tls_sessions_wait() {
     );
     assert!(metric(s.admin(), "coreplex_accept_rate_limited_total") >= 1.0);
 }
+
+#[test]
+fn idle_tls_connections_hold_no_buffer_and_one_timer_each() {
+    // Ten TLS keep-alive connections (openssl s_client, kept open) after one request each: the
+    // TLS state stays, but no receive buffer is held, and one keep-alive timer each.
+    use std::io::Read;
+    let s = Server::start(&tls_config(1, "", "", ""));
+    let connect = s.addr().to_string();
+    let mut held = Vec::new();
+    for i in 0..10 {
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-quiet", "-connect", &connect])
+            .args(["-servername", "localhost", "-CAfile", &cert("ca.pem")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl runs");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !String::from_utf8_lossy(&got).contains("hello over tls") {
+                match stdout.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = tx.send(got);
+        });
+        let got = rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("connection {i}: no response"));
+        assert!(
+            String::from_utf8_lossy(&got).ends_with("hello over tls"),
+            "connection {i}: {}",
+            String::from_utf8_lossy(&got)
+        );
+        held.push((child, stdin));
+    }
+    let text = metrics_text(s.admin());
+    let m = |k: &str| metric_in(&text, k).unwrap();
+    assert_eq!(m("coreplex_connections_current"), 10.0);
+    assert_eq!(
+        m("coreplex_buffers_outstanding"),
+        0.0,
+        "an idle TLS connection holds a buffer"
+    );
+    assert_eq!(m("coreplex_timers"), 10.0, "one keep-alive timer each");
+    for (mut child, stdin) in held {
+        drop(stdin);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
