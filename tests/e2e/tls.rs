@@ -1203,3 +1203,125 @@ fn idle_tls_connections_hold_no_buffer_and_one_timer_each() {
         let _ = child.wait();
     }
 }
+
+/// A leaf certificate for `localhost` valid from `start` to `end` (`YYYYMMDDHHMMSSZ`), made with
+/// `openssl ca` (which, unlike `x509 -req`, takes both dates): (cert path, key path).
+fn leaf_cert_dated(start: &str, end: &str) -> (String, String) {
+    let dir = crate::harness::temp_path("dated-cert");
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.to_str().unwrap();
+    std::fs::write(dir.join("index.txt"), "").unwrap();
+    std::fs::write(dir.join("serial"), "0A\n").unwrap();
+    std::fs::write(
+        dir.join("ca.cnf"),
+        format!(
+            "[ca]\ndefault_ca = d\n[d]\ndatabase = {d}/index.txt\nnew_certs_dir = {d}\nserial = {d}/serial\ndefault_md = sha256\npolicy = p\ncopy_extensions = copy\n[p]\ncommonName = supplied\n"
+        ),
+    )
+    .unwrap();
+    let (key, csr, pem) = (
+        format!("{d}/k.pem"),
+        format!("{d}/r.csr"),
+        format!("{d}/c.pem"),
+    );
+    let run = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-new",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+        "-addext",
+        "subjectAltName=DNS:localhost",
+    ]);
+    run(&[
+        "ca",
+        "-batch",
+        "-notext",
+        "-config",
+        &format!("{d}/ca.cnf"),
+        "-cert",
+        &cert("ca.pem"),
+        "-keyfile",
+        &cert("ca.key"),
+        "-in",
+        &csr,
+        "-out",
+        &pem,
+        "-startdate",
+        start,
+        "-enddate",
+        end,
+    ]);
+    (pem, key)
+}
+
+#[test]
+fn check_refuses_certificates_out_of_their_validity_and_warns_before_expiry() {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+    let expired = leaf_cert_for_days("localhost", &ec, "DNS:localhost", "0");
+    let future = leaf_cert_dated("20400101000000Z", "20410101000000Z");
+    let soon = leaf_cert_for_days("localhost", &ec, "DNS:localhost", "10");
+    std::thread::sleep(Duration::from_millis(1100)); // past the expired one's notAfter
+    let key_dir = crate::harness::temp_path("key-is-a-dir");
+    std::fs::create_dir_all(&key_dir).unwrap();
+    let listener = |c: &str, k: &str| {
+        format!("[[listener]]\nbind = \"127.0.0.1:0\"\n[listener.tls]\ncertificates = [ {{ cert = \"{c}\", key = \"{k}\" }} ]\n[[listener.route]]\nrespond = {{ body = \"x\" }}\n")
+    };
+    let text = format!(
+        "version = 1\n{}{}{}",
+        listener(&expired.0, &expired.1),
+        listener(&future.0, &future.1),
+        listener(&cert("ecdsa.pem"), key_dir.to_str().unwrap()),
+    );
+    let path = write_temp("dates-tls.toml", &text);
+    let file = path.to_string_lossy().into_owned();
+    let o = run_cli(&["check", "-c", &file]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    for (p, says) in [
+        ("listener[0].tls.certificates[0].cert", "expired"),
+        ("listener[1].tls.certificates[0].cert", "not valid yet"),
+        ("listener[2].tls.certificates[0].key", ""),
+    ] {
+        let want = format!("error: {file}: {p}: ");
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(&want) && l.contains(says)),
+            "no `{want}...{says}` line in:\n{err}"
+        );
+    }
+    // Expiring within 30 days: valid, with a warning.
+    let path = write_temp(
+        "soon-tls.toml",
+        &format!("version = 1\n{}", listener(&soon.0, &soon.1)),
+    );
+    let file = path.to_string_lossy().into_owned();
+    let o = run_cli(&["check", "-c", &file]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let want = format!("warning: {file}: listener[0].tls.certificates[0].cert: ");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with(&want) && l.contains("expires in 9 days")),
+        "no `{want}... expires in 9 days` line in:\n{err}"
+    );
+}
