@@ -21,6 +21,7 @@
 //! [`ProxyShard::backend_conn_closed`]); every client that used a pool reports its close
 //! (`session_closed`); a queued exchange's ticket is in `tickets` until it is woken or cancelled.
 
+mod h1_reader;
 mod h2_upstream;
 mod relay;
 pub mod rewrite;
@@ -28,7 +29,6 @@ pub mod stats;
 mod stream_upstream;
 pub(super) mod streams;
 pub mod translate;
-mod upstream;
 mod verdict;
 
 use crate::runtime::{Backend, TcpKeepalive};

@@ -7,10 +7,10 @@
 //! half-close to pass on (`client_close = "forward"`) goes as a FIN after the request; that
 //! connection is not reused.
 
+use super::h1_reader::{body_state, read_response, ResponseSink};
 use super::rewrite;
 use super::streams::{StreamExchange, DOWN_MAX};
 use super::translate::ResponseFields;
-use super::upstream::{body_state, read_response, ResponseSink};
 use super::{conn_id, Failure, Resp, Spare, Stage};
 use crate::response::Persist;
 use crate::service::{Cx, HttpConn, HttpService, Phase, MAX_PENDING_OUTPUT};
@@ -213,7 +213,7 @@ impl HttpService {
         let ex = self.proxy.streams.get_mut(&key).expect("checked");
         ex.resp = resp;
         let client = ex.client;
-        let Ok(super::upstream::Read { used: pos, blocked }) = read else {
+        let Ok(super::h1_reader::Read { used: pos, blocked }) = read else {
             ex.failure = Some(Failure::BadResponse);
             cx.close(CloseReason::ProtocolError);
             return input.len();
