@@ -12,7 +12,7 @@
 //! | `/conn` | 200 with the backend connection's number (accept order, from 0): `c<N>` |
 //! | `/drop-next` | 200 `ok`; the next request on this connection is read, then the connection is closed unanswered (a pooled connection that dies as it is reused) |
 //! | `/stall-mid-body/<ms>` | `Content-Length: 20000`, 10000 bytes, a pause of `<ms>` (watching for the peer), then the rest |
-//! | `/early-hints` | `103 Early Hints` with a `Link` field, then 200 `ok` |
+//! | `/early-hints` | `103 Early Hints` with a `Link` field (and a `Content-Length: 0` that RFC 9110 forbids there), then 200 `ok` |
 //! | `/bad-response` | a response head with an invalid Content-Length (`12abc`), then closes |
 //! | `/bytes/<n>` | 200, `Content-Length: n`, `n` bytes `x` from a reused 64 KiB buffer |
 //! | `/chunked/<n>` | 200, chunked: `n` bytes `x` in 16 KiB chunks, then `0\r\n\r\n` |
@@ -21,7 +21,7 @@
 //! | `/close` | 200 `ok` with `Connection: close`, then closes |
 //! | `/reset-mid-body` | `Content-Length: 1000000`, 10000 bytes, then a reset (SO_LINGER 0) |
 //! | `/reset-before-response` | reads the request, then resets without answering |
-//! | `/status/<code>` | that status with body `s` |
+//! | `/status/<code>` | that status (200-999, so also invalid ones) with body `s` |
 //! | `/ntlm` | 401 with `WWW-Authenticate: NTLM`, body `a` |
 //! | `/negotiate` | 401 with `WWW-Authenticate: Negotiate`, body `a` |
 //! | `/eof-body` | 200 without Content-Length or Transfer-Encoding, body `until-close`, then closes |
@@ -765,7 +765,8 @@ fn serve_one(
         }
         "/early-hints" => {
             let mut out =
-                b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n".to_vec();
+                b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\nContent-Length: 0\r\n\r\n"
+                    .to_vec();
             out.extend_from_slice(&simple(200, "", b"ok"));
             finish(rd, state, &out, keep)
         }
@@ -790,7 +791,8 @@ fn serve_one(
             Ok(Next::Close)
         }
         _ => match num("/status/") {
-            Some(code @ 200..=599) => {
+            // 600..=999: an invalid status a proxy must not pass on (RFC 9110 section 15).
+            Some(code @ 200..=999) => {
                 let code = code as u16;
                 if code == 204 || code == 304 {
                     finish(rd, state, &response_head(code, "", None), keep)

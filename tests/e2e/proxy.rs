@@ -1150,11 +1150,11 @@ fn half_closed_client_gets_the_answer_of_a_backend_that_still_answers() {
     assert_eq!(b.accepted(), 5);
 }
 
-/// A half-closed client of a backend that ignores EOF (`/deaf-delay/1500`), under
-/// `client_close = MODE` and `reuse = "always"`: what the client gets (`None`: closed without a
-/// response) and how long it waited, and how many backend connections a second client then
-/// finds in the pool.
-fn half_close_to_a_deaf_backend(mode: &str) -> (Option<Resp>, Duration, usize) {
+/// A half-closed client of a backend that ignores EOF (`/deaf-delay/1500`, a GET or, with
+/// `post`, a POST with a body), under `client_close = MODE` and `reuse = "always"`: what the
+/// client gets (`None`: closed without a response) and how long it waited, and how many backend
+/// connections a second client then finds in the pool.
+fn half_close_to_a_deaf_backend(mode: &str, post: bool) -> (Option<Resp>, Duration, usize) {
     let b = TestBackend::start();
     let s = start(
         &b,
@@ -1162,7 +1162,11 @@ fn half_close_to_a_deaf_backend(mode: &str) -> (Option<Resp>, Duration, usize) {
     );
     let stream = TcpStream::connect(s.addr()).unwrap();
     let mut c = Client::from_stream(stream.try_clone().unwrap(), Duration::from_secs(5));
-    c.send(b"GET /deaf-delay/1500 HTTP/1.1\r\nHost: a\r\n\r\n");
+    if post {
+        c.send(b"POST /deaf-delay/1500 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello");
+    } else {
+        c.send(b"GET /deaf-delay/1500 HTTP/1.1\r\nHost: a\r\n\r\n");
+    }
     assert!(wait_until(Duration::from_secs(3), || b.requests() == 1));
     let t0 = Instant::now();
     stream.shutdown(std::net::Shutdown::Write).unwrap();
@@ -1184,36 +1188,45 @@ fn half_close_to_a_deaf_backend(mode: &str) -> (Option<Resp>, Duration, usize) {
 
 #[test]
 fn client_close_abort_closes_the_backend_at_once() {
-    let (r, waited, pooled) = half_close_to_a_deaf_backend("abort");
-    assert!(r.is_none(), "abort: the client got a response: {r:?}");
-    assert!(
-        waited < Duration::from_millis(1000),
-        "abort: closed after {waited:?}, not at the FIN (the backend answers at 1.5 s)"
-    );
-    assert_eq!(pooled, 0, "abort: the backend connection was kept");
+    for post in [false, true] {
+        let (r, waited, pooled) = half_close_to_a_deaf_backend("abort", post);
+        assert!(
+            r.is_none(),
+            "abort (post {post}): the client got a response: {r:?}"
+        );
+        assert!(
+            waited < Duration::from_millis(1000),
+            "abort: closed after {waited:?}, not at the FIN (the backend answers at 1.5 s)"
+        );
+        assert_eq!(pooled, 0, "abort: the backend connection was kept");
+    }
 }
 
 #[test]
 fn client_close_forward_lets_a_backend_that_ignores_eof_answer() {
-    let (r, waited, pooled) = half_close_to_a_deaf_backend("forward");
-    let r = r.expect("forward: the backend's answer");
-    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
-    assert!(
-        waited >= Duration::from_millis(1000),
-        "answered after {waited:?}"
-    );
-    assert_eq!(
-        pooled, 0,
-        "forward: a connection that saw the FIN was reused"
-    );
+    for post in [false, true] {
+        let (r, waited, pooled) = half_close_to_a_deaf_backend("forward", post);
+        let r = r.expect("forward: the backend's answer");
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+        assert!(
+            waited >= Duration::from_millis(1000),
+            "answered after {waited:?}"
+        );
+        assert_eq!(
+            pooled, 0,
+            "forward: a connection that saw the FIN was reused"
+        );
+    }
 }
 
 #[test]
 fn client_close_wait_keeps_the_backend_connection_for_reuse() {
-    let (r, _, pooled) = half_close_to_a_deaf_backend("wait");
-    let r = r.expect("wait: the backend's answer");
-    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
-    assert_eq!(pooled, 1, "wait: the backend connection was not reused");
+    for post in [false, true] {
+        let (r, _, pooled) = half_close_to_a_deaf_backend("wait", post);
+        let r = r.expect("wait: the backend's answer");
+        assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+        assert_eq!(pooled, 1, "wait: the backend connection was not reused");
+    }
 }
 
 /// `(SO_KEEPALIVE, idle, interval, count)` of process `pid`'s connected socket whose local

@@ -380,6 +380,8 @@ fn interim_responses_reach_http11_clients_only() {
         "{}",
         r.head
     );
+    // The backend's Content-Length on its 103 is not passed on (RFC 9110 section 8.6).
+    assert_eq!(r.header("content-length"), None, "{}", r.head);
     let r = c.response(false, true).expect("the final response");
     assert_eq!((r.status, r.text().as_str()), (200, "ok"));
     // HTTP/1.0 has no 1xx: only the final response.
@@ -402,6 +404,11 @@ fn an_invalid_backend_response_is_a_502() {
     let r = c.get("/bad-response");
     assert_eq!(r.status, 502, "{}", r.head);
     assert_metric(s.admin(), &errors_key("bad_response"), 1.0);
+    // A status outside 100..599 is invalid (RFC 9110 section 15): 502 too.
+    let mut c = Client::connect(s.addr());
+    let r = c.get("/status/600");
+    assert_eq!(r.status, 502, "{}", r.head);
+    assert_metric(s.admin(), &errors_key("bad_response"), 2.0);
     // The server is not blamed: the next request works.
     let mut c = Client::connect(s.addr());
     assert_eq!(c.get("/").text(), "ok");

@@ -225,10 +225,15 @@ impl HttpService {
             }
             return buf.len();
         }
-        if ex.up_end || ex.up.len() >= UP_MAX {
+        if !ex.up_end && ex.up.len() >= UP_MAX {
+            // The backend has not taken enough yet: the body waits in the socket.
             if let Some(r) = ex.relay.as_mut() {
-                r.input_paused = !ex.up_end;
+                r.input_paused = true;
             }
+            cx.pause_input();
+        } else if ex.up_end && pos < buf.len() {
+            // Pipelined bytes after the request wait for the response. (Without them, input
+            // stays on, so that a FIN or a reset during the exchange is heard: client_close.)
             cx.pause_input();
         }
         let backend = ex.conn.filter(|_| ex.connected);

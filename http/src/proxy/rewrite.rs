@@ -213,9 +213,12 @@ pub fn response_head(
 ) {
     let named = Named::from_headers(headers);
     write_status_line_with(out, status, reason.as_bytes());
+    // RFC 9110 section 8.6: no Content-Length on a 1xx or 204.
+    let no_length = matches!(status, 100..=199 | 204);
     for h in headers {
         if is_hop_by_hop(h.name, &named)
             || (dechunk && h.name.eq_ignore_ascii_case("transfer-encoding"))
+            || (no_length && h.name.eq_ignore_ascii_case("content-length"))
         {
             continue;
         }

@@ -152,7 +152,8 @@ pub fn parse_response<'h, 'b>(
         Err(_) => return Err(ResponseError::Syntax),
     }
     let status = resp.code.ok_or(ResponseError::Syntax)?;
-    if !(100..=999).contains(&status) {
+    // RFC 9110 section 15: codes outside 100..599 are invalid (a proxy answers 502 for them).
+    if !(100..=599).contains(&status) {
         return Err(ResponseError::Syntax);
     }
     let version = match resp.version {
