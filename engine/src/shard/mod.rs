@@ -288,6 +288,8 @@ pub(crate) struct Shard<S: Service> {
     /// batch of completions: a backend connection woken by many clients in one batch sends
     /// their requests together.
     woken: Vec<Id>,
+    /// The other of `woken`'s two lists (empty, with its capacity).
+    woken_spare: Vec<Id>,
 }
 
 impl<S: Service> Shard<S> {
@@ -351,6 +353,7 @@ impl<S: Service> Shard<S> {
             actions: ShardActions::default(),
             service_deadline: None,
             woken: Vec::new(),
+            woken_spare: Vec::new(),
         }
     }
 
@@ -409,9 +412,13 @@ impl<S: Service> Shard<S> {
             if self.woken.is_empty() {
                 return;
             }
-            let mut woken = std::mem::take(&mut self.woken);
-            woken.sort_unstable_by_key(|id| (id.index, id.gen));
-            woken.dedup();
+            // The spare list takes the new wakes while these run (no allocation per turn).
+            let spare = std::mem::take(&mut self.woken_spare);
+            let mut woken = std::mem::replace(&mut self.woken, spare);
+            if woken.len() > 1 {
+                woken.sort_unstable_by_key(|id| (id.index, id.gen));
+                woken.dedup();
+            }
             for &id in &woken {
                 let open = self
                     .core
@@ -426,9 +433,7 @@ impl<S: Service> Shard<S> {
                 }
             }
             woken.clear();
-            if self.woken.is_empty() {
-                self.woken = woken;
-            }
+            self.woken_spare = woken;
         }
     }
 
