@@ -108,6 +108,12 @@ impl<St: Send + 'static> Runtime<St> {
             return Err(cpus::CpuListError::Empty.into());
         }
         cpus::check_allowed(&cfg.cpus)?;
+        // Every descriptor the shards may hold, so the table never grows under load.
+        let shards = cfg.cpus.len();
+        limits::reserve_fd_table(
+            (shards * (cfg.shard.max_connections + cfg.shard.max_outbound)) as u64
+                + limits::fixed_fds(shards, cfg.listeners.len()),
+        );
         let addrs = probe_addresses(&cfg.listeners)?;
         let mut per_shard = Vec::with_capacity(cfg.cpus.len());
         for _ in &cfg.cpus {
