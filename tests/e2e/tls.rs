@@ -95,6 +95,16 @@ fn curl_tls(addr: SocketAddr, path: &str, extra: &[&str]) -> (Option<i32>, Strin
     )
 }
 
+/// `curl` over TLS to `addr` as `localhost`, `GET path` `n` times on one connection.
+fn curl_tls_repeat(addr: SocketAddr, path: &str, n: usize) -> std::process::Output {
+    let resolve = format!("localhost:{}:127.0.0.1", addr.port());
+    let url = format!("https://localhost:{}{path}", addr.port());
+    let ca = cert("ca.pem");
+    let mut args = vec!["-sS", "--cacert", &ca, "--resolve", &resolve];
+    args.extend(std::iter::repeat_n(url.as_str(), n));
+    crate::harness::curl(&args)
+}
+
 /// One `openssl s_client` handshake: reads and writes the session file `sess`, stays 300 ms so
 /// TLS 1.3 tickets arrive. Returns its output.
 fn s_client(addr: SocketAddr, args: &[&str], sess: Option<&PathBuf>) -> String {
@@ -767,23 +777,32 @@ tls = {{ min_version = "1.3", max_version = "1.2" }}
         ecdsa_key = cert("ecdsa.key"),
         rsa_key = cert("rsa.key"),
     );
-    let path = write_temp("bad-tls.toml", &text);
+    check_reports(
+        &text,
+        &[
+            ("global.tls.ticket_key_file", "cannot read"),
+            ("listener[0].tls.certificates[0].cert", "does not match"),
+            ("listener[0].tls.certificates[1].cert", "cannot read"),
+            ("listener[0].tls.certificates[2].names[0]", "not covered"),
+            ("listener[0].tls.cipher_suites", "TLS_NOPE"),
+            ("listener[0].tls.min_version", "1.1"),
+            ("listener[1].tls.groups", "X448"),
+            ("listener[1].tls.min_version", "is above max_version"),
+            ("backend.b.tls.min_version", "is above max_version"),
+        ],
+    );
+}
+
+/// `coreplex check` on config `text` exits 2 with an error line at each key path that says what
+/// is paired with it.
+fn check_reports(text: &str, errors: &[(&str, &str)]) {
+    let path = write_temp("bad-tls.toml", text);
     let file = path.to_string_lossy().into_owned();
     let o = run_cli(&["check", "-c", &file]);
     let _ = std::fs::remove_file(&path);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
-    for (p, says) in [
-        ("global.tls.ticket_key_file", "cannot read"),
-        ("listener[0].tls.certificates[0].cert", "does not match"),
-        ("listener[0].tls.certificates[1].cert", "cannot read"),
-        ("listener[0].tls.certificates[2].names[0]", "not covered"),
-        ("listener[0].tls.cipher_suites", "TLS_NOPE"),
-        ("listener[0].tls.min_version", "1.1"),
-        ("listener[1].tls.groups", "X448"),
-        ("listener[1].tls.min_version", "is above max_version"),
-        ("backend.b.tls.min_version", "is above max_version"),
-    ] {
+    for (p, says) in errors {
         let want = format!("error: {file}: {p}: ");
         assert!(
             err.lines()
@@ -809,17 +828,7 @@ fn large_responses_arrive_whole_over_tls_direct_and_proxied() {
         &format!("respond = {{ body = \"{body}\" }}"),
     );
     let s = Server::start(&cfg);
-    let resolve = format!("localhost:{}:127.0.0.1", s.addr().port());
-    let url = format!("https://localhost:{}/big", s.addr().port());
-    let o = crate::harness::curl(&[
-        "-sS",
-        "--cacert",
-        &cert("ca.pem"),
-        "--resolve",
-        &resolve,
-        &url,
-        &url,
-    ]);
+    let o = curl_tls_repeat(s.addr(), "/big", 2);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(o.stdout.len(), 2 * body.len());
     assert!(
@@ -845,6 +854,19 @@ fn large_responses_arrive_whole_over_tls_direct_and_proxied() {
     drop(b);
 }
 
+/// Runs `openssl ARGS`, which must succeed.
+fn openssl(args: &[&str]) {
+    let o = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        o.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 /// A leaf certificate for `sans` (`DNS:...` entries) signed by the test CA, with the key made
 /// by `key_args` (openssl req options), valid 30 days, in a fresh temp directory: (cert path,
 /// key path).
@@ -863,31 +885,22 @@ fn leaf_cert_for_days(name: &str, key_args: &[&str], sans: &str, days: &str) -> 
         format!("subjectAltName={sans}\nextendedKeyUsage=serverAuth\n"),
     )
     .unwrap();
-    let run = |args: &[&str]| {
-        let o = Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("openssl runs");
-        assert!(
-            o.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
     let (key_s, csr_s, pem_s) = (
         key.to_str().unwrap(),
         csr.to_str().unwrap(),
         pem.to_str().unwrap(),
     );
     let subj = format!("/CN={name}");
-    run(&[
+    openssl(
         &[
-            "req", "-new", "-nodes", "-subj", &subj, "-keyout", key_s, "-out", csr_s,
-        ][..],
-        key_args,
-    ]
-    .concat());
-    run(&[
+            &[
+                "req", "-new", "-nodes", "-subj", &subj, "-keyout", key_s, "-out", csr_s,
+            ][..],
+            key_args,
+        ]
+        .concat(),
+    );
+    openssl(&[
         "x509",
         "-req",
         "-in",
@@ -949,23 +962,28 @@ fn certificates_are_chosen_by_name_with_wildcards_and_every_key_type() {
 fn version_limits_and_key_exchange_groups_are_enforced() {
     let alert_70 =
         |out: &str| out.contains("alert protocol version") || out.contains("SSL alert number 70");
-    let s = Server::start(&tls_config(1, "", "", "min_version = \"1.3\""));
-    let out = s_client(s.addr(), &["-tls1_2", "-servername", "localhost"], None);
-    assert!(
-        alert_70(&out),
-        "TLS 1.2 offered to a 1.3-only listener: {out}"
-    );
-    let out = s_client(s.addr(), &["-tls1_3", "-servername", "localhost"], None);
-    assert!(out.contains("New, TLSv1.3, Cipher is TLS_"), "{out}");
-    assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
-    let s = Server::start(&tls_config(1, "", "", "max_version = \"1.2\""));
-    let out = s_client(s.addr(), &["-tls1_3", "-servername", "localhost"], None);
-    assert!(
-        alert_70(&out),
-        "TLS 1.3 offered to a 1.2-only listener: {out}"
-    );
-    let out = s_client(s.addr(), &["-tls1_2", "-servername", "localhost"], None);
-    assert!(out.contains("Protocol  : TLSv1.2"), "{out}");
+    // A listener limited to one version refuses the other (protocol_version) and serves its own.
+    for (limit, refused, served, shows) in [
+        (
+            "min_version = \"1.3\"",
+            "-tls1_2",
+            "-tls1_3",
+            "New, TLSv1.3, Cipher is TLS_",
+        ),
+        (
+            "max_version = \"1.2\"",
+            "-tls1_3",
+            "-tls1_2",
+            "Protocol  : TLSv1.2",
+        ),
+    ] {
+        let s = Server::start(&tls_config(1, "", "", limit));
+        let out = s_client(s.addr(), &[refused, "-servername", "localhost"], None);
+        assert!(alert_70(&out), "{refused} offered to `{limit}`: {out}");
+        let out = s_client(s.addr(), &[served, "-servername", "localhost"], None);
+        assert!(out.contains(shows), "`{limit}`: {out}");
+        assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
+    }
     // Only P-384: a client with X25519 alone has no group in common.
     let s = Server::start(&tls_config(1, "", "", "groups = [\"P-384\"]"));
     let out = s_client(
@@ -1084,20 +1102,7 @@ fn tls_backend_connections_are_reused_with_a_server_sni_and_a_client_certificate
         cert("client.key")
     ));
     // Five requests on one client connection: one backend connection, one handshake.
-    let url = format!("https://localhost:{}/", s.addr().port());
-    let resolve = format!("localhost:{}:127.0.0.1", s.addr().port());
-    let o = crate::harness::curl(&[
-        "-sS",
-        "--cacert",
-        &cert("ca.pem"),
-        "--resolve",
-        &resolve,
-        &url,
-        &url,
-        &url,
-        &url,
-        &url,
-    ]);
+    let o = curl_tls_repeat(s.addr(), "/", 5);
     let body = String::from_utf8_lossy(&o.stdout);
     assert_eq!(
         body,
@@ -1224,18 +1229,7 @@ fn leaf_cert_dated(start: &str, end: &str) -> (String, String) {
         format!("{d}/r.csr"),
         format!("{d}/c.pem"),
     );
-    let run = |args: &[&str]| {
-        let o = Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("openssl runs");
-        assert!(
-            o.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    run(&[
+    openssl(&[
         "req",
         "-new",
         "-nodes",
@@ -1252,7 +1246,7 @@ fn leaf_cert_dated(start: &str, end: &str) -> (String, String) {
         "-addext",
         "subjectAltName=DNS:localhost",
     ]);
-    run(&[
+    openssl(&[
         "ca",
         "-batch",
         "-notext",
@@ -1292,23 +1286,14 @@ fn check_refuses_certificates_out_of_their_validity_and_warns_before_expiry() {
         listener(&future.0, &future.1),
         listener(&cert("ecdsa.pem"), key_dir.to_str().unwrap()),
     );
-    let path = write_temp("dates-tls.toml", &text);
-    let file = path.to_string_lossy().into_owned();
-    let o = run_cli(&["check", "-c", &file]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    for (p, says) in [
-        ("listener[0].tls.certificates[0].cert", "expired"),
-        ("listener[1].tls.certificates[0].cert", "not valid yet"),
-        ("listener[2].tls.certificates[0].key", ""),
-    ] {
-        let want = format!("error: {file}: {p}: ");
-        assert!(
-            err.lines()
-                .any(|l| l.starts_with(&want) && l.contains(says)),
-            "no `{want}...{says}` line in:\n{err}"
-        );
-    }
+    check_reports(
+        &text,
+        &[
+            ("listener[0].tls.certificates[0].cert", "expired"),
+            ("listener[1].tls.certificates[0].cert", "not valid yet"),
+            ("listener[2].tls.certificates[0].key", ""),
+        ],
+    );
     // Expiring within 30 days: valid, with a warning.
     let path = write_temp(
         "soon-tls.toml",
