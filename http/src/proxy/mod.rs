@@ -91,7 +91,7 @@ pub(super) enum Stage {
     TimedOut,
     /// A new backend connection is being made (request bytes wait for it).
     Connecting,
-    /// Paired with a backend connection; forwarding.
+    /// On a backend connection (its own, or a stream on a multiplexed one); forwarding.
     Forwarding,
 }
 
