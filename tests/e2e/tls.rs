@@ -698,18 +698,24 @@ fn backends_over_tls_verified_with_sni_and_resumed() {
         "coreplex_tls_handshakes_total{side=\"backend\",version=\"1.3\",kind=\"resumed\"}",
     );
     assert_eq!((full, resumed), (1.0, 2.0), "{}", metrics_text(s.admin()));
+    assert_eq!(backend_tls_handshakes(&s), (Some(1.0), Some(2.0)));
+    let text = metrics_text(s.admin());
+    let ratio = metric_in(
+        &text,
+        "coreplex_backend_tls_resumption_ratio{backend=\"app\"}",
+    )
+    .unwrap();
+    assert!((ratio - 2.0 / 3.0).abs() < 1e-9, "{ratio}");
+}
+
+/// Backend `app`'s TLS handshakes (full, resumed), from the metrics.
+fn backend_tls_handshakes(s: &Server) -> (Option<f64>, Option<f64>) {
     let text = metrics_text(s.admin());
     let backend = |k: &str| metric_in(&text, &format!("{k}{{backend=\"app\"}}"));
-    assert_eq!(
+    (
         backend("coreplex_backend_tls_handshakes_full_total"),
-        Some(1.0)
-    );
-    assert_eq!(
         backend("coreplex_backend_tls_handshakes_resumed_total"),
-        Some(2.0)
-    );
-    let ratio = backend("coreplex_backend_tls_resumption_ratio").unwrap();
-    assert!((ratio - 2.0 / 3.0).abs() < 1e-9, "{ratio}");
+    )
 }
 
 #[test]
@@ -1110,18 +1116,10 @@ fn tls_backend_connections_are_reused_with_a_server_sni_and_a_client_certificate
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    assert_eq!(backend_tls_handshakes(&s), (Some(1.0), Some(0.0)));
     let text = metrics_text(s.admin());
-    let backend = |k: &str| metric_in(&text, &format!("{k}{{backend=\"app\"}}"));
     assert_eq!(
-        backend("coreplex_backend_tls_handshakes_full_total"),
-        Some(1.0)
-    );
-    assert_eq!(
-        backend("coreplex_backend_tls_handshakes_resumed_total"),
-        Some(0.0)
-    );
-    assert_eq!(
-        backend("coreplex_backend_connects_total"),
+        metric_in(&text, "coreplex_backend_connects_total{backend=\"app\"}"),
         Some(1.0),
         "{text}"
     );
