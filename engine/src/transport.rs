@@ -92,6 +92,10 @@ pub trait Transport: 'static {
 
     /// Whether the session is still handshaking.
     fn handshaking(&self, session: &Self::Session) -> bool;
+
+    /// The connection went idle (its buffers went back to the pool): the session may drop what
+    /// it can rebuild (expanded keys) until the next call.
+    fn idle(&mut self, _session: &mut Self::Session) {}
 }
 
 /// No transport: every connection is plaintext.

@@ -477,37 +477,7 @@ fn garbage_truncated_hellos_renegotiation_and_closes_without_close_notify() {
     let (_, closed) = read_until_close(&mut c);
     assert!(closed);
     // TLS 1.2 renegotiation (openssl's `R`): refused with a no_renegotiation warning.
-    let connect = s.addr().to_string();
-    let mut child = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &connect,
-            "-tls1_2",
-            "-CAfile",
-            &cert("ca.pem"),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = stdin.write_all(b"R\n");
-    std::thread::sleep(Duration::from_millis(500));
-    drop(stdin);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let _ = child.kill();
-    let o = child.wait_with_output().unwrap();
-    let out = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let out = s_client_typing(s.addr(), "-tls1_2", &["R\n"]);
     assert!(
         out.contains("RENEGOTIATING") && out.contains("no renegotiation"),
         "{out}"
@@ -549,6 +519,67 @@ print("ok")
     // The server is unharmed.
     let (code, body, log) = curl_tls(s.addr(), "/", &[]);
     assert_eq!((code, body.as_str()), (Some(0), "hello over tls"), "{log}");
+}
+
+/// Runs `openssl s_client` (lines sent with CRLF) over `version` against `addr`, typing each
+/// of `lines` 300 ms apart; returns what it printed.
+fn s_client_typing(addr: SocketAddr, version: &str, lines: &[&str]) -> String {
+    let connect = addr.to_string();
+    let mut child = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &connect,
+            version,
+            "-crlf",
+            "-CAfile",
+            &cert("ca.pem"),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for line in lines {
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = stdin.write_all(line.as_bytes());
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let o = child.wait_with_output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn tls13_key_updates_either_way_keep_the_connection_working() {
+    // After the handshake the records are coreplex's own (rustls handed the secrets over): a
+    // KeyUpdate from openssl, with and without asking coreplex to update too, between requests.
+    let s = Server::start(&tls_config(1, "", "", ""));
+    let request = "GET / HTTP/1.1\nHost: localhost\n\n";
+    let out = s_client_typing(
+        s.addr(),
+        "-tls1_3",
+        &[request, "k\n", request, "K\n", request],
+    );
+    assert_eq!(out.matches("KEYUPDATE").count(), 2, "{out}");
+    assert_eq!(out.matches("hello over tls").count(), 3, "{out}");
+    let m = crate::harness::metrics_text(s.admin());
+    let failures: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("coreplex_tls_failures_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(failures, 0.0, "no TLS failure: {m}");
 }
 
 #[test]

@@ -8,6 +8,8 @@
 //! - [`tickets`]: stateless tickets under one key set shared by every shard and instance.
 //! - [`server`], [`client`]: rustls configurations for listeners and backends.
 //! - `session` (private): the only module that speaks rustls' unbuffered API.
+//! - `records` (private): a listener connection's records after its handshake, sealed and
+//!   opened with the secrets rustls hands over; an idle connection keeps only those.
 //! - [`transport`]: [`Tls`], one shard's transport; [`stats`]: its counters.
 //!
 //! No lock is taken on a handshake path: every shard holds its own copies of the
@@ -19,6 +21,7 @@ pub mod certs;
 pub mod client;
 pub mod error;
 pub mod hello;
+mod records;
 pub mod resolver;
 pub mod server;
 mod session;

@@ -166,6 +166,9 @@ pub fn build(s: &ServerSettings, ticketer: Option<Arc<Ticketer>>) -> Result<Serv
         config.ticketer = t;
     }
     config.max_early_data_size = 0;
+    // After the handshake rustls hands the secrets to `records` (an idle connection then keeps
+    // only those, not two expanded keys and rustls' record state).
+    config.enable_secret_extraction = true;
     Ok(ServerSide {
         config: Arc::new(config),
         vhosts,

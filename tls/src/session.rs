@@ -8,6 +8,7 @@
 //! unchanged and presented again with the next ones, which the engine does. rustls 0.23 then hands
 //! each record's plaintext out in a `Vec` of its own (it is copied once more, into `plain`).
 
+use crate::records::Records;
 use rustls::client::UnbufferedClientConnection;
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{
@@ -247,6 +248,21 @@ pub(crate) fn close(conn: &mut Conn, unread: &mut [u8], wire: &mut Vec<u8>) -> b
             _ => false,
         }
     })
+}
+
+/// Hands a listener connection whose handshake is done (rustls reported `WriteTraffic`, so
+/// nothing is queued) over to our own record layer. `None` if rustls or the record layer
+/// refused (the connection is then lost).
+pub(crate) fn into_records(conn: UnbufferedServerConnection) -> Option<Records> {
+    match conn.dangerous_into_kernel_connection() {
+        Ok((secrets, kernel)) => Records::new(secrets, kernel)
+            .map_err(|e| tracing::error!("TLS: the record layer could not take over: {e:?}"))
+            .ok(),
+        Err(e) => {
+            tracing::error!("TLS: rustls did not hand over the secrets: {e}");
+            None
+        }
+    }
 }
 
 /// What was agreed, once the handshake is done.

@@ -8,6 +8,7 @@
 
 use crate::client::{self, ClientSide};
 use crate::hello::{self, Peek};
+use crate::records::{Opened, RecordError, Records};
 use crate::server::{self, ServerSide};
 use crate::session::{self, Agreed, Conn, Progress};
 use crate::stats::{version_index, Failure, TlsStats};
@@ -33,9 +34,23 @@ enum Phase {
     Done,
 }
 
-/// One secure connection's TLS state (kept for its life; it holds keys, never buffers).
+/// What a listener connection keeps of its handshake once rustls has handed over to
+/// [`Records`].
+#[derive(Default)]
+struct Saved {
+    agreed: Agreed,
+    cipher: Option<&'static str>,
+    alpn: Option<Box<[u8]>>,
+    client_certificate: bool,
+}
+
+/// One secure connection's TLS state (kept for its life; it holds secrets, never buffers).
 pub struct State {
-    conn: Option<Conn>,
+    /// rustls, during the handshake and for the life of a backend connection.
+    conn: Option<Box<Conn>>,
+    /// A listener connection after its handshake.
+    records: Option<Records>,
+    saved: Saved,
     phase: Phase,
     /// The listener (server side) or backend profile (client side) it belongs to.
     owner: u32,
@@ -51,7 +66,10 @@ pub struct State {
 impl State {
     /// The negotiated ALPN protocol.
     pub fn alpn(&self) -> Option<&[u8]> {
-        self.conn.as_ref().and_then(session::alpn)
+        match &self.conn {
+            Some(c) => session::alpn(c),
+            None => self.saved.alpn.as_deref(),
+        }
     }
 
     /// The server name the client asked for (server side).
@@ -61,17 +79,54 @@ impl State {
 
     /// Version and resumption, once the handshake is done.
     pub fn agreed(&self) -> Agreed {
-        self.conn.as_ref().map(session::agreed).unwrap_or_default()
+        match &self.conn {
+            Some(c) => session::agreed(c),
+            None => self.saved.agreed,
+        }
     }
 
     /// The negotiated cipher suite's name.
     pub fn cipher(&self) -> Option<&'static str> {
-        self.conn.as_ref().and_then(session::cipher)
+        match &self.conn {
+            Some(c) => session::cipher(c),
+            None => self.saved.cipher,
+        }
     }
 
     /// Whether the client presented a certificate (it was verified if so).
     pub fn client_certificate(&self) -> bool {
-        self.conn.as_ref().is_some_and(session::peer_certificate)
+        match &self.conn {
+            Some(c) => session::peer_certificate(c),
+            None => self.saved.client_certificate,
+        }
+    }
+
+    /// Whether the records are ours (rustls handed the secrets over).
+    pub fn detached(&self) -> bool {
+        self.records.is_some()
+    }
+
+    /// A listener connection whose handshake is done goes over to [`Records`] (a backend
+    /// connection stays with rustls). False if that failed (the connection then fails).
+    fn detach(&mut self) -> bool {
+        if let Some(c) = &self.conn {
+            self.saved = Saved {
+                agreed: session::agreed(c),
+                cipher: session::cipher(c),
+                alpn: session::alpn(c).map(Box::from),
+                client_certificate: session::peer_certificate(c),
+            };
+        }
+        match self.conn.take().map(|c| *c) {
+            Some(Conn::Server(conn)) => {
+                self.records = session::into_records(conn);
+                self.records.is_some()
+            }
+            other => {
+                self.conn = other.map(Box::new);
+                true
+            }
+        }
     }
 }
 
@@ -227,7 +282,9 @@ impl Transport for Tls {
         };
         Some((
             Box::new(State {
-                conn: conn.map(Conn::Server),
+                conn: conn.map(|c| Box::new(Conn::Server(c))),
+                records: None,
+                saved: Saved::default(),
                 phase,
                 owner: listener as u32,
                 client_side: false,
@@ -247,7 +304,9 @@ impl Transport for Tls {
         let conn = UnbufferedClientConnection::new(p.config.clone(), p.name.clone())
             .map_err(std::io::Error::other)?;
         Ok(Box::new(State {
-            conn: Some(Conn::Client(conn)),
+            conn: Some(Box::new(Conn::Client(conn))),
+            records: None,
+            saved: Saved::default(),
             phase: Phase::Handshake,
             owner: profile,
             client_side: true,
@@ -311,6 +370,15 @@ impl Transport for Tls {
         if s.phase == Phase::Done {
             return failed(Status::Failed);
         }
+        if let Some(records) = s.records.as_mut() {
+            let (consumed, opened) = records.open(wire, plain, reply);
+            let status = match opened {
+                Ok(Opened::Open) => Status::Ready,
+                Ok(Opened::PeerClosed) => Status::PeerClosed,
+                Err(e) => self.failed(s, record_failure(e)),
+            };
+            return Received { consumed, status };
+        }
         let Some(conn) = s.conn.as_mut() else {
             return failed(self.failed(s, Failure::Other));
         };
@@ -321,6 +389,12 @@ impl Transport for Tls {
             Ok(p @ (Progress::Ready | Progress::PeerClosed)) => {
                 if s.phase == Phase::Handshake {
                     self.handshake_done(s);
+                    if !s.client_side && p == Progress::Ready && !s.detach() {
+                        return Received {
+                            consumed,
+                            status: self.failed(s, Failure::Other),
+                        };
+                    }
                 }
                 if p == Progress::PeerClosed {
                     Status::PeerClosed
@@ -355,9 +429,13 @@ impl Transport for Tls {
         unread: &mut [u8],
         wire: &mut Vec<u8>,
     ) -> bool {
-        match (s.phase, s.conn.as_mut()) {
-            (Phase::Ready, Some(conn)) => session::seal(conn, plain, unread, wire),
-            _ => false,
+        if s.phase != Phase::Ready {
+            return false;
+        }
+        match (s.records.as_mut(), s.conn.as_mut()) {
+            (Some(records), _) => records.seal(plain, wire),
+            (None, Some(conn)) => session::seal(conn, plain, unread, wire),
+            (None, None) => false,
         }
     }
 
@@ -366,12 +444,35 @@ impl Transport for Tls {
             return false;
         }
         s.close_sent = true;
-        s.conn
-            .as_mut()
-            .is_some_and(|conn| session::close(conn, unread, wire))
+        match (s.records.as_mut(), s.conn.as_mut()) {
+            (Some(records), _) => records.close(wire),
+            (None, Some(conn)) => session::close(conn, unread, wire),
+            (None, None) => false,
+        }
+    }
+
+    fn idle(&mut self, s: &mut Box<State>) {
+        if let Some(records) = s.records.as_mut() {
+            records.idle();
+        }
     }
 
     fn handshaking(&self, s: &Box<State>) -> bool {
         matches!(s.phase, Phase::Peek | Phase::Handshake)
+    }
+}
+
+/// The metrics reason of a record-layer failure.
+fn record_failure(e: RecordError) -> Failure {
+    match e {
+        RecordError::Decrypt => Failure::DecryptError,
+        RecordError::Overflow | RecordError::Decode | RecordError::IllegalParameter => {
+            Failure::BadMessage
+        }
+        RecordError::Unexpected | RecordError::Renegotiation | RecordError::TooMany => {
+            Failure::Misbehaved
+        }
+        RecordError::AlertReceived => Failure::AlertReceived,
+        RecordError::Internal => Failure::Other,
     }
 }

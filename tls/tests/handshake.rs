@@ -447,3 +447,167 @@ fn a_configured_suite_list_is_the_servers_preference() {
         );
     }
 }
+
+/// A client that offers only `suite`.
+fn client_with_suite(suite: rustls::SupportedCipherSuite) -> Arc<ClientConfig> {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.cipher_suites = vec![suite];
+    let mut roots = RootCertStore::empty();
+    for c in coreplex_tls::certs::load_chain(&certs_dir().join("ca.pem")).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let version = match suite {
+        rustls::SupportedCipherSuite::Tls13(_) => &rustls::version::TLS13,
+        _ => &rustls::version::TLS12,
+    };
+    let mut c = ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(c)
+}
+
+/// The client's bytes for `data`, as records, without handing them to the server.
+fn client_records(p: &mut Pair<'_>, data: &[u8]) -> Vec<u8> {
+    p.client.writer().write_all(data).unwrap();
+    let mut wire = Vec::new();
+    while p.client.wants_write() {
+        p.client.write_tls(&mut wire).unwrap();
+    }
+    wire
+}
+
+/// Hands `reply` (the server's answer to bad input) to the client: the alert it reads.
+fn client_reads_alert(p: &mut Pair<'_>, reply: &[u8]) -> rustls::Error {
+    let mut rd = reply;
+    p.client.read_tls(&mut rd).unwrap();
+    p.client.process_new_packets().expect_err("an alert")
+}
+
+#[test]
+fn after_the_handshake_records_are_ours_for_every_suite_across_idle_and_key_updates() {
+    use rustls::crypto::aws_lc_rs::cipher_suite as cs;
+    let side = listener(&settings());
+    for suite in [
+        cs::TLS13_AES_128_GCM_SHA256,
+        cs::TLS13_AES_256_GCM_SHA384,
+        cs::TLS13_CHACHA20_POLY1305_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    ] {
+        let name = suite.suite().as_str().unwrap();
+        let tls13 = matches!(suite, rustls::SupportedCipherSuite::Tls13(_));
+        let mut tls = shard(&side, &[]);
+        let mut p = Pair::new(&mut tls, client_with_suite(suite), "localhost", 100_000);
+        p.pump();
+        assert_eq!(p.status, Status::Ready, "{name}");
+        assert!(p.session.detached(), "{name}: rustls handed over");
+        assert_eq!(p.session.cipher(), Some(name));
+        assert_eq!(p.session.alpn(), Some(&b"http/1.1"[..]));
+        // Both ways, several records each, the keys dropped while idle and rebuilt; on TLS 1.3
+        // the client renews its keys (asking the server to renew its own) between rounds.
+        for round in 0..4u8 {
+            let up = vec![b'0' + round; 40_000];
+            p.client.writer().write_all(&up).unwrap();
+            p.plain.clear();
+            p.pump();
+            assert_eq!(p.plain, up, "{name} round {round}: client to server");
+            let down = vec![b'a' + round; 70_000];
+            assert_eq!(p.server_says(&down), down, "{name} round {round}");
+            p.tls.idle(&mut p.session);
+            if tls13 && round % 2 == 1 {
+                p.client.refresh_traffic_keys().unwrap();
+                p.pump();
+                assert_eq!(p.status, Status::Ready, "{name}: after a KeyUpdate");
+            }
+        }
+        // The client's close_notify ends the input.
+        p.client.send_close_notify();
+        p.pump();
+        assert_eq!(p.status, Status::PeerClosed, "{name}");
+    }
+}
+
+#[test]
+fn a_record_that_does_not_authenticate_gets_bad_record_mac_and_a_clear_record_unexpected_message() {
+    let side = listener(&settings());
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let mut tls = shard(&side, &[]);
+        let mut p = Pair::new(
+            &mut tls,
+            client_config(&[version], &["http/1.1"]),
+            "localhost",
+            100_000,
+        );
+        p.pump();
+        let mut wire = client_records(&mut p, b"GET / HTTP/1.1\r\n\r\n");
+        let last = wire.len() - 1;
+        wire[last] ^= 1;
+        let mut reply = Vec::new();
+        let r = p
+            .tls
+            .receive(&mut p.session, &mut wire, &mut p.plain, &mut reply);
+        assert_eq!(r.status, Status::Failed, "{version:?}");
+        assert!(p.plain.is_empty());
+        assert!(
+            matches!(
+                client_reads_alert(&mut p, &reply),
+                rustls::Error::AlertReceived(rustls::AlertDescription::BadRecordMac)
+            ),
+            "{version:?}"
+        );
+        // Nothing more is processed.
+        let mut again = [
+            23, 3, 3, 0, 17, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        let r = p
+            .tls
+            .receive(&mut p.session, &mut again, &mut p.plain, &mut Vec::new());
+        assert_eq!(r.status, Status::Failed);
+    }
+    // TLS 1.3: a change_cipher_spec (or any record in the clear) after the handshake.
+    let mut tls = shard(&side, &[]);
+    let mut p = Pair::new(
+        &mut tls,
+        client_config(&[&rustls::version::TLS13], &["http/1.1"]),
+        "localhost",
+        100_000,
+    );
+    p.pump();
+    let mut reply = Vec::new();
+    let r = p.tls.receive(
+        &mut p.session,
+        &mut [20, 3, 3, 0, 1, 1],
+        &mut p.plain,
+        &mut reply,
+    );
+    assert_eq!(r.status, Status::Failed);
+    assert!(matches!(
+        client_reads_alert(&mut p, &reply),
+        rustls::Error::AlertReceived(rustls::AlertDescription::UnexpectedMessage)
+    ));
+    // A record longer than TLS allows: record_overflow before it is even complete.
+    let mut tls = shard(&side, &[]);
+    let mut p = Pair::new(
+        &mut tls,
+        client_config(&[&rustls::version::TLS13], &["http/1.1"]),
+        "localhost",
+        100_000,
+    );
+    p.pump();
+    let mut reply = Vec::new();
+    let r = p.tls.receive(
+        &mut p.session,
+        &mut [23, 3, 3, 0x48, 0x01],
+        &mut p.plain,
+        &mut reply,
+    );
+    assert_eq!(r.status, Status::Failed);
+    assert!(matches!(
+        client_reads_alert(&mut p, &reply),
+        rustls::Error::AlertReceived(rustls::AlertDescription::RecordOverflow)
+    ));
+}

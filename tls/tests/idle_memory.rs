@@ -1,5 +1,5 @@
 //! What an idle TLS session costs: heap bytes the listener transport keeps per connection once
-//! the handshake and a request are done (the engine keeps no buffer for an idle connection, so
+//! the handshake and a request are done and the engine has called `idle` (the engine keeps no buffer for an idle connection, so
 //! this is its whole user-space TLS cost beside the 28-byte slot). The engine's counting
 //! allocator sees every allocation of this test binary; the clients are dropped before counting.
 
@@ -66,6 +66,8 @@ fn per_session(version: &'static rustls::SupportedProtocolVersion, n: usize) -> 
             pump(&mut tls, &mut session, &mut client);
             let mut wire = Vec::new();
             assert!(tls.seal(&mut session, b"HTTP/1.1 200 OK\r\n\r\n", &mut [], &mut wire));
+            // As the engine does when the connection's buffers go back to the pool.
+            tls.idle(&mut session);
             drop(client);
             kept.push(session);
         }
@@ -80,10 +82,13 @@ fn per_session(version: &'static rustls::SupportedProtocolVersion, n: usize) -> 
 }
 
 #[test]
-fn an_idle_tls_session_stays_within_its_budget() {
-    for (name, version) in [
-        ("TLS 1.3", &rustls::version::TLS13),
-        ("TLS 1.2", &rustls::version::TLS12),
+fn an_idle_tls_session_keeps_its_secrets_and_little_else() {
+    // TLS 1.3 keeps rustls' KernelConnection for KeyUpdates (about 800 bytes); TLS 1.2 keeps
+    // nothing of rustls. Before the record layer was ours, both kept rustls' whole connection
+    // with two expanded keys: 2.3-2.5 KB.
+    for (name, version, budget) in [
+        ("TLS 1.3", &rustls::version::TLS13, 1280.0),
+        ("TLS 1.2", &rustls::version::TLS12, 512.0),
     ] {
         let (bytes, blocks) = per_session(version, 200);
         // malloc adds about 16 bytes per block.
@@ -92,8 +97,8 @@ fn an_idle_tls_session_stays_within_its_budget() {
             "{name}: {bytes:.0} heap bytes in {blocks:.1} blocks per idle session (~{with_overhead:.0} with malloc's headers)"
         );
         assert!(
-            with_overhead <= 4096.0,
-            "{name}: an idle TLS session holds {with_overhead:.0} bytes (budget 4 KiB)"
+            with_overhead <= budget,
+            "{name}: an idle TLS session holds {with_overhead:.0} bytes (budget {budget})"
         );
     }
 }

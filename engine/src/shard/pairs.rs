@@ -277,6 +277,9 @@ impl<S: Service> Shard<S> {
         if conn.io.as_ref().is_some_and(|io| io.is_idle()) {
             let io = conn.io.take().expect("checked");
             self.core.release_io(io);
+            if let Some(sec) = self.core.sessions.get_mut(&id.index) {
+                self.core.service.transport().idle(&mut sec.session);
+            }
         }
     }
 }
