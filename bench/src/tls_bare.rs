@@ -10,6 +10,11 @@
 //! against it measures rustls plus the kernel's TCP work per connection and nothing else: the
 //! over-the-wire yardstick beside coreplex, nginx and haproxy.
 //!
+//! Each case runs twice: against a bare rustls `ServerConnection` (buffered API, its own
+//! ticketer), then against coreplex's own TLS transport (`coreplex_tls::Tls`, built as a
+//! listener's is: unbuffered API, SNI certificate resolver, coreplex's ticketer, the hand-over to
+//! its own record layer), so the difference is what coreplex adds to rustls.
+//!
 //! Cases: full handshakes (TLS 1.3 and 1.2, ECDSA P-256 or RSA-2048, X25519 or X25519MLKEM768)
 //! and resumed ones (TLS 1.3 PSK tickets, TLS 1.2 RFC 5077 tickets: the server keeps no session
 //! cache, so tickets are the only way back).
@@ -184,6 +189,92 @@ fn handshake(
     bail!("the handshake did not finish")
 }
 
+/// coreplex's TLS transport for `spec`, built as a listener's would be (its certificate
+/// resolver, one stateless-ticket key, `tls13_tickets` 1 like the bare server), one shard's.
+fn transport(spec: &Spec, certs: &Path) -> Result<coreplex_tls::Tls> {
+    use coreplex_tls::settings::{CertSpec, ServerSettings, Version};
+    use coreplex_tls::tickets::{TicketKey, Ticketer};
+    let stem = if spec.rsa { "rsa" } else { "ecdsa" };
+    let version = if spec.version.version == rustls::ProtocolVersion::TLSv1_3 {
+        Version::Tls13
+    } else {
+        Version::Tls12
+    };
+    let settings = ServerSettings {
+        certs: vec![CertSpec {
+            cert: certs.join(format!("{stem}.pem")),
+            key: certs.join(format!("{stem}.key")),
+            names: vec![],
+        }],
+        default_for_unknown: true,
+        min_version: version,
+        max_version: version,
+        cipher_suites: None,
+        groups: Some(vec![format!("{:?}", spec.group)]),
+        alpn: vec!["http/1.1".into()],
+        client_auth: None,
+        handshake_timeout: Duration::from_secs(5),
+        session_cache: 0,
+        tls13_tickets: 1,
+    };
+    let ticketer = Ticketer::new(&[TicketKey::generate()?], 3600)?;
+    let side = coreplex_tls::server::build(&settings, Some(ticketer.clone()))?;
+    Ok(coreplex_tls::Tls::new(
+        &[Some(coreplex_tls::ListenerTls {
+            side,
+            session_cache: 0,
+            tls13_tickets: 1,
+        })],
+        &[],
+        Some(ticketer),
+    ))
+}
+
+/// One handshake against coreplex's transport: (server time, client time, kind). The server's
+/// time is its `accept` and `receive` calls, the handing over to its own record layer included.
+fn transport_handshake(
+    tls: &mut coreplex_tls::Tls,
+    cc: &Arc<ClientConfig>,
+    name: &ServerName<'static>,
+    buf: &mut Vec<u8>,
+    reply: &mut Vec<u8>,
+) -> Result<(Duration, Duration, Option<HandshakeKind>)> {
+    use coreplex_engine::{Status, Transport};
+    let t = Instant::now();
+    let mut client = ClientConnection::new(cc.clone(), name.clone())?;
+    let mut client_t = t.elapsed();
+    let t = Instant::now();
+    let (mut session, _) = tls.accept(0).context("listener 0 speaks TLS")?;
+    let mut server_t = t.elapsed();
+    let mut plain = Vec::new();
+    for _ in 0..16 {
+        let t = Instant::now();
+        buf.clear();
+        while client.wants_write() {
+            client.write_tls(buf)?;
+        }
+        client_t += t.elapsed();
+        let t = Instant::now();
+        reply.clear();
+        let r = tls.receive(&mut session, buf, &mut plain, reply);
+        server_t += t.elapsed();
+        if r.status == Status::Failed || r.consumed != buf.len() {
+            bail!("the transport failed the handshake");
+        }
+        let t = Instant::now();
+        let mut rd = &reply[..];
+        while !rd.is_empty() {
+            client.read_tls(&mut rd)?;
+            client.process_new_packets()?;
+        }
+        client_t += t.elapsed();
+        if !client.is_handshaking() && !tls.handshaking(&session) && !client.wants_write() {
+            return Ok((server_t, client_t, client.handshake_kind()));
+        }
+    }
+    bail!("the handshake did not finish")
+}
+
 /// Measures every case for `duration` each, pinned to `cpu` when given.
 pub fn run(certs: &Path, duration: Duration, cpu: Option<usize>) -> Result<Vec<Case>> {
     if let Some(cpu) = cpu {
@@ -206,7 +297,10 @@ pub fn run(certs: &Path, duration: Duration, cpu: Option<usize>) -> Result<Vec<C
     let name = ServerName::try_from("localhost")?;
     let mut out = Vec::new();
     let mut buf = Vec::with_capacity(16 * 1024);
-    for (version, rsa, group, resumed) in specs {
+    let mut reply = Vec::with_capacity(16 * 1024);
+    for ((version, rsa, group, resumed), via_coreplex) in
+        specs.into_iter().flat_map(|s| [(s, false), (s, true)])
+    {
         let spec = Spec {
             version,
             rsa,
@@ -215,14 +309,22 @@ pub fn run(certs: &Path, duration: Duration, cpu: Option<usize>) -> Result<Vec<C
         };
         let sc = server_config(&spec, certs)?;
         let cc = client_config(&spec, certs)?;
+        let mut tls = transport(&spec, certs)?;
+        let mut once = |buf: &mut Vec<u8>| {
+            if via_coreplex {
+                transport_handshake(&mut tls, &cc, &name, buf, &mut reply)
+            } else {
+                handshake(&sc, &cc, &name, buf)
+            }
+        };
         // Warm up (and, for resumption, get the first ticket).
         for _ in 0..20 {
-            handshake(&sc, &cc, &name, &mut buf)?;
+            once(&mut buf)?;
         }
         let (mut server, mut client, mut n) = (Duration::ZERO, Duration::ZERO, 0u64);
         let end = Instant::now() + duration;
         while Instant::now() < end {
-            let (s, c, kind) = handshake(&sc, &cc, &name, &mut buf)?;
+            let (s, c, kind) = once(&mut buf)?;
             let want = if resumed {
                 HandshakeKind::Resumed
             } else {
@@ -236,7 +338,11 @@ pub fn run(certs: &Path, duration: Duration, cpu: Option<usize>) -> Result<Vec<C
             n += 1;
         }
         out.push(Case {
-            name: spec.name(),
+            name: if via_coreplex {
+                format!("{} via coreplex-tls", spec.name())
+            } else {
+                spec.name()
+            },
             handshakes: n,
             server_us: server.as_secs_f64() * 1e6 / n as f64,
             client_us: client.as_secs_f64() * 1e6 / n as f64,

@@ -26,7 +26,11 @@ struct Toy {
     failed: bool,
 }
 
-struct ToyTransport;
+/// Counts the sessions it was told went idle.
+#[derive(Default)]
+struct ToyTransport {
+    idles: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
 
 impl Transport for ToyTransport {
     type Session = Toy;
@@ -113,6 +117,11 @@ impl Transport for ToyTransport {
     fn handshaking(&self, s: &Toy) -> bool {
         !s.handshaken
     }
+
+    fn idle(&mut self, s: &mut Toy) {
+        assert!(s.handshaken, "idle before the handshake");
+        self.idles.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Echoes input upper-cased, after greeting; counts the connections it saw.
@@ -164,15 +173,53 @@ impl Service for Echo {
 }
 
 fn start() -> (Runtime<()>, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let (rt, accepted, _) = start_counting();
+    (rt, accepted)
+}
+
+/// A runtime, its accepted-connection count and its transport's idle count.
+fn start_counting() -> (
+    Runtime<()>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
     let cfg = common::one_shard();
     let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let a = accepted.clone();
+    let idles = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (a, i) = (accepted.clone(), idles.clone());
     let rt = Runtime::start(cfg, move |_| Echo {
-        transport: ToyTransport,
+        transport: ToyTransport { idles: i.clone() },
         accepted: a.clone(),
     })
     .expect("runtime starts");
-    (rt, accepted)
+    (rt, accepted, idles)
+}
+
+#[test]
+fn the_transport_hears_when_a_secure_connection_goes_idle() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (rt, _, idles) = start_counting();
+    let mut c = TcpStream::connect(rt.listener_addrs()[0]).unwrap();
+    c.write_all(&record(b"HELLO")).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut buf = [0u8; 64];
+    let mut got = 0;
+    // WELCOME and "hi ": 2 + 7 + 2 + 3 bytes.
+    while got < 14 {
+        got += c.read(&mut buf[got..]).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let after_hello = idles.load(SeqCst);
+    assert!(after_hello >= 1, "no idle after the greeting was sent");
+    c.write_all(&record(b"abc")).unwrap();
+    let mut got = 0;
+    while got < 5 {
+        got += c.read(&mut buf[got..]).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(idles.load(SeqCst) > after_hello, "no idle after the echo");
+    rt.handle().stop(Duration::from_millis(500));
+    rt.join();
 }
 
 /// Reads records until the peer closes (EOF or reset) or 3 s pass; returns their payloads

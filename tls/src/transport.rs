@@ -389,12 +389,6 @@ impl Transport for Tls {
             Ok(p @ (Progress::Ready | Progress::PeerClosed)) => {
                 if s.phase == Phase::Handshake {
                     self.handshake_done(s);
-                    if !s.client_side && p == Progress::Ready && !s.detach() {
-                        return Received {
-                            consumed,
-                            status: self.failed(s, Failure::Other),
-                        };
-                    }
                 }
                 if p == Progress::PeerClosed {
                     Status::PeerClosed
@@ -451,7 +445,14 @@ impl Transport for Tls {
         }
     }
 
+    /// A listener connection goes over to [`Records`] the first time it idles (one that closes
+    /// before, as most one-request connections do, never pays the hand-over), and drops its
+    /// expanded keys each time.
     fn idle(&mut self, s: &mut Box<State>) {
+        if s.records.is_none() && s.phase == Phase::Ready && !s.client_side && !s.detach() {
+            s.phase = Phase::Done;
+            self.stats.failures[Failure::Other as usize] += 1;
+        }
         if let Some(records) = s.records.as_mut() {
             records.idle();
         }

@@ -504,9 +504,10 @@ fn after_the_handshake_records_are_ours_for_every_suite_across_idle_and_key_upda
         let mut p = Pair::new(&mut tls, client_with_suite(suite), "localhost", 100_000);
         p.pump();
         assert_eq!(p.status, Status::Ready, "{name}");
-        assert!(p.session.detached(), "{name}: rustls handed over");
-        assert_eq!(p.session.cipher(), Some(name));
-        assert_eq!(p.session.alpn(), Some(&b"http/1.1"[..]));
+        assert!(
+            !p.session.detached(),
+            "{name}: rustls until the connection idles"
+        );
         // Both ways, several records each, the keys dropped while idle and rebuilt; on TLS 1.3
         // the client renews its keys (asking the server to renew its own) between rounds.
         for round in 0..4u8 {
@@ -518,6 +519,9 @@ fn after_the_handshake_records_are_ours_for_every_suite_across_idle_and_key_upda
             let down = vec![b'a' + round; 70_000];
             assert_eq!(p.server_says(&down), down, "{name} round {round}");
             p.tls.idle(&mut p.session);
+            assert!(p.session.detached(), "{name}: rustls handed over");
+            assert_eq!(p.session.cipher(), Some(name));
+            assert_eq!(p.session.alpn(), Some(&b"http/1.1"[..]));
             if tls13 && round % 2 == 1 {
                 p.client.refresh_traffic_keys().unwrap();
                 p.pump();
@@ -534,7 +538,11 @@ fn after_the_handshake_records_are_ours_for_every_suite_across_idle_and_key_upda
 #[test]
 fn a_record_that_does_not_authenticate_gets_bad_record_mac_and_a_clear_record_unexpected_message() {
     let side = listener(&settings());
-    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+    for (version, idled) in [
+        (&rustls::version::TLS13, true),
+        (&rustls::version::TLS12, true),
+        (&rustls::version::TLS13, false),
+    ] {
         let mut tls = shard(&side, &[]);
         let mut p = Pair::new(
             &mut tls,
@@ -543,6 +551,10 @@ fn a_record_that_does_not_authenticate_gets_bad_record_mac_and_a_clear_record_un
             100_000,
         );
         p.pump();
+        if idled {
+            p.tls.idle(&mut p.session);
+        }
+        assert_eq!(p.session.detached(), idled);
         let mut wire = client_records(&mut p, b"GET / HTTP/1.1\r\n\r\n");
         let last = wire.len() - 1;
         wire[last] ^= 1;
@@ -577,6 +589,7 @@ fn a_record_that_does_not_authenticate_gets_bad_record_mac_and_a_clear_record_un
         100_000,
     );
     p.pump();
+    p.tls.idle(&mut p.session);
     let mut reply = Vec::new();
     let r = p.tls.receive(
         &mut p.session,
@@ -598,6 +611,7 @@ fn a_record_that_does_not_authenticate_gets_bad_record_mac_and_a_clear_record_un
         100_000,
     );
     p.pump();
+    p.tls.idle(&mut p.session);
     let mut reply = Vec::new();
     let r = p.tls.receive(
         &mut p.session,
