@@ -1,10 +1,11 @@
-//! Sans-I/O HTTP/1.1 protocol support for coreplex (request side, server role).
+//! Sans-I/O protocol support for coreplex: HTTP/1.1 (below), HTTP/2 ([`h2`]) and the WebSocket
+//! codec ([`ws`]).
 //!
 //! This crate performs no I/O, reads no clock and spawns no threads: callers
 //! hand it byte slices and get back positions, parsed views and errors. The
 //! hot path allocates nothing per request.
 //!
-//! The typical server flow for one connection:
+//! The typical HTTP/1.1 server flow for one connection:
 //!
 //! 1. Append received bytes to the connection buffer and call
 //!    [`HeadScanner::scan`] until it reports [`Scan::Complete`] (each call only
@@ -24,6 +25,7 @@
 
 pub mod h1;
 pub mod h2;
+pub mod ws;
 
 pub use h1::{
     parse_request, reason_phrase, BodyDecoder, BodyError, BodyKind, DecodeStep, HeadScanner,
