@@ -55,11 +55,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-if ! python3 -c "import h2, hpack, hyperframe, httpx, websockets" >/dev/null 2>&1; then
+if ! python3 -c "import h2, hpack, hyperframe, httpx, websockets" >/dev/null 2>&1 \
+    || ! command -v kosoku >/dev/null 2>&1; then
+    # kosoku runs the Autobahn|Testsuite cases (tests/e2e/websocket.rs).
     # Debian's system Python refuses plain pip installs (PEP 668) unless told otherwise.
     # The HTTP/2 tests' raw client needs hpack and hyperframe (they come with h2).
-    python3 -m pip install --quiet h2 httpx websockets 2>/dev/null \
-        || python3 -m pip install --quiet --break-system-packages h2 httpx websockets
+    python3 -m pip install --quiet h2 httpx websockets kosoku 2>/dev/null \
+        || python3 -m pip install --quiet --break-system-packages h2 httpx websockets kosoku
 fi
 
 # cargo-fuzz, for the fuzz smoke (fuzz/smoke.sh) the test command runs.

@@ -10,6 +10,7 @@ mod response;
 pub mod runtime;
 mod service;
 mod stats;
+mod websocket;
 
 pub use proxy::BackendRuntime;
 pub use service::{HttpService, ListenerRuntime};

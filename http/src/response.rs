@@ -57,6 +57,11 @@ impl Rendered {
         )
     }
 
+    /// Renders a response with extra header fields.
+    pub(crate) fn with_headers(status: u16, headers: &[(&str, &str)], body: Vec<u8>) -> Rendered {
+        Rendered::build(status, headers, body)
+    }
+
     /// The answer to `OPTIONS *`: 200 with the methods the server handles, no body.
     pub fn options() -> Rendered {
         Rendered::build(
@@ -152,7 +157,7 @@ impl ErrorPages {
     /// Renders the statuses the server can emit on its own.
     pub fn new() -> ErrorPages {
         let pages = [
-            400u16, 404, 408, 413, 414, 417, 431, 500, 501, 502, 503, 504, 505,
+            400u16, 404, 408, 413, 414, 417, 426, 431, 500, 501, 502, 503, 504, 505,
         ]
         .iter()
         .map(|&s| Rendered::text(s, &format!("{}\n", reason_phrase(s))))

@@ -138,6 +138,8 @@ pub enum RouteAction {
     Respond(Respond),
     /// Forward to the backend with this index in the configuration's backends.
     Backend(usize),
+    /// A WebSocket endpoint that echoes every message (RFC 6455, terminated here).
+    WebSocketEcho,
 }
 
 /// A route of a listener.

@@ -37,6 +37,8 @@ pub(super) enum Target {
     Respond(Rendered),
     /// Forward to the backend with this index.
     Backend(usize),
+    /// A WebSocket echo endpoint (`http::websocket`).
+    WebSocketEcho,
 }
 
 /// A listener's routes and settings, shared read-only by all shards.
@@ -64,6 +66,7 @@ impl ListenerRuntime {
                     let target = match &r.action {
                         RouteAction::Respond(resp) => Target::Respond(Rendered::new(resp)),
                         RouteAction::Backend(b) => Target::Backend(*b),
+                        RouteAction::WebSocketEcho => Target::WebSocketEcho,
                     };
                     (r.host.clone(), r.path.clone(), target)
                 })
@@ -169,6 +172,8 @@ pub(super) enum Phase {
     Backend,
     /// An HTTP/2 client connection (its state is in the busy box for its life).
     H2,
+    /// A WebSocket endpoint after its 101 (`websocket`).
+    WebSocket,
 }
 
 /// What to answer once a request's body has been read.
@@ -255,6 +260,7 @@ pub struct HttpService {
     pub(super) date: DateCache,
     pub(super) stats: HttpStats,
     pub(super) proxy: ProxyShard,
+    pub(super) ws: super::websocket::WsShard,
 }
 
 impl HttpService {
@@ -277,6 +283,7 @@ impl HttpService {
             date: DateCache::new(Instant::now()),
             stats: HttpStats::default(),
             proxy: ProxyShard::new(backends, shard, shards, Instant::now()),
+            ws: super::websocket::WsShard::new(),
         }
     }
 
@@ -490,8 +497,12 @@ impl HttpService {
             return Some(head_len);
         }
         let route = listener.route(&head);
-        if let Some(&(_, _, Target::Backend(b))) = route.map(|i| &listener.routes[i]) {
-            return self.relay_request(cx, conn, &head, b, started);
+        match route.map(|i| &listener.routes[i].2) {
+            Some(&Target::Backend(b)) => return self.relay_request(cx, conn, &head, b, started),
+            Some(Target::WebSocketEcho) => {
+                return self.websocket_upgrade(cx, conn, &head).then_some(head_len);
+            }
+            _ => {}
         }
         let persist = persist_for(&head, conn, cx);
         let with_body = head.method != Method::Head;
@@ -570,6 +581,7 @@ impl Service for HttpService {
                 };
             }
             Phase::H2 => return self.h2_input(cx, conn, input),
+            Phase::WebSocket => return self.websocket_input(cx, conn, input),
             Phase::Idle if !conn.served() && self.listeners[conn.listener as usize].h2c => {
                 match super::h2::looks_like_preface(input) {
                     Some(true) => {
@@ -590,6 +602,11 @@ impl Service for HttpService {
             }
             if conn.phase == Phase::Proxy {
                 pos += self.relay_input(cx, conn, &input[pos..]);
+                break;
+            }
+            if conn.phase == Phase::WebSocket {
+                // Frames right behind the upgrade request.
+                pos += self.websocket_input(cx, conn, &input[pos..]);
                 break;
             }
             if cx.pending_output() > MAX_PENDING_OUTPUT {
@@ -662,6 +679,8 @@ impl Service for HttpService {
                 }
             }
             Phase::Proxy => return self.relay_client_eof(cx, conn),
+            // The client went without a close frame (1006 to it, if it could hear).
+            Phase::WebSocket => return cx.close(CloseReason::PeerClosed),
             Phase::H2 if cx.pending_output() > 0 => {
                 // Responses already written still go out (a client may half-close after its
                 // requests, as over HTTP/1.1).
@@ -753,6 +772,7 @@ impl Service for HttpService {
             Phase::Body => self.fail(cx, conn, 408, CloseReason::ClientTimeout),
             Phase::Closing => cx.close(CloseReason::ClientTimeout),
             Phase::Proxy => self.relay_timer(cx, conn),
+            Phase::WebSocket => self.websocket_timer(cx, conn),
             Phase::Backend if self.is_h2_backend(cx.id()) => self.h2_backend_timer(cx),
             Phase::Backend => match self.stream_key(cx.id()) {
                 Some(key) => self.stream_backend_timer(cx, key),
@@ -781,6 +801,9 @@ impl Service for HttpService {
             }
             return;
         }
+        if conn.phase == Phase::WebSocket {
+            return self.websocket_shutdown(cx, conn);
+        }
         if conn.phase == Phase::Idle {
             if cx.pending_output() == 0 {
                 cx.close(CloseReason::Shutdown);
@@ -793,6 +816,9 @@ impl Service for HttpService {
     fn on_close(&mut self, id: Id, conn: HttpConn, _reason: CloseReason) {
         if conn.phase == Phase::H2 {
             self.h2_closed(id);
+        }
+        if conn.phase == Phase::WebSocket {
+            self.websocket_closed(id);
         }
         if conn.phase == Phase::Backend {
             self.proxy.backend_conn_closed(conn.listener as usize, id);

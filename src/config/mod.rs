@@ -123,6 +123,8 @@ struct RawRoute {
     path_prefix: Option<String>,
     respond: Option<RawRespond>,
     backend: Option<String>,
+    /// `"echo"`: a WebSocket endpoint that echoes every message.
+    websocket: Option<String>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -584,6 +586,27 @@ fn validate_route(
             errors.push(err(format!("{p}.host"), format!("invalid host {h:?}")));
         }
     }
+    if let Some(kind) = r.websocket {
+        if r.respond.is_some() || r.backend.is_some() {
+            errors.push(err(
+                p,
+                "set one of `respond`, `backend` and `websocket`, not several",
+            ));
+            return None;
+        }
+        if kind != "echo" {
+            errors.push(err(
+                format!("{p}.websocket"),
+                format!("unknown WebSocket endpoint {kind:?}: the one kind is \"echo\""),
+            ));
+            return None;
+        }
+        return (errors.len() == before).then_some(Route {
+            host,
+            path,
+            action: RouteAction::WebSocketEcho,
+        });
+    }
     let respond = match (r.respond, r.backend) {
         (Some(_), Some(_)) => {
             errors.push(err(p, "set either `respond` or `backend`, not both"));
@@ -592,7 +615,7 @@ fn validate_route(
         (None, None) => {
             errors.push(err(
                 p,
-                "a route needs `respond = {...}` or `backend = \"NAME\"`",
+                "a route needs `respond = {...}`, `backend = \"NAME\"` or `websocket = \"echo\"`",
             ));
             return None;
         }
@@ -883,6 +906,35 @@ servers = []
         ] {
             assert!(paths.contains(&want), "missing {want} in {errs:#?}");
         }
+    }
+
+    #[test]
+    fn websocket_routes_are_checked_with_their_key_paths() {
+        let text = r#"
+version = 1
+[[listener]]
+bind = "127.0.0.1:1"
+[[listener.route]]
+path = "/echo"
+websocket = "echo"
+[[listener.route]]
+websocket = "chat"
+[[listener.route]]
+websocket = "echo"
+respond = { body = "x" }
+"#;
+        let errs = load(text).unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["listener[0].route[1].websocket", "listener[0].route[2]"],
+            "{errs:#?}"
+        );
+        let ok = load("version = 1\n[[listener]]\nbind = \"127.0.0.1:1\"\n[[listener.route]]\nwebsocket = \"echo\"\n").unwrap();
+        assert!(matches!(
+            ok.listeners[0].routes[0].action,
+            RouteAction::WebSocketEcho
+        ));
     }
 
     #[test]

@@ -21,3 +21,4 @@ mod shutdown;
 mod timeouts;
 mod tls;
 mod tuning;
+mod websocket;

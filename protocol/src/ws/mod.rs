@@ -6,15 +6,16 @@
 //! header or a control frame split across reads stays in the caller's input buffer until it is
 //! whole (as HTTP/1 heads do), while data payloads stream out as they arrive.
 //!
-//! The handshake (RFC 6455 section 4), permessage-deflate (RFC 7692) and RFC 8441 live beside
-//! this codec, not in it; a decoder only needs to know whether RSV1 may be set
-//! ([`DecoderConfig::rsv1_allowed`]).
+//! [`handshake`] checks a server's opening handshake and writes its 101. permessage-deflate
+//! (RFC 7692) and RFC 8441 are not here yet; a decoder only needs to know whether RSV1 may be
+//! set ([`Decoder::new`]).
 
 pub mod close;
 pub mod decoder;
 pub mod encode;
 pub mod error;
 pub mod frame;
+pub mod handshake;
 pub mod mask;
 pub mod utf8;
 
@@ -24,4 +25,5 @@ pub use decoder::{
 };
 pub use error::WsError;
 pub use frame::{FrameHeader, Opcode};
+pub use handshake::HandshakeError;
 pub use utf8::Utf8Stream;
