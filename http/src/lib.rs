@@ -11,6 +11,7 @@ pub mod runtime;
 mod service;
 mod stats;
 mod websocket;
+mod ws_deflate;
 
 pub use proxy::BackendRuntime;
 pub use service::{HttpService, ListenerRuntime};

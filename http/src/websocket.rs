@@ -17,32 +17,51 @@
 
 use crate::response::{Persist, Rendered};
 use crate::service::{Cx, HttpConn, HttpService, Phase, MAX_PENDING_OUTPUT};
+use crate::ws_deflate::{self, DeflateConn, Deflaters, InflateError, Inflaters};
 use coreplex_engine::{CloseReason, Id};
 use coreplex_protocol::h1::RequestHead;
 use coreplex_protocol::ws::close::code;
-use coreplex_protocol::ws::encode::{write_close, write_frame};
-use coreplex_protocol::ws::{handshake, Decoder, DecoderConfig, Event, HandshakeError, Opcode};
+use coreplex_protocol::ws::deflate::{self, DeflateConfig};
+use coreplex_protocol::ws::encode::{write_close, write_frame, write_header};
+use coreplex_protocol::ws::{
+    handshake, Decoder, DecoderConfig, Event, HandshakeError, Opcode, Utf8Stream,
+};
+use flate2::{Compress, Decompress};
 use std::collections::HashMap;
 
 /// A connection's state while a message is half read.
-#[derive(Clone, Copy)]
 struct EchoConn {
     decoder: Decoder,
     /// The opcode of the next echoed frame: the message's own for its first, then continuation.
     next: Opcode,
     /// The echo already sent the message's final frame.
     fin_sent: bool,
+    /// The message is compressed (RSV1): its decompressor, lent from the shard's pool.
+    inflater: Option<Decompress>,
+    /// A compressed text message's UTF-8, checked as it is inflated.
+    utf8: Option<Utf8Stream>,
+    /// Bytes inflated so far.
+    inflated: u64,
+    /// The echo's compressor (with its window bits), lent for a compressed message.
+    deflater: Option<(u8, Compress)>,
 }
 
 impl EchoConn {
-    fn new() -> EchoConn {
+    fn new(deflate: bool) -> EchoConn {
         EchoConn {
-            decoder: Decoder::new(false),
+            decoder: Decoder::new(deflate),
             next: Opcode::Binary,
             fin_sent: false,
+            inflater: None,
+            utf8: None,
+            inflated: 0,
+            deflater: None,
         }
     }
 }
+
+/// Why a message fails the connection: the close code and its reason.
+type Failure = (u16, &'static str);
 
 /// The WebSocket state of one shard.
 pub(crate) struct WsShard {
@@ -54,6 +73,15 @@ pub(crate) struct WsShard {
     upgrade_required: Rendered,
     method_not_allowed: Rendered,
     bad_request: Rendered,
+    deflate_config: DeflateConfig,
+    /// Connections that negotiated permessage-deflate: what was agreed, the client's window.
+    deflate: HashMap<Id, DeflateConn>,
+    inflaters: Inflaters,
+    deflaters: Deflaters,
+    /// Where a compressed piece is inflated before it is echoed.
+    plain: Vec<u8>,
+    /// Where the echo of a compressed piece is compressed again.
+    packed: Vec<u8>,
 }
 
 impl WsShard {
@@ -73,6 +101,12 @@ impl WsShard {
                 b"Method Not Allowed\n".to_vec(),
             ),
             bad_request: Rendered::text(400, "Bad Request: invalid WebSocket handshake\n"),
+            deflate_config: DeflateConfig::default(),
+            deflate: HashMap::new(),
+            inflaters: Inflaters::default(),
+            deflaters: Deflaters::default(),
+            plain: Vec::new(),
+            packed: Vec::new(),
         }
     }
 }
@@ -88,7 +122,20 @@ impl HttpService {
     ) -> bool {
         match handshake::accept(head) {
             Ok(accept) => {
-                handshake::write_accept(cx.output(), &accept);
+                let offers = head
+                    .headers
+                    .iter()
+                    .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
+                    .map(|h| h.value);
+                let agreed = deflate::negotiate(offers, &self.ws.deflate_config);
+                let id = cx.id();
+                let out = cx.output();
+                handshake::write_accept_head(out, &accept);
+                if let Some(a) = &agreed {
+                    deflate::write_response(out, a);
+                    self.ws.deflate.insert(id, DeflateConn::new(*a));
+                }
+                out.extend_from_slice(b"\r\n");
                 self.stats.response(101);
                 cx.take_busy();
                 conn.phase = Phase::WebSocket;
@@ -129,45 +176,62 @@ impl HttpService {
         input: &[u8],
     ) -> usize {
         let id = cx.id();
-        let mut st = self.ws.conns.remove(&id).unwrap_or_else(EchoConn::new);
+        let deflate = self.ws.deflate.contains_key(&id);
+        let mut st = self
+            .ws
+            .conns
+            .remove(&id)
+            .unwrap_or_else(|| EchoConn::new(deflate));
         let mut pos = 0;
-        loop {
+        let failure = loop {
             // Reading pauses only between messages: a client may send a whole message before it
             // reads (most do), so pausing inside one would stall both ends. Unsent output is
             // thus bounded by the bound plus one message (`max_message`).
             if cx.pending_output() > MAX_PENDING_OUTPUT && st.decoder.is_idle() {
                 cx.pause_input();
-                break;
+                break None;
             }
-            let scratch = &mut self.ws.scratch;
-            scratch.clear();
-            let d = match st.decoder.decode(&self.ws.config, &input[pos..], scratch) {
+            let ws = &mut self.ws;
+            ws.scratch.clear();
+            let d = match st
+                .decoder
+                .decode(&ws.config, &input[pos..], &mut ws.scratch)
+            {
                 Ok(d) => d,
-                Err(e) => {
-                    self.websocket_close(
-                        cx,
-                        conn,
-                        Some(e.close_code()),
-                        e.label(),
-                        CloseReason::ProtocolError,
-                    );
-                    return input.len();
-                }
+                Err(e) => break Some((e.close_code(), e.label())),
             };
             pos += d.consumed;
             let out = cx.output();
             match d.event {
-                None if d.consumed == 0 => break,
+                None if d.consumed == 0 => break None,
                 None => {}
-                Some(Event::DataFrame { opcode, .. }) if opcode != Opcode::Continuation => {
+                Some(Event::DataFrame { opcode, rsv1, .. }) if opcode != Opcode::Continuation => {
                     st.next = opcode;
                     st.fin_sent = false;
+                    if let (true, Some(c)) = (rsv1, ws.deflate.get(&id)) {
+                        st.inflater = Some(ws.inflaters.lend(&c.window));
+                        st.deflater = Some(ws.deflaters.lend(c.agreed.server_max_window_bits));
+                        st.utf8 = (opcode == Opcode::Text).then(Utf8Stream::default);
+                        st.inflated = 0;
+                    }
                 }
                 Some(Event::DataFrame { .. }) => {}
+                Some(Event::Data { last, .. }) if st.inflater.is_some() => {
+                    if let Err(f) = echo_inflated(ws, id, &mut st, last, out) {
+                        break Some(f);
+                    }
+                }
                 Some(Event::Data { last, .. }) => {
-                    write_frame(out, last, st.next, scratch, None);
+                    write_frame(out, last, st.next, &ws.scratch, None);
                     st.next = Opcode::Continuation;
                     st.fin_sent = last;
+                }
+                // The final frame was empty: a compressed message still has its tail to inflate.
+                Some(Event::MessageEnd) if !st.fin_sent && st.inflater.is_some() => {
+                    ws.scratch.clear();
+                    if let Err(f) = echo_inflated(ws, id, &mut st, true, out) {
+                        break Some(f);
+                    }
                 }
                 Some(Event::MessageEnd) if !st.fin_sent => {
                     write_frame(out, true, st.next, &[], None)
@@ -176,16 +240,27 @@ impl HttpService {
                 Some(Event::Ping(p)) => write_frame(out, true, Opcode::Pong, p.as_bytes(), None),
                 Some(Event::Pong(_)) => {}
                 Some(Event::Close(c)) => {
+                    self.release(&mut st);
                     self.websocket_close(cx, conn, c.code, "", CloseReason::Done);
                     return input.len();
                 }
             }
+        };
+        if let Some((code, reason)) = failure {
+            self.release(&mut st);
+            self.websocket_close(cx, conn, Some(code), reason, CloseReason::ProtocolError);
+            return input.len();
         }
         if !st.decoder.is_idle() {
             self.ws.conns.insert(id, st);
         }
         cx.set_timer(self.timeouts(conn).tunnel);
         pos
+    }
+
+    /// Gives a half-read message's decompressor and compressor back.
+    fn release(&mut self, st: &mut EchoConn) {
+        release(&mut self.ws, st);
     }
 
     /// Sends a close frame (`code` none: an empty one) and closes once it is sent.
@@ -198,7 +273,10 @@ impl HttpService {
         why: CloseReason,
     ) {
         write_close(cx.output(), code, reason, None);
-        self.ws.conns.remove(&cx.id());
+        if let Some(mut st) = self.ws.conns.remove(&cx.id()) {
+            self.release(&mut st);
+        }
+        self.ws.deflate.remove(&cx.id());
         conn.phase = Phase::Closing;
         cx.set_timer(self.timeouts(conn).client);
         cx.close_after_flush(why);
@@ -228,6 +306,62 @@ impl HttpService {
 
     /// A WebSocket connection closed, however it ended.
     pub(crate) fn websocket_closed(&mut self, id: Id) {
-        self.ws.conns.remove(&id);
+        if let Some(mut st) = self.ws.conns.remove(&id) {
+            self.release(&mut st);
+        }
+        self.ws.deflate.remove(&id);
     }
+}
+
+/// Gives a message's decompressor and compressor back to the shard.
+fn release(ws: &mut WsShard, st: &mut EchoConn) {
+    if let Some(d) = st.inflater.take() {
+        ws.inflaters.give_back(d);
+    }
+    if let Some(c) = st.deflater.take() {
+        ws.deflaters.give_back(c);
+    }
+}
+
+/// Inflates the compressed piece in `ws.scratch` (`last`: the message's final one), checks its
+/// text, remembers it for the client's context, and echoes it compressed again.
+fn echo_inflated(
+    ws: &mut WsShard,
+    id: Id,
+    st: &mut EchoConn,
+    last: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), Failure> {
+    let d = st.inflater.as_mut().expect("a compressed message");
+    ws.plain.clear();
+    let budget = ws.config.max_message - st.inflated.min(ws.config.max_message);
+    ws_deflate::inflate(d, &ws.scratch, last, &mut ws.plain, budget).map_err(|e| match e {
+        InflateError::Corrupt => (code::INVALID_PAYLOAD, "invalid_deflate_data"),
+        InflateError::TooBig => (code::TOO_BIG, "message_too_big"),
+    })?;
+    st.inflated += ws.plain.len() as u64;
+    if let Some(utf8) = &mut st.utf8 {
+        let checked = utf8
+            .feed(&ws.plain)
+            .and_then(|()| if last { utf8.finish() } else { Ok(()) });
+        checked.map_err(|_| (code::INVALID_PAYLOAD, "invalid_utf8"))?;
+    }
+    if let Some(c) = ws.deflate.get_mut(&id) {
+        c.remember(&ws.plain);
+    }
+    ws.packed.clear();
+    let (_, c) = st.deflater.as_mut().expect("lent with the decompressor");
+    ws_deflate::deflate(c, &ws.plain, last, &mut ws.packed);
+    if !ws.packed.is_empty() || last {
+        // RSV1 on the message's first frame only.
+        let first = st.next != Opcode::Continuation;
+        write_header(out, last, first, st.next, None, ws.packed.len() as u64);
+        out.extend_from_slice(&ws.packed);
+        st.next = Opcode::Continuation;
+        st.fin_sent = last;
+    }
+    if last {
+        release(ws, st);
+    }
+    Ok(())
 }

@@ -114,9 +114,16 @@ pub fn accept_for_key(key: &[u8]) -> [u8; 28] {
 
 /// Appends the 101 that accepts the upgrade (no subprotocol, no extension).
 pub fn write_accept(out: &mut Vec<u8>, accept: &[u8; 28]) {
+    write_accept_head(out, accept);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the 101's status line and fields without the empty line that ends the head, so that
+/// the caller can add fields (`Sec-WebSocket-Extensions`) and then end it.
+pub fn write_accept_head(out: &mut Vec<u8>, accept: &[u8; 28]) {
     out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
     out.extend_from_slice(accept);
-    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]

@@ -6,12 +6,13 @@
 //! header or a control frame split across reads stays in the caller's input buffer until it is
 //! whole (as HTTP/1 heads do), while data payloads stream out as they arrive.
 //!
-//! [`handshake`] checks a server's opening handshake and writes its 101. permessage-deflate
-//! (RFC 7692) and RFC 8441 are not here yet; a decoder only needs to know whether RSV1 may be
-//! set ([`Decoder::new`]).
+//! [`handshake`] checks a server's opening handshake and writes its 101; [`deflate`] negotiates
+//! permessage-deflate (RFC 7692), whose compression is the caller's: a decoder only needs to
+//! know whether RSV1 may be set ([`Decoder::new`]). RFC 8441 is not here yet.
 
 pub mod close;
 pub mod decoder;
+pub mod deflate;
 pub mod encode;
 pub mod error;
 pub mod frame;

@@ -8,6 +8,11 @@
                                            `|`-separated; `R:<hex>` is sent as it is), print
                                            every frame received and `eof`
   ws_probe.py idle HOST PORT PATH          wait for the server to close, print its close
+  ws_probe.py deflate HOST PORT PATH       `websockets` with permessage-deflate (the client
+                                           keeping context): messages echoed, compressed
+  ws_probe.py packed HOST PORT PATH KIND   offer permessage-deflate by hand and send one
+                                           compressed text: KIND `bomb` (20 MiB of zeros),
+                                           `corrupt` (not deflate) or `badutf8`; print frames
 Each prints one line per observation; a failed check exits 1.
 """
 import asyncio, base64, os, socket, struct, sys
@@ -48,18 +53,52 @@ async def echo(uri):
     print("closed", ws.close_code)
 
 
+async def deflate(uri):
+    from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+    factory = ClientPerMessageDeflateFactory(client_max_window_bits=True)
+    async with websockets.connect(uri, extensions=[factory], compression=None, max_size=None) as ws:
+        print("extensions", ws.response.headers.get("Sec-WebSocket-Extensions"))
+        sent = ["κόσμε " * 2000, "κόσμε " * 2000, b"\x00" * (1 << 20), "", "x", "x" * 40_000]
+        for msg in sent:
+            await ws.send(msg)
+            if await ws.recv() != msg:
+                fail(f"echo of {len(msg)}")
+        await ws.send(["frag " * 100, "ment " * 100])
+        if await ws.recv() != "frag " * 100 + "ment " * 100:
+            fail("fragmented")
+        print("ok compressed")
+    print("closed", ws.close_code)
+
+
+def packed(host, port, path, kind):
+    import zlib
+    s, rest = handshake(host, port, path, "permessage-deflate; client_no_context_takeover")
+    if kind == "bomb":
+        c = zlib.compressobj(9, zlib.DEFLATED, -15)
+        payload = c.compress(b"\x00" * (20 << 20)) + c.flush(zlib.Z_SYNC_FLUSH)
+        payload = payload[:-4]
+    elif kind == "corrupt":
+        payload = b"\xff\xff\xff\xff\xff\xff"
+    else:
+        c = zlib.compressobj(6, zlib.DEFLATED, -15)
+        payload = (c.compress(b"ok \xc0\xaf") + c.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    s.sendall(frame(1, True, payload, rsv1=True))
+    read_frames(s, rest)
+
+
 async def close(uri, code):
     async with websockets.connect(uri, compression=None) as ws:
         await ws.close(code, "bye")
     print("closed", ws.close_code, ws.close_reason)
 
 
-def handshake(host, port, path):
+def handshake(host, port, path, extensions=None):
     s = socket.create_connection((host, port), timeout=5)
     key = base64.b64encode(os.urandom(16)).decode()
+    ext = f"Sec-WebSocket-Extensions: {extensions}\r\n" if extensions else ""
     s.sendall(
         f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{ext}\r\n".encode()
     )
     head = b""
     while b"\r\n\r\n" not in head:
@@ -70,11 +109,13 @@ def handshake(host, port, path):
     head, rest = head.split(b"\r\n\r\n", 1)
     if not head.startswith(b"HTTP/1.1 101"):
         fail(f"not 101: {head!r}")
+    if extensions and b"permessage-deflate" not in head:
+        fail(f"permessage-deflate not accepted: {head!r}")
     return s, rest
 
 
-def frame(opcode, fin, payload, mask=b"\x11\x22\x33\x44"):
-    b0 = (0x80 if fin else 0) | opcode
+def frame(opcode, fin, payload, mask=b"\x11\x22\x33\x44", rsv1=False):
+    b0 = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
     n = len(payload)
     if n < 126:
         h = bytes([b0, 0x80 | n])
@@ -111,7 +152,8 @@ def read_frames(s, rest):
             code = struct.unpack(">H", payload[:2])[0] if len(payload) >= 2 else None
             print("close", code, payload[2:].decode())
         else:
-            print("frame", op, "fin" if b0 & 0x80 else "more", payload.hex())
+            hexed = payload.hex() if len(payload) <= 64 else f"{payload[:32].hex()}...({len(payload)} bytes)"
+            print("frame", op, ("rsv1 " if b0 & 0x40 else "") + ("fin" if b0 & 0x80 else "more"), hexed)
     print("eof")
 
 
@@ -143,6 +185,10 @@ def main():
         raw(host, port, path, sys.argv[5])
     elif mode == "idle":
         idle(host, port, path)
+    elif mode == "deflate":
+        asyncio.run(deflate(uri))
+    elif mode == "packed":
+        packed(host, port, path, sys.argv[5])
     else:
         fail(f"unknown mode {mode}")
 
