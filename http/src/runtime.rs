@@ -176,6 +176,8 @@ pub struct Listener {
     pub tls: Option<ListenerTls>,
     /// HTTP/2 settings; whether h2 is spoken: ALPN `h2` on TLS, `h2c` on plaintext.
     pub http2: Http2,
+    /// What WebSocket endpoints (routes with `websocket`) accept.
+    pub websocket: WebSocket,
 }
 
 impl Listener {
@@ -223,6 +225,29 @@ pub struct Http2 {
     /// How long an h2 connection may stay without an open stream (then GOAWAY and close);
     /// `None`: the listener's `http_keep_alive`.
     pub idle_timeout: Option<Duration>,
+}
+
+/// WebSocket endpoints on a listener, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebSocket {
+    /// The longest frame payload accepted (1009 beyond it).
+    pub max_frame: u64,
+    /// The longest message accepted, inflated where compressed (1009 beyond it).
+    pub max_message: u64,
+    /// permessage-deflate: the window bits the server compresses with and allows a client
+    /// that keeps context; `None`: offers are declined.
+    pub deflate: Option<coreplex_protocol::ws::deflate::DeflateConfig>,
+}
+
+impl Default for WebSocket {
+    /// 16 MiB frames and messages, permessage-deflate with 15-bit windows.
+    fn default() -> Self {
+        WebSocket {
+            max_frame: 16 << 20,
+            max_message: 16 << 20,
+            deflate: Some(Default::default()),
+        }
+    }
 }
 
 /// A listener's TLS, validated.

@@ -53,6 +53,8 @@ pub struct ListenerRuntime {
     pub(super) timeouts: Timeouts,
     pub(super) limits: Limits,
     tcp_keepalive: Option<TcpKeepalive>,
+    /// WebSocket endpoints' frame and message limits and permessage-deflate.
+    pub(super) websocket: super::websocket::WsListener,
 }
 
 impl ListenerRuntime {
@@ -80,6 +82,7 @@ impl ListenerRuntime {
             h2: l.speaks_h2().then_some(l.http2.settings),
             h2c: l.tls.is_none() && l.http2.h2c,
             h2_idle: l.http2.idle_timeout.unwrap_or(l.timeouts.http_keep_alive),
+            websocket: super::websocket::WsListener::new(&l.websocket),
         }
     }
 

@@ -24,7 +24,7 @@ use coreplex_protocol::ws::close::code;
 use coreplex_protocol::ws::deflate::{self, DeflateConfig};
 use coreplex_protocol::ws::encode::{write_close, write_frame, write_header};
 use coreplex_protocol::ws::{
-    handshake, Decoder, DecoderConfig, Event, HandshakeError, Opcode, Utf8Stream,
+    handshake, Decoder, DecoderConfig, Event, HandshakeError, Opcode, Role, Utf8Stream,
 };
 use flate2::{Compress, Decompress};
 use std::collections::HashMap;
@@ -63,17 +63,35 @@ impl EchoConn {
 /// Why a message fails the connection: the close code and its reason.
 type Failure = (u16, &'static str);
 
+/// A listener's WebSocket settings, as the codec takes them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WsListener {
+    decoder: DecoderConfig,
+    deflate: Option<DeflateConfig>,
+}
+
+impl WsListener {
+    pub(crate) fn new(w: &crate::runtime::WebSocket) -> WsListener {
+        WsListener {
+            decoder: DecoderConfig {
+                role: Role::Server,
+                max_frame: w.max_frame,
+                max_message: w.max_message,
+            },
+            deflate: w.deflate,
+        }
+    }
+}
+
 /// The WebSocket state of one shard.
 pub(crate) struct WsShard {
     /// Connections with a message half read.
     conns: HashMap<Id, EchoConn>,
     /// Where a piece's payload is unmasked before it is echoed.
     scratch: Vec<u8>,
-    config: DecoderConfig,
     upgrade_required: Rendered,
     method_not_allowed: Rendered,
     bad_request: Rendered,
-    deflate_config: DeflateConfig,
     /// Connections that negotiated permessage-deflate: what was agreed, the client's window.
     deflate: HashMap<Id, DeflateConn>,
     inflaters: Inflaters,
@@ -89,7 +107,6 @@ impl WsShard {
         WsShard {
             conns: HashMap::new(),
             scratch: Vec::new(),
-            config: DecoderConfig::default(),
             upgrade_required: Rendered::with_headers(
                 426,
                 &[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")],
@@ -101,7 +118,6 @@ impl WsShard {
                 b"Method Not Allowed\n".to_vec(),
             ),
             bad_request: Rendered::text(400, "Bad Request: invalid WebSocket handshake\n"),
-            deflate_config: DeflateConfig::default(),
             deflate: HashMap::new(),
             inflaters: Inflaters::default(),
             deflaters: Deflaters::default(),
@@ -127,7 +143,10 @@ impl HttpService {
                     .iter()
                     .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
                     .map(|h| h.value);
-                let agreed = deflate::negotiate(offers, &self.ws.deflate_config);
+                let listener = self.listeners[conn.listener as usize].websocket;
+                let agreed = listener
+                    .deflate
+                    .and_then(|config| deflate::negotiate(offers, &config));
                 let id = cx.id();
                 let out = cx.output();
                 handshake::write_accept_head(out, &accept);
@@ -176,6 +195,7 @@ impl HttpService {
         input: &[u8],
     ) -> usize {
         let id = cx.id();
+        let config = self.listeners[conn.listener as usize].websocket.decoder;
         let deflate = self.ws.deflate.contains_key(&id);
         let mut st = self
             .ws
@@ -193,10 +213,7 @@ impl HttpService {
             }
             let ws = &mut self.ws;
             ws.scratch.clear();
-            let d = match st
-                .decoder
-                .decode(&ws.config, &input[pos..], &mut ws.scratch)
-            {
+            let d = match st.decoder.decode(&config, &input[pos..], &mut ws.scratch) {
                 Ok(d) => d,
                 Err(e) => break Some((e.close_code(), e.label())),
             };
@@ -217,7 +234,7 @@ impl HttpService {
                 }
                 Some(Event::DataFrame { .. }) => {}
                 Some(Event::Data { last, .. }) if st.inflater.is_some() => {
-                    if let Err(f) = echo_inflated(ws, id, &mut st, last, out) {
+                    if let Err(f) = echo_inflated(ws, id, &mut st, last, config.max_message, out) {
                         break Some(f);
                     }
                 }
@@ -229,7 +246,7 @@ impl HttpService {
                 // The final frame was empty: a compressed message still has its tail to inflate.
                 Some(Event::MessageEnd) if !st.fin_sent && st.inflater.is_some() => {
                     ws.scratch.clear();
-                    if let Err(f) = echo_inflated(ws, id, &mut st, true, out) {
+                    if let Err(f) = echo_inflated(ws, id, &mut st, true, config.max_message, out) {
                         break Some(f);
                     }
                 }
@@ -330,11 +347,12 @@ fn echo_inflated(
     id: Id,
     st: &mut EchoConn,
     last: bool,
+    max_message: u64,
     out: &mut Vec<u8>,
 ) -> Result<(), Failure> {
     let d = st.inflater.as_mut().expect("a compressed message");
     ws.plain.clear();
-    let budget = ws.config.max_message - st.inflated.min(ws.config.max_message);
+    let budget = max_message - st.inflated.min(max_message);
     ws_deflate::inflate(d, &ws.scratch, last, &mut ws.plain, budget).map_err(|e| match e {
         InflateError::Corrupt => (code::INVALID_PAYLOAD, "invalid_deflate_data"),
         InflateError::TooBig => (code::TOO_BIG, "message_too_big"),

@@ -11,8 +11,10 @@ mod backend;
 mod http2;
 mod timeouts;
 mod tls;
+mod websocket;
 
 pub use http2::Http2;
+pub use websocket::WebSocket;
 
 pub use backend::{Backend, BackendProtocol, ClientClose, TcpKeepalive};
 pub use coreplex_http::runtime::{Listener, PathMatch, Respond, Route, RouteAction};
@@ -141,6 +143,7 @@ struct RawListener {
     tcp_keepalive: Option<RawKeepalive>,
     tls: Option<tls::RawListenerTls>,
     http2: Option<http2::RawHttp2>,
+    websocket: Option<websocket::RawWebSocket>,
     #[serde(default)]
     route: Vec<RawRoute>,
 }
@@ -418,6 +421,8 @@ fn validate(
             &format!("{p}.http2"),
             errors,
         );
+        let websocket =
+            websocket::validate(raw.websocket.as_ref(), &format!("{p}.websocket"), errors);
         let mut routes = Vec::new();
         for (j, r) in raw.route.into_iter().enumerate() {
             let rp = format!("{p}.route[{j}]");
@@ -436,6 +441,7 @@ fn validate(
             routes,
             tls,
             http2,
+            websocket,
         });
     }
     if out.is_empty() && errors.is_empty() {
@@ -935,6 +941,33 @@ respond = { body = "x" }
             ok.listeners[0].routes[0].action,
             RouteAction::WebSocketEcho
         ));
+        let listener = |table: &str| {
+            format!(
+                "version = 1\n[[listener]]\nbind = \"127.0.0.1:1\"\nwebsocket = {{ {table} }}\n"
+            )
+        };
+        let errs = load(&listener("max_frame = \"1KiB\", colour = 1")).unwrap_err();
+        assert!(errs[0].message.contains("colour"), "{errs:#?}");
+        let errs = load(&listener(
+            "max_message = \"2GiB\", server_max_window_bits = 8, client_max_window_bits = 16",
+        ))
+        .unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "listener[0].websocket.max_message",
+                "listener[0].websocket.server_max_window_bits",
+                "listener[0].websocket.client_max_window_bits"
+            ],
+            "{errs:#?}"
+        );
+        let c = load(&listener("max_message = \"1MiB\", compression = false")).unwrap();
+        let w = c.listeners[0].websocket;
+        assert_eq!(
+            (w.max_message, w.max_frame, w.deflate),
+            (1 << 20, 1 << 20, None)
+        );
     }
 
     #[test]

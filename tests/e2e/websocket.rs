@@ -161,6 +161,28 @@ fn permessage_deflate_is_negotiated_and_compressed_messages_come_back() {
 }
 
 #[test]
+fn the_listener_sets_the_limits_and_whether_to_compress() {
+    let server = echo_server("websocket = { max_message = \"1KiB\", compression = false }");
+    let big_frame = format!("F:2:1:{}", "61".repeat(1025));
+    let out = probe("raw", server.addr(), &[&big_frame]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["close 1009 frame_too_big", "eof"]
+    );
+    let two_frames = format!("F:2:0:{}|F:0:1:{}", "61".repeat(600), "62".repeat(600));
+    let out = probe("raw", server.addr(), &[&two_frames]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[lines.len() - 2..],
+        ["close 1009 message_too_big", "eof"],
+        "{out}"
+    );
+    // Offers are declined: the client speaks uncompressed.
+    let out = probe("deflate", server.addr(), &[]);
+    assert!(out.lines().any(|l| l == "extensions None"), "{out}");
+}
+
+#[test]
 fn handshakes_that_are_not_valid_upgrades_are_refused_with_their_status() {
     let server = echo_server("");
     let out = curl(&["-si", &format!("http://{}/echo", server.addr())]);

@@ -1,0 +1,77 @@
+//! `[listener.websocket]`: what the listener's WebSocket endpoints (routes with `websocket`)
+//! accept: frame and message limits, and permessage-deflate with its window bits.
+
+use super::{err, ConfigError};
+use crate::units::Bytes;
+pub use coreplex_http::runtime::WebSocket;
+use coreplex_protocol::ws::deflate::DeflateConfig;
+use serde::Deserialize;
+
+#[derive(Deserialize, Default, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWebSocket {
+    max_frame: Option<Bytes>,
+    max_message: Option<Bytes>,
+    compression: Option<bool>,
+    server_max_window_bits: Option<u8>,
+    client_max_window_bits: Option<u8>,
+}
+
+/// Validates `[listener.websocket]`.
+pub(super) fn validate(
+    raw: Option<&RawWebSocket>,
+    p: &str,
+    errors: &mut Vec<ConfigError>,
+) -> WebSocket {
+    let raw = raw.cloned().unwrap_or_default();
+    let d = WebSocket::default();
+    let size = |v: Option<Bytes>, default: u64, key: &str, errors: &mut Vec<ConfigError>| {
+        let n = v.map_or(default, |b| b.0);
+        if !(125..=1 << 30).contains(&n) {
+            errors.push(err(
+                format!("{p}.{key}"),
+                "must be between 125 bytes and 1GiB",
+            ));
+            return default;
+        }
+        n
+    };
+    let max_message = size(raw.max_message, d.max_message, "max_message", errors);
+    let max_frame = size(
+        raw.max_frame,
+        d.max_frame.min(max_message),
+        "max_frame",
+        errors,
+    );
+    let server = raw.server_max_window_bits.unwrap_or(15);
+    if !(9..=15).contains(&server) {
+        errors.push(err(
+            format!("{p}.server_max_window_bits"),
+            "must be between 9 and 15 (zlib's raw deflate has no 8-bit window)",
+        ));
+    }
+    let client = raw.client_max_window_bits.unwrap_or(15);
+    if !(8..=15).contains(&client) {
+        errors.push(err(
+            format!("{p}.client_max_window_bits"),
+            "must be between 8 and 15",
+        ));
+    }
+    let compression = raw.compression.unwrap_or(true);
+    if !compression
+        && (raw.server_max_window_bits.is_some() || raw.client_max_window_bits.is_some())
+    {
+        errors.push(err(
+            p.to_string(),
+            "window bits are set but compression = false: leave them out or enable compression",
+        ));
+    }
+    WebSocket {
+        max_frame,
+        max_message,
+        deflate: compression.then_some(DeflateConfig {
+            server_max_window_bits: server.clamp(9, 15),
+            client_max_window_bits: client.clamp(8, 15),
+        }),
+    }
+}
