@@ -1,4 +1,5 @@
-//! Per-shard HTTP statistics: requests by status class, parse errors by kind, request latency.
+//! Per-shard HTTP statistics: requests by status class, parse errors by kind, request latency,
+//! HTTP/2 and WebSocket counters.
 
 use super::proxy::stats::BackendStats;
 use coreplex_protocol::h1::{BodyError, RequestError};
@@ -27,6 +28,91 @@ pub struct HttpStats {
     pub tls: coreplex_tls::TlsStats,
     /// HTTP/2 front-end counters.
     pub h2: H2Stats,
+    /// WebSocket endpoint counters.
+    pub ws: WsStats,
+}
+
+/// The close codes counted by name ([`WsStats::close_slot`]); the last slot is any other code.
+pub const WS_CLOSE_CODES: [(u16, &str); 11] = [
+    (1000, "1000"),
+    (1001, "1001"),
+    (1002, "1002"),
+    (1003, "1003"),
+    (1005, "none"),
+    (1007, "1007"),
+    (1008, "1008"),
+    (1009, "1009"),
+    (1010, "1010"),
+    (1011, "1011"),
+    (0, "other"),
+];
+
+/// WebSocket endpoint counters (echo endpoints, terminated here).
+#[derive(Clone, Debug, Default)]
+pub struct WsStats {
+    /// Upgrades accepted (101).
+    pub upgrades: u64,
+    /// Upgrade requests refused (426, 405, 400).
+    pub refused: u64,
+    /// WebSockets open now.
+    pub current: i64,
+    /// Upgrades that negotiated permessage-deflate.
+    pub deflate: u64,
+    /// Data messages received and sent.
+    pub messages_in: u64,
+    /// Data messages sent.
+    pub messages_out: u64,
+    /// Frames received (data and control).
+    pub frames_in: u64,
+    /// Frames sent (data and control).
+    pub frames_out: u64,
+    /// Pings received (each answered with a pong).
+    pub pings_in: u64,
+    /// Compressed bytes received, and what they inflated to.
+    pub deflated_in: u64,
+    /// What received compressed bytes inflated to.
+    pub inflated_in: u64,
+    /// Plaintext bytes compressed for sending, and what they compressed to.
+    pub plain_out: u64,
+    /// What plaintext compressed for sending came to.
+    pub deflated_out: u64,
+    /// Close frames received, by [`WS_CLOSE_CODES`] slot.
+    pub closes_in: [u64; WS_CLOSE_CODES.len()],
+    /// Close frames sent, by [`WS_CLOSE_CODES`] slot.
+    pub closes_out: [u64; WS_CLOSE_CODES.len()],
+}
+
+impl WsStats {
+    /// The slot of close code `code` (`None`: a close frame without one).
+    pub fn close_slot(code: Option<u16>) -> usize {
+        let c = code.unwrap_or(1005);
+        WS_CLOSE_CODES
+            .iter()
+            .position(|&(k, _)| k == c)
+            .unwrap_or(WS_CLOSE_CODES.len() - 1)
+    }
+
+    fn merge(&mut self, o: &WsStats) {
+        self.upgrades += o.upgrades;
+        self.refused += o.refused;
+        self.current += o.current;
+        self.deflate += o.deflate;
+        self.messages_in += o.messages_in;
+        self.messages_out += o.messages_out;
+        self.frames_in += o.frames_in;
+        self.frames_out += o.frames_out;
+        self.pings_in += o.pings_in;
+        self.deflated_in += o.deflated_in;
+        self.inflated_in += o.inflated_in;
+        self.plain_out += o.plain_out;
+        self.deflated_out += o.deflated_out;
+        for (x, y) in self.closes_in.iter_mut().zip(&o.closes_in) {
+            *x += y;
+        }
+        for (x, y) in self.closes_out.iter_mut().zip(&o.closes_out) {
+            *x += y;
+        }
+    }
 }
 
 /// HTTP/2 front-end counters. Error-code arrays are indexed by `ErrorCode::slot`.
@@ -112,6 +198,7 @@ impl Default for HttpStats {
             backends: Vec::new(),
             tls: coreplex_tls::TlsStats::default(),
             h2: H2Stats::default(),
+            ws: WsStats::default(),
         }
     }
 }
@@ -164,5 +251,6 @@ impl HttpStats {
         }
         self.tls.merge(&o.tls);
         self.h2.merge(&o.h2);
+        self.ws.merge(&o.ws);
     }
 }

@@ -17,6 +17,7 @@
 
 use crate::response::{Persist, Rendered};
 use crate::service::{Cx, HttpConn, HttpService, Phase, MAX_PENDING_OUTPUT};
+use crate::stats::WsStats;
 use crate::ws_deflate::{self, DeflateConn, Deflaters, InflateError, Inflaters};
 use coreplex_engine::{CloseReason, Id};
 use coreplex_protocol::h1::RequestHead;
@@ -156,6 +157,9 @@ impl HttpService {
                 }
                 out.extend_from_slice(b"\r\n");
                 self.stats.response(101);
+                self.stats.ws.upgrades += 1;
+                self.stats.ws.current += 1;
+                self.stats.ws.deflate += u64::from(agreed.is_some());
                 cx.take_busy();
                 conn.phase = Phase::WebSocket;
                 cx.set_timer(self.timeouts(conn).tunnel);
@@ -178,6 +182,7 @@ impl HttpService {
                     head.method != coreplex_protocol::Method::Head,
                 );
                 self.stats.response(page.status);
+                self.stats.ws.refused += 1;
                 conn.phase = Phase::Closing;
                 cx.take_busy();
                 cx.set_timer(self.timeouts(conn).client);
@@ -212,6 +217,7 @@ impl HttpService {
                 break None;
             }
             let ws = &mut self.ws;
+            let stats = &mut self.stats.ws;
             ws.scratch.clear();
             let d = match st.decoder.decode(&config, &input[pos..], &mut ws.scratch) {
                 Ok(d) => d,
@@ -223,6 +229,8 @@ impl HttpService {
                 None if d.consumed == 0 => break None,
                 None => {}
                 Some(Event::DataFrame { opcode, rsv1, .. }) if opcode != Opcode::Continuation => {
+                    stats.frames_in += 1;
+                    stats.messages_in += 1;
                     st.next = opcode;
                     st.fin_sent = false;
                     if let (true, Some(c)) = (rsv1, ws.deflate.get(&id)) {
@@ -232,31 +240,46 @@ impl HttpService {
                         st.inflated = 0;
                     }
                 }
-                Some(Event::DataFrame { .. }) => {}
+                Some(Event::DataFrame { .. }) => stats.frames_in += 1,
                 Some(Event::Data { last, .. }) if st.inflater.is_some() => {
-                    if let Err(f) = echo_inflated(ws, id, &mut st, last, config.max_message, out) {
+                    if let Err(f) =
+                        echo_inflated(ws, stats, id, &mut st, last, config.max_message, out)
+                    {
                         break Some(f);
                     }
                 }
                 Some(Event::Data { last, .. }) => {
                     write_frame(out, last, st.next, &ws.scratch, None);
+                    stats.frames_out += 1;
+                    stats.messages_out += u64::from(last);
                     st.next = Opcode::Continuation;
                     st.fin_sent = last;
                 }
                 // The final frame was empty: a compressed message still has its tail to inflate.
                 Some(Event::MessageEnd) if !st.fin_sent && st.inflater.is_some() => {
                     ws.scratch.clear();
-                    if let Err(f) = echo_inflated(ws, id, &mut st, true, config.max_message, out) {
+                    if let Err(f) =
+                        echo_inflated(ws, stats, id, &mut st, true, config.max_message, out)
+                    {
                         break Some(f);
                     }
                 }
                 Some(Event::MessageEnd) if !st.fin_sent => {
-                    write_frame(out, true, st.next, &[], None)
+                    write_frame(out, true, st.next, &[], None);
+                    stats.frames_out += 1;
+                    stats.messages_out += 1;
                 }
                 Some(Event::MessageEnd) => {}
-                Some(Event::Ping(p)) => write_frame(out, true, Opcode::Pong, p.as_bytes(), None),
-                Some(Event::Pong(_)) => {}
+                Some(Event::Ping(p)) => {
+                    stats.frames_in += 1;
+                    stats.pings_in += 1;
+                    write_frame(out, true, Opcode::Pong, p.as_bytes(), None);
+                    stats.frames_out += 1;
+                }
+                Some(Event::Pong(_)) => stats.frames_in += 1,
                 Some(Event::Close(c)) => {
+                    stats.frames_in += 1;
+                    stats.closes_in[WsStats::close_slot(c.code)] += 1;
                     self.release(&mut st);
                     self.websocket_close(cx, conn, c.code, "", CloseReason::Done);
                     return input.len();
@@ -290,6 +313,9 @@ impl HttpService {
         why: CloseReason,
     ) {
         write_close(cx.output(), code, reason, None);
+        self.stats.ws.frames_out += 1;
+        self.stats.ws.closes_out[WsStats::close_slot(code)] += 1;
+        self.stats.ws.current -= 1;
         if let Some(mut st) = self.ws.conns.remove(&cx.id()) {
             self.release(&mut st);
         }
@@ -321,8 +347,9 @@ impl HttpService {
         );
     }
 
-    /// A WebSocket connection closed, however it ended.
+    /// A WebSocket connection closed without a close frame of ours (the client went).
     pub(crate) fn websocket_closed(&mut self, id: Id) {
+        self.stats.ws.current -= 1;
         if let Some(mut st) = self.ws.conns.remove(&id) {
             self.release(&mut st);
         }
@@ -344,6 +371,7 @@ fn release(ws: &mut WsShard, st: &mut EchoConn) {
 /// text, remembers it for the client's context, and echoes it compressed again.
 fn echo_inflated(
     ws: &mut WsShard,
+    stats: &mut WsStats,
     id: Id,
     st: &mut EchoConn,
     last: bool,
@@ -358,6 +386,8 @@ fn echo_inflated(
         InflateError::TooBig => (code::TOO_BIG, "message_too_big"),
     })?;
     st.inflated += ws.plain.len() as u64;
+    stats.deflated_in += ws.scratch.len() as u64;
+    stats.inflated_in += ws.plain.len() as u64;
     if let Some(utf8) = &mut st.utf8 {
         let checked = utf8
             .feed(&ws.plain)
@@ -370,11 +400,15 @@ fn echo_inflated(
     ws.packed.clear();
     let (_, c) = st.deflater.as_mut().expect("lent with the decompressor");
     ws_deflate::deflate(c, &ws.plain, last, &mut ws.packed);
+    stats.plain_out += ws.plain.len() as u64;
     if !ws.packed.is_empty() || last {
         // RSV1 on the message's first frame only.
         let first = st.next != Opcode::Continuation;
         write_header(out, last, first, st.next, None, ws.packed.len() as u64);
         out.extend_from_slice(&ws.packed);
+        stats.frames_out += 1;
+        stats.messages_out += u64::from(last);
+        stats.deflated_out += ws.packed.len() as u64;
         st.next = Opcode::Continuation;
         st.fin_sent = last;
     }

@@ -3,6 +3,7 @@
 mod backend;
 mod h2;
 mod tls;
+mod websocket;
 
 use crate::http::HttpStats;
 use coreplex_engine::{CloseReason, EngineStats, ShardReport};
@@ -258,6 +259,7 @@ pub fn render(reports: &[ShardReport<HttpStats>], shards_expected: usize) -> Str
     backend::render(o, &h.backends);
     tls::render(o, &h.tls);
     h2::render(o, &h.h2);
+    websocket::render(o, &h.ws);
     out
 }
 

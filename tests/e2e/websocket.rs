@@ -3,7 +3,7 @@
 //! raw requests for the handshake refusals, and a subset of the Autobahn|Testsuite cases
 //! through the `kosoku` runner.
 
-use crate::harness::{config, curl, raw, Server};
+use crate::harness::{config, curl, metric, raw, wait_metric, Server};
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
@@ -53,6 +53,32 @@ fn messages_of_every_kind_and_size_come_back() {
             "{line:?} missing in:\n{out}"
         );
     }
+    // 6 messages, 2 fragmented ones, 1,000 pipelined: each came back; one ping, one close each way.
+    let admin = server.admin();
+    for (key, want) in [
+        ("coreplex_websocket_upgrades_total", 1.0),
+        ("coreplex_websocket_current", 0.0),
+        (
+            "coreplex_websocket_messages_total{direction=\"in\"}",
+            1008.0,
+        ),
+        (
+            "coreplex_websocket_messages_total{direction=\"out\"}",
+            1008.0,
+        ),
+        ("coreplex_websocket_pings_received_total", 1.0),
+        (
+            "coreplex_websocket_closes_total{direction=\"in\",code=\"1000\"}",
+            1.0,
+        ),
+        (
+            "coreplex_websocket_closes_total{direction=\"out\",code=\"1000\"}",
+            1.0,
+        ),
+    ] {
+        wait_metric(admin, key, |v| v == want, &want.to_string());
+    }
+    assert!(metric(admin, "coreplex_websocket_frames_total{direction=\"in\"}") >= 1012.0);
 }
 
 #[test]
@@ -143,6 +169,21 @@ fn permessage_deflate_is_negotiated_and_compressed_messages_come_back() {
         out.lines().any(|l| l == "ok compressed") && out.contains("closed 1000"),
         "{out}"
     );
+    let admin = server.admin();
+    wait_metric(admin, "coreplex_websocket_deflate_total", |v| v == 1.0, "1");
+    let bytes = |dir: &str, form: &str| {
+        metric(
+            admin,
+            &format!(
+                "coreplex_websocket_deflate_bytes_total{{direction=\"{dir}\",form=\"{form}\"}}"
+            ),
+        )
+    };
+    // The messages are repetitive: both directions compress them well.
+    assert!(bytes("in", "plain") > 1_000_000.0);
+    assert!(bytes("in", "compressed") * 20.0 < bytes("in", "plain"));
+    assert_eq!(bytes("out", "plain"), bytes("in", "plain"));
+    assert!(bytes("out", "compressed") * 20.0 < bytes("out", "plain"));
     for (kind, want) in [
         ("bomb", "close 1009 message_too_big"),
         ("corrupt", "close 1007 invalid_deflate_data"),

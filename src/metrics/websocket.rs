@@ -1,0 +1,106 @@
+//! The WebSocket series: upgrades accepted and refused, WebSockets open, messages and frames by
+//! direction, pings, permessage-deflate byte counts both ways (the compression ratio), close
+//! frames by direction and code.
+
+use crate::http::{WsStats, WS_CLOSE_CODES};
+use std::fmt::Write;
+
+/// Appends the WebSocket series.
+pub fn render(o: &mut String, w: &WsStats) {
+    let counter = |o: &mut String, name: &str, help: &str, v: u64| {
+        super::header(o, name, help, "counter");
+        let _ = writeln!(o, "{name} {v}");
+    };
+    counter(
+        o,
+        "coreplex_websocket_upgrades_total",
+        "WebSocket upgrades accepted (101).",
+        w.upgrades,
+    );
+    counter(
+        o,
+        "coreplex_websocket_refused_total",
+        "WebSocket upgrade requests refused (426, 405, 400).",
+        w.refused,
+    );
+    super::gauge(
+        o,
+        "coreplex_websocket_current",
+        "WebSockets open now (terminated here).",
+        w.current.max(0) as u64,
+    );
+    counter(
+        o,
+        "coreplex_websocket_deflate_total",
+        "WebSocket upgrades that negotiated permessage-deflate.",
+        w.deflate,
+    );
+    super::header(
+        o,
+        "coreplex_websocket_messages_total",
+        "WebSocket data messages, by direction.",
+        "counter",
+    );
+    let _ = writeln!(
+        o,
+        "coreplex_websocket_messages_total{{direction=\"in\"}} {}",
+        w.messages_in
+    );
+    let _ = writeln!(
+        o,
+        "coreplex_websocket_messages_total{{direction=\"out\"}} {}",
+        w.messages_out
+    );
+    super::header(
+        o,
+        "coreplex_websocket_frames_total",
+        "WebSocket frames (data and control), by direction.",
+        "counter",
+    );
+    let _ = writeln!(
+        o,
+        "coreplex_websocket_frames_total{{direction=\"in\"}} {}",
+        w.frames_in
+    );
+    let _ = writeln!(
+        o,
+        "coreplex_websocket_frames_total{{direction=\"out\"}} {}",
+        w.frames_out
+    );
+    counter(
+        o,
+        "coreplex_websocket_pings_received_total",
+        "WebSocket pings received (each answered).",
+        w.pings_in,
+    );
+    super::header(
+        o,
+        "coreplex_websocket_deflate_bytes_total",
+        "permessage-deflate bytes: compressed and plain, by direction (their ratio is the compression ratio).",
+        "counter",
+    );
+    for (dir, compressed, plain) in [
+        ("in", w.deflated_in, w.inflated_in),
+        ("out", w.deflated_out, w.plain_out),
+    ] {
+        let _ = writeln!(o, "coreplex_websocket_deflate_bytes_total{{direction=\"{dir}\",form=\"compressed\"}} {compressed}");
+        let _ = writeln!(
+            o,
+            "coreplex_websocket_deflate_bytes_total{{direction=\"{dir}\",form=\"plain\"}} {plain}"
+        );
+    }
+    super::header(
+        o,
+        "coreplex_websocket_closes_total",
+        "WebSocket close frames, by direction and code.",
+        "counter",
+    );
+    for (dir, counts) in [("in", &w.closes_in), ("out", &w.closes_out)] {
+        for ((_, label), n) in WS_CLOSE_CODES.iter().zip(counts.iter()) {
+            let _ = writeln!(
+                o,
+                "coreplex_websocket_closes_total{{direction=\"{dir}\",code=\"{label}\"}} {n}"
+            );
+        }
+    }
+}
