@@ -237,6 +237,9 @@ pub struct WebSocket {
     /// permessage-deflate: the window bits the server compresses with and allows a client
     /// that keeps context; `None`: offers are declined.
     pub deflate: Option<coreplex_protocol::ws::deflate::DeflateConfig>,
+    /// A silent WebSocket gets a ping after this long; one that stays silent as long again is
+    /// closed (1001). `None`: no pings, an idle one closes after `timeouts.tunnel`.
+    pub ping_interval: Option<Duration>,
 }
 
 impl Default for WebSocket {
@@ -246,6 +249,7 @@ impl Default for WebSocket {
             max_frame: 16 << 20,
             max_message: 16 << 20,
             deflate: Some(Default::default()),
+            ping_interval: None,
         }
     }
 }

@@ -211,6 +211,8 @@ impl InFlight {
 const DRAINING: u8 = 1 << 0;
 const SERVED: u8 = 1 << 1;
 const USED_BACKEND: u8 = 1 << 2;
+/// A WebSocket endpoint sent a ping and has heard nothing since.
+const PING_OUT: u8 = 1 << 3;
 
 /// Per-connection state, stored inline in the engine's slab.
 #[derive(Default)]
@@ -230,6 +232,19 @@ impl HttpConn {
     /// At least one response was sent (the next request is not the session's first).
     pub(super) fn served(&self) -> bool {
         self.flags & SERVED != 0
+    }
+
+    /// A WebSocket endpoint's ping is unanswered (no frame since it was sent).
+    pub(super) fn ping_out(&self) -> bool {
+        self.flags & PING_OUT != 0
+    }
+
+    pub(super) fn set_ping_out(&mut self, out: bool) {
+        if out {
+            self.flags |= PING_OUT;
+        } else {
+            self.flags &= !PING_OUT;
+        }
     }
 
     pub(super) fn set_served(&mut self) {

@@ -68,6 +68,10 @@ pub struct WsStats {
     pub frames_out: u64,
     /// Pings received (each answered with a pong).
     pub pings_in: u64,
+    /// Pings sent to silent WebSockets (`ping_interval`).
+    pub pings_sent: u64,
+    /// WebSockets closed because a ping went unanswered.
+    pub pings_unanswered: u64,
     /// Compressed bytes received, and what they inflated to.
     pub deflated_in: u64,
     /// What received compressed bytes inflated to.
@@ -102,6 +106,8 @@ impl WsStats {
         self.frames_in += o.frames_in;
         self.frames_out += o.frames_out;
         self.pings_in += o.pings_in;
+        self.pings_sent += o.pings_sent;
+        self.pings_unanswered += o.pings_unanswered;
         self.deflated_in += o.deflated_in;
         self.inflated_in += o.inflated_in;
         self.plain_out += o.plain_out;

@@ -69,6 +69,7 @@ type Failure = (u16, &'static str);
 pub(crate) struct WsListener {
     decoder: DecoderConfig,
     deflate: Option<DeflateConfig>,
+    ping_interval: Option<std::time::Duration>,
 }
 
 impl WsListener {
@@ -80,6 +81,7 @@ impl WsListener {
                 max_message: w.max_message,
             },
             deflate: w.deflate,
+            ping_interval: w.ping_interval,
         }
     }
 }
@@ -162,7 +164,7 @@ impl HttpService {
                 self.stats.ws.deflate += u64::from(agreed.is_some());
                 cx.take_busy();
                 conn.phase = Phase::WebSocket;
-                cx.set_timer(self.timeouts(conn).tunnel);
+                cx.set_timer(self.websocket_silence(conn));
                 true
             }
             Err(e) => {
@@ -294,8 +296,22 @@ impl HttpService {
         if !st.decoder.is_idle() {
             self.ws.conns.insert(id, st);
         }
-        cx.set_timer(self.timeouts(conn).tunnel);
+        if pos > 0 {
+            // Any frame (a pong among them) answers an outstanding ping.
+            conn.set_ping_out(false);
+        }
+        cx.set_timer(self.websocket_silence(conn));
         pos
+    }
+
+    /// How long a WebSocket may stay silent before the next step: a ping, or (after an
+    /// unanswered one, or without pings) the close.
+    fn websocket_silence(&self, conn: &HttpConn) -> std::time::Duration {
+        let listener = &self.listeners[conn.listener as usize];
+        listener
+            .websocket
+            .ping_interval
+            .unwrap_or(listener.timeouts.tunnel)
     }
 
     /// Gives a half-read message's decompressor and compressor back.
@@ -325,13 +341,32 @@ impl HttpService {
         cx.close_after_flush(why);
     }
 
-    /// `timeouts.tunnel` passed without a frame: 1001 and close.
+    /// The WebSocket was silent: with pings, a ping (or, if the last one is unanswered, 1001
+    /// and close); without, `timeouts.tunnel` passed: 1001 and close.
     pub(crate) fn websocket_timer(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+        let pings = self.listeners[conn.listener as usize]
+            .websocket
+            .ping_interval
+            .is_some();
+        if pings && !conn.ping_out() {
+            write_frame(cx.output(), true, Opcode::Ping, b"coreplex", None);
+            self.stats.ws.frames_out += 1;
+            self.stats.ws.pings_sent += 1;
+            conn.set_ping_out(true);
+            cx.set_timer(self.websocket_silence(conn));
+            return;
+        }
+        let reason = if pings {
+            self.stats.ws.pings_unanswered += 1;
+            "ping unanswered"
+        } else {
+            "idle"
+        };
         self.websocket_close(
             cx,
             conn,
             Some(code::GOING_AWAY),
-            "idle",
+            reason,
             CloseReason::ClientTimeout,
         );
     }

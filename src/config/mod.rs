@@ -949,7 +949,7 @@ respond = { body = "x" }
         let errs = load(&listener("max_frame = \"1KiB\", colour = 1")).unwrap_err();
         assert!(errs[0].message.contains("colour"), "{errs:#?}");
         let errs = load(&listener(
-            "max_message = \"2GiB\", server_max_window_bits = 8, client_max_window_bits = 16",
+            "max_message = \"2GiB\", server_max_window_bits = 8, client_max_window_bits = 16, ping_interval = \"10ms\"",
         ))
         .unwrap_err();
         let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
@@ -958,7 +958,8 @@ respond = { body = "x" }
             [
                 "listener[0].websocket.max_message",
                 "listener[0].websocket.server_max_window_bits",
-                "listener[0].websocket.client_max_window_bits"
+                "listener[0].websocket.client_max_window_bits",
+                "listener[0].websocket.ping_interval"
             ],
             "{errs:#?}"
         );

@@ -1,8 +1,9 @@
 //! `[listener.websocket]`: what the listener's WebSocket endpoints (routes with `websocket`)
-//! accept: frame and message limits, and permessage-deflate with its window bits.
+//! accept: frame and message limits, permessage-deflate with its window bits, and pings to
+//! silent clients.
 
 use super::{err, ConfigError};
-use crate::units::Bytes;
+use crate::units::{Bytes, Dur};
 pub use coreplex_http::runtime::WebSocket;
 use coreplex_protocol::ws::deflate::DeflateConfig;
 use serde::Deserialize;
@@ -15,6 +16,7 @@ pub(super) struct RawWebSocket {
     compression: Option<bool>,
     server_max_window_bits: Option<u8>,
     client_max_window_bits: Option<u8>,
+    ping_interval: Option<Dur>,
 }
 
 /// Validates `[listener.websocket]`.
@@ -66,7 +68,12 @@ pub(super) fn validate(
             "window bits are set but compression = false: leave them out or enable compression",
         ));
     }
+    let ping_interval = raw.ping_interval.map(|d| d.0);
+    if ping_interval.is_some_and(|d| d < std::time::Duration::from_millis(100)) {
+        errors.push(err(format!("{p}.ping_interval"), "must be at least 100ms"));
+    }
     WebSocket {
+        ping_interval,
         max_frame,
         max_message,
         deflate: compression.then_some(DeflateConfig {

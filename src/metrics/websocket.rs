@@ -73,6 +73,18 @@ pub fn render(o: &mut String, w: &WsStats) {
         "WebSocket pings received (each answered).",
         w.pings_in,
     );
+    counter(
+        o,
+        "coreplex_websocket_pings_sent_total",
+        "WebSocket pings sent to silent clients (listener.websocket.ping_interval).",
+        w.pings_sent,
+    );
+    counter(
+        o,
+        "coreplex_websocket_pings_unanswered_total",
+        "WebSockets closed (1001) because a ping went unanswered.",
+        w.pings_unanswered,
+    );
     super::header(
         o,
         "coreplex_websocket_deflate_bytes_total",

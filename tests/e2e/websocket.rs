@@ -280,6 +280,43 @@ fn an_idle_websocket_is_closed_with_1001_after_the_tunnel_timeout() {
 }
 
 #[test]
+fn silent_clients_get_pings_and_those_that_never_answer_are_closed() {
+    let server = echo_server("websocket = { ping_interval = \"300ms\" }");
+    // A client that answers pings stays, well past the interval.
+    let out = probe("alive", server.addr(), &[]);
+    assert!(out.contains("ok alive"), "{out}");
+    let admin = server.admin();
+    wait_metric(
+        admin,
+        "coreplex_websocket_pings_sent_total",
+        |v| v >= 3.0,
+        ">= 3",
+    );
+    // One that reads but never answers gets a ping, then 1001 an interval later.
+    let started = std::time::Instant::now();
+    let out = probe("idle", server.addr(), &[]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "frame 9 fin 636f7265706c6578",
+            "close 1001 ping unanswered",
+            "eof"
+        ]
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(550),
+        "{:?}",
+        started.elapsed()
+    );
+    wait_metric(
+        admin,
+        "coreplex_websocket_pings_unanswered_total",
+        |v| v == 1.0,
+        "1",
+    );
+}
+
+#[test]
 fn a_subset_of_the_autobahn_cases_passes() {
     // Framing, pings and pongs, reserved bits and opcodes, fragmentation, UTF-8 (fail fast),
     // close handling, auto-fragmentation, and the first case of each compression group (every

@@ -8,6 +8,8 @@
                                            `|`-separated; `R:<hex>` is sent as it is), print
                                            every frame received and `eof`
   ws_probe.py idle HOST PORT PATH          wait for the server to close, print its close
+  ws_probe.py alive HOST PORT PATH         `websockets` (which answers pings) silent for 1.5 s,
+                                           then one echo
   ws_probe.py deflate HOST PORT PATH       `websockets` with permessage-deflate (the client
                                            keeping context): messages echoed, compressed
   ws_probe.py packed HOST PORT PATH KIND   offer permessage-deflate by hand and send one
@@ -87,6 +89,15 @@ def packed(host, port, path, kind):
         payload = (c.compress(b"ok \xc0\xaf") + c.flush(zlib.Z_SYNC_FLUSH))[:-4]
     s.sendall(frame(1, True, payload, rsv1=True))
     read_frames(s, rest)
+
+
+async def alive(uri):
+    async with websockets.connect(uri, compression=None, ping_interval=None) as ws:
+        await asyncio.sleep(1.5)
+        await ws.send("still here")
+        if await ws.recv() != "still here":
+            fail("echo after silence")
+        print("ok alive")
 
 
 async def close(uri, code):
@@ -188,6 +199,8 @@ def main():
         raw(host, port, path, sys.argv[5])
     elif mode == "idle":
         idle(host, port, path)
+    elif mode == "alive":
+        asyncio.run(alive(uri))
     elif mode == "deflate":
         asyncio.run(deflate(uri))
     elif mode == "packed":
