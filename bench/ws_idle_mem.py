@@ -8,7 +8,10 @@ context takeover, or with the client keeping a 2^10 or 2^15 window, which the se
 too), each HTTP connection one request; then it idles. User memory per connection = growth
 of the server's RSS over the N / N. One server per mode, cleaned up by PID.
 
-Usage: python3 bench/ws_idle_mem.py [--count 10000] [--bin target/release/coreplex]
+With --pings N, every WebSocket then sends N pings 1 s apart and reads its pongs before the
+measurement (connections held with pings).
+
+Usage: python3 bench/ws_idle_mem.py [--count 10000] [--pings 0] [--modes websocket,...]
 """
 import argparse, base64, os, resource, socket, subprocess, sys, tempfile, time, zlib
 
@@ -64,7 +67,19 @@ def open_one(port, mode):
     return s
 
 
-def measure(binary, port, mode, count):
+def ping_all(conns, rounds):
+    """Each connection sends a (masked) ping and reads its pong, `rounds` times, 1 s apart."""
+    mask = b"\x05\x06\x07\x08"
+    ping = b"\x89\x84" + mask + bytes(b ^ mask[i] for i, b in enumerate(b"ping"))
+    for _ in range(rounds):
+        for s in conns:
+            s.sendall(ping)
+        for s in conns:
+            s.recv(64)
+        time.sleep(1)
+
+
+def measure(binary, port, mode, count, pings):
     with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
         f.write(CONFIG.format(port=port))
     server = subprocess.Popen([binary, "run", "-c", f.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -84,8 +99,11 @@ def measure(binary, port, mode, count):
         for s in conns:
             s.recv(65536)
         time.sleep(2)
+        if pings and mode != "http":
+            ping_all(conns, pings)
         grown = rss(server.pid) - base
-        print(f"{mode:9} {count} idle connections: {grown / count:.0f} B per connection (RSS +{grown} B)")
+        held = f", after {pings} rounds of pings" if pings and mode != "http" else ""
+        print(f"{mode:11} {count} idle connections{held}: {grown / count:.0f} B per connection (RSS +{grown} B)")
         for s in warm + conns:
             s.close()
     finally:
@@ -99,11 +117,13 @@ def main():
     a.add_argument("--count", type=int, default=10000)
     a.add_argument("--bin", default="target/release/coreplex")
     a.add_argument("--port", type=int, default=9101)
+    a.add_argument("--pings", type=int, default=0, help="rounds of client pings before measuring")
+    a.add_argument("--modes", default="websocket,deflate-nct,deflate-10,deflate-15,http")
     args = a.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, args.count + 1000), hard))
-    for mode in ("websocket", "deflate-nct", "deflate-10", "deflate-15", "http"):
-        measure(args.bin, args.port, mode, args.count)
+    for i, mode in enumerate(args.modes.split(",")):
+        measure(args.bin, args.port + i, mode, args.count, args.pings)
 
 
 if __name__ == "__main__":
