@@ -105,7 +105,20 @@ pub(crate) struct WsShard {
     packed: Vec<u8>,
 }
 
+/// What a shard's work buffers keep between calls: one piece inflated from a compression bomb
+/// may have grown them to the message limit, and that must not stay with the shard.
+const SCRATCH_KEEP: usize = 256 * 1024;
+
 impl WsShard {
+    /// Gives back work buffers that grew past [`SCRATCH_KEEP`].
+    fn trim(&mut self) {
+        for buf in [&mut self.scratch, &mut self.plain, &mut self.packed] {
+            if buf.capacity() > SCRATCH_KEEP {
+                *buf = Vec::new();
+            }
+        }
+    }
+
     pub(crate) fn new() -> WsShard {
         WsShard {
             conns: HashMap::new(),
@@ -296,6 +309,7 @@ impl HttpService {
         if !st.decoder.is_idle() {
             self.ws.conns.insert(id, st);
         }
+        self.ws.trim();
         if pos > 0 {
             // Any frame (a pong among them) answers an outstanding ping.
             conn.set_ping_out(false);
@@ -336,6 +350,7 @@ impl HttpService {
             self.release(&mut st);
         }
         self.ws.deflate.remove(&cx.id());
+        self.ws.trim();
         conn.phase = Phase::Closing;
         cx.set_timer(self.timeouts(conn).client);
         cx.close_after_flush(why);
@@ -451,4 +466,20 @@ fn echo_inflated(
         release(ws, st);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_buffers_grown_by_a_bomb_do_not_stay_with_the_shard() {
+        let mut ws = WsShard::new();
+        ws.plain.reserve(16 << 20);
+        ws.packed.reserve(SCRATCH_KEEP);
+        ws.scratch.reserve(64 * 1024);
+        ws.trim();
+        assert_eq!(ws.plain.capacity(), 0);
+        assert!(ws.packed.capacity() >= SCRATCH_KEEP && ws.scratch.capacity() >= 64 * 1024);
+    }
 }

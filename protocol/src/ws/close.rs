@@ -40,13 +40,6 @@ pub struct CloseFrame<'a> {
     pub reason: &'a str,
 }
 
-impl CloseFrame<'_> {
-    /// The code to echo in the answering close frame (section 5.5.1): the peer's, or none.
-    pub fn code_or_no_status(&self) -> u16 {
-        self.code.unwrap_or(code::NO_STATUS)
-    }
-}
-
 /// Parses an (unmasked) close payload.
 pub fn parse_close(payload: &[u8]) -> Result<CloseFrame<'_>, WsError> {
     match payload {

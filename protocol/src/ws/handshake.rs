@@ -112,12 +112,6 @@ pub fn accept_for_key(key: &[u8]) -> [u8; 28] {
     out
 }
 
-/// Appends the 101 that accepts the upgrade (no subprotocol, no extension).
-pub fn write_accept(out: &mut Vec<u8>, accept: &[u8; 28]) {
-    write_accept_head(out, accept);
-    out.extend_from_slice(b"\r\n");
-}
-
 /// Appends the 101's status line and fields without the empty line that ends the head, so that
 /// the caller can add fields (`Sec-WebSocket-Extensions`) and then end it.
 pub fn write_accept_head(out: &mut Vec<u8>, accept: &[u8; 28]) {
@@ -147,8 +141,8 @@ mod tests {
         // RFC 6455 section 1.3.
         assert_eq!(&check(GOOD).unwrap(), b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         let mut out = Vec::new();
-        write_accept(&mut out, b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-        assert!(out.ends_with(b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"));
+        write_accept_head(&mut out, b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert!(out.ends_with(b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
     }
 
     #[test]
