@@ -15,4 +15,6 @@ mod ws_deflate;
 
 pub use proxy::BackendRuntime;
 pub use service::{HttpService, ListenerRuntime};
-pub use stats::{H2Stats, HttpStats, WsStats, STREAMS_PER_CONNECTION_BUCKETS, WS_CLOSE_CODES};
+pub use stats::{
+    H2Stats, HttpStats, TunnelStats, WsStats, STREAMS_PER_CONNECTION_BUCKETS, WS_CLOSE_CODES,
+};

@@ -151,6 +151,10 @@ pub struct Route {
     pub path: PathMatch,
     /// What to do.
     pub action: RouteAction,
+    /// The `Upgrade` protocols (lowercase) a backend route tunnels: an HTTP/1.1 request asking
+    /// for one of them goes to the backend with its `Upgrade`, and a 101 makes the pair a byte
+    /// tunnel. Empty on other routes.
+    pub upgrade: Vec<String>,
 }
 
 /// A listener.

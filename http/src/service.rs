@@ -44,6 +44,8 @@ pub(super) enum Target {
 /// A listener's routes and settings, shared read-only by all shards.
 pub struct ListenerRuntime {
     routes: Vec<(Option<String>, PathMatch, Target)>,
+    /// The `Upgrade` protocols each route tunnels (by route index).
+    upgrades: Vec<Box<[String]>>,
     /// HTTP/2 settings when the listener speaks h2 (ALPN or h2c).
     pub(super) h2: Option<coreplex_protocol::h2::conn::Settings>,
     /// Plaintext connections may start with the h2c preface.
@@ -73,6 +75,11 @@ impl ListenerRuntime {
                     (r.host.clone(), r.path.clone(), target)
                 })
                 .collect(),
+            upgrades: l
+                .routes
+                .iter()
+                .map(|r| r.upgrade.clone().into_boxed_slice())
+                .collect(),
             timeouts: l.timeouts,
             limits: Limits {
                 max_headers: l.limits.max_headers.min(MAX_HEADERS_CAP),
@@ -88,6 +95,11 @@ impl ListenerRuntime {
 
     fn route(&self, head: &RequestHead<'_, '_>) -> Option<usize> {
         self.route_for(head.host, head.path)
+    }
+
+    /// The `Upgrade` protocols route `i` tunnels.
+    pub(super) fn upgrades(&self, i: usize) -> &[String] {
+        &self.upgrades[i]
     }
 
     /// What route `i` does.
@@ -177,6 +189,11 @@ pub(super) enum Phase {
     H2,
     /// A WebSocket endpoint after its 101 (`websocket`).
     WebSocket,
+    /// The client end of an upgrade tunnel, paired with its backend connection
+    /// (`proxy::tunnel`).
+    TunnelClient,
+    /// The backend end of an upgrade tunnel (`listener` is the backend index).
+    TunnelBackend,
 }
 
 /// What to answer once a request's body has been read.
@@ -213,6 +230,10 @@ const SERVED: u8 = 1 << 1;
 const USED_BACKEND: u8 = 1 << 2;
 /// A WebSocket endpoint sent a ping and has heard nothing since.
 const PING_OUT: u8 = 1 << 3;
+/// A tunnel end heard its socket's FIN (the tunnel is half-closed).
+const HALF_CLOSED: u8 = 1 << 4;
+/// A tunnel carries a WebSocket.
+const WS_TUNNEL: u8 = 1 << 5;
 
 /// Per-connection state, stored inline in the engine's slab.
 #[derive(Default)]
@@ -245,6 +266,24 @@ impl HttpConn {
         } else {
             self.flags &= !PING_OUT;
         }
+    }
+
+    /// A tunnel end whose socket sent its FIN.
+    pub(super) fn half_closed(&self) -> bool {
+        self.flags & HALF_CLOSED != 0
+    }
+
+    pub(super) fn set_half_closed(&mut self) {
+        self.flags |= HALF_CLOSED;
+    }
+
+    /// The client end of a tunnel that carries a WebSocket.
+    pub(super) fn ws_tunnel(&self) -> bool {
+        self.flags & WS_TUNNEL != 0
+    }
+
+    pub(super) fn set_ws_tunnel(&mut self) {
+        self.flags |= WS_TUNNEL;
     }
 
     pub(super) fn set_served(&mut self) {
@@ -516,7 +555,12 @@ impl HttpService {
         }
         let route = listener.route(&head);
         match route.map(|i| &listener.routes[i].2) {
-            Some(&Target::Backend(b)) => return self.relay_request(cx, conn, &head, b, started),
+            Some(&Target::Backend(b)) => {
+                let tunnel = route.and_then(|i| {
+                    super::proxy::tunnel::asked(&head, listener.upgrades(i), &self.proxy, b)
+                });
+                return self.relay_request(cx, conn, &head, b, started, tunnel);
+            }
             Some(Target::WebSocketEcho) => {
                 return self.websocket_upgrade(cx, conn, &head).then_some(head_len);
             }
@@ -590,7 +634,7 @@ impl Service for HttpService {
             }
             Phase::Backend => {
                 return match self.stream_key(cx.id()) {
-                    Some(key) => self.stream_backend_input(cx, key, input),
+                    Some(key) => self.stream_backend_input(cx, conn, key, input),
                     None => {
                         // An idle pooled connection must stay silent.
                         cx.close(CloseReason::ProtocolError);
@@ -600,6 +644,9 @@ impl Service for HttpService {
             }
             Phase::H2 => return self.h2_input(cx, conn, input),
             Phase::WebSocket => return self.websocket_input(cx, conn, input),
+            Phase::TunnelClient | Phase::TunnelBackend => {
+                return self.tunnel_input(cx, conn, input)
+            }
             Phase::Idle if !conn.served() && self.listeners[conn.listener as usize].h2c => {
                 match super::h2::looks_like_preface(input) {
                     Some(true) => {
@@ -697,6 +744,7 @@ impl Service for HttpService {
                 }
             }
             Phase::Proxy => return self.relay_client_eof(cx, conn),
+            Phase::TunnelClient | Phase::TunnelBackend => return self.tunnel_peer_closed(cx, conn),
             // The client went without a close frame (1006 to it, if it could hear).
             Phase::WebSocket => return cx.close(CloseReason::PeerClosed),
             Phase::H2 if cx.pending_output() > 0 => {
@@ -718,6 +766,9 @@ impl Service for HttpService {
     }
 
     fn on_drained(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+        if matches!(conn.phase, Phase::TunnelClient | Phase::TunnelBackend) {
+            return self.tunnel_drained(cx, conn);
+        }
         if conn.phase == Phase::H2 {
             if !cx.is_closing() {
                 self.h2_drained(cx, conn);
@@ -750,6 +801,18 @@ impl Service for HttpService {
         match self.stream_key(cx.id()) {
             Some(key) => self.stream_connected(cx, key, result),
             None => cx.close(CloseReason::Done),
+        }
+    }
+
+    fn on_paired(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+        if conn.phase == Phase::TunnelClient {
+            self.tunnel_paired(cx);
+        }
+    }
+
+    fn on_unpaired(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+        if matches!(conn.phase, Phase::TunnelClient | Phase::TunnelBackend) {
+            self.tunnel_unpaired(cx);
         }
     }
 
@@ -791,6 +854,7 @@ impl Service for HttpService {
             Phase::Closing => cx.close(CloseReason::ClientTimeout),
             Phase::Proxy => self.relay_timer(cx, conn),
             Phase::WebSocket => self.websocket_timer(cx, conn),
+            Phase::TunnelClient | Phase::TunnelBackend => self.tunnel_timer(cx),
             Phase::Backend if self.is_h2_backend(cx.id()) => self.h2_backend_timer(cx),
             Phase::Backend => match self.stream_key(cx.id()) {
                 Some(key) => self.stream_backend_timer(cx, key),
@@ -838,7 +902,13 @@ impl Service for HttpService {
         if conn.phase == Phase::WebSocket {
             self.websocket_closed(id);
         }
-        if conn.phase == Phase::Backend {
+        if conn.phase == Phase::TunnelClient {
+            self.tunnel_client_closed(&conn);
+        }
+        if conn.phase == Phase::TunnelBackend {
+            self.proxy.backend_conn_closed(conn.listener as usize, id);
+            self.stream_backend_closed(id);
+        } else if conn.phase == Phase::Backend {
             self.proxy.backend_conn_closed(conn.listener as usize, id);
             self.stream_backend_closed(id);
             self.h2_backend_closed(id);

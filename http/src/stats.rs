@@ -30,6 +30,36 @@ pub struct HttpStats {
     pub h2: H2Stats,
     /// WebSocket endpoint counters.
     pub ws: WsStats,
+    /// Upgrade tunnels to backends.
+    pub tunnels: TunnelStats,
+}
+
+/// Upgrade tunnels (`proxy::tunnel`): HTTP/1.1 upgrades a backend accepted with 101.
+#[derive(Clone, Debug, Default)]
+pub struct TunnelStats {
+    /// Tunnels opened for `Upgrade: websocket`.
+    pub websocket: u64,
+    /// Tunnels opened for other protocols a route allows.
+    pub other: u64,
+    /// Tunnels open now (client connections).
+    pub current: i64,
+    /// Of them, WebSocket tunnels.
+    pub websocket_current: i64,
+    /// Upgrade requests the backend answered with something other than 101 (passed on).
+    pub refused: u64,
+    /// Tunnels closed by `timeouts.tunnel` (or `client_fin`/`server_fin` once half-closed).
+    pub timeouts: u64,
+}
+
+impl TunnelStats {
+    fn merge(&mut self, o: &TunnelStats) {
+        self.websocket += o.websocket;
+        self.other += o.other;
+        self.current += o.current;
+        self.websocket_current += o.websocket_current;
+        self.refused += o.refused;
+        self.timeouts += o.timeouts;
+    }
 }
 
 /// The close codes counted by name ([`WsStats::close_slot`]); the last slot is any other code.
@@ -205,6 +235,7 @@ impl Default for HttpStats {
             tls: coreplex_tls::TlsStats::default(),
             h2: H2Stats::default(),
             ws: WsStats::default(),
+            tunnels: TunnelStats::default(),
         }
     }
 }
@@ -258,5 +289,6 @@ impl HttpStats {
         self.tls.merge(&o.tls);
         self.h2.merge(&o.h2);
         self.ws.merge(&o.ws);
+        self.tunnels.merge(&o.tunnels);
     }
 }

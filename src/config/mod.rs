@@ -127,6 +127,8 @@ struct RawRoute {
     backend: Option<String>,
     /// `"echo"`: a WebSocket endpoint that echoes every message.
     websocket: Option<String>,
+    /// The `Upgrade` protocols a backend route tunnels (default `["websocket"]`).
+    upgrade: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -592,6 +594,7 @@ fn validate_route(
             errors.push(err(format!("{p}.host"), format!("invalid host {h:?}")));
         }
     }
+    let upgrade = validate_upgrade(r.upgrade.as_deref(), r.backend.is_some(), p, errors);
     if let Some(kind) = r.websocket {
         if r.respond.is_some() || r.backend.is_some() {
             errors.push(err(
@@ -611,6 +614,7 @@ fn validate_route(
             host,
             path,
             action: RouteAction::WebSocketEcho,
+            upgrade,
         });
     }
     let respond = match (r.respond, r.backend) {
@@ -631,6 +635,7 @@ fn validate_route(
                     host,
                     path,
                     action: RouteAction::Backend(i),
+                    upgrade,
                 }),
                 Some(_) => None,
                 None => {
@@ -696,7 +701,49 @@ fn validate_route(
             headers,
             body: respond.body.into_bytes(),
         }),
+        upgrade,
     })
+}
+
+/// The `Upgrade` protocols a route tunnels to its backend (lowercase): `upgrade` when given
+/// (only on backend routes), else `websocket` for backend routes and none for the others.
+fn validate_upgrade(
+    upgrade: Option<&[String]>,
+    backend: bool,
+    p: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<String> {
+    let Some(list) = upgrade else {
+        return if backend {
+            vec!["websocket".to_string()]
+        } else {
+            Vec::new()
+        };
+    };
+    if !backend {
+        errors.push(err(
+            format!("{p}.upgrade"),
+            "`upgrade` applies to routes with `backend`: only they tunnel",
+        ));
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (i, t) in list.iter().enumerate() {
+        if !is_token(t) {
+            errors.push(err(
+                format!("{p}.upgrade[{i}]"),
+                format!("{t:?} is not a protocol name (an HTTP token)"),
+            ));
+        } else if t.eq_ignore_ascii_case("h2c") || t.eq_ignore_ascii_case("h2") {
+            errors.push(err(
+                format!("{p}.upgrade[{i}]"),
+                "h2c cannot be tunnelled: coreplex speaks HTTP/2 to clients itself (http2.h2c)",
+            ));
+        } else {
+            out.push(t.to_ascii_lowercase());
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -912,6 +959,52 @@ servers = []
         ] {
             assert!(paths.contains(&want), "missing {want} in {errs:#?}");
         }
+    }
+
+    #[test]
+    fn upgrade_protocols_are_checked_with_their_key_paths() {
+        let text = r#"
+version = 1
+[[listener]]
+bind = "127.0.0.1:1"
+[[listener.route]]
+path = "/a"
+backend = "app"
+upgrade = ["WebSocket", "x-echo"]
+[[listener.route]]
+path = "/b"
+backend = "app"
+upgrade = ["bad token", "h2c"]
+[[listener.route]]
+path = "/c"
+respond = { body = "x" }
+upgrade = ["websocket"]
+[[listener.route]]
+backend = "app"
+[backend.app]
+servers = [{ address = "127.0.0.1:2" }]
+"#;
+        let errs = load(text).unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "listener[0].route[1].upgrade[0]",
+                "listener[0].route[1].upgrade[1]",
+                "listener[0].route[2].upgrade"
+            ],
+            "{errs:#?}"
+        );
+        let ok = load(&text.replace("\"bad token\", \"h2c\"", "").replace(
+            "respond = { body = \"x\" }\nupgrade = [\"websocket\"]",
+            "respond = { body = \"x\" }",
+        ))
+        .unwrap();
+        let r = &ok.listeners[0].routes;
+        assert_eq!(r[0].upgrade, ["websocket", "x-echo"]);
+        assert!(r[1].upgrade.is_empty(), "an empty list tunnels nothing");
+        assert!(r[2].upgrade.is_empty(), "direct responses never tunnel");
+        assert_eq!(r[3].upgrade, ["websocket"], "the default");
     }
 
     #[test]

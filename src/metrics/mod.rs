@@ -259,7 +259,8 @@ pub fn render(reports: &[ShardReport<HttpStats>], shards_expected: usize) -> Str
     backend::render(o, &h.backends);
     tls::render(o, &h.tls);
     h2::render(o, &h.h2);
-    websocket::render(o, &h.ws);
+    websocket::render(o, &h.ws, &h.tunnels);
+    websocket::render_tunnels(o, &h.tunnels);
     out
 }
 

@@ -1,12 +1,12 @@
-//! The WebSocket series: upgrades accepted and refused, WebSockets open, messages and frames by
-//! direction, pings, permessage-deflate byte counts both ways (the compression ratio), close
-//! frames by direction and code.
+//! The WebSocket series: upgrades accepted and refused, WebSockets open by kind, messages and
+//! frames by direction, pings, permessage-deflate byte counts both ways (the compression
+//! ratio), close frames by direction and code; and the upgrade tunnels to backends.
 
-use crate::http::{WsStats, WS_CLOSE_CODES};
+use crate::http::{TunnelStats, WsStats, WS_CLOSE_CODES};
 use std::fmt::Write;
 
 /// Appends the WebSocket series.
-pub fn render(o: &mut String, w: &WsStats) {
+pub fn render(o: &mut String, w: &WsStats, t: &TunnelStats) {
     let counter = |o: &mut String, name: &str, help: &str, v: u64| {
         super::header(o, name, help, "counter");
         let _ = writeln!(o, "{name} {v}");
@@ -23,11 +23,21 @@ pub fn render(o: &mut String, w: &WsStats) {
         "WebSocket upgrade requests refused (426, 405, 400).",
         w.refused,
     );
-    super::gauge(
+    super::header(
         o,
         "coreplex_websocket_current",
-        "WebSockets open now (terminated here).",
-        w.current.max(0) as u64,
+        "WebSockets open now, by kind: terminated here (echo endpoints) or tunnelled to a backend.",
+        "gauge",
+    );
+    let _ = writeln!(
+        o,
+        "coreplex_websocket_current{{kind=\"terminated\"}} {}",
+        w.current.max(0)
+    );
+    let _ = writeln!(
+        o,
+        "coreplex_websocket_current{{kind=\"tunnel\"}} {}",
+        t.websocket_current.max(0)
     );
     counter(
         o,
@@ -115,4 +125,38 @@ pub fn render(o: &mut String, w: &WsStats) {
             );
         }
     }
+}
+
+/// Appends the upgrade-tunnel series.
+pub fn render_tunnels(o: &mut String, t: &TunnelStats) {
+    super::header(
+        o,
+        "coreplex_tunnels_total",
+        "Upgrade tunnels opened to backends (101), by protocol kind.",
+        "counter",
+    );
+    let _ = writeln!(
+        o,
+        "coreplex_tunnels_total{{kind=\"websocket\"}} {}",
+        t.websocket
+    );
+    let _ = writeln!(o, "coreplex_tunnels_total{{kind=\"other\"}} {}", t.other);
+    super::gauge(
+        o,
+        "coreplex_tunnels_current",
+        "Upgrade tunnels open now.",
+        t.current.max(0) as u64,
+    );
+    super::counter(
+        o,
+        "coreplex_upgrades_refused_by_backend_total",
+        "Upgrade requests a backend answered without switching protocols (passed on).",
+        t.refused,
+    );
+    super::counter(
+        o,
+        "coreplex_tunnel_timeouts_total",
+        "Tunnels closed for inactivity (timeouts.tunnel, or client_fin/server_fin once half-closed).",
+        t.timeouts,
+    );
 }

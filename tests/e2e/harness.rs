@@ -525,6 +525,11 @@ impl Conn {
     pub fn pending(&self) -> &[u8] {
         &self.buf
     }
+
+    /// Takes the bytes received and not yet consumed.
+    pub fn take_pending(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
 }
 
 /// A simple `GET path` request for host `a`.

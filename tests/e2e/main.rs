@@ -21,4 +21,5 @@ mod shutdown;
 mod timeouts;
 mod tls;
 mod tuning;
+mod tunnel;
 mod websocket;

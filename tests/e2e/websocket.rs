@@ -57,7 +57,7 @@ fn messages_of_every_kind_and_size_come_back() {
     let admin = server.admin();
     for (key, want) in [
         ("coreplex_websocket_upgrades_total", 1.0),
-        ("coreplex_websocket_current", 0.0),
+        ("coreplex_websocket_current{kind=\"terminated\"}", 0.0),
         (
             "coreplex_websocket_messages_total{direction=\"in\"}",
             1008.0,

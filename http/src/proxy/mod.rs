@@ -14,7 +14,8 @@
 //! backend connection goes back to its pool (or closes) and the client goes on. Client sides
 //! live in [`relay`] (HTTP/1.1) and [`streams`] (HTTP/2, and what both share), backend sides in
 //! [`stream_upstream`] (HTTP/1.1) and [`h2_upstream`] (h2); failures are decided by
-//! [`verdict`]. Engine pairs are not used: they are kept for tunnels.
+//! [`verdict`]. An exchange that asked for an upgrade and got a 101 ends in an engine pair: a
+//! byte tunnel ([`tunnel`]).
 //!
 //! Pool connection ids are engine ids packed into a `u64`; a session is the client connection.
 //! Invariants: every backend connection the pool tracks is open (the engine's close reaches
@@ -29,6 +30,7 @@ pub mod stats;
 mod stream_upstream;
 pub(super) mod streams;
 pub mod translate;
+pub(crate) mod tunnel;
 mod verdict;
 
 use crate::runtime::{Backend, TcpKeepalive};

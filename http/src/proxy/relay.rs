@@ -20,9 +20,11 @@
 //! Timers: `client` while the exchange runs (a client that stops sending its body gets 408, one
 //! that stops reading its response is cut); the backend side's own timers bound the server.
 
+use super::rewrite;
 use super::session_id;
 use super::stats::ProxyError;
 use super::streams::{End, NewExchange, Step, StreamExchange, DOWN_MAX};
+use super::tunnel::TunnelAsk;
 use super::verdict::CutHow;
 use crate::response::Persist;
 use crate::runtime::ClientClose;
@@ -92,8 +94,8 @@ impl Relay {
 }
 
 impl HttpService {
-    /// Starts proxying a request to backend `b` as a stream exchange; returns the head's
-    /// length (consumed).
+    /// Starts proxying a request to backend `b` as a stream exchange (`tunnel`: with the
+    /// upgrade it asks for, `proxy::tunnel`); returns the head's length (consumed).
     pub(crate) fn relay_request(
         &mut self,
         cx: &mut Cx<'_>,
@@ -101,8 +103,12 @@ impl HttpService {
         head: &RequestHead<'_, '_>,
         b: usize,
         started: Instant,
+        tunnel: Option<TunnelAsk<'_>>,
     ) -> Option<usize> {
-        let out = self.rewritten_head(cx, head, b);
+        let mut out = self.rewritten_head(cx, head, b);
+        if let Some(t) = tunnel {
+            rewrite::add_upgrade(&mut out, t.protocols);
+        }
         let has_body = !matches!(head.body, BodyKind::None | BodyKind::Length(0));
         let http10 = head.version == Version::Http10;
         let persist = persist_for(head, conn, cx);
@@ -115,7 +121,8 @@ impl HttpService {
             session: session_id(cx.id()),
             first: !conn.served(),
             idempotent: head.method.is_idempotent(),
-            multiplexed: true,
+            // A tunnel needs an HTTP/1.1 connection of its own.
+            multiplexed: tunnel.is_none(),
         };
         let now = cx.now();
         let max_body = self.listeners[conn.listener as usize].limits.max_body;
@@ -136,6 +143,7 @@ impl HttpService {
             now,
         });
         ex.started = started;
+        ex.upgrade = tunnel.map(|t| t.websocket);
         ex.relay = Some(Relay {
             persist,
             http10,
@@ -309,6 +317,8 @@ impl HttpService {
                 out.extend_from_slice(b"transfer-encoding: chunked\r\n");
             }
             match relay.persist {
+                // The backend switched protocols: so does the client's connection.
+                _ if ex.switched => out.extend_from_slice(b"connection: upgrade\r\n"),
                 Persist::KeepAlive11 => {}
                 Persist::KeepAlive10 => out.extend_from_slice(b"connection: keep-alive\r\n"),
                 Persist::Close => out.extend_from_slice(b"connection: close\r\n"),
@@ -360,10 +370,29 @@ impl HttpService {
             return Step::Keep;
         }
         // The response is out: the connection goes on (or closes, if the request was not read
-        // to its end).
+        // to its end), or becomes a tunnel.
         let mut ex = self.proxy.streams.remove(&key).expect("checked");
         self.proxy.relays.remove(&cx.id());
         self.proxy.stats[ex.backend].response(ex.status);
+        if ex.upgrade.is_some() && !ex.switched {
+            self.stats.tunnels.refused += 1;
+        }
+        if ex.switched {
+            if let Some(c) = ex.conn.take() {
+                self.proxy.stream_of_conn.remove(&c);
+                self.stats.response(ex.status);
+                self.stats
+                    .latency_us(now.duration_since(ex.started).as_micros() as u64);
+                let websocket = ex.upgrade == Some(true);
+                self.stream_let_go(&mut ex);
+                self.tunnel_client_start(cx, conn, c, websocket);
+                return Step::Gone;
+            }
+            // The backend end closed right after its 101: nothing to tunnel to.
+            self.stream_let_go(&mut ex);
+            self.response_done(cx, conn, ex.status, ex.started, true);
+            return Step::Gone;
+        }
         self.stream_let_go(&mut ex);
         let close = relay.persist == Persist::Close || !ex.up_end;
         self.response_done(cx, conn, ex.status, ex.started, close);

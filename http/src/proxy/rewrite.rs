@@ -87,6 +87,17 @@ pub struct Forwarding<'a> {
     pub tls: bool,
 }
 
+/// Asks the backend for the upgrade the client asked for: `Connection: upgrade` and the
+/// client's `Upgrade` value, added to a request head written by [`request_head`] (which
+/// removed both as hop-by-hop).
+pub fn add_upgrade(out: &mut Vec<u8>, protocols: &[u8]) {
+    debug_assert!(out.ends_with(b"\r\n\r\n"));
+    out.truncate(out.len() - 2);
+    push_field(out, b"connection", b"upgrade");
+    push_field(out, b"upgrade", protocols);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// An absolute-form target (`http://host:port/path?q`) as the origin-form target and the
 /// authority to send as `Host` (RFC 9112 §3.2.2: the target's authority wins over any Host
 /// field). `None` for other forms.

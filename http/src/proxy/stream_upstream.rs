@@ -42,10 +42,23 @@ impl ResponseSink for StreamSink<'_> {
             }
             return Ok(None);
         }
-        if head.body == ResponseBody::Tunnel {
-            return Err(());
-        }
         let ex = &mut *self.ex;
+        if head.body == ResponseBody::Tunnel {
+            // Only the upgrade a request asked for may switch protocols.
+            if ex.upgrade.is_none() || head.status != 101 {
+                return Err(());
+            }
+            ex.status = 101;
+            ex.switched = true;
+            let mut fields = ResponseFields::from_h1_in(head.headers, self.spare.take());
+            for h in head.headers {
+                if h.name.eq_ignore_ascii_case("upgrade") {
+                    fields.push(b"upgrade", h.value);
+                }
+            }
+            ex.fields = Some(fields);
+            return Ok(Some(Resp::Done));
+        }
         ex.status = head.status;
         ex.private = rewrite::is_connection_auth(head.status, head.headers);
         ex.backend_keep = head.keep_alive;
@@ -194,6 +207,7 @@ impl HttpService {
     pub(crate) fn stream_backend_input(
         &mut self,
         cx: &mut Cx<'_>,
+        conn: &mut HttpConn,
         key: u64,
         input: &[u8],
     ) -> usize {
@@ -219,6 +233,12 @@ impl HttpService {
             return input.len();
         };
         cx.wake(client);
+        if ex.switched {
+            // A 101: what follows it is the tunnel's, once the client end pairs.
+            ex.down_end = true;
+            self.tunnel_backend_start(cx, conn);
+            return pos;
+        }
         if matches!(ex.resp, Resp::Done) {
             let clean = pos == input.len();
             self.stream_finish_backend(cx, key, clean);

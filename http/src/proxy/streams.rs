@@ -123,6 +123,11 @@ pub(crate) struct StreamExchange {
     pub client_fin: bool,
     /// That FIN went to the backend connection.
     pub fin_sent: bool,
+    /// The request asks for an upgrade tunnel (`proxy::tunnel`; `true`: a WebSocket): it
+    /// rides an HTTP/1.1 connection of its own.
+    pub upgrade: Option<bool>,
+    /// The backend switched protocols (101): the exchange ends in a tunnel.
+    pub switched: bool,
     pub started: Instant,
     pub since: Instant,
 }
@@ -194,6 +199,8 @@ impl StreamExchange {
             interim: Vec::new(),
             client_fin: false,
             fin_sent: false,
+            upgrade: None,
+            switched: false,
             started: n.now,
             since: n.now,
         }
@@ -403,7 +410,7 @@ impl HttpService {
                 ex.head_sent = false;
                 ex.stage = Stage::Connecting;
                 ex.since = now;
-                let mux = self.speaks_h2(b, server);
+                let mux = ex.upgrade.is_none() && self.speaks_h2(b, server);
                 if mux {
                     if let Some(c) = self.h2_wait_for(b, server, key) {
                         // A connection to that server is starting: wait for its SETTINGS.

@@ -136,7 +136,8 @@ impl ResponseFields {
         f
     }
 
-    fn push(&mut self, name: &[u8], value: &[u8]) {
+    /// Adds a field (`name` is lowercased).
+    pub fn push(&mut self, name: &[u8], value: &[u8]) {
         self.bytes
             .extend_from_slice(&(name.len() as u32).to_le_bytes());
         self.bytes.extend(name.iter().map(u8::to_ascii_lowercase));

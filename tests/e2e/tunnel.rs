@@ -1,0 +1,374 @@
+//! Upgrade tunnels to backends (`proxy::tunnel`): WebSocket upgrades carried to the Python
+//! `websockets` server and to a coreplex echo endpoint in another process, a refused upgrade
+//! passed on, other protocols only where a route allows them, half-closes both ways, bytes right
+//! behind the 101, `timeouts.tunnel`, and the counters going back to zero.
+
+use crate::harness::{metric, wait_metric, Conn, Server};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BACKEND: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/tools/ws_backend.py");
+const PROBE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/tools/ws_probe.py");
+
+/// `tools/ws_backend.py` in a mode, killed when dropped; counts the connections it accepted.
+struct PyBackend {
+    child: Child,
+    addr: SocketAddr,
+    conns: Arc<AtomicUsize>,
+}
+
+impl PyBackend {
+    fn start(mode: &str) -> PyBackend {
+        let mut child = Command::new("python3")
+            .arg(BACKEND)
+            .arg(mode)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let port: u16 = line
+            .strip_prefix("port ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("ws_backend {mode}: {line:?}"));
+        let conns = Arc::new(AtomicUsize::new(0));
+        let counter = conns.clone();
+        std::thread::spawn(move || {
+            for l in out.lines() {
+                match l {
+                    Ok(l) if l == "conn" => {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        PyBackend {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            conns,
+        }
+    }
+
+    fn conns(&self) -> usize {
+        self.conns.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for PyBackend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A proxy whose listener routes `/x/...` (with `route_extra`, e.g. `upgrade = [...]`) and
+/// every other path to backend `app` at `backend`; `global_extra` goes after `[global]`.
+fn proxy(backend: SocketAddr, route_extra: &str, global_extra: &str) -> Server {
+    Server::start(&format!(
+        r#"version = 1
+
+[global]
+shards = 1
+max_connections = 1024
+{global_extra}
+
+[admin]
+bind = "127.0.0.1:0"
+
+[[listener]]
+name = "front"
+bind = "127.0.0.1:0"
+
+[[listener.route]]
+path_prefix = "/x/"
+backend = "app"
+{route_extra}
+
+[[listener.route]]
+path_prefix = "/"
+backend = "app"
+
+[backend.app]
+servers = [ {{ address = "{backend}" }} ]
+"#
+    ))
+}
+
+/// The sum of series `name` for backend `app` (every server and list).
+fn app_sum(admin: SocketAddr, name: &str) -> f64 {
+    let prefix = format!("{name}{{backend=\"app\"");
+    crate::harness::metrics_text(admin)
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Idle connections in backend `app`'s pool (every list).
+fn pool_idle(admin: SocketAddr) -> f64 {
+    app_sum(admin, "coreplex_backend_connections_idle")
+}
+
+/// Backend `app`'s connections in use (slots counted against maxconn).
+fn pool_used(admin: SocketAddr) -> f64 {
+    app_sum(admin, "coreplex_backend_connections_used")
+}
+
+fn probe(mode: &str, addr: SocketAddr, path: &str) -> String {
+    let out = Command::new("python3")
+        .arg(PROBE)
+        .arg(mode)
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .arg(path)
+        .output()
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "ws_probe {mode}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// Sends an upgrade request for `protocol` to `path` and reads the response head; returns the
+/// connection (bytes after the head are in `pending`) and the head.
+fn upgrade(addr: SocketAddr, path: &str, protocol: &str) -> (Conn, String) {
+    let mut c = Conn::connect(addr);
+    c.send(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: {protocol}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let r = c.response_within(Duration::from_secs(5), false);
+    let head = format!("{} {:?} {}", r.status, r.headers, r.text());
+    (c, head)
+}
+
+/// Reads exactly `n` bytes (what `c` received already first).
+fn read_n(c: &mut Conn, stream: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut got = c.take_pending();
+    let mut buf = [0u8; 4096];
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    while got.len() < n {
+        let k = stream.read(&mut buf).expect("tunnel bytes");
+        assert!(k > 0, "EOF after {} of {n} bytes: {got:?}", got.len());
+        got.extend_from_slice(&buf[..k]);
+    }
+    got
+}
+
+#[test]
+fn websockets_are_tunnelled_to_an_independent_server() {
+    let backend = PyBackend::start("ws");
+    let server = proxy(backend.addr, "", "");
+    let out = probe("echo", server.addr(), "/chat");
+    for line in [
+        "ok messages",
+        "ok fragmented",
+        "ok ping",
+        "ok pipelined",
+        "closed 1000",
+    ] {
+        assert!(
+            out.lines().any(|l| l == line),
+            "{line:?} missing in:\n{out}"
+        );
+    }
+    let admin = server.admin();
+    wait_metric(
+        admin,
+        "coreplex_tunnels_total{kind=\"websocket\"}",
+        |v| v == 1.0,
+        "1",
+    );
+    wait_metric(admin, "coreplex_tunnels_current", |v| v == 0.0, "0");
+    wait_metric(
+        admin,
+        "coreplex_websocket_current{kind=\"tunnel\"}",
+        |v| v == 0.0,
+        "0",
+    );
+    // The tunnel's backend connection closed with it: none is in use or idle in the pool.
+    assert!(crate::backend::wait_until(
+        Duration::from_secs(3),
+        || pool_used(admin) == 0.0
+    ));
+    assert_eq!(pool_idle(admin), 0.0);
+    assert_eq!(backend.conns(), 1);
+}
+
+#[test]
+fn websockets_are_tunnelled_to_a_coreplex_echo_endpoint() {
+    let echo = Server::start(&crate::harness::config(
+        "",
+        "[[listener.route]]\npath = \"/chat\"\nwebsocket = \"echo\"",
+    ));
+    let server = proxy(echo.addr(), "", "");
+    let out = probe("echo", server.addr(), "/chat");
+    assert!(out.lines().any(|l| l == "ok pipelined"), "{out}");
+    assert!(out.lines().any(|l| l == "closed 1000"), "{out}");
+    // The echo endpoint saw every message and the close handshake.
+    wait_metric(
+        echo.admin(),
+        "coreplex_websocket_messages_total{direction=\"in\"}",
+        |v| v == 1008.0,
+        "1008",
+    );
+    wait_metric(
+        server.admin(),
+        "coreplex_tunnels_current",
+        |v| v == 0.0,
+        "0",
+    );
+}
+
+#[test]
+fn a_refused_upgrade_is_passed_on_and_the_connection_goes_on() {
+    let backend = PyBackend::start("raw");
+    let server = proxy(backend.addr, "", "");
+    let (mut c, head) = upgrade(server.addr(), "/refuse", "websocket");
+    assert!(head.starts_with("403"), "{head}");
+    // Still HTTP/1.1: the next request on the same connection is answered.
+    c.send(b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = c.response();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "upgrade=none");
+    let admin = server.admin();
+    assert_eq!(
+        metric(admin, "coreplex_upgrades_refused_by_backend_total"),
+        1.0
+    );
+    assert_eq!(metric(admin, "coreplex_tunnels_current"), 0.0);
+    // Both requests rode one backend connection: the refusal left it reusable.
+    assert_eq!(backend.conns(), 1);
+}
+
+#[test]
+fn other_protocols_tunnel_only_where_the_route_allows_them() {
+    let backend = PyBackend::start("raw");
+    let server = proxy(backend.addr, "upgrade = [\"x-echo\", \"websocket\"]", "");
+    // The default route tunnels only websocket: the backend never sees the Upgrade.
+    let (_, head) = upgrade(server.addr(), "/plain", "x-echo");
+    assert!(
+        head.starts_with("200") && head.ends_with("upgrade=none"),
+        "{head}"
+    );
+    // Where it is allowed, the 101 comes back with its Upgrade and bytes flow both ways.
+    let (c, head) = upgrade(server.addr(), "/x/echo", "x-echo");
+    assert!(head.starts_with("101"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("x-echo"), "{head}");
+    let mut conn = c;
+    let mut s = conn.stream.try_clone().unwrap();
+    s.write_all(b"ping-through").unwrap();
+    assert_eq!(read_n(&mut conn, &mut s, 12), b"ping-through");
+    // A protocol the route does not list is not tunnelled, even beside an allowed one.
+    let (_, head) = upgrade(server.addr(), "/x/echo", "x-echo, other");
+    assert!(
+        head.starts_with("200") && head.ends_with("upgrade=none"),
+        "{head}"
+    );
+    let admin = server.admin();
+    assert_eq!(metric(admin, "coreplex_tunnels_total{kind=\"other\"}"), 1.0);
+    assert_eq!(metric(admin, "coreplex_tunnels_current"), 1.0);
+    // The open tunnel holds its backend connection in use, never idle in the pool.
+    assert_eq!(pool_used(admin), 1.0);
+    drop(s);
+    drop(conn);
+    wait_metric(admin, "coreplex_tunnels_current", |v| v == 0.0, "0");
+    assert!(crate::backend::wait_until(
+        Duration::from_secs(3),
+        || pool_used(admin) == 0.0
+    ));
+}
+
+#[test]
+fn half_closes_travel_both_ways_and_bytes_behind_the_101_arrive() {
+    let backend = PyBackend::start("raw");
+    let server = proxy(backend.addr, "upgrade = [\"x-echo\"]", "");
+    let (mut c, head) = upgrade(server.addr(), "/x/early", "x-echo");
+    assert!(head.starts_with("101"), "{head}");
+    let mut s = c.stream.try_clone().unwrap();
+    // `early` was written right behind the 101's head by the backend.
+    assert_eq!(read_n(&mut c, &mut s, 5), b"early");
+    s.write_all(b"abc").unwrap();
+    let mut buf = [0u8; 3];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"abc");
+    // Our FIN reaches the backend, which answers `bye` and its own FIN: both come back.
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).expect("the rest, then EOF");
+    assert_eq!(rest, b"bye");
+    wait_metric(
+        server.admin(),
+        "coreplex_tunnels_current",
+        |v| v == 0.0,
+        "0",
+    );
+    wait_metric(
+        server.admin(),
+        "coreplex_connections_current",
+        |v| v == 0.0,
+        "0",
+    );
+}
+
+#[test]
+fn a_backend_that_hangs_up_after_its_101_closes_the_client() {
+    let backend = PyBackend::start("raw");
+    let server = proxy(backend.addr, "", "");
+    let (mut c, head) = upgrade(server.addr(), "/hangup", "websocket");
+    assert!(head.starts_with("101"), "{head}");
+    // The backend's FIN is passed on; the client's own FIN then ends the tunnel.
+    let (eof, _) = c.expect_eof(Duration::from_secs(5));
+    assert!(eof, "the backend's FIN did not reach the client");
+    c.stream.shutdown(Shutdown::Write).unwrap();
+    let admin = server.admin();
+    wait_metric(admin, "coreplex_tunnels_current", |v| v == 0.0, "0");
+    wait_metric(admin, "coreplex_connections_current", |v| v == 0.0, "0");
+}
+
+#[test]
+fn an_idle_tunnel_closes_after_timeouts_tunnel_and_traffic_keeps_it_open() {
+    let backend = PyBackend::start("raw");
+    let server = proxy(
+        backend.addr,
+        "upgrade = [\"x-echo\"]",
+        "[defaults.timeouts]\ntunnel = \"400ms\"",
+    );
+    // Traffic every 100 ms for 1.2 s (three timeouts) keeps it open.
+    let (mut c, head) = upgrade(server.addr(), "/x/echo", "x-echo");
+    assert!(head.starts_with("101"), "{head}");
+    let mut s = c.stream.try_clone().unwrap();
+    for _ in 0..12 {
+        std::thread::sleep(Duration::from_millis(100));
+        s.write_all(b"k").unwrap();
+        assert_eq!(read_n(&mut c, &mut s, 1), b"k");
+    }
+    // Then silence: closed after about 400 ms (not before), on both ends.
+    let silent = Instant::now();
+    let (eof, _) = c.expect_eof(Duration::from_secs(5));
+    let waited = silent.elapsed();
+    assert!(eof, "the idle tunnel stayed open");
+    assert!(
+        waited >= Duration::from_millis(390),
+        "closed after {waited:?}"
+    );
+    let admin = server.admin();
+    wait_metric(admin, "coreplex_tunnel_timeouts_total", |v| v == 1.0, "1");
+    wait_metric(admin, "coreplex_tunnels_current", |v| v == 0.0, "0");
+    wait_metric(admin, "coreplex_connections_current", |v| v == 0.0, "0");
+}
