@@ -358,8 +358,6 @@ pub(crate) struct ConnIo<B> {
     pub sealed: usize,
     pub in_flight: usize,
     pub busy: Option<B>,
-    /// The paired connection (a client and its backend, the two ends of a tunnel).
-    pub peer: Option<crate::table::Id>,
     /// Named deadlines ([`ConnCx::set_deadline`]).
     pub deadlines: Deadlines,
 }
@@ -378,7 +376,6 @@ impl<B> Default for ConnIo<B> {
             sealed: 0,
             in_flight: 0,
             busy: None,
-            peer: None,
             deadlines: Deadlines::default(),
         }
     }
@@ -403,13 +400,11 @@ impl<B> ConnIo<B> {
             && self.wire_out.is_empty()
             && self.in_flight == 0
             && self.busy.is_none()
-            && self.peer.is_none()
             && !self.deadlines.any()
     }
 
     pub fn trim(&mut self) {
         self.busy = None;
-        self.peer = None;
         self.sealed = 0;
         for v in [&mut self.input, &mut self.wire_in, &mut self.wire_out] {
             v.clear();

@@ -298,6 +298,11 @@ impl HttpConn {
     pub(super) fn set_used_backend(&mut self) {
         self.flags |= USED_BACKEND;
     }
+
+    /// The pools no longer know this client session (it became a tunnel).
+    pub(super) fn clear_used_backend(&mut self) {
+        self.flags &= !USED_BACKEND;
+    }
 }
 
 pub(super) type Cx<'a> = ConnCx<'a, InFlight>;
@@ -906,7 +911,7 @@ impl Service for HttpService {
             self.tunnel_client_closed(&conn);
         }
         if conn.phase == Phase::TunnelBackend {
-            self.proxy.backend_conn_closed(conn.listener as usize, id);
+            self.proxy.tunnel_conn_closed(conn.listener as usize, id);
             self.stream_backend_closed(id);
         } else if conn.phase == Phase::Backend {
             self.proxy.backend_conn_closed(conn.listener as usize, id);

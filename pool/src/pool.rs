@@ -159,6 +159,8 @@ struct Server {
     used_conns: u32,
     /// Streams in flight on multiplexed connections (each holds a slot).
     streams: u32,
+    /// Tunnels (connections that switched protocols): each holds a slot and has no record.
+    tunnels: u32,
     /// Multiplexed connections in use with a free stream that any session may join (modes
     /// aggressive and always: HAProxy's `avail` list).
     avail: Vec<ConnId>,
@@ -264,6 +266,7 @@ impl BackendPool {
                 in_flight: 0,
                 connecting: 0,
                 used_conns: 0,
+                tunnels: 0,
                 streams: 0,
                 avail: Vec::new(),
                 health: Health::default(),
@@ -790,6 +793,40 @@ impl BackendPool {
         true
     }
 
+    /// In-use HTTP/1 connection `conn` became a tunnel (the server switched protocols): it is
+    /// never released, so the pool forgets its record and its session's claim on it; its slot
+    /// stays counted against the limits until [`BackendPool::tunnel_closed`]. Returns its
+    /// server (`None`: not an HTTP/1 connection in use).
+    pub fn tunnel_started(&mut self, conn: ConnId) -> Option<ServerId> {
+        let rec = self.conns.get(conn)?;
+        let (ConnState::InUse { session }, None) = (rec.state, rec.mux) else {
+            return None;
+        };
+        let server = rec.server;
+        self.conns.remove(conn);
+        self.sessions.unassign(session);
+        let srv = &mut self.servers[server.index()];
+        srv.used_conns -= 1;
+        srv.tunnels += 1;
+        Some(server)
+    }
+
+    /// A tunnel of `server` ([`BackendPool::tunnel_started`]) closed: its slot is free. Returns
+    /// whether there was one.
+    pub fn tunnel_closed(&mut self, server: ServerId) -> bool {
+        let Some(srv) = self.servers.get_mut(server.index()) else {
+            return false;
+        };
+        if srv.tunnels == 0 {
+            return false;
+        }
+        srv.tunnels -= 1;
+        srv.in_flight -= 1;
+        srv.closed.by_engine += 1;
+        self.in_flight -= 1;
+        true
+    }
+
     /// The client session ended: returns its idle private connections, which the engine closes
     /// (private connections are never shared, in any mode). Private connections it still has in use
     /// are closed on release. Must be called for every session that was given a connection.
@@ -826,6 +863,7 @@ impl BackendPool {
                     private: self.conns.list_len(id, ListKind::Private),
                     in_flight: srv.in_flight,
                     streams: srv.streams,
+                    tunnels: srv.tunnels,
                     connecting: srv.connecting,
                     new_conns: srv.new_conns,
                     reused: srv.reused,
@@ -1383,7 +1421,7 @@ impl BackendPool {
             // A multiplexed connection holds a slot per stream, others one each.
             assert_eq!(
                 srv.in_flight,
-                srv.used_conns - mux_conns + srv.streams + srv.connecting,
+                srv.used_conns - mux_conns + srv.streams + srv.connecting + srv.tunnels,
                 "server {i} slots"
             );
             assert!(srv.avail.len() <= mux_conns as usize, "server {i} avail");

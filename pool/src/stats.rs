@@ -69,6 +69,8 @@ pub struct ServerStats {
     pub in_flight: u32,
     /// Of those, streams on multiplexed (HTTP/2) connections.
     pub streams: u32,
+    /// Of those, tunnels (connections that switched protocols, never back in the pool).
+    pub tunnels: u32,
     /// Connection attempts outstanding.
     pub connecting: u32,
     /// Connections established.

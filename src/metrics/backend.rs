@@ -107,6 +107,14 @@ pub fn render(o: &mut String, backends: &[BackendStats]) {
     per_server(
         o,
         backends,
+        "coreplex_backend_tunnels",
+        "Tunnels open (connections that switched protocols; each holds a slot, never pooled).",
+        "gauge",
+        |s| f64::from(s.tunnels),
+    );
+    per_server(
+        o,
+        backends,
         "coreplex_backend_connecting",
         "Backend connection attempts in progress.",
         "gauge",

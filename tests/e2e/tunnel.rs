@@ -283,8 +283,9 @@ fn other_protocols_tunnel_only_where_the_route_allows_them() {
     let admin = server.admin();
     assert_eq!(metric(admin, "coreplex_tunnels_total{kind=\"other\"}"), 1.0);
     assert_eq!(metric(admin, "coreplex_tunnels_current"), 1.0);
-    // The open tunnel holds its backend connection in use, never idle in the pool.
+    // The open tunnel holds its slot against maxconn.
     assert_eq!(pool_used(admin), 1.0);
+    assert_eq!(app_sum(admin, "coreplex_backend_tunnels"), 1.0);
     drop(s);
     drop(conn);
     wait_metric(admin, "coreplex_tunnels_current", |v| v == 0.0, "0");

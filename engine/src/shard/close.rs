@@ -61,7 +61,7 @@ impl<S: Service> Shard<S> {
         if !conn.life.is_closing() || conn.state & state::IN_KERNEL != 0 {
             return;
         }
-        let mut conn = self.core.conns.remove(id).expect("checked");
+        let conn = self.core.conns.remove(id).expect("checked");
         let started = if conn.state & state::SECURE != 0 {
             self.core
                 .sessions
@@ -74,7 +74,11 @@ impl<S: Service> Shard<S> {
         if conn.state & state::OUTBOUND != 0 {
             self.core.outbound -= 1;
         }
-        let peer = conn.io.as_mut().and_then(|io| io.peer.take());
+        let peer = if conn.state & state::PAIRED != 0 {
+            self.core.pairs.remove(&id.index)
+        } else {
+            None
+        };
         if let Some(io) = conn.io {
             self.core.release_io(io);
         }
@@ -85,9 +89,7 @@ impl<S: Service> Shard<S> {
             self.core.service.on_close(id, conn.app, conn.reason);
         }
         if let Some(p) = peer {
-            if let Some(io) = self.core.conns.get_mut(p).and_then(|c| c.io.as_mut()) {
-                io.peer = None;
-            }
+            self.core.unpair_one(p);
             let live = self.core.conns.get(p).is_some_and(|c| !c.life.is_closing());
             if live {
                 if let Some(((), req)) = self.core.call(p, |svc, cx, app| svc.on_unpaired(cx, app))

@@ -82,6 +82,8 @@ mod state {
     pub const CONNECTING: u8 = 1 << 4;
     /// The transport holds a session for this connection (`Core::sessions`).
     pub const SECURE: u8 = 1 << 5;
+    /// Paired with another connection (`Core::pairs`).
+    pub const PAIRED: u8 = 1 << 6;
     /// Operations the kernel owns: a closing connection waits for their completions.
     pub const IN_KERNEL: u8 = RECV_ARMED | SENDING | CONNECTING;
 }
@@ -129,6 +131,9 @@ struct Core<S: Service> {
     /// The transport's sessions of secure connections, by slot index (plaintext connections
     /// have none, so their slot does not grow).
     sessions: HashMap<u32, Secure<Session<S>>>,
+    /// The peer of each paired connection, by slot index (both ends have an entry). Kept
+    /// outside the buffers box so that an idle end of a tunnel gives its box back.
+    pairs: HashMap<u32, Id>,
     /// Scratch for the application bytes a transport produces from one receive.
     plain: Vec<u8>,
 }
@@ -146,13 +151,32 @@ struct Secure<T> {
 }
 
 impl<S: Service> Core<S> {
+    /// The connection paired with `id`, if any.
+    fn peer_of(&self, id: Id) -> Option<Id> {
+        let conn = self.conns.get(id)?;
+        if conn.state & state::PAIRED == 0 {
+            return None;
+        }
+        self.pairs.get(&id.index).copied()
+    }
+
+    /// Ends `id`'s side of a pairing; returns the peer it had.
+    fn unpair_one(&mut self, id: Id) -> Option<Id> {
+        let conn = self.conns.get_mut(id)?;
+        if conn.state & state::PAIRED == 0 {
+            return None;
+        }
+        conn.state &= !state::PAIRED;
+        self.pairs.remove(&id.index)
+    }
+
     /// Runs a service callback on connection `id` with a fresh [`ConnCx`].
     fn call<R>(
         &mut self,
         id: Id,
         f: impl FnOnce(&mut S, &mut ConnCx<'_, S::Busy>, &mut S::Conn) -> R,
     ) -> Option<(R, Requests)> {
-        let peer_id = self.conns.get(id)?.io.as_ref().and_then(|io| io.peer);
+        let peer_id = self.peer_of(id);
         let (conn, peer) = match peer_id {
             Some(p) => {
                 let (c, p_conn) = self.conns.get2_mut(id, p);
@@ -323,6 +347,7 @@ impl<S: Service> Shard<S> {
                 max_input: cfg.max_input,
                 outbound: 0,
                 sessions: HashMap::new(),
+                pairs: HashMap::new(),
                 plain: Vec::new(),
             },
             ring,

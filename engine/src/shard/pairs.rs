@@ -7,7 +7,7 @@ impl<S: Service> Shard<S> {
     // ---- pairs and outbound connections --------------------------------------------------------
 
     pub(super) fn peer_of(&self, id: Id) -> Option<Id> {
-        self.core.conns.get(id)?.io.as_ref()?.peer
+        self.core.peer_of(id)
     }
 
     /// Carries out what a callback on `id` asked of its peer or of new connections.
@@ -67,23 +67,19 @@ impl<S: Service> Shard<S> {
         let (Some(x), Some(y)) = self.core.conns.get2_mut(a, b) else {
             return;
         };
-        let pool = &mut self.core.io_pool;
-        x.io.get_or_insert_with(|| pool.pop().unwrap_or_default())
-            .peer = Some(b);
-        y.io.get_or_insert_with(|| pool.pop().unwrap_or_default())
-            .peer = Some(a);
+        x.state |= state::PAIRED;
+        y.state |= state::PAIRED;
+        self.core.pairs.insert(a.index, b);
+        self.core.pairs.insert(b.index, a);
     }
 
     /// Ends `id`'s pairing on both sides.
     pub(super) fn unlink(&mut self, id: Id) {
-        let Some(peer) = self.peer_of(id) else {
+        let Some(peer) = self.core.unpair_one(id) else {
             return;
         };
-        for x in [id, peer] {
-            if let Some(io) = self.core.conns.get_mut(x).and_then(|c| c.io.as_mut()) {
-                io.peer = None;
-            }
-        }
+        self.core.unpair_one(peer);
+        self.settle(id);
         self.settle(peer);
     }
 

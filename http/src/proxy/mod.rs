@@ -223,6 +223,8 @@ pub struct ProxyShard {
     /// The stream exchange of each HTTP/1.1 client connection relayed to a backend that may
     /// speak h2 (`relay`).
     pub(super) relays: FastMap<Id, u64>,
+    /// The server of each tunnel's backend connection (the pool keeps only a count of them).
+    pub(super) tunnel_servers: FastMap<Id, ServerId>,
     /// Multiplexed (h2) backend connections.
     pub(super) h2_conns: FastMap<Id, Box<h2_upstream::BackendH2>>,
     /// Those of them whose SETTINGS have not arrived (exchanges may wait for them).
@@ -279,6 +281,7 @@ impl ProxyShard {
             streams: FastMap::default(),
             stream_of_conn: FastMap::default(),
             relays: FastMap::default(),
+            tunnel_servers: FastMap::default(),
             h2_conns: FastMap::default(),
             h2_pending: Vec::new(),
             h2_opening: FastMap::default(),
@@ -349,6 +352,27 @@ impl ProxyShard {
             if pool.conn_closed(conn_id(id)) {
                 self.dirty = true;
             }
+        }
+    }
+
+    /// Backend connection `id` of backend `b`, in use by client `client`, is now a tunnel: the
+    /// pool keeps only its slot, and the client session (which makes no more requests) ends.
+    pub(super) fn tunnel_started(&mut self, b: usize, id: Id, client: Id) {
+        if let Some(server) = self.pools[b].tunnel_started(conn_id(id)) {
+            self.tunnel_servers.insert(id, server);
+        }
+        self.session_closed(client);
+    }
+
+    /// A tunnel's backend connection `id` of backend `b` closed (its pool record, if it still
+    /// had one, is forgotten as for any connection).
+    pub(super) fn tunnel_conn_closed(&mut self, b: usize, id: Id) {
+        match self.tunnel_servers.remove(&id) {
+            Some(server) => {
+                self.pools[b].tunnel_closed(server);
+                self.dirty = true;
+            }
+            None => self.backend_conn_closed(b, id),
         }
     }
 

@@ -380,6 +380,8 @@ impl HttpService {
         if ex.switched {
             if let Some(c) = ex.conn.take() {
                 self.proxy.stream_of_conn.remove(&c);
+                self.proxy.tunnel_started(ex.backend, c, cx.id());
+                conn.clear_used_backend();
                 self.stats.response(ex.status);
                 self.stats
                     .latency_us(now.duration_since(ex.started).as_micros() as u64);

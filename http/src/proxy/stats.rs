@@ -155,6 +155,7 @@ fn merge_pool(a: &mut PoolStats, b: &PoolStats) {
         x.private += y.private;
         x.in_flight += y.in_flight;
         x.streams += y.streams;
+        x.tunnels += y.tunnels;
         x.connecting += y.connecting;
         x.new_conns += y.new_conns;
         x.reused += y.reused;

@@ -894,3 +894,38 @@ fn new_rejects_bad_policies() {
     let err = BackendPool::new(BackendPolicy::new(vec![]), t0).map(|_| ());
     assert_eq!(err, Err(PolicyError::NoServers));
 }
+
+// ---- tunnels ----
+
+#[test]
+fn a_tunnel_keeps_its_slot_without_a_record_until_it_closes() {
+    let mut p = policy(ReuseMode::Safe, 1);
+    p.servers[0].maxconn = Some(1);
+    p.queue_cap = Some(4);
+    let mut h = H::new(p);
+    let (server, conn, _) = h.get(1, true);
+    assert_eq!(h.pool.tunnel_started(conn), Some(server));
+    h.pool.check_invariants();
+    // The record is gone (a close of that id means nothing now), the slot is not.
+    assert!(!h.pool.conn_closed(conn));
+    let st = h.pool.stats();
+    assert_eq!((st.in_flight, st.servers[0].tunnels), (1, 1));
+    // The session's close finds no private connection and leaves the slot alone.
+    assert!(h.close_session(1).is_empty());
+    let t = queued(h.acquire(2, true));
+    assert!(h.poll().is_empty(), "maxconn counts the tunnel");
+    assert!(h.pool.tunnel_closed(server));
+    h.pool.check_invariants();
+    assert_eq!(
+        h.poll(),
+        vec![(
+            t,
+            Acquire::Connect {
+                server: ServerId(0)
+            }
+        )]
+    );
+    assert!(!h.pool.tunnel_closed(server), "one close per tunnel");
+    // Only an HTTP/1 connection in use becomes a tunnel.
+    assert_eq!(h.pool.tunnel_started(ConnId(999)), None);
+}
