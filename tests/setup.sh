@@ -2,7 +2,7 @@
 # Installs the tools the end-to-end tests and benchmarks use, only where missing:
 # curl, nghttp (nghttp2-client), nginx (nginx-light), haproxy, wrk, ss (iproute2), prlimit (util-linux),
 # kill (procps), openssl (the TLS tests' s_client and certificate checks), the DejaVu font (plots), the Python modules h2, httpx and websockets,
-# cargo-fuzz and httpwg-cli (the HTTP/2 conformance suite). Idempotent; runs as root (uses sudo
+# Node.js with the npm ws package (bench/ws-node), cargo-fuzz and httpwg-cli (the HTTP/2 conformance suite). Idempotent; runs as root (uses sudo
 # otherwise).
 set -euo pipefail
 
@@ -62,6 +62,18 @@ if ! python3 -c "import h2, hpack, hyperframe, httpx, websockets" >/dev/null 2>&
     # The HTTP/2 tests' raw client needs hpack and hyperframe (they come with h2).
     python3 -m pip install --quiet h2 httpx websockets kosoku 2>/dev/null \
         || python3 -m pip install --quiet --break-system-packages h2 httpx websockets kosoku
+fi
+
+# Node.js and the npm `ws` package: the WebSocket backend of tests/e2e/ws_proxy.rs and the peer of
+# bench/compare_ws.py (versions pinned by bench/ws-node/package-lock.json).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "installing: nodejs npm"
+    $SUDO apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm
+fi
+if [ ! -f "$(dirname "$0")/../bench/ws-node/node_modules/ws/package.json" ]; then
+    echo "installing: npm ws (bench/ws-node)"
+    (cd "$(dirname "$0")/../bench/ws-node" && npm ci --silent --no-audit --no-fund)
 fi
 
 # cargo-fuzz, for the fuzz smoke (fuzz/smoke.sh) the test command runs.

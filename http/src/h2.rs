@@ -290,7 +290,7 @@ impl HttpService {
                 Target::Respond(_) => Source::Route(i as u16),
                 Target::Backend(b) => Source::Backend(*b as u16),
                 // No RFC 8441 yet: a WebSocket over h2 needs extended CONNECT.
-                Target::WebSocketEcho => Source::Error(426),
+                Target::WebSocketEcho | Target::WebSocketProxy(_) => Source::Error(426),
             },
             None => Source::NotFound,
         }
@@ -301,7 +301,7 @@ impl HttpService {
             Source::Route(i) => match self.listeners[listener].target(usize::from(i)) {
                 Target::Respond(p) => p,
                 Target::Backend(_) => self.errors.get(502),
-                Target::WebSocketEcho => self.errors.get(426),
+                Target::WebSocketEcho | Target::WebSocketProxy(_) => self.errors.get(426),
             },
             Source::NotFound => &self.not_found,
             Source::Error(s) => self.errors.get(s),

@@ -12,6 +12,7 @@ mod service;
 mod stats;
 mod websocket;
 mod ws_deflate;
+mod ws_proxy;
 
 pub use proxy::BackendRuntime;
 pub use service::{HttpService, ListenerRuntime};

@@ -140,6 +140,9 @@ pub enum RouteAction {
     Backend(usize),
     /// A WebSocket endpoint that echoes every message (RFC 6455, terminated here).
     WebSocketEcho,
+    /// A WebSocket-aware route: the client's framing ends here (permessage-deflate, pings,
+    /// limits), messages go on uncompressed over a WebSocket to the backend with this index.
+    WebSocketProxy(usize),
 }
 
 /// A route of a listener.
@@ -244,6 +247,9 @@ pub struct WebSocket {
     /// A silent WebSocket gets a ping after this long; one that stays silent as long again is
     /// closed (1001). `None`: no pings, an idle one closes after `timeouts.tunnel`.
     pub ping_interval: Option<Duration>,
+    /// Proxied routes: a message from the backend shorter than this goes to a client that
+    /// negotiated permessage-deflate uncompressed (not worth the CPU).
+    pub compression_threshold: u64,
 }
 
 impl Default for WebSocket {
@@ -254,6 +260,7 @@ impl Default for WebSocket {
             max_message: 16 << 20,
             deflate: Some(Default::default()),
             ping_interval: None,
+            compression_threshold: 0,
         }
     }
 }

@@ -39,6 +39,8 @@ pub(super) enum Target {
     Backend(usize),
     /// A WebSocket echo endpoint (`http::websocket`).
     WebSocketEcho,
+    /// A WebSocket-aware route to the backend with this index (`http::ws_proxy`).
+    WebSocketProxy(usize),
 }
 
 /// A listener's routes and settings, shared read-only by all shards.
@@ -71,6 +73,7 @@ impl ListenerRuntime {
                         RouteAction::Respond(resp) => Target::Respond(Rendered::new(resp)),
                         RouteAction::Backend(b) => Target::Backend(*b),
                         RouteAction::WebSocketEcho => Target::WebSocketEcho,
+                        RouteAction::WebSocketProxy(b) => Target::WebSocketProxy(*b),
                     };
                     (r.host.clone(), r.path.clone(), target)
                 })
@@ -234,6 +237,10 @@ const PING_OUT: u8 = 1 << 3;
 const HALF_CLOSED: u8 = 1 << 4;
 /// A tunnel carries a WebSocket.
 const WS_TUNNEL: u8 = 1 << 5;
+/// A tunnel end of a WebSocket-aware route: frames, not bytes (`ws_proxy`).
+const WS_AWARE: u8 = 1 << 6;
+/// That end's side sent its close frame: what it sends after is discarded.
+const CLOSE_IN: u8 = 1 << 7;
 
 /// Per-connection state, stored inline in the engine's slab.
 #[derive(Default)]
@@ -284,6 +291,24 @@ impl HttpConn {
 
     pub(super) fn set_ws_tunnel(&mut self) {
         self.flags |= WS_TUNNEL;
+    }
+
+    /// A tunnel end of a WebSocket-aware route.
+    pub(super) fn ws_aware(&self) -> bool {
+        self.flags & WS_AWARE != 0
+    }
+
+    pub(super) fn set_ws_aware(&mut self) {
+        self.flags |= WS_AWARE;
+    }
+
+    /// A proxied WebSocket's side sent its close frame.
+    pub(super) fn close_in(&self) -> bool {
+        self.flags & CLOSE_IN != 0
+    }
+
+    pub(super) fn set_close_in(&mut self) {
+        self.flags |= CLOSE_IN;
     }
 
     pub(super) fn set_served(&mut self) {
@@ -564,10 +589,13 @@ impl HttpService {
                 let tunnel = route.and_then(|i| {
                     super::proxy::tunnel::asked(&head, listener.upgrades(i), &self.proxy, b)
                 });
-                return self.relay_request(cx, conn, &head, b, started, tunnel);
+                return self.relay_request(cx, conn, &head, b, started, tunnel, None);
             }
             Some(Target::WebSocketEcho) => {
                 return self.websocket_upgrade(cx, conn, &head).then_some(head_len);
+            }
+            Some(&Target::WebSocketProxy(b)) => {
+                return self.ws_proxy_request(cx, conn, &head, b, started);
             }
             _ => {}
         }
@@ -649,6 +677,9 @@ impl Service for HttpService {
             }
             Phase::H2 => return self.h2_input(cx, conn, input),
             Phase::WebSocket => return self.websocket_input(cx, conn, input),
+            Phase::TunnelClient | Phase::TunnelBackend if conn.ws_aware() => {
+                return self.ws_proxy_input(cx, conn, input)
+            }
             Phase::TunnelClient | Phase::TunnelBackend => {
                 return self.tunnel_input(cx, conn, input)
             }
@@ -749,6 +780,9 @@ impl Service for HttpService {
                 }
             }
             Phase::Proxy => return self.relay_client_eof(cx, conn),
+            Phase::TunnelClient | Phase::TunnelBackend if conn.ws_aware() => {
+                return self.ws_proxy_peer_closed(cx, conn)
+            }
             Phase::TunnelClient | Phase::TunnelBackend => return self.tunnel_peer_closed(cx, conn),
             // The client went without a close frame (1006 to it, if it could hear).
             Phase::WebSocket => return cx.close(CloseReason::PeerClosed),
@@ -772,7 +806,10 @@ impl Service for HttpService {
 
     fn on_drained(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
         if matches!(conn.phase, Phase::TunnelClient | Phase::TunnelBackend) {
-            return self.tunnel_drained(cx, conn);
+            if !conn.ws_aware() {
+                self.tunnel_drained(cx, conn);
+            }
+            return;
         }
         if conn.phase == Phase::H2 {
             if !cx.is_closing() {
@@ -817,7 +854,11 @@ impl Service for HttpService {
 
     fn on_unpaired(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
         if matches!(conn.phase, Phase::TunnelClient | Phase::TunnelBackend) {
-            self.tunnel_unpaired(cx);
+            if conn.ws_aware() {
+                self.ws_proxy_unpaired(cx, conn);
+            } else {
+                self.tunnel_unpaired(cx);
+            }
         }
     }
 
@@ -859,6 +900,9 @@ impl Service for HttpService {
             Phase::Closing => cx.close(CloseReason::ClientTimeout),
             Phase::Proxy => self.relay_timer(cx, conn),
             Phase::WebSocket => self.websocket_timer(cx, conn),
+            Phase::TunnelClient | Phase::TunnelBackend if conn.ws_aware() => {
+                self.ws_proxy_timer(cx, conn)
+            }
             Phase::TunnelClient | Phase::TunnelBackend => self.tunnel_timer(cx),
             Phase::Backend if self.is_h2_backend(cx.id()) => self.h2_backend_timer(cx),
             Phase::Backend => match self.stream_key(cx.id()) {
@@ -891,6 +935,9 @@ impl Service for HttpService {
         if conn.phase == Phase::WebSocket {
             return self.websocket_shutdown(cx, conn);
         }
+        if conn.phase == Phase::TunnelClient && conn.ws_aware() {
+            return self.ws_proxy_shutdown(cx, conn);
+        }
         if conn.phase == Phase::Idle {
             if cx.pending_output() == 0 {
                 cx.close(CloseReason::Shutdown);
@@ -907,8 +954,13 @@ impl Service for HttpService {
         if conn.phase == Phase::WebSocket {
             self.websocket_closed(id);
         }
-        if conn.phase == Phase::TunnelClient {
+        if conn.phase == Phase::TunnelClient && conn.ws_aware() {
+            self.ws_proxy_closed(id, true);
+        } else if conn.phase == Phase::TunnelClient {
             self.tunnel_client_closed(&conn);
+        }
+        if conn.phase == Phase::TunnelBackend && conn.ws_aware() {
+            self.ws_proxy_closed(id, false);
         }
         if conn.phase == Phase::TunnelBackend {
             self.proxy.tunnel_conn_closed(conn.listener as usize, id);

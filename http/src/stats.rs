@@ -117,6 +117,12 @@ pub struct WsStats {
 }
 
 impl WsStats {
+    /// Counts what went to a client.
+    pub(crate) fn count_out(&mut self, sent: crate::websocket::Sent) {
+        self.frames_out += sent.frames;
+        self.messages_out += u64::from(sent.message_done);
+    }
+
     /// The slot of close code `code` (`None`: a close frame without one).
     pub fn close_slot(code: Option<u16>) -> usize {
         let c = code.unwrap_or(1005);

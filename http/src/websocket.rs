@@ -30,26 +30,27 @@ use coreplex_protocol::ws::{
 use flate2::{Compress, Decompress};
 use std::collections::HashMap;
 
-/// A connection's state while a message is half read.
-struct EchoConn {
-    decoder: Decoder,
+/// One direction's state while a message is half read: how it is decoded, and how it goes on
+/// (echoed, or forwarded by `ws_proxy`).
+pub(crate) struct Leg {
+    pub(crate) decoder: Decoder,
     /// The opcode of the next echoed frame: the message's own for its first, then continuation.
-    next: Opcode,
+    pub(crate) next: Opcode,
     /// The echo already sent the message's final frame.
-    fin_sent: bool,
+    pub(crate) fin_sent: bool,
     /// The message is compressed (RSV1): its decompressor, lent from the shard's pool.
-    inflater: Option<Decompress>,
+    pub(crate) inflater: Option<Decompress>,
     /// A compressed text message's UTF-8, checked as it is inflated.
-    utf8: Option<Utf8Stream>,
+    pub(crate) utf8: Option<Utf8Stream>,
     /// Bytes inflated so far.
-    inflated: u64,
-    /// The echo's compressor (with its window bits), lent for a compressed message.
-    deflater: Option<(u8, Compress)>,
+    pub(crate) inflated: u64,
+    /// The compressor of the message sent on (with its window bits), lent for its length.
+    pub(crate) deflater: Option<(u8, Compress)>,
 }
 
-impl EchoConn {
-    fn new(deflate: bool) -> EchoConn {
-        EchoConn {
+impl Leg {
+    pub(crate) fn new(deflate: bool) -> Leg {
+        Leg {
             decoder: Decoder::new(deflate),
             next: Opcode::Binary,
             fin_sent: false,
@@ -62,14 +63,23 @@ impl EchoConn {
 }
 
 /// Why a message fails the connection: the close code and its reason.
-type Failure = (u16, &'static str);
+pub(crate) type Failure = (u16, &'static str);
+
+/// What [`forward_piece`] wrote: frames, and whether they ended the message.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Sent {
+    pub frames: u64,
+    pub message_done: bool,
+}
 
 /// A listener's WebSocket settings, as the codec takes them.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct WsListener {
-    decoder: DecoderConfig,
-    deflate: Option<DeflateConfig>,
-    ping_interval: Option<std::time::Duration>,
+    pub(crate) decoder: DecoderConfig,
+    pub(crate) deflate: Option<DeflateConfig>,
+    pub(crate) ping_interval: Option<std::time::Duration>,
+    /// Messages shorter than this go to clients uncompressed (proxied routes).
+    pub(crate) compression_threshold: u64,
 }
 
 impl WsListener {
@@ -82,27 +92,35 @@ impl WsListener {
             },
             deflate: w.deflate,
             ping_interval: w.ping_interval,
+            compression_threshold: w.compression_threshold,
         }
     }
 }
 
 /// The WebSocket state of one shard.
 pub(crate) struct WsShard {
-    /// Connections with a message half read.
-    conns: HashMap<Id, EchoConn>,
+    /// Connections with a message half read (by the connection it arrives on).
+    pub(crate) conns: HashMap<Id, Leg>,
     /// Where a piece's payload is unmasked before it is echoed.
-    scratch: Vec<u8>,
+    pub(crate) scratch: Vec<u8>,
     upgrade_required: Rendered,
     method_not_allowed: Rendered,
     bad_request: Rendered,
-    /// Connections that negotiated permessage-deflate: what was agreed, the client's window.
-    deflate: HashMap<Id, DeflateConn>,
-    inflaters: Inflaters,
-    deflaters: Deflaters,
+    /// Client connections that negotiated permessage-deflate: what was agreed, the client's
+    /// window.
+    pub(crate) deflate: HashMap<Id, DeflateConn>,
+    pub(crate) inflaters: Inflaters,
+    pub(crate) deflaters: Deflaters,
     /// Where a compressed piece is inflated before it is echoed.
     plain: Vec<u8>,
     /// Where the echo of a compressed piece is compressed again.
     packed: Vec<u8>,
+    /// Proxied WebSockets (`ws_proxy`): the client listener of each backend end.
+    pub(crate) proxied: HashMap<Id, u8>,
+    /// Proxied WebSocket ends that have been sent a close frame (`ws_proxy`).
+    pub(crate) closing: std::collections::HashSet<Id>,
+    /// Masking keys for frames to backends.
+    pub(crate) masks: crate::ws_proxy::MaskKeys,
 }
 
 /// What a shard's work buffers keep between calls: one piece inflated from a compression bomb
@@ -111,7 +129,7 @@ const SCRATCH_KEEP: usize = 256 * 1024;
 
 impl WsShard {
     /// Gives back work buffers that grew past [`SCRATCH_KEEP`].
-    fn trim(&mut self) {
+    pub(crate) fn trim(&mut self) {
         for buf in [&mut self.scratch, &mut self.plain, &mut self.packed] {
             if buf.capacity() > SCRATCH_KEEP {
                 *buf = Vec::new();
@@ -139,6 +157,9 @@ impl WsShard {
             deflaters: Deflaters::default(),
             plain: Vec::new(),
             packed: Vec::new(),
+            proxied: HashMap::new(),
+            closing: std::collections::HashSet::new(),
+            masks: crate::ws_proxy::MaskKeys::new(),
         }
     }
 }
@@ -181,30 +202,39 @@ impl HttpService {
                 true
             }
             Err(e) => {
-                let page = match e {
-                    HandshakeError::NotUpgrade | HandshakeError::Version => {
-                        &self.ws.upgrade_required
-                    }
-                    HandshakeError::NotGet => &self.ws.method_not_allowed,
-                    _ => &self.ws.bad_request,
-                };
-                debug_assert_eq!(page.status, e.status());
-                let date = self.date.get(cx.now());
-                page.write(
-                    cx.output(),
-                    date,
-                    Persist::Close,
-                    head.method != coreplex_protocol::Method::Head,
-                );
-                self.stats.response(page.status);
-                self.stats.ws.refused += 1;
-                conn.phase = Phase::Closing;
-                cx.take_busy();
-                cx.set_timer(self.timeouts(conn).client);
-                cx.close_after_flush(CloseReason::ProtocolError);
+                self.websocket_refuse(cx, conn, head, e);
                 false
             }
         }
+    }
+
+    /// Refuses an upgrade request with its status (426, 405 or 400) and closes.
+    pub(crate) fn websocket_refuse(
+        &mut self,
+        cx: &mut Cx<'_>,
+        conn: &mut HttpConn,
+        head: &RequestHead<'_, '_>,
+        e: HandshakeError,
+    ) {
+        let page = match e {
+            HandshakeError::NotUpgrade | HandshakeError::Version => &self.ws.upgrade_required,
+            HandshakeError::NotGet => &self.ws.method_not_allowed,
+            _ => &self.ws.bad_request,
+        };
+        debug_assert_eq!(page.status, e.status());
+        let date = self.date.get(cx.now());
+        page.write(
+            cx.output(),
+            date,
+            Persist::Close,
+            head.method != coreplex_protocol::Method::Head,
+        );
+        self.stats.response(page.status);
+        self.stats.ws.refused += 1;
+        conn.phase = Phase::Closing;
+        cx.take_busy();
+        cx.set_timer(self.timeouts(conn).client);
+        cx.close_after_flush(CloseReason::ProtocolError);
     }
 
     /// Frames from a WebSocket client: echoes, answers and closes; returns the bytes consumed.
@@ -221,7 +251,7 @@ impl HttpService {
             .ws
             .conns
             .remove(&id)
-            .unwrap_or_else(|| EchoConn::new(deflate));
+            .unwrap_or_else(|| Leg::new(deflate));
         let mut pos = 0;
         let failure = loop {
             // Reading pauses only between messages: a client may send a whole message before it
@@ -256,33 +286,22 @@ impl HttpService {
                     }
                 }
                 Some(Event::DataFrame { .. }) => stats.frames_in += 1,
-                Some(Event::Data { last, .. }) if st.inflater.is_some() => {
-                    if let Err(f) =
-                        echo_inflated(ws, stats, id, &mut st, last, config.max_message, out)
-                    {
-                        break Some(f);
-                    }
-                }
                 Some(Event::Data { last, .. }) => {
-                    write_frame(out, last, st.next, &ws.scratch, None);
-                    stats.frames_out += 1;
-                    stats.messages_out += u64::from(last);
-                    st.next = Opcode::Continuation;
-                    st.fin_sent = last;
-                }
-                // The final frame was empty: a compressed message still has its tail to inflate.
-                Some(Event::MessageEnd) if !st.fin_sent && st.inflater.is_some() => {
-                    ws.scratch.clear();
-                    if let Err(f) =
-                        echo_inflated(ws, stats, id, &mut st, true, config.max_message, out)
+                    match forward_piece(ws, stats, id, &mut st, last, config.max_message, out, None)
                     {
-                        break Some(f);
+                        Ok(sent) => stats.count_out(sent),
+                        Err(f) => break Some(f),
                     }
                 }
+                // The final frame was empty (a compressed message may still have its tail to
+                // inflate).
                 Some(Event::MessageEnd) if !st.fin_sent => {
-                    write_frame(out, true, st.next, &[], None);
-                    stats.frames_out += 1;
-                    stats.messages_out += 1;
+                    ws.scratch.clear();
+                    match forward_piece(ws, stats, id, &mut st, true, config.max_message, out, None)
+                    {
+                        Ok(sent) => stats.count_out(sent),
+                        Err(f) => break Some(f),
+                    }
                 }
                 Some(Event::MessageEnd) => {}
                 Some(Event::Ping(p)) => {
@@ -320,7 +339,7 @@ impl HttpService {
 
     /// How long a WebSocket may stay silent before the next step: a ping, or (after an
     /// unanswered one, or without pings) the close.
-    fn websocket_silence(&self, conn: &HttpConn) -> std::time::Duration {
+    pub(crate) fn websocket_silence(&self, conn: &HttpConn) -> std::time::Duration {
         let listener = &self.listeners[conn.listener as usize];
         listener
             .websocket
@@ -329,7 +348,7 @@ impl HttpService {
     }
 
     /// Gives a half-read message's decompressor and compressor back.
-    fn release(&mut self, st: &mut EchoConn) {
+    pub(crate) fn release(&mut self, st: &mut Leg) {
         release(&mut self.ws, st);
     }
 
@@ -408,7 +427,7 @@ impl HttpService {
 }
 
 /// Gives a message's decompressor and compressor back to the shard.
-fn release(ws: &mut WsShard, st: &mut EchoConn) {
+fn release(ws: &mut WsShard, st: &mut Leg) {
     if let Some(d) = st.inflater.take() {
         ws.inflaters.give_back(d);
     }
@@ -417,55 +436,78 @@ fn release(ws: &mut WsShard, st: &mut EchoConn) {
     }
 }
 
-/// Inflates the compressed piece in `ws.scratch` (`last`: the message's final one), checks its
-/// text, remembers it for the client's context, and echoes it compressed again.
-fn echo_inflated(
+/// Sends the piece of a message in `ws.scratch` (`last`: its final one) on as the next frame
+/// of the message written to `out`, masked with `mask`: inflated first when the message arrived
+/// compressed (its text checked, the context of the client `window_of` remembered), compressed
+/// when the leg has a compressor. An empty piece of a compressed message writes nothing unless
+/// it is the last.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_piece(
     ws: &mut WsShard,
     stats: &mut WsStats,
-    id: Id,
-    st: &mut EchoConn,
+    window_of: Id,
+    st: &mut Leg,
     last: bool,
     max_message: u64,
     out: &mut Vec<u8>,
-) -> Result<(), Failure> {
-    let d = st.inflater.as_mut().expect("a compressed message");
-    ws.plain.clear();
-    let budget = max_message - st.inflated.min(max_message);
-    ws_deflate::inflate(d, &ws.scratch, last, &mut ws.plain, budget).map_err(|e| match e {
-        InflateError::Corrupt => (code::INVALID_PAYLOAD, "invalid_deflate_data"),
-        InflateError::TooBig => (code::TOO_BIG, "message_too_big"),
-    })?;
-    st.inflated += ws.plain.len() as u64;
-    stats.deflated_in += ws.scratch.len() as u64;
-    stats.inflated_in += ws.plain.len() as u64;
-    if let Some(utf8) = &mut st.utf8 {
-        let checked = utf8
-            .feed(&ws.plain)
-            .and_then(|()| if last { utf8.finish() } else { Ok(()) });
-        checked.map_err(|_| (code::INVALID_PAYLOAD, "invalid_utf8"))?;
+    mask: Option<[u8; 4]>,
+) -> Result<Sent, Failure> {
+    let inflated = st.inflater.is_some();
+    if let Some(d) = st.inflater.as_mut() {
+        ws.plain.clear();
+        let budget = max_message - st.inflated.min(max_message);
+        ws_deflate::inflate(d, &ws.scratch, last, &mut ws.plain, budget).map_err(|e| match e {
+            InflateError::Corrupt => (code::INVALID_PAYLOAD, "invalid_deflate_data"),
+            InflateError::TooBig => (code::TOO_BIG, "message_too_big"),
+        })?;
+        st.inflated += ws.plain.len() as u64;
+        stats.deflated_in += ws.scratch.len() as u64;
+        stats.inflated_in += ws.plain.len() as u64;
+        if let Some(utf8) = &mut st.utf8 {
+            let checked = utf8
+                .feed(&ws.plain)
+                .and_then(|()| if last { utf8.finish() } else { Ok(()) });
+            checked.map_err(|_| (code::INVALID_PAYLOAD, "invalid_utf8"))?;
+        }
+        if let Some(c) = ws.deflate.get_mut(&window_of) {
+            c.remember(&ws.plain);
+        }
     }
-    if let Some(c) = ws.deflate.get_mut(&id) {
-        c.remember(&ws.plain);
+    let plain: &[u8] = if inflated { &ws.plain } else { &ws.scratch };
+    let mut sent = Sent::default();
+    match st.deflater.as_mut() {
+        Some((_, c)) => {
+            ws.packed.clear();
+            ws_deflate::deflate(c, plain, last, &mut ws.packed);
+            stats.plain_out += plain.len() as u64;
+            if !ws.packed.is_empty() || last {
+                // RSV1 on the message's first frame only.
+                let first = st.next != Opcode::Continuation;
+                write_header(out, last, first, st.next, mask, ws.packed.len() as u64);
+                match mask {
+                    Some(key) => {
+                        coreplex_protocol::ws::mask::extend_masked(out, &ws.packed, key, 0)
+                    }
+                    None => out.extend_from_slice(&ws.packed),
+                }
+                stats.deflated_out += ws.packed.len() as u64;
+                sent.frames = 1;
+            }
+        }
+        None => {
+            write_frame(out, last, st.next, plain, mask);
+            sent.frames = 1;
+        }
     }
-    ws.packed.clear();
-    let (_, c) = st.deflater.as_mut().expect("lent with the decompressor");
-    ws_deflate::deflate(c, &ws.plain, last, &mut ws.packed);
-    stats.plain_out += ws.plain.len() as u64;
-    if !ws.packed.is_empty() || last {
-        // RSV1 on the message's first frame only.
-        let first = st.next != Opcode::Continuation;
-        write_header(out, last, first, st.next, None, ws.packed.len() as u64);
-        out.extend_from_slice(&ws.packed);
-        stats.frames_out += 1;
-        stats.messages_out += u64::from(last);
-        stats.deflated_out += ws.packed.len() as u64;
+    if sent.frames > 0 {
         st.next = Opcode::Continuation;
         st.fin_sent = last;
+        sent.message_done = last;
     }
     if last {
         release(ws, st);
     }
-    Ok(())
+    Ok(sent)
 }
 
 #[cfg(test)]

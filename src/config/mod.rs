@@ -596,25 +596,54 @@ fn validate_route(
     }
     let upgrade = validate_upgrade(r.upgrade.as_deref(), r.backend.is_some(), p, errors);
     if let Some(kind) = r.websocket {
-        if r.respond.is_some() || r.backend.is_some() {
+        let action = match (kind.as_str(), &r.respond, &r.backend) {
+            ("echo", None, None) => RouteAction::WebSocketEcho,
+            ("echo", _, _) => {
+                errors.push(err(
+                    p,
+                    "websocket = \"echo\" answers by itself: leave out `respond` and `backend`",
+                ));
+                return None;
+            }
+            ("terminate", None, Some(name)) => match backend_index(name) {
+                Some(i) => RouteAction::WebSocketProxy(i),
+                None => {
+                    errors.push(err(
+                        format!("{p}.backend"),
+                        format!("unknown backend {name:?}: define it as [backend.{name}]"),
+                    ));
+                    return None;
+                }
+            },
+            ("terminate", _, _) => {
+                errors.push(err(
+                    p,
+                    "websocket = \"terminate\" needs `backend = \"NAME\"` (and no `respond`)",
+                ));
+                return None;
+            }
+            _ => {
+                errors.push(err(
+                    format!("{p}.websocket"),
+                    format!(
+                        "unknown WebSocket kind {kind:?}: \"echo\" (an endpoint) or \"terminate\" \
+                         (the framing ends here, messages go on to the backend)"
+                    ),
+                ));
+                return None;
+            }
+        };
+        if r.upgrade.is_some() {
             errors.push(err(
-                p,
-                "set one of `respond`, `backend` and `websocket`, not several",
+                format!("{p}.upgrade"),
+                "`upgrade` applies to plain backend routes: a websocket route handles its upgrade",
             ));
-            return None;
-        }
-        if kind != "echo" {
-            errors.push(err(
-                format!("{p}.websocket"),
-                format!("unknown WebSocket endpoint {kind:?}: the one kind is \"echo\""),
-            ));
-            return None;
         }
         return (errors.len() == before).then_some(Route {
             host,
             path,
-            action: RouteAction::WebSocketEcho,
-            upgrade,
+            action,
+            upgrade: Vec::new(),
         });
     }
     let respond = match (r.respond, r.backend) {
@@ -1021,14 +1050,57 @@ websocket = "chat"
 [[listener.route]]
 websocket = "echo"
 respond = { body = "x" }
+[[listener.route]]
+path = "/t"
+websocket = "terminate"
+backend = "app"
+[[listener.route]]
+websocket = "terminate"
+[[listener.route]]
+websocket = "terminate"
+backend = "nope"
+[[listener.route]]
+websocket = "terminate"
+backend = "app"
+upgrade = ["websocket"]
+[backend.app]
+servers = [{ address = "127.0.0.1:2" }]
 "#;
         let errs = load(text).unwrap_err();
         let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
-            ["listener[0].route[1].websocket", "listener[0].route[2]"],
+            [
+                "listener[0].route[1].websocket",
+                "listener[0].route[2]",
+                "listener[0].route[4]",
+                "listener[0].route[5].backend",
+                "listener[0].route[6].upgrade"
+            ],
             "{errs:#?}"
         );
+        let ok = load(
+            &text
+                .replace(
+                    "websocket = \"chat\"",
+                    "path = \"/c\"\nwebsocket = \"echo\"",
+                )
+                .replace(
+                    "websocket = \"echo\"\nrespond = { body = \"x\" }",
+                    "respond = { body = \"x\" }",
+                )
+                .replace(
+                    "[[listener.route]]\nwebsocket = \"terminate\"\n[[listener.route]]",
+                    "[[listener.route]]",
+                )
+                .replace("backend = \"nope\"", "backend = \"app\"")
+                .replace("upgrade = [\"websocket\"]\n", ""),
+        )
+        .unwrap();
+        assert!(matches!(
+            ok.listeners[0].routes[3].action,
+            RouteAction::WebSocketProxy(0)
+        ));
         let ok = load("version = 1\n[[listener]]\nbind = \"127.0.0.1:1\"\n[[listener.route]]\nwebsocket = \"echo\"\n").unwrap();
         assert!(matches!(
             ok.listeners[0].routes[0].action,

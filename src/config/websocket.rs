@@ -1,6 +1,6 @@
 //! `[listener.websocket]`: what the listener's WebSocket endpoints (routes with `websocket`)
-//! accept: frame and message limits, permessage-deflate with its window bits, and pings to
-//! silent clients.
+//! accept: frame and message limits, permessage-deflate with its window bits and the size
+//! below which proxied messages go uncompressed, and pings to silent clients.
 
 use super::{err, ConfigError};
 use crate::units::{Bytes, Dur};
@@ -17,6 +17,7 @@ pub(super) struct RawWebSocket {
     server_max_window_bits: Option<u8>,
     client_max_window_bits: Option<u8>,
     ping_interval: Option<Dur>,
+    compression_threshold: Option<Bytes>,
 }
 
 /// Validates `[listener.websocket]`.
@@ -72,8 +73,18 @@ pub(super) fn validate(
     if ping_interval.is_some_and(|d| d < std::time::Duration::from_millis(100)) {
         errors.push(err(format!("{p}.ping_interval"), "must be at least 100ms"));
     }
+    let compression_threshold = raw
+        .compression_threshold
+        .map_or(d.compression_threshold, |b| b.0);
+    if compression_threshold > max_message {
+        errors.push(err(
+            format!("{p}.compression_threshold"),
+            "must not exceed max_message",
+        ));
+    }
     WebSocket {
         ping_interval,
+        compression_threshold,
         max_frame,
         max_message,
         deflate: compression.then_some(DeflateConfig {

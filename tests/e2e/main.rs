@@ -23,3 +23,4 @@ mod tls;
 mod tuning;
 mod tunnel;
 mod websocket;
+mod ws_proxy;

@@ -95,7 +95,9 @@ impl Relay {
 
 impl HttpService {
     /// Starts proxying a request to backend `b` as a stream exchange (`tunnel`: with the
-    /// upgrade it asks for, `proxy::tunnel`); returns the head's length (consumed).
+    /// upgrade it asks for, `proxy::tunnel`; `ws`: for a WebSocket-aware route, `ws_proxy`);
+    /// returns the head's length (consumed).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn relay_request(
         &mut self,
         cx: &mut Cx<'_>,
@@ -104,6 +106,7 @@ impl HttpService {
         b: usize,
         started: Instant,
         tunnel: Option<TunnelAsk<'_>>,
+        ws: Option<crate::ws_proxy::WsAsk>,
     ) -> Option<usize> {
         let mut out = self.rewritten_head(cx, head, b);
         if let Some(t) = tunnel {
@@ -144,6 +147,7 @@ impl HttpService {
         });
         ex.started = started;
         ex.upgrade = tunnel.map(|t| t.websocket);
+        ex.ws = ws;
         ex.relay = Some(Relay {
             persist,
             http10,
@@ -318,7 +322,12 @@ impl HttpService {
             }
             match relay.persist {
                 // The backend switched protocols: so does the client's connection.
-                _ if ex.switched => out.extend_from_slice(b"connection: upgrade\r\n"),
+                _ if ex.switched => {
+                    out.extend_from_slice(b"connection: upgrade\r\n");
+                    if let Some(ws) = &ex.ws {
+                        crate::ws_proxy::write_client_extension(out, ws);
+                    }
+                }
                 Persist::KeepAlive11 => {}
                 Persist::KeepAlive10 => out.extend_from_slice(b"connection: keep-alive\r\n"),
                 Persist::Close => out.extend_from_slice(b"connection: close\r\n"),
@@ -386,8 +395,12 @@ impl HttpService {
                 self.stats
                     .latency_us(now.duration_since(ex.started).as_micros() as u64);
                 let websocket = ex.upgrade == Some(true);
+                let ws = ex.ws;
                 self.stream_let_go(&mut ex);
-                self.tunnel_client_start(cx, conn, c, websocket);
+                match ws {
+                    Some(ws) => self.ws_proxy_client_start(cx, conn, c, ws),
+                    None => self.tunnel_client_start(cx, conn, c, websocket),
+                }
                 return Step::Gone;
             }
             // The backend end closed right after its 101: nothing to tunnel to.

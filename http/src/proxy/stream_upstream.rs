@@ -48,6 +48,21 @@ impl ResponseSink for StreamSink<'_> {
             if ex.upgrade.is_none() || head.status != 101 {
                 return Err(());
             }
+            if let Some(ws) = &ex.ws {
+                // Our WebSocket to the backend: its accept must answer the key, and it offered
+                // no extension, so none may come back.
+                let field = |name: &str| {
+                    head.headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .map(|h| h.value)
+                };
+                if field("sec-websocket-accept") != Some(&ws.accept[..])
+                    || field("sec-websocket-extensions").is_some()
+                {
+                    return Err(());
+                }
+            }
             ex.status = 101;
             ex.switched = true;
             let mut fields = ResponseFields::from_h1_in(head.headers, self.spare.take());
@@ -236,7 +251,11 @@ impl HttpService {
         if ex.switched {
             // A 101: what follows it is the tunnel's, once the client end pairs.
             ex.down_end = true;
+            let ws = ex.ws;
             self.tunnel_backend_start(cx, conn);
+            if let Some(ws) = ws {
+                self.ws_proxy_backend_start(cx, conn, ws.listener);
+            }
             return pos;
         }
         if matches!(ex.resp, Resp::Done) {

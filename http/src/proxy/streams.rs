@@ -128,6 +128,8 @@ pub(crate) struct StreamExchange {
     pub upgrade: Option<bool>,
     /// The backend switched protocols (101): the exchange ends in a tunnel.
     pub switched: bool,
+    /// A WebSocket-aware route's upgrade (`ws_proxy`): the pair carries messages, not bytes.
+    pub ws: Option<crate::ws_proxy::WsAsk>,
     pub started: Instant,
     pub since: Instant,
 }
@@ -201,6 +203,7 @@ impl StreamExchange {
             fin_sent: false,
             upgrade: None,
             switched: false,
+            ws: None,
             started: n.now,
             since: n.now,
         }

@@ -2,7 +2,9 @@
 """Backends for the upgrade-tunnel tests (tests/e2e/tunnel.rs), on 127.0.0.1, a free port
 printed as `port N` once listening.
 
-  ws_backend.py ws     the Python `websockets` echo server (every message echoed)
+  ws_backend.py ws     the Python `websockets` echo server (every message echoed; prints
+                       `closed CODE` as each connection ends, and `deflate` for an offer of
+                       permessage-deflate, which it never accepts)
   ws_backend.py raw    a hand-written HTTP/1.1 server for upgrades of any protocol:
       Upgrade asked, path .../refuse  403 `refused` (Content-Length), keep-alive
       Upgrade asked, path .../hangup  101, then the connection closes
@@ -20,8 +22,13 @@ import websockets
 async def ws_main():
     async def echo(ws):
         print("conn", flush=True)
-        async for msg in ws:
-            await ws.send(msg)
+        if ws.request.headers.get("Sec-WebSocket-Extensions"):
+            print("deflate", flush=True)
+        try:
+            async for msg in ws:
+                await ws.send(msg)
+        finally:
+            print("closed", ws.close_code, flush=True)
 
     async with websockets.serve(echo, "127.0.0.1", 0, compression=None, max_size=None) as srv:
         print("port", srv.sockets[0].getsockname()[1], flush=True)

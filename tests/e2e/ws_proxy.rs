@@ -1,0 +1,369 @@
+//! WebSocket-aware routes (`websocket = "terminate"` with a `backend`): the client's WebSocket
+//! ends at coreplex and its messages go on over coreplex's own WebSocket to independent
+//! backends (the npm `ws` server and the Python `websockets` server, both refusing
+//! compression), with permessage-deflate offloaded, pings answered here, close codes passed
+//! both ways, broken rules closed on the side that broke them, refusals passed on, and a subset
+//! of the Autobahn|Testsuite cases through `kosoku`.
+
+use crate::harness::{curl, metric, wait_metric, Server};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const BACKEND: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/tools/ws_backend.py");
+const PROBE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/tools/ws_probe.py");
+const NODE_ECHO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/ws-node/echo_server.js");
+
+/// A backend process that prints `port N` (Python) or `listening N` (node) once it listens,
+/// killed when dropped; keeps every later line it prints.
+struct Backend {
+    child: Child,
+    addr: SocketAddr,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Backend {
+    fn python(mode: &str) -> Backend {
+        Backend::spawn(Command::new("python3").arg(BACKEND).arg(mode))
+    }
+
+    /// The npm `ws` echo server (perMessageDeflate off) on a free port.
+    fn node() -> Backend {
+        let port = crate::proxy::closed_port().port();
+        Backend::spawn(Command::new("node").arg(NODE_ECHO).arg(port.to_string()))
+    }
+
+    fn spawn(cmd: &mut Command) -> Backend {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the backend starts (tests/setup.sh installs node's ws)");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let port: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("backend: {line:?}"));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let keep = lines.clone();
+        std::thread::spawn(move || {
+            for l in out.lines().map_while(Result::ok) {
+                keep.lock().unwrap().push(l);
+            }
+        });
+        Backend {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            lines,
+        }
+    }
+
+    fn said(&self, line: &str) -> bool {
+        self.lines.lock().unwrap().iter().any(|l| l == line)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A proxy whose every path is a WebSocket-aware route to `backend`; `listener_extra` goes in
+/// the `[[listener]]` table.
+fn proxy(backend: SocketAddr, listener_extra: &str) -> Server {
+    Server::start(&format!(
+        r#"version = 1
+
+[global]
+shards = 1
+
+[admin]
+bind = "127.0.0.1:0"
+
+[[listener]]
+name = "front"
+bind = "127.0.0.1:0"
+{listener_extra}
+
+[[listener.route]]
+path_prefix = "/"
+backend = "app"
+websocket = "terminate"
+
+[backend.app]
+servers = [ {{ address = "{backend}" }} ]
+"#
+    ))
+}
+
+fn probe(mode: &str, addr: SocketAddr, args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg(PROBE)
+        .arg(mode)
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .arg("/chat")
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "ws_probe {mode} {args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[test]
+fn messages_go_on_to_python_websockets_and_come_back() {
+    let backend = Backend::python("ws");
+    let server = proxy(backend.addr, "");
+    let out = probe("echo", server.addr(), &[]);
+    for line in [
+        "ok messages",
+        "ok fragmented",
+        "ok ping",
+        "ok pipelined",
+        "closed 1000",
+    ] {
+        assert!(
+            out.lines().any(|l| l == line),
+            "{line:?} missing in:\n{out}"
+        );
+    }
+    let admin = server.admin();
+    for (key, want) in [
+        ("coreplex_websocket_upgrades_total", 1.0),
+        ("coreplex_websocket_current{kind=\"terminated\"}", 0.0),
+        ("coreplex_tunnels_current", 0.0),
+        (
+            "coreplex_websocket_messages_total{direction=\"in\"}",
+            1008.0,
+        ),
+        (
+            "coreplex_websocket_messages_total{direction=\"out\"}",
+            1008.0,
+        ),
+        // The client's ping was answered here.
+        ("coreplex_websocket_pings_received_total", 1.0),
+        (
+            "coreplex_websocket_closes_total{direction=\"in\",code=\"1000\"}",
+            1.0,
+        ),
+        (
+            "coreplex_websocket_closes_total{direction=\"out\",code=\"1000\"}",
+            1.0,
+        ),
+    ] {
+        wait_metric(admin, key, |v| v == want, &want.to_string());
+    }
+    // The backend saw the client's close handshake end normally.
+    assert!(
+        crate::backend::wait_until(Duration::from_secs(3), || backend.said("closed 1000")),
+        "{:?}",
+        backend.lines.lock().unwrap()
+    );
+}
+
+#[test]
+fn compression_is_offloaded_in_front_of_npm_ws() {
+    // The npm ws backend refuses compression: a compressed frame reaching it would fail.
+    let backend = Backend::node();
+    let server = proxy(backend.addr, "");
+    let out = probe("deflate", server.addr(), &[]);
+    assert!(
+        out.lines().any(|l| l
+            == "extensions permessage-deflate; server_no_context_takeover; client_max_window_bits=15"),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l == "ok compressed") && out.contains("closed 1000"),
+        "{out}"
+    );
+    let admin = server.admin();
+    wait_metric(admin, "coreplex_websocket_deflate_total", |v| v == 1.0, "1");
+    // Compressed both ways with the client, and much smaller than the plaintext.
+    let bytes = |dir: &str, form: &str| {
+        metric(
+            admin,
+            &format!(
+                "coreplex_websocket_deflate_bytes_total{{direction=\"{dir}\",form=\"{form}\"}}"
+            ),
+        )
+    };
+    assert!(
+        bytes("in", "plain") > 1_000_000.0
+            && bytes("in", "compressed") < bytes("in", "plain") / 10.0
+    );
+    assert!(
+        bytes("out", "plain") > 1_000_000.0
+            && bytes("out", "compressed") < bytes("out", "plain") / 10.0
+    );
+}
+
+#[test]
+fn close_codes_pass_both_ways() {
+    let backend = Backend::python("ws");
+    let server = proxy(backend.addr, "");
+    let out = probe("close", server.addr(), &["4000"]);
+    assert_eq!(out.trim(), "closed 4000 bye");
+    assert!(crate::backend::wait_until(Duration::from_secs(3), || {
+        backend.said("closed 4000")
+    }));
+    wait_metric(
+        server.admin(),
+        "coreplex_websocket_current{kind=\"terminated\"}",
+        |v| v == 0.0,
+        "0",
+    );
+}
+
+#[test]
+fn a_client_that_breaks_a_rule_gets_its_code_and_the_backend_1001() {
+    let backend = Backend::python("ws");
+    let server = proxy(backend.addr, "");
+    let out = probe("raw", server.addr(), &["R:810568656c6c6f"]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["close 1002 unmasked_client_frame", "eof"]
+    );
+    let out = probe("raw", server.addr(), &["F:1:1:6869c0af"]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["close 1007 invalid_utf8", "eof"]
+    );
+    assert!(
+        crate::backend::wait_until(Duration::from_secs(3), || {
+            backend
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| *l == "closed 1001")
+                .count()
+                == 2
+        }),
+        "{:?}",
+        backend.lines.lock().unwrap()
+    );
+    wait_metric(
+        server.admin(),
+        "coreplex_connections_current",
+        |v| v == 0.0,
+        "0",
+    );
+}
+
+#[test]
+fn silent_clients_are_pinged_here_and_an_unanswered_ping_closes_both_ways() {
+    let backend = Backend::python("ws");
+    let server = proxy(backend.addr, "websocket = { ping_interval = \"300ms\" }");
+    let out = probe("alive", server.addr(), &[]);
+    assert!(out.contains("ok alive"), "{out}");
+    let out = probe("idle", server.addr(), &[]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "frame 9 fin 636f7265706c6578",
+            "close 1001 ping unanswered",
+            "eof"
+        ]
+    );
+    assert!(crate::backend::wait_until(Duration::from_secs(3), || {
+        backend.said("closed 1001")
+    }));
+    let admin = server.admin();
+    wait_metric(
+        admin,
+        "coreplex_websocket_pings_unanswered_total",
+        |v| v == 1.0,
+        "1",
+    );
+    assert!(metric(admin, "coreplex_websocket_pings_sent_total") >= 3.0);
+}
+
+#[test]
+fn refusals_and_bad_switches_are_answered_over_http() {
+    let backend = Backend::python("raw");
+    let server = proxy(backend.addr, "");
+    let ws_get = |path: &str| {
+        curl(&[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Connection: Upgrade",
+            "-H",
+            "Upgrade: websocket",
+            "-H",
+            "Sec-WebSocket-Version: 13",
+            "-H",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+            &format!("http://{}{path}", server.addr()),
+        ])
+    };
+    // The backend's refusal is passed on.
+    let o = ws_get("/refuse");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "403");
+    // A 101 without the accept value of the key is not a WebSocket: 502.
+    let o = ws_get("/switch");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "502");
+    // A request that is no WebSocket handshake never reaches the backend.
+    let before = backend.lines.lock().unwrap().len();
+    let o = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("http://{}/x", server.addr()),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "426");
+    assert_eq!(backend.lines.lock().unwrap().len(), before);
+}
+
+#[test]
+fn a_subset_of_the_autobahn_cases_passes_through_to_npm_ws() {
+    let backend = Backend::node();
+    let server = proxy(backend.addr, "");
+    // kosoku takes either globs or case ids in one run, not both: two runs.
+    let groups = ["1.*", "2.*", "3.*", "4.*", "5.*", "7.*"];
+    let cases = [
+        "6.1.1", "6.4.1", "9.1.1", "10.1.1", "12.1.1", "12.1.5", "12.4.5", "13.1.1", "13.3.1",
+        "13.7.5",
+    ];
+    let mut passed = 0;
+    for selection in [&groups[..], &cases[..]] {
+        let reports = crate::harness::temp_path("kosoku");
+        let mut cmd = Command::new("kosoku");
+        cmd.arg(server.addr().to_string());
+        for c in selection {
+            cmd.args(["-i", c]);
+        }
+        let out = cmd
+            .args(["-p", "2", "-o"])
+            .arg(&reports)
+            .output()
+            .expect("kosoku runs (tests/setup.sh installs it)");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        let _ = std::fs::remove_dir_all(&reports);
+        assert!(out.status.success() && !text.contains("failed"), "{text}");
+        passed += text
+            .lines()
+            .find_map(|l| l.strip_suffix(" cases passed"))
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .unwrap_or_else(|| panic!("no count in: {text}"));
+    }
+    assert_eq!(passed, 101 + 10);
+}
