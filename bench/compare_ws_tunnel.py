@@ -6,6 +6,10 @@ The backend is a coreplex echo endpoint (`websocket = "echo"`, one shard, pinned
 proxy alone is pinned to core 0 (coreplex: one shard, --cpus 0; haproxy: nbthread 1; nginx: one
 worker) with the configs in bench/peers/*-ws-tunnel.cfg|conf. Two measurements:
 
+`coreplex` tunnels the bytes (the default for `Upgrade: websocket` on a backend route);
+`coreplex-ws` is a WebSocket-aware route (`websocket = "terminate"`): the framing ends at the
+proxy and messages go on over its own WebSocket to the backend.
+
 - echo: the npm ws load (bench/ws-node/load.js, core 1, closed loop, no compression) through
   the proxy: messages per second and proxy CPU (utime + stime from /proc/PID/stat) per message,
   for a 60-byte JSON text and 1 KiB binary. Rounds alternate the proxies.
@@ -27,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 TICK = os.sysconf("SC_CLK_TCK")
 BIN = os.path.join(ROOT, "target/release/coreplex")
-PROXIES = ["coreplex", "haproxy", "nginx"]
+PROXIES = ["coreplex", "coreplex-ws", "haproxy", "nginx"]
 
 BACKEND = """version = 1
 [global]
@@ -57,6 +61,7 @@ backlog = 4096
 [[listener.route]]
 path_prefix = "/"
 backend = "echo"
+{route_extra}
 [backend.echo]
 servers = [{{ address = "127.0.0.1:{backend}" }}]
 """
@@ -135,8 +140,9 @@ def start_backend(port):
 
 
 def start_proxy(name, port, backend):
-    if name == "coreplex":
-        cfg = write_temp(PROXY.format(port=port, backend=backend), ".toml")
+    if name.startswith("coreplex"):
+        extra = 'websocket = "terminate"' if name == "coreplex-ws" else ""
+        cfg = write_temp(PROXY.format(port=port, backend=backend, route_extra=extra), ".toml")
         return Proc([BIN, "run", "-c", cfg, "--cpus", "0", "--log-level", "warn"], port)
     tmp = tempfile.mkdtemp(prefix="cpws-")
     peer = "haproxy-ws-tunnel.cfg" if name == "haproxy" else "nginx-ws-tunnel.conf"
@@ -282,6 +288,8 @@ def idle(args, ports):
             grown, kgrown = rss(p.measured) - base, kernel_bytes() - kbase
             print(f"| {name} | {args.idle:,} | {grown / args.idle:,.0f} B "
                   f"| {kgrown / (4 * args.idle):,.0f} B |", flush=True)
+        except RuntimeError as e:
+            print(f"| {name} | {args.idle:,} | failed: {e} | |", flush=True)
         finally:
             close_clients(kids + warm)
             p.stop()

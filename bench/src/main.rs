@@ -9,6 +9,9 @@
 //!   for coreplex's handshake cost).
 //! - `hold`: open N keep-alive connections spread over source addresses 127.0.0.2..., send one
 //!   request on each, keep them idle for a while, report how many stayed alive, close with linger 0.
+//! - `ws-deflate`: permessage-deflate at window bits 9 to 15 on a JSON corpus: ratio, CPU per
+//!   message compressed (reset per message) and inflated with a client's context, reset vs new,
+//!   memory per compressor and decompressor.
 //! - `memprobe`: for a server PID, hold N connections at each of several counts and report the
 //!   server's RSS growth and the kernel's socket memory growth per connection.
 
@@ -19,6 +22,7 @@ mod load;
 mod plot;
 mod proc_stats;
 mod tls_bare;
+mod ws_deflate;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -179,6 +183,24 @@ enum Cmd {
         /// Instead: serve TLS on this address (one connection at a time) until killed.
         #[arg(long)]
         serve: Option<SocketAddr>,
+    },
+    /// permessage-deflate at window bits 9 to 15 on a JSON corpus.
+    WsDeflate {
+        /// Messages in the corpus.
+        #[arg(long, default_value_t = 5_000)]
+        messages: usize,
+        /// Least time per compression timing.
+        #[arg(short = 'd', long, default_value = "1s", value_parser = parse_duration)]
+        duration: Duration,
+        /// CPU to pin to.
+        #[arg(long)]
+        cpu: Option<usize>,
+        /// zlib compression level (coreplex's routes use 6).
+        #[arg(long, default_value_t = 6)]
+        level: u32,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Hold N idle keep-alive connections.
     Hold {
@@ -368,6 +390,45 @@ fn main() -> Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 print!("{}", report.table());
+            }
+        }
+        Cmd::WsDeflate {
+            messages,
+            duration,
+            cpu,
+            level,
+            json,
+        } => {
+            if let Some(c) = cpu {
+                coreplex_engine::cpus::pin_current_thread(c)?;
+            }
+            let rows = ws_deflate::run(messages, duration, level);
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                let r0 = &rows[0];
+                println!(
+                    "{} JSON messages, {} B of plaintext ({} B on average)\n",
+                    r0.messages,
+                    r0.plain_bytes,
+                    r0.plain_bytes / r0.messages
+                );
+                println!("| window bits | compressed / plain | compress us/message (reset each) | reset us | new compressor us | inflate us/message with the client's context | context kept B | compressor B | decompressor B |");
+                println!("|---|---|---|---|---|---|---|---|---|");
+                for r in rows {
+                    println!(
+                        "| {} | {:.3} | {:.2} | {:.3} | {:.2} | {:.2} | {} | {:.0} | {:.0} |",
+                        r.bits,
+                        r.compressed_bytes as f64 / r.plain_bytes as f64,
+                        r.compress_us,
+                        r.reset_us,
+                        r.new_us,
+                        r.inflate_context_us,
+                        r.context_bytes,
+                        r.compressor_bytes,
+                        r.decompressor_bytes
+                    );
+                }
             }
         }
         Cmd::TlsBare {

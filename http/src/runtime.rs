@@ -250,6 +250,8 @@ pub struct WebSocket {
     /// Proxied routes: a message from the backend shorter than this goes to a client that
     /// negotiated permessage-deflate uncompressed (not worth the CPU).
     pub compression_threshold: u64,
+    /// zlib's level (1-9) for messages compressed for clients.
+    pub compression_level: u8,
 }
 
 impl Default for WebSocket {
@@ -261,6 +263,7 @@ impl Default for WebSocket {
             deflate: Some(Default::default()),
             ping_interval: None,
             compression_threshold: 0,
+            compression_level: 6,
         }
     }
 }

@@ -44,7 +44,8 @@ pub(crate) struct Leg {
     pub(crate) utf8: Option<Utf8Stream>,
     /// Bytes inflated so far.
     pub(crate) inflated: u64,
-    /// The compressor of the message sent on (with its window bits), lent for its length.
+    /// The compressor of the message sent on (with its window bits and level), lent for its
+    /// length.
     pub(crate) deflater: Option<(u8, Compress)>,
 }
 
@@ -80,6 +81,8 @@ pub(crate) struct WsListener {
     pub(crate) ping_interval: Option<std::time::Duration>,
     /// Messages shorter than this go to clients uncompressed (proxied routes).
     pub(crate) compression_threshold: u64,
+    /// zlib level of messages compressed for clients.
+    pub(crate) compression_level: u8,
 }
 
 impl WsListener {
@@ -93,6 +96,7 @@ impl WsListener {
             deflate: w.deflate,
             ping_interval: w.ping_interval,
             compression_threshold: w.compression_threshold,
+            compression_level: w.compression_level,
         }
     }
 }
@@ -246,6 +250,9 @@ impl HttpService {
     ) -> usize {
         let id = cx.id();
         let config = self.listeners[conn.listener as usize].websocket.decoder;
+        let level = self.listeners[conn.listener as usize]
+            .websocket
+            .compression_level;
         let deflate = self.ws.deflate.contains_key(&id);
         let mut st = self
             .ws
@@ -280,7 +287,8 @@ impl HttpService {
                     st.fin_sent = false;
                     if let (true, Some(c)) = (rsv1, ws.deflate.get(&id)) {
                         st.inflater = Some(ws.inflaters.lend(&c.window));
-                        st.deflater = Some(ws.deflaters.lend(c.agreed.server_max_window_bits));
+                        st.deflater =
+                            Some(ws.deflaters.lend(c.agreed.server_max_window_bits, level));
                         st.utf8 = (opcode == Opcode::Text).then(Utf8Stream::default);
                         st.inflated = 0;
                     }

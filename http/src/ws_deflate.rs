@@ -16,8 +16,6 @@ use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, 
 const POOL_MAX: usize = 64;
 /// Compressors kept per shard for reuse (up to about 260 KiB each at 15 window bits).
 const DEFLATERS_MAX: usize = 16;
-/// The compression level: zlib's default.
-const LEVEL: u32 = 6;
 
 /// Why a compressed message could not be inflated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,25 +142,27 @@ impl DeflateConn {
     }
 }
 
-/// A shard's idle compressors, by window bits. The server never keeps context between
-/// messages (`server_no_context_takeover`), so a compressor is lent for one message.
+/// A shard's idle compressors, by window bits and level (`bits | level << 4`). The server
+/// never keeps context between messages (`server_no_context_takeover`), so a compressor is lent
+/// for one message.
 #[derive(Default)]
 pub(crate) struct Deflaters {
     idle: Vec<(u8, Compress)>,
 }
 
 impl Deflaters {
-    /// A compressor with a `bits` window (9-15), reset for a new message.
-    pub(crate) fn lend(&mut self, bits: u8) -> (u8, Compress) {
-        match self.idle.iter().position(|(b, _)| *b == bits) {
+    /// A compressor with a `bits` window (9-15) at `level` (1-9), reset for a new message.
+    pub(crate) fn lend(&mut self, bits: u8, level: u8) -> (u8, Compress) {
+        let key = bits | level << 4;
+        match self.idle.iter().position(|(k, _)| *k == key) {
             Some(i) => {
-                let (b, mut c) = self.idle.swap_remove(i);
+                let (k, mut c) = self.idle.swap_remove(i);
                 c.reset();
-                (b, c)
+                (k, c)
             }
             None => (
-                bits,
-                Compress::new_with_window_bits(Compression::new(LEVEL), false, bits),
+                key,
+                Compress::new_with_window_bits(Compression::new(u32::from(level)), false, bits),
             ),
         }
     }
@@ -219,8 +219,8 @@ mod tests {
     #[test]
     fn a_message_compressed_in_pieces_inflates_back() {
         let mut pool = Deflaters::default();
-        for bits in [9u8, 12, 15] {
-            let (b, mut c) = pool.lend(bits);
+        for (bits, level) in [(9u8, 6u8), (12, 1), (15, 9)] {
+            let (b, mut c) = pool.lend(bits, level);
             let text: Vec<u8> = (0..50_000u32)
                 .flat_map(|i| format!("{} ", i % 97).into_bytes())
                 .collect();
@@ -239,7 +239,7 @@ mod tests {
             pool.give_back((b, c));
         }
         // A reused compressor starts a fresh stream.
-        let (_, mut c) = pool.lend(15);
+        let (_, mut c) = pool.lend(15, 9);
         let mut packed = Vec::new();
         deflate(&mut c, b"hello", true, &mut packed);
         assert_eq!(inflate_all(&packed, &[]), b"hello");
@@ -247,7 +247,7 @@ mod tests {
 
     #[test]
     fn a_bomb_stops_at_the_budget() {
-        let (_, mut c) = Deflaters::default().lend(15);
+        let (_, mut c) = Deflaters::default().lend(15, 6);
         let mut packed = Vec::new();
         deflate(&mut c, &vec![0u8; 10 << 20], true, &mut packed);
         assert!(packed.len() < 20_000);

@@ -199,7 +199,7 @@ impl HttpService {
             },
             ..w.decoder
         };
-        let (pos, outcome) = self.ws_proxy_pump(cx, &config, w.compression_threshold, input);
+        let (pos, outcome) = self.ws_proxy_pump(cx, &config, &w, input);
         if from_client && pos > 0 {
             // Any frame (a pong among them) answers an outstanding ping.
             conn.set_ping_out(false);
@@ -244,9 +244,10 @@ impl HttpService {
         &mut self,
         cx: &mut Cx<'_>,
         config: &DecoderConfig,
-        threshold: u64,
+        w: &crate::websocket::WsListener,
         input: &[u8],
     ) -> (usize, Outcome) {
+        let (threshold, level) = (w.compression_threshold, w.compression_level);
         let id = cx.id();
         let from_client = config.role == Role::Server;
         let client = if from_client {
@@ -301,7 +302,8 @@ impl HttpService {
                     let small = fin && len < threshold;
                     if !from_client && !small {
                         if let Some(c) = ws.deflate.get(&client) {
-                            st.deflater = Some(ws.deflaters.lend(c.agreed.server_max_window_bits));
+                            st.deflater =
+                                Some(ws.deflaters.lend(c.agreed.server_max_window_bits, level));
                         }
                     }
                 }

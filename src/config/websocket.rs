@@ -18,6 +18,7 @@ pub(super) struct RawWebSocket {
     client_max_window_bits: Option<u8>,
     ping_interval: Option<Dur>,
     compression_threshold: Option<Bytes>,
+    compression_level: Option<u8>,
 }
 
 /// Validates `[listener.websocket]`.
@@ -82,9 +83,17 @@ pub(super) fn validate(
             "must not exceed max_message",
         ));
     }
+    let compression_level = raw.compression_level.unwrap_or(d.compression_level);
+    if !(1..=9).contains(&compression_level) {
+        errors.push(err(
+            format!("{p}.compression_level"),
+            "must be between 1 (fastest) and 9 (smallest)",
+        ));
+    }
     WebSocket {
         ping_interval,
         compression_threshold,
+        compression_level: compression_level.clamp(1, 9),
         max_frame,
         max_message,
         deflate: compression.then_some(DeflateConfig {
