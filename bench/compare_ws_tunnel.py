@@ -22,9 +22,10 @@ proxy and messages go on over its own WebSocket to the backend.
 
 Usage: python3 bench/compare_ws_tunnel.py [--rounds 3] [--duration 5] [--conns 50]
                                           [--idle 9500] [--procs 2] [--only echo|idle]
+                                          [--proxies coreplex,coreplex-ws,haproxy,nginx]
 Needs: cargo build --release -p coreplex; (cd bench/ws-node && npm install); haproxy, nginx.
 """
-import argparse, base64, json, os, resource, shutil, socket, statistics, subprocess, sys
+import argparse, base64, json, os, resource, shutil, socket, statistics, struct, subprocess, sys
 import tempfile, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -173,7 +174,7 @@ def echo(args, ports):
     try:
         for kind in ["json", "1k"]:
             for r in range(args.rounds):
-                for name in (PROXIES if r % 2 == 0 else PROXIES[::-1]):
+                for name in (args.proxies if r % 2 == 0 else args.proxies[::-1]):
                     port = next(ports)
                     p = start_proxy(name, port, backend_port)
                     try:
@@ -190,11 +191,11 @@ def echo(args, ports):
     finally:
         backend.stop()
     print()
-    print("| message | proxy | messages/s (median) | proxy CPU us per message (median, min-max) | CPU vs coreplex |")
+    print("| message | proxy | messages/s (median) | proxy CPU us per message (median, min-max) | CPU vs the first |")
     print("|---|---|---|---|---|")
     for kind in ["json", "1k"]:
-        base = statistics.median(c for _, c in results[(kind, "coreplex")])
-        for name in PROXIES:
+        base = statistics.median(c for _, c in results[(kind, args.proxies[0])])
+        for name in args.proxies:
             rates = [x for x, _ in results[(kind, name)]]
             cpus = [c for _, c in results[(kind, name)]]
             m = statistics.median(cpus)
@@ -241,6 +242,10 @@ def client(port, count, pings):
         time.sleep(1)
     print("ready", flush=True)
     sys.stdin.read()
+    # Reset, not FIN: 9,500 connections a run must not leave their ports in TIME_WAIT.
+    for s in conns:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
 
 
 def open_clients(port, total, procs, pings):
@@ -273,7 +278,7 @@ def idle(args, ports):
     print(f"\n| proxy | idle tunnels held with pings | user memory per tunnel (both connections) "
           f"| kernel memory per socket (4 per tunnel) |")
     print("|---|---|---|---|")
-    for name in PROXIES:
+    for name in args.proxies:
         backend_port = next(ports)
         backend = start_backend(backend_port)
         port = next(ports)
@@ -294,7 +299,7 @@ def idle(args, ports):
             close_clients(kids + warm)
             p.stop()
             backend.stop()
-        time.sleep(1)
+        time.sleep(5)
 
 
 def main():
@@ -307,7 +312,9 @@ def main():
     a.add_argument("--idle", type=int, default=9500)
     a.add_argument("--procs", type=int, default=2)
     a.add_argument("--only", choices=["echo", "idle"])
+    a.add_argument("--proxies", default=",".join(PROXIES), help="which, in order (ratios are against the first)")
     args = a.parse_args()
+    args.proxies = args.proxies.split(",")
     ports = iter(range(9401, 9700))
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} duration={args.duration}s rounds={args.rounds} "
           f"conns={args.conns} idle={args.idle} procs={args.procs}")

@@ -252,6 +252,9 @@ pub struct WebSocket {
     pub compression_threshold: u64,
     /// zlib's level (1-9) for messages compressed for clients.
     pub compression_level: u8,
+    /// Data messages a client may send per second (a fixed one-second window); beyond, the
+    /// connection is closed with 1008. `None`: no limit.
+    pub max_message_rate: Option<u32>,
 }
 
 impl Default for WebSocket {
@@ -264,6 +267,7 @@ impl Default for WebSocket {
             ping_interval: None,
             compression_threshold: 0,
             compression_level: 6,
+            max_message_rate: None,
         }
     }
 }

@@ -102,6 +102,8 @@ pub struct WsStats {
     pub pings_sent: u64,
     /// WebSockets closed because a ping went unanswered.
     pub pings_unanswered: u64,
+    /// WebSockets closed (1008) for sending beyond `max_message_rate`.
+    pub rate_limited: u64,
     /// Compressed bytes received, and what they inflated to.
     pub deflated_in: u64,
     /// What received compressed bytes inflated to.
@@ -144,6 +146,7 @@ impl WsStats {
         self.pings_in += o.pings_in;
         self.pings_sent += o.pings_sent;
         self.pings_unanswered += o.pings_unanswered;
+        self.rate_limited += o.rate_limited;
         self.deflated_in += o.deflated_in;
         self.inflated_in += o.inflated_in;
         self.plain_out += o.plain_out;

@@ -83,6 +83,8 @@ pub(crate) struct WsListener {
     pub(crate) compression_threshold: u64,
     /// zlib level of messages compressed for clients.
     pub(crate) compression_level: u8,
+    /// Data messages a client may send per second.
+    pub(crate) max_message_rate: Option<u32>,
 }
 
 impl WsListener {
@@ -97,6 +99,7 @@ impl WsListener {
             ping_interval: w.ping_interval,
             compression_threshold: w.compression_threshold,
             compression_level: w.compression_level,
+            max_message_rate: w.max_message_rate,
         }
     }
 }
@@ -125,6 +128,11 @@ pub(crate) struct WsShard {
     pub(crate) closing: std::collections::HashSet<Id>,
     /// Masking keys for frames to backends.
     pub(crate) masks: crate::ws_proxy::MaskKeys,
+    /// Clients with a message rate limit that sent a message this second: the second and the
+    /// count (swept once a second, so a silent connection leaves nothing here).
+    rates: HashMap<Id, (u64, u32)>,
+    /// The second `rates` was last swept.
+    rate_swept: u64,
 }
 
 /// What a shard's work buffers keep between calls: one piece inflated from a compression bomb
@@ -132,6 +140,26 @@ pub(crate) struct WsShard {
 const SCRATCH_KEEP: usize = 256 * 1024;
 
 impl WsShard {
+    /// Counts a message from client `id` in second `now_s`; returns whether it is beyond
+    /// `limit` messages in that second.
+    pub(crate) fn over_rate(&mut self, id: Id, now_s: u64, limit: u32) -> bool {
+        if now_s != self.rate_swept {
+            self.rates.retain(|_, (s, _)| *s == now_s);
+            self.rate_swept = now_s;
+        }
+        let e = self.rates.entry(id).or_insert((now_s, 0));
+        if e.0 != now_s {
+            *e = (now_s, 0);
+        }
+        e.1 += 1;
+        e.1 > limit
+    }
+
+    /// Forgets a closed connection's rate count.
+    pub(crate) fn forget_rate(&mut self, id: Id) {
+        self.rates.remove(&id);
+    }
+
     /// Gives back work buffers that grew past [`SCRATCH_KEEP`].
     pub(crate) fn trim(&mut self) {
         for buf in [&mut self.scratch, &mut self.plain, &mut self.packed] {
@@ -164,6 +192,8 @@ impl WsShard {
             proxied: HashMap::new(),
             closing: std::collections::HashSet::new(),
             masks: crate::ws_proxy::MaskKeys::new(),
+            rates: HashMap::new(),
+            rate_swept: 0,
         }
     }
 }
@@ -253,6 +283,10 @@ impl HttpService {
         let level = self.listeners[conn.listener as usize]
             .websocket
             .compression_level;
+        let rate = self.listeners[conn.listener as usize]
+            .websocket
+            .max_message_rate;
+        let now_s = cx.now().saturating_duration_since(self.epoch).as_secs();
         let deflate = self.ws.deflate.contains_key(&id);
         let mut st = self
             .ws
@@ -283,6 +317,10 @@ impl HttpService {
                 Some(Event::DataFrame { opcode, rsv1, .. }) if opcode != Opcode::Continuation => {
                     stats.frames_in += 1;
                     stats.messages_in += 1;
+                    if rate.is_some_and(|r| ws.over_rate(id, now_s, r)) {
+                        stats.rate_limited += 1;
+                        break Some((code::POLICY_VIOLATION, "message_rate_limit"));
+                    }
                     st.next = opcode;
                     st.fin_sent = false;
                     if let (true, Some(c)) = (rsv1, ws.deflate.get(&id)) {
@@ -377,6 +415,7 @@ impl HttpService {
             self.release(&mut st);
         }
         self.ws.deflate.remove(&cx.id());
+        self.ws.forget_rate(cx.id());
         self.ws.trim();
         conn.phase = Phase::Closing;
         cx.set_timer(self.timeouts(conn).client);
@@ -431,6 +470,7 @@ impl HttpService {
             self.release(&mut st);
         }
         self.ws.deflate.remove(&id);
+        self.ws.forget_rate(id);
     }
 }
 

@@ -248,6 +248,8 @@ impl HttpService {
         input: &[u8],
     ) -> (usize, Outcome) {
         let (threshold, level) = (w.compression_threshold, w.compression_level);
+        let rate = w.max_message_rate.filter(|_| config.role == Role::Server);
+        let now_s = cx.now().saturating_duration_since(self.epoch).as_secs();
         let id = cx.id();
         let from_client = config.role == Role::Server;
         let client = if from_client {
@@ -289,6 +291,10 @@ impl HttpService {
                     if from_client {
                         stats.frames_in += 1;
                         stats.messages_in += 1;
+                    }
+                    if rate.is_some_and(|r| ws.over_rate(id, now_s, r)) {
+                        stats.rate_limited += 1;
+                        break Outcome::Broken((code::POLICY_VIOLATION, "message_rate_limit"));
                     }
                     st.next = opcode;
                     st.fin_sent = false;
@@ -512,6 +518,7 @@ impl HttpService {
         if client {
             self.stats.ws.current -= 1;
             self.ws.deflate.remove(&id);
+            self.ws.forget_rate(id);
         } else {
             self.ws.proxied.remove(&id);
         }

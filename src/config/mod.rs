@@ -1114,7 +1114,7 @@ servers = [{ address = "127.0.0.1:2" }]
         let errs = load(&listener("max_frame = \"1KiB\", colour = 1")).unwrap_err();
         assert!(errs[0].message.contains("colour"), "{errs:#?}");
         let errs = load(&listener(
-            "max_message = \"2GiB\", server_max_window_bits = 8, client_max_window_bits = 16, ping_interval = \"10ms\", compression_threshold = \"32MiB\", compression_level = 0",
+            "max_message = \"2GiB\", server_max_window_bits = 8, client_max_window_bits = 16, ping_interval = \"10ms\", compression_threshold = \"32MiB\", compression_level = 0, max_message_rate = 0",
         ))
         .unwrap_err();
         let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
@@ -1126,7 +1126,8 @@ servers = [{ address = "127.0.0.1:2" }]
                 "listener[0].websocket.client_max_window_bits",
                 "listener[0].websocket.ping_interval",
                 "listener[0].websocket.compression_threshold",
-                "listener[0].websocket.compression_level"
+                "listener[0].websocket.compression_level",
+                "listener[0].websocket.max_message_rate"
             ],
             "{errs:#?}"
         );

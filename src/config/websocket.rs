@@ -1,6 +1,7 @@
 //! `[listener.websocket]`: what the listener's WebSocket endpoints (routes with `websocket`)
 //! accept: frame and message limits, permessage-deflate with its window bits and the size
-//! below which proxied messages go uncompressed, and pings to silent clients.
+//! below which proxied messages go uncompressed, a message rate limit, and pings to silent
+//! clients.
 
 use super::{err, ConfigError};
 use crate::units::{Bytes, Dur};
@@ -19,6 +20,7 @@ pub(super) struct RawWebSocket {
     ping_interval: Option<Dur>,
     compression_threshold: Option<Bytes>,
     compression_level: Option<u8>,
+    max_message_rate: Option<u32>,
 }
 
 /// Validates `[listener.websocket]`.
@@ -90,7 +92,14 @@ pub(super) fn validate(
             "must be between 1 (fastest) and 9 (smallest)",
         ));
     }
+    if raw.max_message_rate == Some(0) {
+        errors.push(err(
+            format!("{p}.max_message_rate"),
+            "must be at least 1 message per second (leave it out for no limit)",
+        ));
+    }
     WebSocket {
+        max_message_rate: raw.max_message_rate.filter(|&r| r > 0),
         ping_interval,
         compression_threshold,
         compression_level: compression_level.clamp(1, 9),

@@ -95,6 +95,12 @@ pub fn render(o: &mut String, w: &WsStats, t: &TunnelStats) {
         "WebSockets closed (1001) because a ping went unanswered.",
         w.pings_unanswered,
     );
+    counter(
+        o,
+        "coreplex_websocket_rate_limited_total",
+        "WebSockets closed with 1008 for sending beyond max_message_rate.",
+        w.rate_limited,
+    );
     super::header(
         o,
         "coreplex_websocket_deflate_bytes_total",

@@ -367,3 +367,77 @@ fn a_subset_of_the_autobahn_cases_passes_through_to_npm_ws() {
     }
     assert_eq!(passed, 101 + 10);
 }
+
+#[test]
+fn the_websocket_example_serves_all_three_kinds() {
+    // examples/websocket.toml as shipped, on free ports instead of 8090, 8091 and 9090.
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/websocket.toml"
+    ))
+    .unwrap();
+    let ports: Vec<String> = (0..3)
+        .map(|_| crate::proxy::closed_port().port().to_string())
+        .collect();
+    let text = text
+        .replace("127.0.0.1:8090", &format!("127.0.0.1:{}", ports[0]))
+        .replace("127.0.0.1:8091", &format!("127.0.0.1:{}", ports[1]))
+        .replace("127.0.0.1:9090", &format!("127.0.0.1:{}", ports[2]));
+    let server = Server::start(&text);
+    let run = |mode: &str, path: &str| {
+        let out = Command::new("python3")
+            .args([PROBE, mode, "127.0.0.1", &ports[0], path])
+            .output()
+            .expect("python3 runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for path in ["/echo", "/chat", "/live"] {
+        let out = run("echo", path);
+        assert!(
+            out.contains("ok pipelined") && out.contains("closed 1000"),
+            "{path}: {out}"
+        );
+    }
+    // /chat compresses with the client; the application behind it has compression off.
+    let out = run("deflate", "/chat");
+    assert!(out.contains("ok compressed"), "{out}");
+    let out = run("deflate", "/live");
+    assert!(
+        out.contains("extensions None"),
+        "a tunnel passes the app's refusal on: {out}"
+    );
+    let admin = server.admin();
+    assert_eq!(
+        metric(admin, "coreplex_tunnels_total{kind=\"websocket\"}"),
+        2.0
+    );
+}
+
+#[test]
+fn a_client_beyond_its_message_rate_is_closed_with_1008() {
+    let backend = Backend::python("ws");
+    let server = proxy(backend.addr, "websocket = { max_message_rate = 5 }");
+    // 30 messages at once: whatever second boundary falls among them, one second sees more
+    // than 5.
+    let frames = vec!["F:1:1:61"; 30].join("|");
+    let out = probe("raw", server.addr(), &[&frames]);
+    let lines: Vec<&str> = out.lines().collect();
+    // Echoes of the messages let through may or may not be back before the close.
+    let echoed = lines.iter().filter(|l| **l == "frame 1 fin 61").count();
+    assert!(echoed <= 10, "{out}");
+    assert_eq!(
+        lines[lines.len() - 2..],
+        ["close 1008 message_rate_limit", "eof"],
+        "{out}"
+    );
+    // The backend was told the client went away.
+    assert!(crate::backend::wait_until(Duration::from_secs(3), || {
+        backend.said("closed 1001")
+    }));
+    assert_eq!(
+        metric(server.admin(), "coreplex_websocket_rate_limited_total"),
+        1.0
+    );
+    // A client within the rate is served as before.
+    assert!(probe("alive", server.addr(), &[]).contains("ok alive"));
+}
