@@ -441,3 +441,75 @@ fn a_client_beyond_its_message_rate_is_closed_with_1008() {
     // A client within the rate is served as before.
     assert!(probe("alive", server.addr(), &[]).contains("ok alive"));
 }
+
+#[test]
+fn a_half_close_on_either_side_ends_both_with_1001() {
+    use std::io::{Read, Write};
+    let backend = Backend::python("ws");
+    let server = proxy(backend.addr, "");
+    // The client sends its FIN without a close frame: the backend hears 1001.
+    let mut c = std::net::TcpStream::connect(server.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(c.read(&mut byte).unwrap(), 1, "closed during the handshake");
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 101"), "{text}");
+    assert!(
+        text.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{text}"
+    );
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    assert!(crate::backend::wait_until(Duration::from_secs(3), || {
+        backend.said("closed 1001")
+    }));
+    wait_metric(
+        server.admin(),
+        "coreplex_connections_current",
+        |v| v == 0.0,
+        "0",
+    );
+    wait_metric(
+        server.admin(),
+        "coreplex_websocket_current{kind=\"terminated\"}",
+        |v| v == 0.0,
+        "0",
+    );
+    // The backend goes away without a close frame: the client hears 1001.
+    drop(backend);
+    let backend = Backend::python("ws");
+    let server = proxy(backend.addr, "");
+    let mut c = std::net::TcpStream::connect(server.addr()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(c.read(&mut byte).unwrap(), 1, "closed during the handshake");
+        head.push(byte[0]);
+    }
+    assert!(crate::backend::wait_until(Duration::from_secs(3), || {
+        backend.said("conn")
+    }));
+    drop(backend); // killed: its socket closes without a close frame
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    // A close frame: 0x88, length, then the code 1001 (0x03e9).
+    assert!(
+        rest.len() >= 4 && rest[0] == 0x88 && rest[2..4] == [0x03, 0xe9],
+        "{rest:?}"
+    );
+}
