@@ -39,6 +39,8 @@ pub(super) enum Source {
     Error(u16),
     /// The route proxies to this backend (the stream becomes an exchange).
     Backend(u16),
+    /// An extended CONNECT (RFC 8441) for a protocol the route tunnels to this backend.
+    Tunnel(u16),
 }
 
 /// A response whose body waits for window.
@@ -191,8 +193,22 @@ impl HttpService {
                     self.h2_proxy_start(cx, conn, front, stream, b, end_stream, first);
                     return;
                 }
+                if let Source::Tunnel(b) = source {
+                    let b = usize::from(b);
+                    self.h2_tunnel_start(cx, conn, front, stream, b, end_stream, first);
+                    return;
+                }
                 let head_only = method_is_head(&front.conn);
-                if end_stream {
+                if method_is(&front.conn, b"CONNECT") {
+                    // A CONNECT that is not a tunnel this route makes: its "body" would never
+                    // end, so it is answered now (501: no plain CONNECT tunnels; a protocol the
+                    // route does not tunnel).
+                    let source = match source {
+                        Source::Error(_) => source,
+                        _ => Source::Error(501),
+                    };
+                    self.h2_answer(cx, conn, front, stream, source);
+                } else if end_stream {
                     self.h2_respond(cx, conn, front, stream, source, head_only);
                 } else {
                     // Answered once the body is read (and dropped), as over HTTP/1.1.
@@ -285,12 +301,27 @@ impl HttpService {
             return Source::Error(400);
         };
         let listener = &self.listeners[conn.listener as usize];
+        // RFC 8441 extended CONNECT: `:protocol` is only accepted where we announced it.
+        let protocol = get(c.pseudo.protocol);
         match listener.route_for(host, path) {
-            Some(i) => match listener.target(i) {
-                Target::Respond(_) => Source::Route(i as u16),
-                Target::Backend(b) => Source::Backend(*b as u16),
-                // No RFC 8441 yet: a WebSocket over h2 needs extended CONNECT.
-                Target::WebSocketEcho | Target::WebSocketProxy(_) => Source::Error(426),
+            Some(i) => match (listener.target(i), protocol) {
+                (Target::Backend(b), Some(p)) => {
+                    let allowed = listener
+                        .upgrades(i)
+                        .iter()
+                        .any(|a| a.as_bytes().eq_ignore_ascii_case(p));
+                    if allowed {
+                        Source::Tunnel(*b as u16)
+                    } else {
+                        Source::Error(501)
+                    }
+                }
+                (Target::Respond(_), _) => Source::Route(i as u16),
+                (Target::Backend(b), None) => Source::Backend(*b as u16),
+                // Extended CONNECT to an echo or WebSocket-aware route: not over h2 yet.
+                (Target::WebSocketEcho | Target::WebSocketProxy(_), Some(_)) => Source::Error(501),
+                // A WebSocket over h2 needs extended CONNECT.
+                (Target::WebSocketEcho | Target::WebSocketProxy(_), None) => Source::Error(426),
             },
             None => Source::NotFound,
         }
@@ -305,7 +336,7 @@ impl HttpService {
             },
             Source::NotFound => &self.not_found,
             Source::Error(s) => self.errors.get(s),
-            Source::Backend(_) => self.errors.get(502),
+            Source::Backend(_) | Source::Tunnel(_) => self.errors.get(502),
         }
     }
 
@@ -564,8 +595,13 @@ fn send_bounded(conn: &mut Connection, stream: u32, body: &[u8], out: &mut Vec<u
 }
 
 fn method_is_head(h2: &Connection) -> bool {
+    method_is(h2, b"HEAD")
+}
+
+/// The head just received has this method.
+fn method_is(h2: &Connection, method: &[u8]) -> bool {
     h2.checked()
         .pseudo
         .method
-        .is_some_and(|i| h2.head().get(usize::from(i)).1 == b"HEAD")
+        .is_some_and(|i| h2.head().get(usize::from(i)).1 == method)
 }

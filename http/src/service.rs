@@ -89,7 +89,15 @@ impl ListenerRuntime {
                 ..l.limits
             },
             tcp_keepalive: l.tcp_keepalive,
-            h2: l.speaks_h2().then_some(l.http2.settings),
+            h2: l
+                .speaks_h2()
+                .then_some(coreplex_protocol::h2::conn::Settings {
+                    // RFC 8441: extended CONNECT where a route tunnels an upgrade.
+                    enable_connect_protocol: l.routes.iter().any(|r| {
+                        matches!(r.action, RouteAction::Backend(_)) && !r.upgrade.is_empty()
+                    }),
+                    ..l.http2.settings
+                }),
             h2c: l.tls.is_none() && l.http2.h2c,
             h2_idle: l.http2.idle_timeout.unwrap_or(l.timeouts.http_keep_alive),
             websocket: super::websocket::WsListener::new(&l.websocket),

@@ -49,6 +49,12 @@ pub struct TunnelStats {
     pub refused: u64,
     /// Tunnels closed by `timeouts.tunnel` (or `client_fin`/`server_fin` once half-closed).
     pub timeouts: u64,
+    /// RFC 8441 extended CONNECT streams of h2 clients that got their 200.
+    pub h2_streams: u64,
+    /// Of them, open now.
+    pub h2_current: i64,
+    /// Of those open, WebSockets.
+    pub h2_websocket_current: i64,
 }
 
 impl TunnelStats {
@@ -59,6 +65,9 @@ impl TunnelStats {
         self.websocket_current += o.websocket_current;
         self.refused += o.refused;
         self.timeouts += o.timeouts;
+        self.h2_streams += o.h2_streams;
+        self.h2_current += o.h2_current;
+        self.h2_websocket_current += o.h2_websocket_current;
     }
 }
 

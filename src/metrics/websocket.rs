@@ -26,7 +26,7 @@ pub fn render(o: &mut String, w: &WsStats, t: &TunnelStats) {
     super::header(
         o,
         "coreplex_websocket_current",
-        "WebSockets open now, by kind: terminated here (echo endpoints) or tunnelled to a backend.",
+        "WebSockets open now, by kind: terminated here (echo endpoints, WebSocket-aware routes), tunnelled to a backend, or an h2 stream (RFC 8441) tunnelled to a backend.",
         "gauge",
     );
     let _ = writeln!(
@@ -38,6 +38,11 @@ pub fn render(o: &mut String, w: &WsStats, t: &TunnelStats) {
         o,
         "coreplex_websocket_current{{kind=\"tunnel\"}} {}",
         t.websocket_current.max(0)
+    );
+    let _ = writeln!(
+        o,
+        "coreplex_websocket_current{{kind=\"h2_stream\"}} {}",
+        t.h2_websocket_current.max(0)
     );
     counter(
         o,
@@ -158,6 +163,18 @@ pub fn render_tunnels(o: &mut String, t: &TunnelStats) {
         "coreplex_upgrades_refused_by_backend_total",
         "Upgrade requests a backend answered without switching protocols (passed on).",
         t.refused,
+    );
+    super::counter(
+        o,
+        "coreplex_h2_tunnels_total",
+        "RFC 8441 extended CONNECT streams tunnelled to a backend (got their 200).",
+        t.h2_streams,
+    );
+    super::gauge(
+        o,
+        "coreplex_h2_tunnels_current",
+        "RFC 8441 extended CONNECT streams open now.",
+        t.h2_current.max(0) as u64,
     );
     super::counter(
         o,

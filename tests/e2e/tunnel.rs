@@ -69,6 +69,62 @@ impl Drop for PyBackend {
     }
 }
 
+const H2_PROBE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/e2e/tools/h2_ws_probe.py"
+);
+
+/// An h2c proxy (prior knowledge) whose every path goes to backend `app` at `backend`, with
+/// `route_extra` in the route.
+fn h2c_proxy(backend: SocketAddr, route_extra: &str) -> Server {
+    Server::start(&format!(
+        r#"version = 1
+
+[global]
+shards = 1
+
+[admin]
+bind = "127.0.0.1:0"
+
+[[listener]]
+name = "front"
+bind = "127.0.0.1:0"
+http2 = {{ h2c = true }}
+
+[[listener.route]]
+path_prefix = "/"
+backend = "app"
+{route_extra}
+
+[backend.app]
+servers = [ {{ address = "{backend}" }} ]
+"#
+    ))
+}
+
+/// `tools/h2_ws_probe.py` with `streams` extended CONNECT streams of `protocol`.
+fn h2_probe(addr: SocketAddr, streams: usize, protocol: &str) -> Vec<String> {
+    let out = Command::new("python3")
+        .arg(H2_PROBE)
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string())
+        .arg("/chat")
+        .arg(streams.to_string())
+        .arg(protocol)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "h2_ws_probe: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 /// A proxy whose listener routes `/x/...` (with `route_extra`, e.g. `upgrade = [...]`) and
 /// every other path to backend `app` at `backend`; `global_extra` goes after `[global]`.
 fn proxy(backend: SocketAddr, route_extra: &str, global_extra: &str) -> Server {
@@ -372,4 +428,59 @@ fn an_idle_tunnel_closes_after_timeouts_tunnel_and_traffic_keeps_it_open() {
     wait_metric(admin, "coreplex_tunnel_timeouts_total", |v| v == 1.0, "1");
     wait_metric(admin, "coreplex_tunnels_current", |v| v == 0.0, "0");
     wait_metric(admin, "coreplex_connections_current", |v| v == 0.0, "0");
+}
+
+#[test]
+fn a_hundred_websockets_on_one_h2_connection_are_tunnelled_by_extended_connect() {
+    let echo = Server::start(&crate::harness::config(
+        "",
+        "[[listener.route]]\npath = \"/chat\"\nwebsocket = \"echo\"",
+    ));
+    let server = h2c_proxy(echo.addr(), "");
+    // RFC 8441: announced, then 100 streams at once, each a WebSocket of its own to the
+    // HTTP/1.1 backend (a GET with Upgrade and a key made here; its 101 became 200).
+    let out = h2_probe(server.addr(), 100, "websocket");
+    assert_eq!(
+        out,
+        [
+            "settings enable_connect_protocol=1",
+            "status 200 100",
+            "echoed 100",
+            "ended 100"
+        ]
+    );
+    let admin = server.admin();
+    assert_eq!(metric(admin, "coreplex_h2_tunnels_total"), 100.0);
+    wait_metric(admin, "coreplex_h2_tunnels_current", |v| v == 0.0, "0");
+    wait_metric(
+        admin,
+        "coreplex_websocket_current{kind=\"h2_stream\"}",
+        |v| v == 0.0,
+        "0",
+    );
+    // The backend saw 100 valid upgrades and their messages.
+    let backend = echo.admin();
+    assert_eq!(metric(backend, "coreplex_websocket_upgrades_total"), 100.0);
+    wait_metric(
+        backend,
+        "coreplex_websocket_messages_total{direction=\"in\"}",
+        |v| v == 100.0,
+        "100",
+    );
+    // A protocol the route does not tunnel, and so a plain CONNECT: 501 at once.
+    let out = h2_probe(server.addr(), 2, "x-other");
+    assert_eq!(out[1..], ["status 501 2", "echoed 0", "ended 2"]);
+}
+
+#[test]
+fn extended_connect_is_announced_only_where_a_route_tunnels() {
+    let echo = Server::start(&crate::harness::config(
+        "",
+        "[[listener.route]]\npath = \"/chat\"\nwebsocket = \"echo\"",
+    ));
+    let server = h2c_proxy(echo.addr(), "upgrade = []");
+    assert_eq!(
+        h2_probe(server.addr(), 1, "websocket"),
+        ["settings enable_connect_protocol=0"]
+    );
 }

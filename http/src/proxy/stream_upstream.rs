@@ -24,6 +24,35 @@ struct StreamSink<'a> {
     spare: &'a mut Spare,
 }
 
+impl StreamSink<'_> {
+    /// The 101 to an h2 stream's extended CONNECT (RFC 8441 section 5): the stream gets 200
+    /// with the backend's end-to-end fields (its `Sec-WebSocket-Accept`, checked against the
+    /// key made here, stays here), then everything the backend sends until it closes.
+    fn h2_tunnel_head(&mut self, head: &ResponseHead<'_, '_>) -> Result<Option<Resp>, ()> {
+        let ex = &mut *self.ex;
+        let accept = head
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
+            .map(|h| h.value);
+        if let Some(want) = &ex.accept {
+            if accept != Some(&want[..]) {
+                return Err(());
+            }
+        }
+        ex.status = 200;
+        ex.backend_keep = false;
+        let kept: Vec<httparse::Header<'_>> = head
+            .headers
+            .iter()
+            .filter(|h| !h.name.eq_ignore_ascii_case("sec-websocket-accept"))
+            .copied()
+            .collect();
+        ex.fields = Some(ResponseFields::from_h1_in(&kept, self.spare.take()));
+        Ok(Some(Resp::UntilClose))
+    }
+}
+
 impl ResponseSink for StreamSink<'_> {
     fn head(&mut self, head: &ResponseHead<'_, '_>) -> Result<Option<Resp>, ()> {
         if head.interim {
@@ -47,6 +76,9 @@ impl ResponseSink for StreamSink<'_> {
             // Only the upgrade a request asked for may switch protocols.
             if ex.upgrade.is_none() || head.status != 101 {
                 return Err(());
+            }
+            if ex.h2_tunnel {
+                return self.h2_tunnel_head(head);
             }
             if let Some(ws) = &ex.ws {
                 // Our WebSocket to the backend: its accept must answer the key, and it offered
@@ -212,8 +244,8 @@ impl HttpService {
             cx.resume_input();
         }
         if moved {
-            let t = self.proxy.backends[ex.backend].config.timeouts.server;
-            cx.set_timer(t);
+            let t = self.proxy.backends[ex.backend].config.timeouts;
+            cx.set_timer(if ex.tunnel_open() { t.tunnel } else { t.server });
             cx.wake(ex.client);
         }
     }
@@ -267,8 +299,8 @@ impl HttpService {
             ex.backend_paused = true;
             cx.pause_input();
         }
-        let t = self.proxy.backends[ex.backend].config.timeouts.server;
-        cx.set_timer(t);
+        let t = self.proxy.backends[ex.backend].config.timeouts;
+        cx.set_timer(if ex.tunnel_open() { t.tunnel } else { t.server });
         pos
     }
 
@@ -313,7 +345,8 @@ impl HttpService {
             cx.close(CloseReason::ClientTimeout);
             return;
         };
-        let t = self.proxy.backends[ex.backend].config.timeouts.server;
+        let t = self.proxy.backends[ex.backend].config.timeouts;
+        let t = if ex.tunnel_open() { t.tunnel } else { t.server };
         if ex.connected && ex.backend_paused {
             cx.set_timer(t);
             return;

@@ -130,6 +130,12 @@ pub(crate) struct StreamExchange {
     pub switched: bool,
     /// A WebSocket-aware route's upgrade (`ws_proxy`): the pair carries messages, not bytes.
     pub ws: Option<crate::ws_proxy::WsAsk>,
+    /// An RFC 8441 extended CONNECT of an h2 stream, asked of the backend as an HTTP/1.1
+    /// upgrade: its 101 becomes 200 and the stream then carries the tunnel's bytes as DATA.
+    pub h2_tunnel: bool,
+    /// The `Sec-WebSocket-Accept` the backend must answer such a WebSocket upgrade with (the
+    /// key was made here).
+    pub accept: Option<[u8; 28]>,
     pub started: Instant,
     pub since: Instant,
 }
@@ -152,6 +158,11 @@ pub(super) struct NewExchange {
 }
 
 impl StreamExchange {
+    /// An h2 stream's extended CONNECT whose backend switched: `timeouts.tunnel` bounds it now.
+    pub(super) fn tunnel_open(&self) -> bool {
+        self.h2_tunnel && self.status == 200
+    }
+
     pub(super) fn new(n: NewExchange) -> StreamExchange {
         StreamExchange {
             key: n.key,
@@ -204,6 +215,8 @@ impl StreamExchange {
             upgrade: None,
             switched: false,
             ws: None,
+            h2_tunnel: false,
+            accept: None,
             started: n.now,
             since: n.now,
         }
@@ -327,6 +340,87 @@ impl HttpService {
         let decision = self.proxy.pools[b].acquire(&info, now);
         if self.stream_proceed(cx, conn, &mut End::H2(front), key, decision) == Step::Gone {
             front.proxied.retain(|&(_, k)| k != key);
+        }
+    }
+
+    /// Starts an RFC 8441 extended CONNECT on stream `stream` to backend `b` (the route tunnels
+    /// its `:protocol`): an HTTP/1.1 upgrade on a connection of its own, `proxy::tunnel`'s
+    /// request with the stream's DATA as the tunnel's bytes both ways. The stream's end
+    /// (END_STREAM) goes to the backend as a FIN; the backend's close ends the stream.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn h2_tunnel_start(
+        &mut self,
+        cx: &mut Cx<'_>,
+        conn: &mut HttpConn,
+        front: &mut H2Front,
+        stream: u32,
+        b: usize,
+        end_stream: bool,
+        first: bool,
+    ) {
+        let list = front.conn.head();
+        let c = *front.conn.checked();
+        let protocol = c
+            .pseudo
+            .protocol
+            .map_or(&b""[..], |i| list.get(usize::from(i)).1);
+        let websocket = protocol.eq_ignore_ascii_case(b"websocket");
+        let client = self.client_ip(cx);
+        let mut head = Vec::with_capacity(list.heap_bytes().min(4096) + 192);
+        let fwd = self.proxy.forwarding(b, client, cx.is_secure());
+        let key = websocket.then(|| {
+            let m = &mut self.ws.masks;
+            let mut nonce = [0u8; 16];
+            for part in nonce.chunks_mut(4) {
+                part.copy_from_slice(&m.next());
+            }
+            coreplex_protocol::ws::handshake::key_for_nonce(&nonce)
+        });
+        let translated =
+            translate::extended_connect_head(&mut head, list, &c, &fwd, protocol, key.as_ref());
+        if translated.is_err()
+            || self.proxy.backends[b].config.protocol == crate::runtime::BackendProtocol::H2
+        {
+            // Not translatable, or a backend without HTTP/1.1 (no extended CONNECT to h2
+            // backends yet).
+            let status = if translated.is_err() { 400 } else { 501 };
+            self.h2_answer(cx, conn, front, stream, Source::Error(status));
+            return;
+        }
+        let info = RequestInfo {
+            session: session_id(cx.id()),
+            first,
+            idempotent: false,
+            multiplexed: false,
+        };
+        let now = cx.now();
+        let key_id = self.proxy.next_stream;
+        self.proxy.next_stream += 1;
+        let mut ex = StreamExchange::new(NewExchange {
+            key: key_id,
+            client: cx.id(),
+            stream,
+            backend: b,
+            info,
+            head,
+            method: Method::Get,
+            chunked: false,
+            max_body: u64::MAX,
+            up_end: end_stream,
+            retries: 0,
+            now,
+        });
+        ex.upgrade = Some(websocket);
+        ex.h2_tunnel = true;
+        ex.accept = key.map(|k| coreplex_protocol::ws::handshake::accept_for_key(&k));
+        // The stream's END_STREAM goes on as a FIN, after the bytes before it.
+        ex.client_fin = true;
+        conn.set_used_backend();
+        self.proxy.streams.insert(key_id, ex);
+        front.proxied.push((stream, key_id));
+        let decision = self.proxy.pools[b].acquire(&info, now);
+        if self.stream_proceed(cx, conn, &mut End::H2(front), key_id, decision) == Step::Gone {
+            front.proxied.retain(|&(_, k)| k != key_id);
         }
     }
 
@@ -574,6 +668,12 @@ impl HttpService {
     /// exchange leaves it out of step), a multiplexed one only loses the stream (cancelled) and
     /// its slot. The exchange's buffers are kept for the next ones.
     pub(super) fn stream_let_go(&mut self, ex: &mut StreamExchange) {
+        if ex.tunnel_open() && ex.resp_started {
+            let t = &mut self.stats.tunnels;
+            t.h2_current -= 1;
+            t.h2_websocket_current -= i64::from(ex.upgrade == Some(true));
+            ex.h2_tunnel = false; // counted once
+        }
         for buf in [
             std::mem::take(&mut ex.head),
             std::mem::take(&mut ex.up),
@@ -798,6 +898,12 @@ impl HttpService {
                 }
             });
             ex.resp_started = true;
+            if ex.tunnel_open() {
+                let t = &mut self.stats.tunnels;
+                t.h2_streams += 1;
+                t.h2_current += 1;
+                t.h2_websocket_current += i64::from(ex.upgrade == Some(true));
+            }
             self.proxy.spare.give(std::mem::take(&mut ex.head));
             self.proxy.spare.give(fields.into_bytes());
             ex.end_sent = end;

@@ -91,6 +91,71 @@ pub fn request_head(
     Ok(expect_continue)
 }
 
+/// The HTTP/1.1 upgrade request an RFC 8441 extended CONNECT (`:protocol`) becomes (section
+/// 5 of the RFC): `GET` of its `:path` with `Host` from `:authority`, its regular fields, and
+/// `Upgrade: <protocol>` with `Connection: upgrade`; for `websocket`, `key` as
+/// `Sec-WebSocket-Key` and `Sec-WebSocket-Version: 13` unless the request carries a version.
+pub fn extended_connect_head(
+    out: &mut Vec<u8>,
+    list: &HeaderList,
+    c: &Checked,
+    fwd: &Forwarding<'_>,
+    protocol: &[u8],
+    key: Option<&[u8; 24]>,
+) -> Result<(), TranslateError> {
+    let get = |i: Option<u16>| i.map(|i| list.get(usize::from(i)).1);
+    let path = get(c.pseudo.path).unwrap_or(b"/");
+    let path = std::str::from_utf8(path).map_err(|_| TranslateError::NotUtf8)?;
+    let authority = match get(c.pseudo.authority) {
+        Some(a) => Some(std::str::from_utf8(a).map_err(|_| TranslateError::NotUtf8)?),
+        None => None,
+    };
+    let mut cookie: Vec<u8> = Vec::new();
+    let mut has_version = false;
+    let mut fields: Vec<Header<'_>> = Vec::with_capacity(list.len() - c.regular_start + 3);
+    for i in c.regular_start..list.len() {
+        let (name, value, _) = list.get(i);
+        if name == b"cookie" {
+            if !cookie.is_empty() {
+                cookie.extend_from_slice(b"; ");
+            }
+            cookie.extend_from_slice(value);
+            continue;
+        }
+        // A key is ours to make; a body has no place in an upgrade request.
+        if matches!(name, b"sec-websocket-key" | b"content-length") {
+            continue;
+        }
+        has_version |= name == b"sec-websocket-version";
+        let name = std::str::from_utf8(name).map_err(|_| TranslateError::NotUtf8)?;
+        fields.push(Header { name, value });
+    }
+    if !cookie.is_empty() {
+        fields.push(Header {
+            name: "cookie",
+            value: &cookie,
+        });
+    }
+    if let Some(k) = key {
+        fields.push(Header {
+            name: "sec-websocket-key",
+            value: k,
+        });
+        if !has_version {
+            fields.push(Header {
+                name: "sec-websocket-version",
+                value: b"13",
+            });
+        }
+    }
+    if fields.len() > MAX_FIELDS {
+        return Err(TranslateError::TooManyFields);
+    }
+    rewrite::request_head(out, "GET", path, &fields, authority, fwd);
+    rewrite::add_upgrade(out, protocol);
+    Ok(())
+}
+
 /// A response's fields for an h2 HEADERS frame: names lowercased, each name and value with a
 /// 4-byte length in front, in one buffer.
 #[derive(Clone, Debug, Default)]

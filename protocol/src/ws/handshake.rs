@@ -112,6 +112,17 @@ pub fn accept_for_key(key: &[u8]) -> [u8; 28] {
     out
 }
 
+/// A client's `Sec-WebSocket-Key` for 16 nonce bytes (base64: 24 characters), as a proxy
+/// that translates an RFC 8441 extended CONNECT into an HTTP/1.1 upgrade sends it.
+pub fn key_for_nonce(nonce: &[u8; 16]) -> [u8; 24] {
+    let mut out = [0u8; 24];
+    let n = STANDARD
+        .encode_slice(nonce, &mut out)
+        .expect("16 bytes are 24 in base64");
+    debug_assert_eq!(n, 24);
+    out
+}
+
 /// Appends the 101's status line and fields without the empty line that ends the head, so that
 /// the caller can add fields (`Sec-WebSocket-Extensions`) and then end it.
 pub fn write_accept_head(out: &mut Vec<u8>, accept: &[u8; 28]) {
