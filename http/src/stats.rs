@@ -49,6 +49,9 @@ pub struct TunnelStats {
     pub refused: u64,
     /// Tunnels closed by `timeouts.tunnel` (or `client_fin`/`server_fin` once half-closed).
     pub timeouts: u64,
+    /// Of the WebSocket tunnels, those carried as extended CONNECT streams over shared h2
+    /// backend connections.
+    pub over_h2: u64,
     /// RFC 8441 extended CONNECT streams of h2 clients that got their 200.
     pub h2_streams: u64,
     /// Of them, open now.
@@ -65,6 +68,7 @@ impl TunnelStats {
         self.websocket_current += o.websocket_current;
         self.refused += o.refused;
         self.timeouts += o.timeouts;
+        self.over_h2 += o.over_h2;
         self.h2_streams += o.h2_streams;
         self.h2_current += o.h2_current;
         self.h2_websocket_current += o.h2_websocket_current;

@@ -166,6 +166,12 @@ pub fn render_tunnels(o: &mut String, t: &TunnelStats) {
     );
     super::counter(
         o,
+        "coreplex_tunnels_over_h2_total",
+        "HTTP/1.1 WebSocket tunnels carried as extended CONNECT streams over shared h2 backend connections.",
+        t.over_h2,
+    );
+    super::counter(
+        o,
         "coreplex_h2_tunnels_total",
         "RFC 8441 extended CONNECT streams tunnelled to a backend (got their 200).",
         t.h2_streams,

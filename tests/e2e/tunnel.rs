@@ -23,9 +23,15 @@ struct PyBackend {
 
 impl PyBackend {
     fn start(mode: &str) -> PyBackend {
+        PyBackend::script(BACKEND, &[mode])
+    }
+
+    /// A backend script that prints `port N` once listening and `conn` per connection.
+    fn script(path: &str, args: &[&str]) -> PyBackend {
+        let mode = path;
         let mut child = Command::new("python3")
-            .arg(BACKEND)
-            .arg(mode)
+            .arg(path)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -482,5 +488,118 @@ fn extended_connect_is_announced_only_where_a_route_tunnels() {
     assert_eq!(
         h2_probe(server.addr(), 1, "websocket"),
         ["settings enable_connect_protocol=0"]
+    );
+}
+
+const H2_WS_BACKEND: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/e2e/tools/h2_ws_backend.py"
+);
+
+/// 20 Python `websockets` clients at once through `addr`, each echoing 3 messages; prints
+/// `ok N` with the clients that got every echo back.
+const TWENTY_CLIENTS: &str = r#"
+import asyncio, sys, websockets
+async def one(uri, i):
+    async with websockets.connect(uri, compression=None, ping_interval=None) as ws:
+        for k in range(3):
+            m = f"client {i} message {k} " + "x" * (i * 100)
+            await ws.send(m)
+            if await ws.recv() != m:
+                return 0
+        await asyncio.sleep(0.5)  # all 20 open at once
+    return 1
+async def main():
+    uri = sys.argv[1]
+    done = await asyncio.gather(*(one(uri, i) for i in range(20)))
+    print("ok", sum(done))
+asyncio.run(main())
+"#;
+
+#[test]
+fn http1_websockets_share_one_h2_backend_connection() {
+    let backend = PyBackend::script(H2_WS_BACKEND, &[]);
+    let server = Server::start(&format!(
+        r#"version = 1
+
+[global]
+shards = 1
+
+[admin]
+bind = "127.0.0.1:0"
+
+[[listener]]
+name = "front"
+bind = "127.0.0.1:0"
+
+[[listener.route]]
+path_prefix = "/"
+backend = "app"
+
+[backend.app]
+protocol = "h2"
+reuse = "always"
+servers = [ {{ address = "{}" }} ]
+"#,
+        backend.addr
+    ));
+    let out = Command::new("python3")
+        .args(["-c", TWENTY_CLIENTS])
+        .arg(format!("ws://{}/chat", server.addr()))
+        .output()
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.trim(),
+        "ok 20",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 20 WebSockets, each an extended CONNECT stream on one backend connection (`always`
+    // lets every client's streams share it; `safe` would give each client its own).
+    assert_eq!(backend.conns(), 1);
+    let admin = server.admin();
+    assert_eq!(metric(admin, "coreplex_tunnels_over_h2_total"), 20.0);
+    assert_eq!(
+        metric(admin, "coreplex_tunnels_total{kind=\"websocket\"}"),
+        20.0
+    );
+    wait_metric(admin, "coreplex_tunnels_current", |v| v == 0.0, "0");
+    wait_metric(admin, "coreplex_connections_current", |v| v == 0.0, "0");
+}
+
+#[test]
+fn an_h2_backend_without_extended_connect_gets_no_websocket() {
+    let backend = PyBackend::script(H2_WS_BACKEND, &["noext"]);
+    let server = Server::start(&format!(
+        "version = 1\n[global]\nshards = 1\n[admin]\nbind = \"127.0.0.1:0\"\n[[listener]]\nname = \"front\"\nbind = \"127.0.0.1:0\"\n[[listener.route]]\npath_prefix = \"/\"\nbackend = \"app\"\n[backend.app]\nprotocol = \"h2\"\nreuse = \"always\"\nservers = [ {{ address = \"{}\" }} ]\n",
+        backend.addr
+    ));
+    let code = |_: ()| {
+        let o = crate::harness::curl(&[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Connection: Upgrade",
+            "-H",
+            "Upgrade: websocket",
+            "-H",
+            "Sec-WebSocket-Version: 13",
+            "-H",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+            &format!("http://{}/chat", server.addr()),
+        ]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // The server's SETTINGS do not announce RFC 8441 and it speaks only h2: 502, learned (the
+    // second asks no stream of it).
+    assert_eq!(code(()), "502");
+    assert_eq!(code(()), "502");
+    assert_eq!(
+        metric(server.admin(), "coreplex_tunnels_over_h2_total"),
+        0.0
     );
 }

@@ -464,7 +464,17 @@ impl HttpService {
                     return; // 1xx heads are not passed on
                 }
                 ex.status = c.status;
-                ex.fields = Some(ResponseFields::from_h2(h.conn.head(), c.regular_start));
+                let mut fields = ResponseFields::from_h2(h.conn.head(), c.regular_start);
+                if ex.mux_tunnel && c.status == 200 {
+                    // The extended CONNECT succeeded: the client's 101 (RFC 8441 section 5,
+                    // the other way), with the accept value of the client's key.
+                    ex.status = 101;
+                    fields.push(b"upgrade", b"websocket");
+                    if let Some(a) = &ex.accept {
+                        fields.push(b"sec-websocket-accept", a);
+                    }
+                }
+                ex.fields = Some(fields);
                 cx.wake(ex.client);
                 if end_stream {
                     self.h2_stream_done(cx, h, stream, key);
@@ -653,6 +663,21 @@ impl HttpService {
             let Some(ex) = self.proxy.streams.get_mut(&key) else {
                 continue;
             };
+            let extended = ex.may_ride_h2();
+            if extended && !h.conn.peer_settings().enable_connect_protocol {
+                // RFC 8441 not announced: the WebSocket goes over HTTP/1.1, and so do this
+                // server's next ones.
+                ex.info.multiplexed = false;
+                self.proxy.no_ext_connect[b][h.server.0 as usize] = true;
+                self.release_stream(b, id, now);
+                self.requeue(key);
+                continue;
+            }
+            if extended {
+                // The stream carries the tunnel: its request side ends with the client's FIN.
+                ex.mux_tunnel = true;
+                ex.up_end = false;
+            }
             let Some(stream) = h.conn.open_stream() else {
                 // The capacity shrank (new SETTINGS or GOAWAY) under the pool's count.
                 self.release_stream(b, id, now);
@@ -662,8 +687,9 @@ impl HttpService {
             let end = ex.up_end && ex.up.is_empty();
             let head = std::mem::take(&mut ex.head);
             let mut ok = true;
+            let protocol = extended.then_some(&b"websocket"[..]);
             h.conn.send_headers(stream, end, cx.output(), |w| {
-                ok = translate::h2_request(&head, scheme, w);
+                ok = translate::h2_request(&head, scheme, protocol, w);
             });
             ex.head = head;
             if ex.method == coreplex_protocol::h1::Method::Head {

@@ -233,6 +233,9 @@ pub struct ProxyShard {
     pub(super) h2_opening: FastMap<u64, Box<h2_upstream::BackendH2>>,
     /// Per backend, per server: what it was found to speak.
     pub(super) learned: Vec<Vec<h2_upstream::Learned>>,
+    /// Per backend, per server: its h2 connections do not announce extended CONNECT (RFC
+    /// 8441), so WebSocket upgrades go to it over HTTP/1.1.
+    pub(super) no_ext_connect: Vec<Vec<bool>>,
     pub(super) next_stream: u64,
     pub(super) spare: Spare,
     /// Client connections to wake at the next poll (their backend connection closed).
@@ -272,7 +275,12 @@ impl ProxyShard {
             .iter()
             .map(|b| vec![h2_upstream::Learned::Unknown; b.addrs.len()])
             .collect();
+        let no_ext_connect = backends
+            .iter()
+            .map(|b| vec![false; b.addrs.len()])
+            .collect();
         ProxyShard {
+            no_ext_connect,
             backends,
             pools,
             stats,

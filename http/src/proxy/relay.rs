@@ -53,6 +53,8 @@ pub(crate) enum Framing {
     Chunked,
     /// Ends with the connection's close (an HTTP/1.0 client without a length).
     UntilClose,
+    /// A tunnel's bytes after its 101 (a WebSocket on an h2 backend stream), as they come.
+    Raw,
 }
 
 /// An HTTP/1.1 client's side of a stream exchange.
@@ -120,13 +122,25 @@ impl HttpService {
                 .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
             self.stats.continues += 1;
         }
+        // A tunnel needs an HTTP/1.1 connection of its own, or (a WebSocket, to a backend
+        // that may speak h2) a stream of an h2 connection that announced extended CONNECT.
+        let rides_h2 = tunnel.is_some_and(|t| t.websocket)
+            && ws.is_none()
+            && self.proxy.backends[b].config.protocol != crate::runtime::BackendProtocol::H1;
         let info = RequestInfo {
             session: session_id(cx.id()),
             first: !conn.served(),
             idempotent: head.method.is_idempotent(),
-            // A tunnel needs an HTTP/1.1 connection of its own.
-            multiplexed: tunnel.is_none(),
+            multiplexed: tunnel.is_none() || rides_h2,
         };
+        let accept = rides_h2
+            .then(|| {
+                head.headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-key"))
+                    .map(|h| coreplex_protocol::ws::handshake::accept_for_key(h.value.trim_ascii()))
+            })
+            .flatten();
         let now = cx.now();
         let max_body = self.listeners[conn.listener as usize].limits.max_body;
         let key = self.proxy.next_stream;
@@ -148,6 +162,11 @@ impl HttpService {
         ex.started = started;
         ex.upgrade = tunnel.map(|t| t.websocket);
         ex.ws = ws;
+        ex.accept = accept;
+        if rides_h2 && accept.is_none() {
+            // Without a key there is no 101 to give: HTTP/1.1 only.
+            ex.info.multiplexed = false;
+        }
         ex.relay = Some(Relay {
             persist,
             http10,
@@ -193,6 +212,25 @@ impl HttpService {
         let Some(ex) = self.proxy.streams.get_mut(&key) else {
             return buf.len();
         };
+        if ex.mux_tunnel && !ex.up_end {
+            // A WebSocket on an h2 backend stream: the client's bytes go up as they are.
+            let n = buf.len().min(UP_MAX.saturating_sub(ex.up.len()));
+            ex.up.extend_from_slice(&buf[..n]);
+            if n < buf.len() {
+                if let Some(r) = ex.relay.as_mut() {
+                    r.input_paused = true;
+                }
+                cx.pause_input();
+            }
+            let backend = ex.conn.filter(|_| ex.connected);
+            let t = self.timeouts(conn).tunnel;
+            cx.set_timer(t);
+            if let Some(c) = backend {
+                self.proxy.touch_h2(c, key);
+                cx.wake(c);
+            }
+            return n;
+        }
         if ex.up_end || ex.up.len() >= UP_MAX {
             if let Some(r) = ex.relay.as_mut() {
                 r.input_paused = !ex.up_end;
@@ -283,6 +321,10 @@ impl HttpService {
             relay.input_paused = false;
             cx.resume_input();
         }
+        if ex.mux_tunnel && !ex.up_end && ex.up.len() < UP_MAX / 2 {
+            // Its stream is open: the client's bytes (paused behind the request) may go up.
+            cx.resume_input();
+        }
         if !ex.interim.is_empty() {
             // 1xx heads (103 Early Hints...) go out before the final one.
             cx.output().extend_from_slice(&ex.interim);
@@ -294,7 +336,17 @@ impl HttpService {
                 return Step::Keep;
             };
             let has_length = fields.iter().any(|(n, _)| n == b"content-length");
-            relay.framing = framing(ex.status, relay.head_only, has_length, relay.http10);
+            relay.framing = if ex.mux_tunnel_open() {
+                let t = &mut self.stats.tunnels;
+                t.websocket += 1;
+                t.current += 1;
+                t.websocket_current += 1;
+                t.over_h2 += 1;
+                relay.persist = Persist::Close;
+                Framing::Raw
+            } else {
+                framing(ex.status, relay.head_only, has_length, relay.http10)
+            };
             // The connection closes after this response when its body ends with the close, when
             // a stop began, or when the request is not read to its end yet (what is left of it
             // cannot be told from the next request): the head says so.
@@ -305,6 +357,7 @@ impl HttpService {
             {
                 relay.persist = Persist::Close;
             }
+            let switched = ex.switched || ex.mux_tunnel_open();
             let out = cx.output();
             write_status_line(out, ex.status);
             let no_length = matches!(ex.status, 100..=199 | 204);
@@ -322,7 +375,7 @@ impl HttpService {
             }
             match relay.persist {
                 // The backend switched protocols: so does the client's connection.
-                _ if ex.switched => {
+                _ if switched => {
                     out.extend_from_slice(b"connection: upgrade\r\n");
                     if let Some(ws) = &ex.ws {
                         crate::ws_proxy::write_client_extension(out, ws);
@@ -347,7 +400,9 @@ impl HttpService {
             match relay.framing {
                 Framing::Chunked => write_chunk(out, &ex.down[..n]),
                 Framing::Empty | Framing::Undecided => {}
-                Framing::Length | Framing::UntilClose => out.extend_from_slice(&ex.down[..n]),
+                Framing::Length | Framing::UntilClose | Framing::Raw => {
+                    out.extend_from_slice(&ex.down[..n])
+                }
             }
             ex.down.drain(..n);
             relay.delivered += n as u64;
@@ -420,8 +475,14 @@ impl HttpService {
 
     /// Output drained: more of the response may go.
     pub(crate) fn relay_drained(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
-        if self.relay_key(cx.id()).is_some() {
-            cx.set_timer(self.timeouts(conn).client);
+        if let Some(key) = self.relay_key(cx.id()) {
+            let tunnel = self
+                .proxy
+                .streams
+                .get(&key)
+                .is_some_and(|ex| ex.mux_tunnel_open());
+            let t = self.timeouts(conn);
+            cx.set_timer(if tunnel { t.tunnel } else { t.client });
             self.relay_wake(cx, conn);
         }
     }
@@ -460,6 +521,13 @@ impl HttpService {
         let Some(ex) = self.proxy.streams.get_mut(&key) else {
             return cx.close(CloseReason::ClientTimeout);
         };
+        if ex.mux_tunnel_open() {
+            // A WebSocket on an h2 backend stream, silent for `timeouts.tunnel` (its traffic
+            // sets the timer): cut.
+            let e = ProxyError::ClientAbort;
+            self.stream_cut(cx, conn, &mut End::H1, key, e, CutHow::Close);
+            return;
+        }
         let waiting_for_backend = ex.relay.is_some_and(|r| r.input_paused);
         // The response waits for the client (bytes queued, or the backend held back) and the
         // client took nothing for a whole period.
@@ -508,6 +576,16 @@ impl HttpService {
             return cx.close(CloseReason::PeerClosed);
         };
         let abort = || (ProxyError::ClientAbort, CutHow::Close);
+        if ex.mux_tunnel && !ex.up_end {
+            // The client's FIN ends the stream's request side (END_STREAM); the stream's end
+            // then ends the connection.
+            ex.up_end = true;
+            if let Some(c) = ex.conn {
+                self.proxy.touch_h2(c, key);
+                cx.wake(c);
+            }
+            return;
+        }
         if !ex.up_end {
             let (e, how) = abort();
             self.stream_cut(cx, conn, &mut End::H1, key, e, how);

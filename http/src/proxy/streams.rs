@@ -133,9 +133,14 @@ pub(crate) struct StreamExchange {
     /// An RFC 8441 extended CONNECT of an h2 stream, asked of the backend as an HTTP/1.1
     /// upgrade: its 101 becomes 200 and the stream then carries the tunnel's bytes as DATA.
     pub h2_tunnel: bool,
-    /// The `Sec-WebSocket-Accept` the backend must answer such a WebSocket upgrade with (the
-    /// key was made here).
+    /// The `Sec-WebSocket-Accept` of the WebSocket upgrade: for an h2 stream's, what the
+    /// backend must answer (the key was made here); for an HTTP/1.1 client's carried over an h2
+    /// backend stream, what its 101 carries.
     pub accept: Option<[u8; 28]>,
+    /// An HTTP/1.1 client's WebSocket carried as an RFC 8441 extended CONNECT stream on a
+    /// multiplexed h2 backend connection: its 200 goes to the client as the 101, then the
+    /// client's bytes go up as DATA and the stream's DATA come down as they are.
+    pub mux_tunnel: bool,
     pub started: Instant,
     pub since: Instant,
 }
@@ -161,6 +166,17 @@ impl StreamExchange {
     /// An h2 stream's extended CONNECT whose backend switched: `timeouts.tunnel` bounds it now.
     pub(super) fn tunnel_open(&self) -> bool {
         self.h2_tunnel && self.status == 200
+    }
+
+    /// An HTTP/1.1 client's WebSocket on an h2 backend stream whose 200 arrived.
+    pub(super) fn mux_tunnel_open(&self) -> bool {
+        self.mux_tunnel && self.status == 101
+    }
+
+    /// An HTTP/1.1 client's WebSocket upgrade that may ride an h2 backend stream (extended
+    /// CONNECT): a plain tunnel, not a WebSocket-aware route's.
+    pub(super) fn may_ride_h2(&self) -> bool {
+        self.upgrade == Some(true) && self.relay.is_some() && self.ws.is_none()
     }
 
     pub(super) fn new(n: NewExchange) -> StreamExchange {
@@ -217,6 +233,7 @@ impl StreamExchange {
             ws: None,
             h2_tunnel: false,
             accept: None,
+            mux_tunnel: false,
             started: n.now,
             since: n.now,
         }
@@ -507,7 +524,23 @@ impl HttpService {
                 ex.head_sent = false;
                 ex.stage = Stage::Connecting;
                 ex.since = now;
-                let mux = ex.upgrade.is_none() && self.speaks_h2(b, server);
+                let rides = ex.may_ride_h2()
+                    && ex.info.multiplexed
+                    && !self.proxy.no_ext_connect[b][server.0 as usize];
+                let upgrade = ex.upgrade.is_some();
+                let mux = (!upgrade || rides) && self.speaks_h2(b, server);
+                let h2_only =
+                    self.proxy.backends[b].config.protocol == crate::runtime::BackendProtocol::H2;
+                if upgrade && !mux && h2_only {
+                    let ex = self.proxy.streams.get_mut(&key).expect("checked");
+                    // An h2-only server that does not announce extended CONNECT cannot carry
+                    // the upgrade at all.
+                    ex.stage = Stage::Deciding;
+                    let _ = self.proxy.pools[b].connect_aborted(server);
+                    self.proxy.dirty = true;
+                    let e = ProxyError::BadResponse;
+                    return self.stream_fail(cx, conn, end, key, 502, e);
+                }
                 if mux {
                     if let Some(c) = self.h2_wait_for(b, server, key) {
                         // A connection to that server is starting: wait for its SETTINGS.
@@ -668,6 +701,12 @@ impl HttpService {
     /// exchange leaves it out of step), a multiplexed one only loses the stream (cancelled) and
     /// its slot. The exchange's buffers are kept for the next ones.
     pub(super) fn stream_let_go(&mut self, ex: &mut StreamExchange) {
+        if ex.mux_tunnel_open() && ex.resp_started {
+            let t = &mut self.stats.tunnels;
+            t.current -= 1;
+            t.websocket_current -= 1;
+            ex.mux_tunnel = false; // counted once
+        }
         if ex.tunnel_open() && ex.resp_started {
             let t = &mut self.stats.tunnels;
             t.h2_current -= 1;

@@ -232,8 +232,15 @@ impl ResponseFields {
 /// `:authority` from `Host`, `:path` from the target, then the fields lowercased without the
 /// connection-specific ones (RFC 9113 section 8.2.2: `connection`, `keep-alive`,
 /// `proxy-connection`, `transfer-encoding`, `upgrade`, and `te` unless it is `trailers`).
-/// Returns `false` when `head` does not parse (it is the proxy's own, so that is a bug).
-pub fn h2_request(head: &[u8], scheme: &[u8], w: &mut HeaderWriter<'_>) -> bool {
+/// `extended`: the head is a WebSocket upgrade sent as an RFC 8441 extended CONNECT with this
+/// `:protocol` (its `Sec-WebSocket-Key` left out). Returns `false` when `head` does not parse
+/// (it is the proxy's own, so that is a bug).
+pub fn h2_request(
+    head: &[u8],
+    scheme: &[u8],
+    extended: Option<&[u8]>,
+    w: &mut HeaderWriter<'_>,
+) -> bool {
     // Most heads have a few dozen fields: a small array on the stack, the full cap on the heap
     // for the rare large one.
     let mut small = [httparse::EMPTY_HEADER; 48];
@@ -258,7 +265,14 @@ pub fn h2_request(head: &[u8], scheme: &[u8], w: &mut HeaderWriter<'_>) -> bool 
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case("host"))
         .map(|h| h.value);
-    w.field(b":method", method.as_bytes(), Indexing::Index);
+    match extended {
+        // RFC 8441: the upgrade as an extended CONNECT; the key and the Upgrade stay behind.
+        Some(protocol) => {
+            w.field(b":method", b"CONNECT", Indexing::Index);
+            w.field(b":protocol", protocol, Indexing::Index);
+        }
+        None => w.field(b":method", method.as_bytes(), Indexing::Index),
+    }
     w.field(b":scheme", scheme, Indexing::Index);
     if let Some(host) = host {
         w.field(b":authority", host, Indexing::Index);
@@ -271,6 +285,7 @@ pub fn h2_request(head: &[u8], scheme: &[u8], w: &mut HeaderWriter<'_>) -> bool 
         match &name[..] {
             b"host" | b"connection" | b"keep-alive" | b"proxy-connection"
             | b"transfer-encoding" | b"upgrade" => continue,
+            b"sec-websocket-key" if extended.is_some() => continue,
             b"te" if !h.value.eq_ignore_ascii_case(b"trailers") => continue,
             _ => {}
         }
@@ -435,7 +450,7 @@ mod tests {
         let mut out = Vec::new();
         let mut ok = false;
         conn.send_headers(1, true, &mut out, |w| {
-            ok = h2_request(head.as_bytes(), b"https", w);
+            ok = h2_request(head.as_bytes(), b"https", None, w);
         });
         assert!(ok, "{head}");
         let mut list = HeaderList::default();

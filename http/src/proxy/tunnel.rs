@@ -61,8 +61,8 @@ fn protocol_names(value: &[u8]) -> Option<impl Iterator<Item = &[u8]>> {
 /// The tunnel an HTTP/1.1 request to backend `b` asks for, when it may have one: it asks to
 /// upgrade (RFC 9110 section 7.8: `Connection: upgrade` and one `Upgrade` field; ignored in
 /// HTTP/1.0), every protocol it names is one its route tunnels (`allowed`, lowercase), it has
-/// no body, and the backend speaks HTTP/1.1 (an h2-only backend gets the request without the
-/// upgrade, as any other).
+/// no body, and the backend can carry it: over HTTP/1.1, or for a WebSocket as an RFC 8441
+/// stream (an h2-only backend gets other upgrades without the upgrade, as any request).
 pub(crate) fn asked<'h>(
     head: &RequestHead<'h, '_>,
     allowed: &[String],
@@ -73,7 +73,6 @@ pub(crate) fn asked<'h>(
         || allowed.is_empty()
         || head.version != Version::Http11
         || !matches!(head.body, BodyKind::None | BodyKind::Length(0))
-        || proxy.backends[b].config.protocol == BackendProtocol::H2
     {
         return None;
     }
@@ -89,6 +88,9 @@ pub(crate) fn asked<'h>(
     let websocket = names
         .peek()
         .is_some_and(|n| n.eq_ignore_ascii_case(b"websocket"));
+    if proxy.backends[b].config.protocol == BackendProtocol::H2 && !websocket {
+        return None;
+    }
     names
         .all(|n| allowed.iter().any(|a| n.eq_ignore_ascii_case(a.as_bytes())))
         .then_some(TunnelAsk {
