@@ -603,3 +603,27 @@ fn an_h2_backend_without_extended_connect_gets_no_websocket() {
         0.0
     );
 }
+
+#[test]
+fn h2_clients_websockets_go_on_as_extended_connect_streams_to_an_h2_backend() {
+    let backend = PyBackend::script(H2_WS_BACKEND, &[]);
+    let server = Server::start(&format!(
+        "version = 1\n[global]\nshards = 1\n[admin]\nbind = \"127.0.0.1:0\"\n[[listener]]\nname = \"front\"\nbind = \"127.0.0.1:0\"\nhttp2 = {{ h2c = true }}\n[[listener.route]]\npath_prefix = \"/\"\nbackend = \"app\"\n[backend.app]\nprotocol = \"h2\"\nreuse = \"always\"\nservers = [ {{ address = \"{}\" }} ]\n",
+        backend.addr
+    ));
+    let out = h2_probe(server.addr(), 100, "websocket");
+    assert_eq!(
+        out,
+        [
+            "settings enable_connect_protocol=1",
+            "status 200 100",
+            "echoed 100",
+            "ended 100"
+        ]
+    );
+    // 100 client streams, 100 backend streams, one backend connection.
+    assert_eq!(backend.conns(), 1);
+    let admin = server.admin();
+    assert_eq!(metric(admin, "coreplex_h2_tunnels_total"), 100.0);
+    wait_metric(admin, "coreplex_h2_tunnels_current", |v| v == 0.0, "0");
+}

@@ -673,8 +673,10 @@ impl HttpService {
                 self.requeue(key);
                 continue;
             }
-            if extended {
-                // The stream carries the tunnel: its request side ends with the client's FIN.
+            if extended && !ex.h2_tunnel {
+                // The stream carries an HTTP/1.1 client's tunnel: its request side ends with
+                // the client's FIN. (An h2 client's extended CONNECT goes on as it is: its own
+                // END_STREAM ends it.)
                 ex.mux_tunnel = true;
                 ex.up_end = false;
             }

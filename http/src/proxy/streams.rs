@@ -176,7 +176,7 @@ impl StreamExchange {
     /// An HTTP/1.1 client's WebSocket upgrade that may ride an h2 backend stream (extended
     /// CONNECT): a plain tunnel, not a WebSocket-aware route's.
     pub(super) fn may_ride_h2(&self) -> bool {
-        self.upgrade == Some(true) && self.relay.is_some() && self.ws.is_none()
+        self.upgrade == Some(true) && (self.relay.is_some() || self.h2_tunnel) && self.ws.is_none()
     }
 
     pub(super) fn new(n: NewExchange) -> StreamExchange {
@@ -395,20 +395,20 @@ impl HttpService {
         });
         let translated =
             translate::extended_connect_head(&mut head, list, &c, &fwd, protocol, key.as_ref());
-        if translated.is_err()
-            || self.proxy.backends[b].config.protocol == crate::runtime::BackendProtocol::H2
-        {
-            // Not translatable, or a backend without HTTP/1.1 (no extended CONNECT to h2
-            // backends yet).
+        let h1_only = self.proxy.backends[b].config.protocol == crate::runtime::BackendProtocol::H1;
+        if translated.is_err() || (!websocket && !h1_only) {
+            // Not translatable; or not a WebSocket (only those ride h2 backend streams) to a
+            // backend that may speak h2.
             let status = if translated.is_err() { 400 } else { 501 };
             self.h2_answer(cx, conn, front, stream, Source::Error(status));
             return;
         }
+        // A WebSocket may ride an h2 backend stream as an extended CONNECT itself.
         let info = RequestInfo {
             session: session_id(cx.id()),
             first,
             idempotent: false,
-            multiplexed: false,
+            multiplexed: websocket && !h1_only,
         };
         let now = cx.now();
         let key_id = self.proxy.next_stream;
