@@ -513,3 +513,43 @@ fn a_half_close_on_either_side_ends_both_with_1001() {
         "{rest:?}"
     );
 }
+
+#[test]
+fn npm_ws_clients_echo_through_a_tunnel_and_a_websocket_aware_route() {
+    // The npm ws load client (bench/ws-node/load.js: each connection sends, waits for its echo,
+    // sends again) for one second through both kinds of proxied route.
+    let backend = Backend::node();
+    for extra in ["", "websocket = \"terminate\""] {
+        let server = Server::start(&format!(
+            "version = 1\n[global]\nshards = 1\n[admin]\nbind = \"127.0.0.1:0\"\n[[listener]]\nname = \"front\"\nbind = \"127.0.0.1:0\"\n[[listener.route]]\npath_prefix = \"/\"\nbackend = \"app\"\n{extra}\n[backend.app]\nservers = [ {{ address = \"{}\" }} ]\n",
+            backend.addr
+        ));
+        let load = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/ws-node/load.js");
+        let out = Command::new("node")
+            .arg(load)
+            .arg(format!("ws://{}/", server.addr()))
+            .args(["5", "1", "json"])
+            .output()
+            .expect("node runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{extra:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let messages: u64 = text
+            .split("\"messages\":")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        assert!(messages > 100, "{extra:?}: {text}");
+        let admin = server.admin();
+        let kind = if extra.is_empty() {
+            "coreplex_tunnels_total{kind=\"websocket\"}"
+        } else {
+            "coreplex_websocket_upgrades_total"
+        };
+        assert_eq!(metric(admin, kind), 5.0, "{extra:?}");
+    }
+}
