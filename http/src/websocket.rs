@@ -425,6 +425,25 @@ impl HttpService {
     /// The WebSocket was silent: with pings, a ping (or, if the last one is unanswered, 1001
     /// and close); without, `timeouts.tunnel` passed: 1001 and close.
     pub(crate) fn websocket_timer(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
+        let Some(reason) = self.websocket_silent(cx, conn) else {
+            return;
+        };
+        self.websocket_close(
+            cx,
+            conn,
+            Some(code::GOING_AWAY),
+            reason,
+            CloseReason::ClientTimeout,
+        );
+    }
+
+    /// A client's silence ran out: with pings and none outstanding, a ping is sent (`None`);
+    /// else the reason to close with 1001 (the ping went unanswered, or idle without pings).
+    pub(crate) fn websocket_silent(
+        &mut self,
+        cx: &mut Cx<'_>,
+        conn: &mut HttpConn,
+    ) -> Option<&'static str> {
         let pings = self.listeners[conn.listener as usize]
             .websocket
             .ping_interval
@@ -435,21 +454,14 @@ impl HttpService {
             self.stats.ws.pings_sent += 1;
             conn.set_ping_out(true);
             cx.set_timer(self.websocket_silence(conn));
-            return;
+            return None;
         }
-        let reason = if pings {
+        Some(if pings {
             self.stats.ws.pings_unanswered += 1;
             "ping unanswered"
         } else {
             "idle"
-        };
-        self.websocket_close(
-            cx,
-            conn,
-            Some(code::GOING_AWAY),
-            reason,
-            CloseReason::ClientTimeout,
-        );
+        })
     }
 
     /// The shard stops: 1001 and close.

@@ -432,23 +432,8 @@ impl HttpService {
         if cx.is_closing() || cx.is_outbound() {
             return cx.close(CloseReason::ClientTimeout);
         }
-        let pings = self.listeners[conn.listener as usize]
-            .websocket
-            .ping_interval
-            .is_some();
-        if pings && !conn.ping_out() {
-            write_frame(cx.output(), true, Opcode::Ping, b"coreplex", None);
-            self.stats.ws.frames_out += 1;
-            self.stats.ws.pings_sent += 1;
-            conn.set_ping_out(true);
-            cx.set_timer(self.websocket_silence(conn));
+        let Some(reason) = self.websocket_silent(cx, conn) else {
             return;
-        }
-        let reason = if pings {
-            self.stats.ws.pings_unanswered += 1;
-            "ping unanswered"
-        } else {
-            "idle"
         };
         self.ws_proxy_close_both(
             cx,

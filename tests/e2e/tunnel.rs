@@ -4,76 +4,13 @@
 //! behind the 101, `timeouts.tunnel`, and the counters going back to zero.
 
 use crate::harness::{metric, wait_metric, Conn, Server};
-use std::io::{BufRead, BufReader, Read, Write};
+use crate::ws_proxy::Backend;
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BACKEND: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/tools/ws_backend.py");
 const PROBE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/tools/ws_probe.py");
-
-/// `tools/ws_backend.py` in a mode, killed when dropped; counts the connections it accepted.
-struct PyBackend {
-    child: Child,
-    addr: SocketAddr,
-    conns: Arc<AtomicUsize>,
-}
-
-impl PyBackend {
-    fn start(mode: &str) -> PyBackend {
-        PyBackend::script(BACKEND, &[mode])
-    }
-
-    /// A backend script that prints `port N` once listening and `conn` per connection.
-    fn script(path: &str, args: &[&str]) -> PyBackend {
-        let mode = path;
-        let mut child = Command::new("python3")
-            .arg(path)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 runs");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let port: u16 = line
-            .strip_prefix("port ")
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("ws_backend {mode}: {line:?}"));
-        let conns = Arc::new(AtomicUsize::new(0));
-        let counter = conns.clone();
-        std::thread::spawn(move || {
-            for l in out.lines() {
-                match l {
-                    Ok(l) if l == "conn" => {
-                        counter.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Ok(_) => {}
-                    Err(_) => return,
-                }
-            }
-        });
-        PyBackend {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            conns,
-        }
-    }
-
-    fn conns(&self) -> usize {
-        self.conns.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for PyBackend {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 const H2_PROBE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -234,7 +171,7 @@ fn read_n(c: &mut Conn, stream: &mut TcpStream, n: usize) -> Vec<u8> {
 
 #[test]
 fn websockets_are_tunnelled_to_an_independent_server() {
-    let backend = PyBackend::start("ws");
+    let backend = Backend::python("ws");
     let server = proxy(backend.addr, "", "");
     let out = probe("echo", server.addr(), "/chat");
     for line in [
@@ -299,7 +236,7 @@ fn websockets_are_tunnelled_to_a_coreplex_echo_endpoint() {
 
 #[test]
 fn a_refused_upgrade_is_passed_on_and_the_connection_goes_on() {
-    let backend = PyBackend::start("raw");
+    let backend = Backend::python("raw");
     let server = proxy(backend.addr, "", "");
     let (mut c, head) = upgrade(server.addr(), "/refuse", "websocket");
     assert!(head.starts_with("403"), "{head}");
@@ -320,7 +257,7 @@ fn a_refused_upgrade_is_passed_on_and_the_connection_goes_on() {
 
 #[test]
 fn other_protocols_tunnel_only_where_the_route_allows_them() {
-    let backend = PyBackend::start("raw");
+    let backend = Backend::python("raw");
     let server = proxy(backend.addr, "upgrade = [\"x-echo\", \"websocket\"]", "");
     // The default route tunnels only websocket: the backend never sees the Upgrade.
     let (_, head) = upgrade(server.addr(), "/plain", "x-echo");
@@ -359,7 +296,7 @@ fn other_protocols_tunnel_only_where_the_route_allows_them() {
 
 #[test]
 fn half_closes_travel_both_ways_and_bytes_behind_the_101_arrive() {
-    let backend = PyBackend::start("raw");
+    let backend = Backend::python("raw");
     let server = proxy(backend.addr, "upgrade = [\"x-echo\"]", "");
     let (mut c, head) = upgrade(server.addr(), "/x/early", "x-echo");
     assert!(head.starts_with("101"), "{head}");
@@ -391,7 +328,7 @@ fn half_closes_travel_both_ways_and_bytes_behind_the_101_arrive() {
 
 #[test]
 fn a_backend_that_hangs_up_after_its_101_closes_the_client() {
-    let backend = PyBackend::start("raw");
+    let backend = Backend::python("raw");
     let server = proxy(backend.addr, "", "");
     let (mut c, head) = upgrade(server.addr(), "/hangup", "websocket");
     assert!(head.starts_with("101"), "{head}");
@@ -406,7 +343,7 @@ fn a_backend_that_hangs_up_after_its_101_closes_the_client() {
 
 #[test]
 fn an_idle_tunnel_closes_after_timeouts_tunnel_and_traffic_keeps_it_open() {
-    let backend = PyBackend::start("raw");
+    let backend = Backend::python("raw");
     let server = proxy(
         backend.addr,
         "upgrade = [\"x-echo\"]",
@@ -518,7 +455,7 @@ asyncio.run(main())
 
 #[test]
 fn http1_websockets_share_one_h2_backend_connection() {
-    let backend = PyBackend::script(H2_WS_BACKEND, &[]);
+    let backend = Backend::script(H2_WS_BACKEND, &[]);
     let server = Server::start(&format!(
         r#"version = 1
 
@@ -570,7 +507,7 @@ servers = [ {{ address = "{}" }} ]
 
 #[test]
 fn an_h2_backend_without_extended_connect_gets_no_websocket() {
-    let backend = PyBackend::script(H2_WS_BACKEND, &["noext"]);
+    let backend = Backend::script(H2_WS_BACKEND, &["noext"]);
     let server = Server::start(&format!(
         "version = 1\n[global]\nshards = 1\n[admin]\nbind = \"127.0.0.1:0\"\n[[listener]]\nname = \"front\"\nbind = \"127.0.0.1:0\"\n[[listener.route]]\npath_prefix = \"/\"\nbackend = \"app\"\n[backend.app]\nprotocol = \"h2\"\nreuse = \"always\"\nservers = [ {{ address = \"{}\" }} ]\n",
         backend.addr
@@ -606,7 +543,7 @@ fn an_h2_backend_without_extended_connect_gets_no_websocket() {
 
 #[test]
 fn h2_clients_websockets_go_on_as_extended_connect_streams_to_an_h2_backend() {
-    let backend = PyBackend::script(H2_WS_BACKEND, &[]);
+    let backend = Backend::script(H2_WS_BACKEND, &[]);
     let server = Server::start(&format!(
         "version = 1\n[global]\nshards = 1\n[admin]\nbind = \"127.0.0.1:0\"\n[[listener]]\nname = \"front\"\nbind = \"127.0.0.1:0\"\nhttp2 = {{ h2c = true }}\n[[listener.route]]\npath_prefix = \"/\"\nbackend = \"app\"\n[backend.app]\nprotocol = \"h2\"\nreuse = \"always\"\nservers = [ {{ address = \"{}\" }} ]\n",
         backend.addr

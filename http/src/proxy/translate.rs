@@ -44,34 +44,21 @@ pub fn request_head(
     fwd: &Forwarding<'_>,
     chunked: bool,
 ) -> Result<bool, TranslateError> {
-    let get = |i: Option<u16>| i.map(|i| list.get(usize::from(i)).1);
-    let method = get(c.pseudo.method).unwrap_or(b"GET");
+    let method = c
+        .pseudo
+        .method
+        .map_or(&b"GET"[..], |i| list.get(usize::from(i)).1);
     let method = std::str::from_utf8(method).map_err(|_| TranslateError::NotUtf8)?;
-    let path = get(c.pseudo.path).unwrap_or(b"/");
-    let path = std::str::from_utf8(path).map_err(|_| TranslateError::NotUtf8)?;
-    let authority = match get(c.pseudo.authority) {
-        Some(a) => Some(std::str::from_utf8(a).map_err(|_| TranslateError::NotUtf8)?),
-        None => None,
-    };
+    let (path, authority) = path_and_authority(list, c)?;
     let mut cookie: Vec<u8> = Vec::new();
     let mut expect_continue = false;
-    let mut fields: Vec<Header<'_>> = Vec::with_capacity(list.len() - c.regular_start + 2);
-    for i in c.regular_start..list.len() {
-        let (name, value, _) = list.get(i);
-        if name == b"cookie" {
-            if !cookie.is_empty() {
-                cookie.extend_from_slice(b"; ");
-            }
-            cookie.extend_from_slice(value);
-            continue;
-        }
+    let mut fields = regular_fields(list, c, &mut cookie, |name, value| {
         if name == b"expect" {
             expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
-            continue;
+            return false;
         }
-        let name = std::str::from_utf8(name).map_err(|_| TranslateError::NotUtf8)?;
-        fields.push(Header { name, value });
-    }
+        true
+    })?;
     if !cookie.is_empty() {
         fields.push(Header {
             name: "cookie",
@@ -91,6 +78,49 @@ pub fn request_head(
     Ok(expect_continue)
 }
 
+/// The `:path` (`/` without one) and `:authority` of a checked request, as text.
+fn path_and_authority<'a>(
+    list: &'a HeaderList,
+    c: &Checked,
+) -> Result<(&'a str, Option<&'a str>), TranslateError> {
+    let get = |i: Option<u16>| i.map(|i| list.get(usize::from(i)).1);
+    let path = get(c.pseudo.path).unwrap_or(b"/");
+    let path = std::str::from_utf8(path).map_err(|_| TranslateError::NotUtf8)?;
+    let authority = match get(c.pseudo.authority) {
+        Some(a) => Some(std::str::from_utf8(a).map_err(|_| TranslateError::NotUtf8)?),
+        None => None,
+    };
+    Ok((path, authority))
+}
+
+/// The regular fields of a checked request for an HTTP/1.1 head: the `cookie` crumbs joined
+/// into `cookie` (RFC 9113 section 8.2.3: the caller adds it as one field), and every other
+/// field for which `keep(name, value)` holds.
+fn regular_fields<'a>(
+    list: &'a HeaderList,
+    c: &Checked,
+    cookie: &mut Vec<u8>,
+    mut keep: impl FnMut(&[u8], &[u8]) -> bool,
+) -> Result<Vec<Header<'a>>, TranslateError> {
+    let mut fields = Vec::with_capacity(list.len() - c.regular_start + 3);
+    for i in c.regular_start..list.len() {
+        let (name, value, _) = list.get(i);
+        if name == b"cookie" {
+            if !cookie.is_empty() {
+                cookie.extend_from_slice(b"; ");
+            }
+            cookie.extend_from_slice(value);
+            continue;
+        }
+        if !keep(name, value) {
+            continue;
+        }
+        let name = std::str::from_utf8(name).map_err(|_| TranslateError::NotUtf8)?;
+        fields.push(Header { name, value });
+    }
+    Ok(fields)
+}
+
 /// The HTTP/1.1 upgrade request an RFC 8441 extended CONNECT (`:protocol`) becomes (section
 /// 5 of the RFC): `GET` of its `:path` with `Host` from `:authority`, its regular fields, and
 /// `Upgrade: <protocol>` with `Connection: upgrade`; for `websocket`, `key` as
@@ -103,33 +133,14 @@ pub fn extended_connect_head(
     protocol: &[u8],
     key: Option<&[u8; 24]>,
 ) -> Result<(), TranslateError> {
-    let get = |i: Option<u16>| i.map(|i| list.get(usize::from(i)).1);
-    let path = get(c.pseudo.path).unwrap_or(b"/");
-    let path = std::str::from_utf8(path).map_err(|_| TranslateError::NotUtf8)?;
-    let authority = match get(c.pseudo.authority) {
-        Some(a) => Some(std::str::from_utf8(a).map_err(|_| TranslateError::NotUtf8)?),
-        None => None,
-    };
+    let (path, authority) = path_and_authority(list, c)?;
     let mut cookie: Vec<u8> = Vec::new();
     let mut has_version = false;
-    let mut fields: Vec<Header<'_>> = Vec::with_capacity(list.len() - c.regular_start + 3);
-    for i in c.regular_start..list.len() {
-        let (name, value, _) = list.get(i);
-        if name == b"cookie" {
-            if !cookie.is_empty() {
-                cookie.extend_from_slice(b"; ");
-            }
-            cookie.extend_from_slice(value);
-            continue;
-        }
-        // A key is ours to make; a body has no place in an upgrade request.
-        if matches!(name, b"sec-websocket-key" | b"content-length") {
-            continue;
-        }
+    let mut fields = regular_fields(list, c, &mut cookie, |name, _| {
         has_version |= name == b"sec-websocket-version";
-        let name = std::str::from_utf8(name).map_err(|_| TranslateError::NotUtf8)?;
-        fields.push(Header { name, value });
-    }
+        // A key is ours to make; a body has no place in an upgrade request.
+        !matches!(name, b"sec-websocket-key" | b"content-length")
+    })?;
     if !cookie.is_empty() {
         fields.push(Header {
             name: "cookie",
