@@ -10,8 +10,6 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const PROBE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/tools/ws_probe.py");
-
 const H2_PROBE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/e2e/tools/h2_ws_probe.py"
@@ -122,21 +120,7 @@ fn pool_used(admin: SocketAddr) -> f64 {
 }
 
 fn probe(mode: &str, addr: SocketAddr, path: &str) -> String {
-    let out = Command::new("python3")
-        .arg(PROBE)
-        .arg(mode)
-        .arg(addr.ip().to_string())
-        .arg(addr.port().to_string())
-        .arg(path)
-        .output()
-        .expect("python3 runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "ws_probe {mode}: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
+    crate::websocket::probe_at(mode, addr, path, &[])
 }
 
 /// Sends an upgrade request for `protocol` to `path` and reads the response head; returns the

@@ -19,12 +19,17 @@ fn echo_server(listener_extra: &str) -> Server {
 }
 
 fn probe(mode: &str, addr: SocketAddr, args: &[&str]) -> String {
+    probe_at(mode, addr, "/echo", args)
+}
+
+/// Runs `tools/ws_probe.py` in `mode` against `path` on `addr` (it must succeed); its output.
+pub(crate) fn probe_at(mode: &str, addr: SocketAddr, path: &str, args: &[&str]) -> String {
     let out = Command::new("python3")
         .arg(PROBE)
         .arg(mode)
         .arg(addr.ip().to_string())
         .arg(addr.port().to_string())
-        .arg("/echo")
+        .arg(path)
         .args(args)
         .output()
         .expect("python3 runs");

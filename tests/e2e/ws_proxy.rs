@@ -121,22 +121,7 @@ servers = [ {{ address = "{backend}" }} ]
 }
 
 fn probe(mode: &str, addr: SocketAddr, args: &[&str]) -> String {
-    let out = Command::new("python3")
-        .arg(PROBE)
-        .arg(mode)
-        .arg(addr.ip().to_string())
-        .arg(addr.port().to_string())
-        .arg("/chat")
-        .args(args)
-        .output()
-        .expect("python3 runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "ws_probe {mode} {args:?}: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
+    crate::websocket::probe_at(mode, addr, "/chat", args)
 }
 
 #[test]

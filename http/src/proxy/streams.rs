@@ -352,12 +352,7 @@ impl HttpService {
             now,
         });
         conn.set_used_backend();
-        self.proxy.streams.insert(key, ex);
-        front.proxied.push((stream, key));
-        let decision = self.proxy.pools[b].acquire(&info, now);
-        if self.stream_proceed(cx, conn, &mut End::H2(front), key, decision) == Step::Gone {
-            front.proxied.retain(|&(_, k)| k != key);
-        }
+        self.h2_exchange_begin(cx, conn, front, ex);
     }
 
     /// Starts an RFC 8441 extended CONNECT on stream `stream` to backend `b` (the route tunnels
@@ -433,11 +428,23 @@ impl HttpService {
         // The stream's END_STREAM goes on as a FIN, after the bytes before it.
         ex.client_fin = true;
         conn.set_used_backend();
-        self.proxy.streams.insert(key_id, ex);
-        front.proxied.push((stream, key_id));
-        let decision = self.proxy.pools[b].acquire(&info, now);
-        if self.stream_proceed(cx, conn, &mut End::H2(front), key_id, decision) == Step::Gone {
-            front.proxied.retain(|&(_, k)| k != key_id);
+        self.h2_exchange_begin(cx, conn, front, ex);
+    }
+
+    /// Registers a new exchange of an h2 stream and acts on its first pool decision.
+    fn h2_exchange_begin(
+        &mut self,
+        cx: &mut Cx<'_>,
+        conn: &mut HttpConn,
+        front: &mut H2Front,
+        ex: StreamExchange,
+    ) {
+        let (key, stream, b, info) = (ex.key, ex.stream, ex.backend, ex.info);
+        self.proxy.streams.insert(key, ex);
+        front.proxied.push((stream, key));
+        let decision = self.proxy.pools[b].acquire(&info, cx.now());
+        if self.stream_proceed(cx, conn, &mut End::H2(front), key, decision) == Step::Gone {
+            front.proxied.retain(|&(_, k)| k != key);
         }
     }
 
