@@ -23,6 +23,7 @@ proxy and messages go on over its own WebSocket to the backend.
 Usage: python3 bench/compare_ws_tunnel.py [--rounds 3] [--duration 5] [--conns 50]
                                           [--idle 9500] [--procs 2] [--only echo|idle]
                                           [--proxies coreplex,coreplex-ws,haproxy,nginx]
+                                          [--echo-idle 19000]
 Needs: cargo build --release -p coreplex; (cd bench/ws-node && npm install); haproxy, nginx.
 """
 import argparse, base64, json, os, resource, shutil, socket, statistics, struct, subprocess, sys
@@ -37,7 +38,7 @@ PROXIES = ["coreplex", "coreplex-ws", "haproxy", "nginx"]
 BACKEND = """version = 1
 [global]
 shards = 1
-max_connections = 9900
+max_connections = {max_conn}
 [admin]
 bind = "127.0.0.1:0"
 [[listener]]
@@ -135,8 +136,8 @@ class Proc:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def start_backend(port):
-    cfg = write_temp(BACKEND.format(port=port), ".toml")
+def start_backend(port, max_conn=9900):
+    cfg = write_temp(BACKEND.format(port=port, max_conn=max_conn), ".toml")
     return Proc([BIN, "run", "-c", cfg, "--cpus", "1", "--log-level", "warn"], port)
 
 
@@ -278,26 +279,33 @@ def idle(args, ports):
     print(f"\n| proxy | idle tunnels held with pings | user memory per tunnel (both connections) "
           f"| kernel memory per socket (4 per tunnel) |")
     print("|---|---|---|---|")
-    for name in args.proxies:
+    for name in args.proxies + (["echo"] if args.echo_idle else []):
+        # `echo`: the echo endpoint itself, held directly (a terminated WebSocket: one
+        # connection at the server, two sockets per WebSocket).
+        direct = name == "echo"
+        count = args.echo_idle if direct else args.idle
         backend_port = next(ports)
-        backend = start_backend(backend_port)
-        port = next(ports)
-        p = start_proxy(name, port, backend_port)
+        backend = start_backend(backend_port, 19500 if direct else 9900)
+        port = backend_port if direct else next(ports)
+        p = backend if direct else start_proxy(name, port, backend_port)
+        sockets = 2 if direct else 4
         warm, kids = [], []
         try:
             warm = open_clients(port, 200, 1, 0)
             time.sleep(1)
             base, kbase = rss(p.measured), kernel_bytes()
-            kids = open_clients(port, args.idle, args.procs, 3)
+            kids = open_clients(port, count, args.procs, 3)
             time.sleep(2)
             grown, kgrown = rss(p.measured) - base, kernel_bytes() - kbase
-            print(f"| {name} | {args.idle:,} | {grown / args.idle:,.0f} B "
-                  f"| {kgrown / (4 * args.idle):,.0f} B |", flush=True)
+            label = "coreplex echo endpoint (direct)" if direct else name
+            print(f"| {label} | {count:,} | {grown / count:,.0f} B "
+                  f"| {kgrown / (sockets * count):,.0f} B |", flush=True)
         except RuntimeError as e:
             print(f"| {name} | {args.idle:,} | failed: {e} | |", flush=True)
         finally:
             close_clients(kids + warm)
-            p.stop()
+            if not direct:
+                p.stop()
             backend.stop()
         time.sleep(5)
 
@@ -311,6 +319,8 @@ def main():
     a.add_argument("--conns", type=int, default=50)
     a.add_argument("--idle", type=int, default=9500)
     a.add_argument("--procs", type=int, default=2)
+    a.add_argument("--echo-idle", type=int, default=0,
+                   help="also hold this many WebSockets on the echo endpoint itself (19000 fits)")
     a.add_argument("--only", choices=["echo", "idle"])
     a.add_argument("--proxies", default=",".join(PROXIES), help="which, in order (ratios are against the first)")
     args = a.parse_args()
