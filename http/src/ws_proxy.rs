@@ -397,9 +397,22 @@ impl HttpService {
         if let Some(peer) = cx.peer() {
             self.ws.closing.insert(peer);
         }
-        cx.set_timer(self.timeouts(conn).client_fin);
+        cx.set_timer(self.ws_proxy_fin_timeout(cx, conn));
         cx.close_peer(why, true);
         cx.close_after_flush(why);
+    }
+
+    /// How long an end that is closing waits for its peer to read the last frames: the
+    /// listener's `client_fin` for the client end, the backend's `server_fin` for the backend
+    /// end (whose `listener` field is the backend's index).
+    fn ws_proxy_fin_timeout(&self, cx: &Cx<'_>, conn: &HttpConn) -> std::time::Duration {
+        if cx.is_outbound() {
+            self.proxy.backends[conn.listener as usize]
+                .timeouts()
+                .server_fin
+        } else {
+            self.timeouts(conn).client_fin
+        }
     }
 
     /// Sends a close with `c` both ways (1001 and the like) and ends the pair.
@@ -479,8 +492,7 @@ impl HttpService {
             );
             self.note_close_to_client(code::GOING_AWAY);
         }
-        let _ = conn;
-        cx.set_timer(std::time::Duration::from_secs(5));
+        cx.set_timer(self.ws_proxy_fin_timeout(cx, conn));
         cx.close_after_flush(CloseReason::Done);
     }
 

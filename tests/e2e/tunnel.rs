@@ -4,7 +4,7 @@
 //! behind the 101, `timeouts.tunnel`, and the counters going back to zero.
 
 use crate::harness::{metric, wait_metric, Conn, Server};
-use crate::ws_proxy::Backend;
+use crate::ws_proxy::{front_config, Backend};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::Command;
@@ -18,28 +18,11 @@ const H2_PROBE: &str = concat!(
 /// An h2c proxy (prior knowledge) whose every path goes to backend `app` at `backend`, with
 /// `route_extra` in the route.
 fn h2c_proxy(backend: SocketAddr, route_extra: &str) -> Server {
-    Server::start(&format!(
-        r#"version = 1
-
-[global]
-shards = 1
-
-[admin]
-bind = "127.0.0.1:0"
-
-[[listener]]
-name = "front"
-bind = "127.0.0.1:0"
-http2 = {{ h2c = true }}
-
-[[listener.route]]
-path_prefix = "/"
-backend = "app"
-{route_extra}
-
-[backend.app]
-servers = [ {{ address = "{backend}" }} ]
-"#
+    Server::start(&front_config(
+        backend,
+        "http2 = { h2c = true }",
+        route_extra,
+        "",
     ))
 }
 
@@ -440,29 +423,11 @@ asyncio.run(main())
 #[test]
 fn http1_websockets_share_one_h2_backend_connection() {
     let backend = Backend::script(H2_WS_BACKEND, &[]);
-    let server = Server::start(&format!(
-        r#"version = 1
-
-[global]
-shards = 1
-
-[admin]
-bind = "127.0.0.1:0"
-
-[[listener]]
-name = "front"
-bind = "127.0.0.1:0"
-
-[[listener.route]]
-path_prefix = "/"
-backend = "app"
-
-[backend.app]
-protocol = "h2"
-reuse = "always"
-servers = [ {{ address = "{}" }} ]
-"#,
-        backend.addr
+    let server = Server::start(&front_config(
+        backend.addr,
+        "",
+        "",
+        "protocol = \"h2\"\nreuse = \"always\"",
     ));
     let out = Command::new("python3")
         .args(["-c", TWENTY_CLIENTS])
@@ -492,9 +457,11 @@ servers = [ {{ address = "{}" }} ]
 #[test]
 fn an_h2_backend_without_extended_connect_gets_no_websocket() {
     let backend = Backend::script(H2_WS_BACKEND, &["noext"]);
-    let server = Server::start(&format!(
-        "version = 1\n[global]\nshards = 1\n[admin]\nbind = \"127.0.0.1:0\"\n[[listener]]\nname = \"front\"\nbind = \"127.0.0.1:0\"\n[[listener.route]]\npath_prefix = \"/\"\nbackend = \"app\"\n[backend.app]\nprotocol = \"h2\"\nreuse = \"always\"\nservers = [ {{ address = \"{}\" }} ]\n",
-        backend.addr
+    let server = Server::start(&front_config(
+        backend.addr,
+        "",
+        "",
+        "protocol = \"h2\"\nreuse = \"always\"",
     ));
     let code = |_: ()| {
         let o = crate::harness::curl(&[
@@ -528,9 +495,11 @@ fn an_h2_backend_without_extended_connect_gets_no_websocket() {
 #[test]
 fn h2_clients_websockets_go_on_as_extended_connect_streams_to_an_h2_backend() {
     let backend = Backend::script(H2_WS_BACKEND, &[]);
-    let server = Server::start(&format!(
-        "version = 1\n[global]\nshards = 1\n[admin]\nbind = \"127.0.0.1:0\"\n[[listener]]\nname = \"front\"\nbind = \"127.0.0.1:0\"\nhttp2 = {{ h2c = true }}\n[[listener.route]]\npath_prefix = \"/\"\nbackend = \"app\"\n[backend.app]\nprotocol = \"h2\"\nreuse = \"always\"\nservers = [ {{ address = \"{}\" }} ]\n",
-        backend.addr
+    let server = Server::start(&front_config(
+        backend.addr,
+        "http2 = { h2c = true }",
+        "",
+        "protocol = \"h2\"\nreuse = \"always\"",
     ));
     let out = h2_probe(server.addr(), 100, "websocket");
     assert_eq!(

@@ -92,10 +92,16 @@ impl Drop for Backend {
     }
 }
 
-/// A proxy whose every path is a WebSocket-aware route to `backend`; `listener_extra` goes in
-/// the `[[listener]]` table.
-fn proxy(backend: SocketAddr, listener_extra: &str) -> Server {
-    Server::start(&format!(
+/// A one-shard configuration whose listener `front` (with `listener_extra`) sends every path
+/// to backend `app` at `backend` (the route with `route_extra`, the backend with
+/// `backend_extra`). Also used by `tunnel.rs`.
+pub(crate) fn front_config(
+    backend: SocketAddr,
+    listener_extra: &str,
+    route_extra: &str,
+    backend_extra: &str,
+) -> String {
+    format!(
         r#"version = 1
 
 [global]
@@ -112,11 +118,23 @@ bind = "127.0.0.1:0"
 [[listener.route]]
 path_prefix = "/"
 backend = "app"
-websocket = "terminate"
+{route_extra}
 
 [backend.app]
 servers = [ {{ address = "{backend}" }} ]
+{backend_extra}
 "#
+    )
+}
+
+/// A proxy whose every path is a WebSocket-aware route to `backend`; `listener_extra` goes in
+/// the `[[listener]]` table.
+fn proxy(backend: SocketAddr, listener_extra: &str) -> Server {
+    Server::start(&front_config(
+        backend,
+        listener_extra,
+        "websocket = \"terminate\"",
+        "",
     ))
 }
 
@@ -421,13 +439,11 @@ fn a_client_beyond_its_message_rate_is_closed_with_1008() {
     assert!(probe("alive", server.addr(), &[]).contains("ok alive"));
 }
 
-#[test]
-fn a_half_close_on_either_side_ends_both_with_1001() {
+/// A WebSocket handshake by hand on a new connection to `addr` (path `/chat`): the connection
+/// and the response head, read byte by byte so nothing after it is taken.
+fn handshake(addr: SocketAddr) -> (std::net::TcpStream, String) {
     use std::io::{Read, Write};
-    let backend = Backend::python("ws");
-    let server = proxy(backend.addr, "");
-    // The client sends its FIN without a close frame: the backend hears 1001.
-    let mut c = std::net::TcpStream::connect(server.addr()).unwrap();
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     c.write_all(
         b"GET /chat HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -440,7 +456,17 @@ fn a_half_close_on_either_side_ends_both_with_1001() {
         assert_eq!(c.read(&mut byte).unwrap(), 1, "closed during the handshake");
         head.push(byte[0]);
     }
-    let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    (c, String::from_utf8_lossy(&head).into_owned())
+}
+
+#[test]
+fn a_half_close_on_either_side_ends_both_with_1001() {
+    use std::io::Read;
+    let backend = Backend::python("ws");
+    let server = proxy(backend.addr, "");
+    // The client sends its FIN without a close frame: the backend hears 1001.
+    let (mut c, head) = handshake(server.addr());
+    let text = head.to_ascii_lowercase();
     assert!(text.starts_with("http/1.1 101"), "{text}");
     assert!(
         text.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
@@ -468,18 +494,8 @@ fn a_half_close_on_either_side_ends_both_with_1001() {
     drop(backend);
     let backend = Backend::python("ws");
     let server = proxy(backend.addr, "");
-    let mut c = std::net::TcpStream::connect(server.addr()).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    c.write_all(
-        b"GET /chat HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(c.read(&mut byte).unwrap(), 1, "closed during the handshake");
-        head.push(byte[0]);
-    }
+    let (mut c, head) = handshake(server.addr());
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(crate::backend::wait_until(Duration::from_secs(3), || {
         backend.said("conn")
     }));
@@ -499,10 +515,7 @@ fn npm_ws_clients_echo_through_a_tunnel_and_a_websocket_aware_route() {
     // sends again) for one second through both kinds of proxied route.
     let backend = Backend::node();
     for extra in ["", "websocket = \"terminate\""] {
-        let server = Server::start(&format!(
-            "version = 1\n[global]\nshards = 1\n[admin]\nbind = \"127.0.0.1:0\"\n[[listener]]\nname = \"front\"\nbind = \"127.0.0.1:0\"\n[[listener.route]]\npath_prefix = \"/\"\nbackend = \"app\"\n{extra}\n[backend.app]\nservers = [ {{ address = \"{}\" }} ]\n",
-            backend.addr
-        ));
+        let server = Server::start(&front_config(backend.addr, "", extra, ""));
         let load = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/ws-node/load.js");
         let out = Command::new("node")
             .arg(load)
@@ -531,4 +544,29 @@ fn npm_ws_clients_echo_through_a_tunnel_and_a_websocket_aware_route() {
         };
         assert_eq!(metric(admin, kind), 5.0, "{extra:?}");
     }
+}
+
+#[test]
+fn a_backend_that_is_not_the_first_closes_its_side_cleanly() {
+    // The backend end's timers are the backend's, found by its index: with `app` the second
+    // backend and one listener, a close the backend answers (and one it starts) must not look
+    // for a second listener.
+    let backend = Backend::python("ws");
+    let text = front_config(backend.addr, "", "websocket = \"terminate\"", "").replace(
+        "[backend.app]",
+        &format!(
+            "[backend.a_unused]\nservers = [ {{ address = \"{}\" }} ]\n\n[backend.app]",
+            backend.addr
+        ),
+    );
+    let server = Server::start(&text);
+    let out = probe("close", server.addr(), &["4000"]);
+    assert_eq!(out.trim(), "closed 4000 bye");
+    assert!(probe("echo", server.addr(), &[]).contains("closed 1000"));
+    wait_metric(
+        server.admin(),
+        "coreplex_connections_current",
+        |v| v == 0.0,
+        "0",
+    );
 }

@@ -80,6 +80,13 @@ impl BackendRuntime {
     }
 }
 
+impl BackendRuntime {
+    /// The backend's timeout profile.
+    pub(crate) fn timeouts(&self) -> &crate::runtime::Timeouts {
+        &self.config.timeouts
+    }
+}
+
 /// Where an exchange is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Stage {
