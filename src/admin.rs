@@ -1,6 +1,9 @@
 //! The admin endpoint: `/metrics` (Prometheus text) and `/health`, served by plain blocking threads
 //! outside the shards (an accept thread, one short-lived thread per connection, at most 64). A scrape asks every shard for a snapshot over the control channels and
 //! merges them; nothing on the shards' hot path is shared or locked.
+//!
+//! The accept thread polls its socket and checks a release flag between polls: after a binary
+//! upgrade the successor serves the same socket, and the predecessor's thread lets go of it.
 
 use crate::http::HttpStats;
 use crate::metrics;
@@ -21,14 +24,24 @@ pub fn spawn(
     listener: TcpListener,
     handle: RuntimeHandle<HttpStats>,
     stopping: Arc<AtomicBool>,
+    released: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
+    // Non-blocking: a successor shares the socket, and either process may find the queue empty.
+    listener.set_nonblocking(true)?;
     std::thread::Builder::new()
         .name("coreplex-admin".into())
         .spawn(move || {
             let active = Arc::new(AtomicUsize::new(0));
-            for stream in listener.incoming() {
-                match stream {
-                    Ok(s) => {
+            while !released.load(Ordering::Relaxed) {
+                if !crate::control_socket::readable(&listener) {
+                    continue;
+                }
+                match listener.accept() {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Ok((s, _)) => {
+                        if s.set_nonblocking(false).is_err() {
+                            continue;
+                        }
                         // One thread per scrape, a few at a time: a client that connects and says
                         // nothing delays no one else.
                         if active.load(Ordering::Relaxed) >= MAX_ADMIN_CONNECTIONS {

@@ -1,4 +1,5 @@
-//! The command line: `coreplex run [-c FILE]`, `coreplex check -c FILE` and `coreplex tune`.
+//! The command line: `coreplex run [-c FILE]`, `coreplex check -c FILE`, `coreplex upgrade` and
+//! `coreplex status` (to the running process's control socket), and `coreplex tune`.
 
 use crate::config;
 use clap::{Parser, Subcommand};
@@ -40,6 +41,26 @@ enum Command {
         #[arg(short = 'c', long = "config")]
         config: PathBuf,
     },
+    /// Binary upgrade of the running process: it starts the binary now at its path (same
+    /// arguments, so the configuration file is read again), hands it the listening sockets, and
+    /// drains once the new process serves. Exits 0 when the new process serves.
+    Upgrade {
+        /// The running process's configuration file (for global.control_socket).
+        #[arg(short = 'c', long = "config", required_unless_present = "socket")]
+        config: Option<PathBuf>,
+        /// The control socket (instead of reading it from --config).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// The running process's pid, start time and state (running, upgrading, draining).
+    Status {
+        /// The running process's configuration file (for global.control_socket).
+        #[arg(short = 'c', long = "config", required_unless_present = "socket")]
+        config: Option<PathBuf>,
+        /// The control socket (instead of reading it from --config).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
     /// Diagnose this machine's limits for a number of connections; exits 1 if it cannot hold them.
     Tune {
         /// Connections to plan for (default: global.max_connections x shards of --config, else 1000000).
@@ -69,6 +90,8 @@ pub fn main() -> ExitCode {
             shards,
         } => crate::run::run(config.as_deref(), cpus.as_deref(), shards),
         Command::Check { config } => check(&config),
+        Command::Upgrade { config, socket } => control(config, socket, "upgrade"),
+        Command::Status { config, socket } => control(config, socket, "status"),
         Command::Tune {
             target_connections,
             config,
@@ -111,6 +134,49 @@ pub fn load_file(path: &std::path::Path) -> Result<config::Config, ExitCode> {
         );
         ExitCode::from(2)
     })
+}
+
+/// Sends `command` to the running process's control socket and prints its reply; exit 0 on `ok`.
+fn control(config: Option<PathBuf>, socket: Option<PathBuf>, command: &str) -> ExitCode {
+    let path = match (socket, config) {
+        (Some(s), _) => s,
+        (None, Some(c)) => {
+            let cfg = match load_file(&c) {
+                Ok(cfg) => cfg,
+                Err(code) => return code,
+            };
+            match cfg.global.control_socket {
+                Some(p) => p,
+                None => {
+                    eprintln!(
+                        "error: {}: global.control_socket is not set, so the running process has no control socket (send it SIGUSR2 to upgrade)",
+                        c.display()
+                    );
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        (None, None) => unreachable!("clap requires --config or --socket"),
+    };
+    match crate::control_socket::request(&path, command) {
+        Ok(reply) => {
+            let reply = reply.trim_end();
+            if reply.starts_with("ok") {
+                println!("{reply}");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("{reply}");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!(
+                "error: no running coreplex answers on {}: {e}",
+                path.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn check(path: &std::path::Path) -> ExitCode {

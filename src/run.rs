@@ -1,12 +1,19 @@
-//! `coreplex run`: load the config, check limits, start the shards and the admin endpoint, and
-//! stop gracefully on SIGINT/SIGTERM (a second signal exits at once).
+//! `coreplex run`: load the config, check limits, start the shards, the admin endpoint and the
+//! control socket, and stop gracefully on SIGINT/SIGTERM (a second signal exits at once). A
+//! binary upgrade (`coreplex upgrade` on the control socket, or SIGUSR2) starts the successor
+//! ([`crate::upgrade`]); once it serves, this process stops accepting and drains within
+//! `global.shutdown_timeout`. A process started by an upgrade takes the sockets over first.
 
 use crate::admin;
 use crate::config::{self, Config};
+use crate::control_socket;
 use crate::http::{BackendRuntime, HttpService, ListenerRuntime};
+use crate::notify;
 use crate::secure::Secure;
+use crate::upgrade::{self, Handoff, Inherited, Relaunch, UpgradeError};
 use coreplex_engine::{cpus, limits, ListenerSpec, Runtime, RuntimeConfig, ShardConfig};
 use nix::sys::signal::{SigSet, Signal};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,6 +54,7 @@ pub fn run(path: Option<&Path>, cpus_arg: Option<&str>, shards: Option<usize>) -
     signals.add(Signal::SIGINT);
     signals.add(Signal::SIGTERM);
     signals.add(Signal::SIGHUP);
+    signals.add(Signal::SIGUSR2);
     if let Err(e) = signals.thread_block() {
         eprintln!("error: cannot block signals: {e}");
         return ExitCode::FAILURE;
@@ -148,6 +156,7 @@ pub(crate) fn service_factory(
     );
     let shards = cfg.global.cpus.len();
     let secure = secure.clone();
+    let spread = cfg.global.close_spread_time;
     move |shard| {
         HttpService::new(
             listeners.clone(),
@@ -156,10 +165,17 @@ pub(crate) fn service_factory(
             shards,
             secure.transport(),
         )
+        .with_close_spread(spread)
     }
 }
 
 fn start(cfg: Config, signals: SigSet) -> Result<(), String> {
+    let relaunch =
+        Relaunch::current().map_err(|e| format!("cannot find this binary's path: {e}"))?;
+    let mut inherited = Inherited::from_env()?;
+    if inherited.is_some() {
+        tracing::info!("upgrade: taking the listening sockets over from the running process");
+    }
     let fd = limits::raise_nofile();
     if fd.soft != fd.before {
         tracing::info!(
@@ -170,22 +186,56 @@ fn start(cfg: Config, signals: SigSet) -> Result<(), String> {
     }
     let max_conn = max_connections(&cfg, &fd);
     let admin_listener = match cfg.admin {
-        Some(addr) => Some(admin::bind(addr)?),
+        Some(addr) => Some(match inherited.as_mut().and_then(|i| i.take_admin(addr)) {
+            Some(l) => l,
+            None => admin::bind(addr)?,
+        }),
+        None => None,
+    };
+    let control_listener = match &cfg.global.control_socket {
+        Some(path) => Some(
+            match inherited.as_mut().and_then(|i| i.take_control(path)) {
+                Some(l) => l,
+                None => control_socket::bind(path)?,
+            },
+        ),
         None => None,
     };
     let secure = Secure::load(&cfg)?;
-    let runtime = Runtime::start(
+    let sockets = match inherited.as_mut() {
+        Some(i) => i.take_listeners(&cfg),
+        None => cfg.listeners.iter().map(|_| Vec::new()).collect(),
+    };
+    let runtime = Runtime::start_inherited(
         runtime_config(&cfg, max_conn),
         service_factory(&cfg, &secure),
+        sockets,
     )
     .map_err(|e| e.to_string())?;
     let handle = runtime.handle();
     secure.rotate(&cfg, handle.clone());
     let stopping = Arc::new(AtomicBool::new(false));
+    // Set once a successor has taken the sockets over: the admin and control threads let go.
+    let released = Arc::new(AtomicBool::new(false));
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let admin_copy = admin_listener
+        .as_ref()
+        .map(|l| l.try_clone().map(OwnedFd::from))
+        .transpose()
+        .map_err(|e| format!("cannot keep the admin socket: {e}"))?;
     if let Some(l) = admin_listener {
-        admin::spawn(l, handle.clone(), stopping.clone())
+        admin::spawn(l, handle.clone(), stopping.clone(), released.clone())
             .map_err(|e| format!("cannot start the admin thread: {e}"))?;
+    }
+    let (req_tx, req_rx) = crossbeam_channel::unbounded::<control_socket::Request>();
+    let control_copy = control_listener
+        .as_ref()
+        .map(|l| l.try_clone().map(OwnedFd::from))
+        .transpose()
+        .map_err(|e| format!("cannot keep the control socket: {e}"))?;
+    if let Some(l) = control_listener {
+        control_socket::spawn(l, req_tx.clone(), released.clone())
+            .map_err(|e| format!("cannot start the control thread: {e}"))?;
     }
     for (l, addr) in cfg.listeners.iter().zip(runtime.listener_addrs()) {
         let scheme = if l.tls.is_some() { "https" } else { "http" };
@@ -202,6 +252,21 @@ fn start(cfg: Config, signals: SigSet) -> Result<(), String> {
         max_conn,
         f.defer_taskrun
     );
+    let pid = std::process::id();
+    if let Some(path) = &cfg.global.pid_file {
+        std::fs::write(path, format!("{pid}\n"))
+            .map_err(|e| format!("cannot write global.pid_file {}: {e}", path.display()))?;
+    }
+    match inherited {
+        Some(i) => {
+            i.ready()
+                .map_err(|e| format!("cannot tell the old process this one is ready: {e}"))?;
+            tracing::info!("upgrade: serving; the old process stops accepting and drains");
+            notify::notify(&format!("MAINPID={pid}\nREADY=1"));
+        }
+        None => notify::notify("READY=1"),
+    }
+    let started = std::time::SystemTime::now();
 
     let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
     let (sig_tx, sig_rx) = crossbeam_channel::unbounded::<Signal>();
@@ -227,24 +292,160 @@ fn start(cfg: Config, signals: SigSet) -> Result<(), String> {
         .map_err(|e| format!("cannot start the join thread: {e}"))?;
 
     let grace = cfg.global.shutdown_timeout;
-    loop {
+    let (up_tx, up_rx) = crossbeam_channel::unbounded::<(
+        Result<u32, UpgradeError>,
+        Option<crossbeam_channel::Sender<String>>,
+    )>();
+    let mut upgrading = false;
+    let mut stop_cause: Option<StopCause> = None;
+    let start_upgrade = |reply: Option<crossbeam_channel::Sender<String>>,
+                         upgrading: &mut bool,
+                         stop_cause: Option<StopCause>| {
+        let refused = if *upgrading {
+            Some(UpgradeError::Running)
+        } else if stop_cause.is_some() {
+            Some(UpgradeError::Stopping)
+        } else {
+            None
+        };
+        if let Some(e) = refused {
+            tracing::warn!("upgrade refused: {e}");
+            if let Some(r) = reply {
+                let _ = r.send(format!("error: {e}"));
+            }
+            return;
+        }
+        let handoff = match handoff(&cfg, &handle, &admin_copy, &control_copy) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!("upgrade refused: {e}");
+                if let Some(r) = reply {
+                    let _ = r.send(format!("error: {e}"));
+                }
+                return;
+            }
+        };
+        *upgrading = true;
+        tracing::info!("upgrade: starting {}", relaunch.exe.display());
+        let (relaunch, up_tx) = (relaunch.clone(), up_tx.clone());
+        std::thread::spawn(move || {
+            let _ = up_tx.send((upgrade::start_successor(&relaunch, handoff), reply));
+        });
+    };
+    let result = loop {
         crossbeam_channel::select! {
             recv(done_rx) -> _ => {
                 tracing::info!("stopped");
-                return Ok(());
+                break Ok(());
+            }
+            recv(req_rx) -> req => {
+                let Ok(req) = req else { continue };
+                match req.command {
+                    control_socket::Command::Status => {
+                        let since = started.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                        let state = match (stop_cause, upgrading) {
+                            (Some(StopCause::Upgrade), _) => "draining (upgraded)",
+                            (Some(StopCause::Signal), _) => "stopping",
+                            (None, true) => "upgrading",
+                            (None, false) => "running",
+                        };
+                        let _ = req.reply.send(format!("ok pid {pid} started {since} state {state} version {}", env!("CARGO_PKG_VERSION")));
+                    }
+                    control_socket::Command::Upgrade => start_upgrade(Some(req.reply), &mut upgrading, stop_cause),
+                }
+            }
+            recv(up_rx) -> done => {
+                let Ok((outcome, reply)) = done else { continue };
+                upgrading = false;
+                let text = match outcome {
+                    Ok(new_pid) => {
+                        tracing::info!("upgrade: pid {new_pid} serves; this process stops accepting and drains (at most {grace:?})");
+                        released.store(true, Ordering::SeqCst);
+                        stop_cause = Some(StopCause::Upgrade);
+                        handle.stop(grace);
+                        format!("ok upgraded: pid {new_pid} serves; pid {pid} drains (at most {grace:?})")
+                    }
+                    Err(e) => {
+                        tracing::error!("upgrade failed: {e}");
+                        format!("error: {e}")
+                    }
+                };
+                if let Some(r) = reply {
+                    let _ = r.send(text);
+                }
             }
             recv(sig_rx) -> sig => match sig {
-                Ok(Signal::SIGHUP) => tracing::warn!("SIGHUP: configuration reload is not supported yet; restart to apply a new configuration"),
+                Ok(Signal::SIGHUP) => tracing::warn!("SIGHUP: configuration reload is not supported yet; apply a new configuration with a binary upgrade (`coreplex upgrade`, or SIGUSR2), which re-reads it"),
+                Ok(Signal::SIGUSR2) => start_upgrade(None, &mut upgrading, stop_cause),
                 Ok(s) => {
-                    if stopping.swap(true, Ordering::SeqCst) {
-                        tracing::warn!("{s}: second stop signal, exiting now");
-                        std::process::exit(1);
+                    match stop_cause {
+                        Some(StopCause::Signal) => {
+                            tracing::warn!("{s}: second stop signal, exiting now");
+                            std::process::exit(1);
+                        }
+                        Some(StopCause::Upgrade) => {
+                            tracing::info!("{s}: already draining after an upgrade (a second signal exits at once)");
+                            stop_cause = Some(StopCause::Signal);
+                        }
+                        None => {
+                            stop_cause = Some(StopCause::Signal);
+                            stopping.store(true, Ordering::SeqCst);
+                            tracing::info!("{s}: stopping: no new connections, finishing requests in flight (at most {grace:?})");
+                            handle.stop(grace);
+                        }
                     }
-                    tracing::info!("{s}: stopping: no new connections, finishing requests in flight (at most {grace:?})");
-                    handle.stop(grace);
                 }
                 Err(_) => {}
             }
         }
+    };
+    // The successor owns the control socket's path and the pid file now.
+    if !released.load(Ordering::SeqCst) {
+        if let Some(path) = &cfg.global.control_socket {
+            let _ = std::fs::remove_file(path);
+        }
+        if let Some(path) = &cfg.global.pid_file {
+            let _ = std::fs::remove_file(path);
+        }
     }
+    result
+}
+
+/// Why this process is stopping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StopCause {
+    /// SIGTERM or SIGINT.
+    Signal,
+    /// A successor took the sockets over.
+    Upgrade,
+}
+
+/// Copies of every socket a successor takes over.
+fn handoff(
+    cfg: &Config,
+    handle: &coreplex_engine::RuntimeHandle<crate::http::HttpStats>,
+    admin: &Option<OwnedFd>,
+    control: &Option<OwnedFd>,
+) -> Result<Handoff, String> {
+    let dup = |e: std::io::Error| format!("cannot copy a listening socket: {e}");
+    let sockets = handle
+        .listening_sockets()
+        .map_err(dup)?
+        .ok_or("this process is stopping")?;
+    Ok(Handoff {
+        listeners: cfg
+            .listeners
+            .iter()
+            .zip(sockets)
+            .map(|(l, fds)| (l.name.clone(), l.bind, fds))
+            .collect(),
+        admin: match (cfg.admin, admin) {
+            (Some(a), Some(fd)) => Some((a, fd.try_clone().map_err(dup)?)),
+            _ => None,
+        },
+        control: match (&cfg.global.control_socket, control) {
+            (Some(p), Some(fd)) => Some((p.clone(), fd.try_clone().map_err(dup)?)),
+            _ => None,
+        },
+    })
 }

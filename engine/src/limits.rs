@@ -60,7 +60,9 @@ pub fn reserve_fd_table(fds: u64) -> u64 {
 
 /// Descriptors the engine needs besides connections: listeners, rings, eventfds, stdio, admin.
 pub fn fixed_fds(shards: usize, listeners: usize) -> u64 {
-    (shards * (listeners + 3) + 32) as u64
+    // Per shard: its listening sockets and the runtime's copy of each (kept to hand them to a
+    // successor), its ring, eventfd and timer.
+    (shards * (2 * listeners + 3) + 32) as u64
 }
 
 /// Shard `i`'s part of a process-wide limit `total` over `shards` shards: `total / shards`, plus

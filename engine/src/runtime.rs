@@ -4,6 +4,12 @@
 //! reported before any thread starts), then spawns one thread per CPU. Each thread pins itself,
 //! creates its ring (SINGLE_ISSUER: the ring belongs to the thread that uses it) and its service,
 //! reports success or its error back, and runs its loop. Startup fails as a whole if any shard fails.
+//!
+//! A successor in a binary upgrade starts with the listening sockets its predecessor handed over
+//! ([`Runtime::start_inherited`]): shard `i` takes over socket `i` of a listener, so a connection
+//! waiting in any accept queue is accepted by one process or the other, never refused. The
+//! runtime keeps a copy of every listening socket ([`RuntimeHandle::listening_sockets`]) to hand
+//! over in turn, until a stop releases them.
 
 use crate::control::{self, Control, ShardHandle, ShardReport};
 use crate::cpus;
@@ -15,7 +21,8 @@ use crate::shard::{Shard, ShardConfig};
 use crate::sys::{Ring, RingFeatures};
 use crate::token::SEND_TAG;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -33,12 +40,15 @@ pub struct RuntimeConfig {
 /// A cloneable handle to send commands to all shards.
 pub struct RuntimeHandle<St> {
     shards: Arc<Vec<ShardHandle<St>>>,
+    /// A copy of every listening socket, `[listener][shard]`, until a stop releases them.
+    sockets: Arc<Mutex<Option<Vec<Vec<OwnedFd>>>>>,
 }
 
 impl<St> Clone for RuntimeHandle<St> {
     fn clone(&self) -> Self {
         RuntimeHandle {
             shards: self.shards.clone(),
+            sockets: self.sockets.clone(),
         }
     }
 }
@@ -80,8 +90,27 @@ impl<St: Send + 'static> RuntimeHandle<St> {
             .count()
     }
 
-    /// Asks every shard to stop gracefully within `grace`.
+    /// New descriptors for every listening socket, `[listener][shard]`, to hand to a successor;
+    /// `None` once a stop released them.
+    pub fn listening_sockets(&self) -> std::io::Result<Option<Vec<Vec<OwnedFd>>>> {
+        let held = self.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(all) = held.as_ref() else {
+            return Ok(None);
+        };
+        all.iter()
+            .map(|l| l.iter().map(|fd| fd.try_clone()).collect())
+            .collect::<std::io::Result<_>>()
+            .map(Some)
+    }
+
+    /// Asks every shard to stop gracefully within `grace`. The runtime's copies of the listening
+    /// sockets close, so once the shards have closed theirs a new connection is refused (unless a
+    /// successor holds them).
     pub fn stop(&self, grace: Duration) {
+        self.sockets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         for s in self.shards.iter() {
             let _ = s.send(Control::Stop { grace });
         }
@@ -104,6 +133,25 @@ impl<St: Send + 'static> Runtime<St> {
         S: Service<Stats = St>,
         F: Fn(usize) -> S + Send + Sync + 'static,
     {
+        let none = cfg.listeners.iter().map(|_| Vec::new()).collect();
+        Self::start_inherited(cfg, factory, none)
+    }
+
+    /// Like [`Runtime::start`], with listening sockets taken over from a predecessor:
+    /// `inherited[i]` holds listener `i`'s sockets (one per shard of the predecessor; empty: bind
+    /// anew). Shard `j` takes socket `j`; shards beyond them bind more sockets on the same address
+    /// (SO_REUSEPORT), and sockets beyond the shards close (their waiting connections with them:
+    /// an upgrade that keeps the shard count loses none).
+    pub fn start_inherited<S, F>(
+        cfg: RuntimeConfig,
+        factory: F,
+        inherited: Vec<Vec<OwnedFd>>,
+    ) -> Result<Runtime<St>, EngineError>
+    where
+        S: Service<Stats = St>,
+        F: Fn(usize) -> S + Send + Sync + 'static,
+    {
+        assert_eq!(inherited.len(), cfg.listeners.len());
         if cfg.cpus.is_empty() {
             return Err(cpus::CpuListError::Empty.into());
         }
@@ -114,19 +162,31 @@ impl<St: Send + 'static> Runtime<St> {
             (shards * (cfg.shard.max_connections + cfg.shard.max_outbound)) as u64
                 + limits::fixed_fds(shards, cfg.listeners.len()),
         );
-        let addrs = probe_addresses(&cfg.listeners)?;
+        let addrs = probe_addresses(&cfg.listeners, &inherited)?;
+        let mut inherited: Vec<std::vec::IntoIter<OwnedFd>> =
+            inherited.into_iter().map(|v| v.into_iter()).collect();
         let mut per_shard = Vec::with_capacity(cfg.cpus.len());
+        let mut copies: Vec<Vec<OwnedFd>> = cfg.listeners.iter().map(|_| Vec::new()).collect();
         for _ in &cfg.cpus {
             let mut fds = Vec::with_capacity(addrs.len());
-            for (spec, addr) in cfg.listeners.iter().zip(&addrs) {
+            for (i, (spec, addr)) in cfg.listeners.iter().zip(&addrs).enumerate() {
                 let spec = ListenerSpec {
                     addr: *addr,
                     ..spec.clone()
                 };
-                fds.push(listener::bind(&spec)?);
+                let fd = match inherited[i].next() {
+                    Some(fd) => fd,
+                    None => listener::bind(&spec)?,
+                };
+                copies[i].push(fd.try_clone().map_err(|source| EngineError::Listen {
+                    addr: *addr,
+                    source,
+                })?);
+                fds.push(fd);
             }
             per_shard.push(fds);
         }
+        drop(inherited);
         let factory = Arc::new(factory);
         let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
         let mut handles = Vec::new();
@@ -182,6 +242,7 @@ impl<St: Send + 'static> Runtime<St> {
         drop(ready_tx);
         let handle = RuntimeHandle {
             shards: Arc::new(handles),
+            sockets: Arc::new(Mutex::new(Some(copies))),
         };
         let mut features = RingFeatures::default();
         let mut first_err = None;
@@ -234,10 +295,28 @@ impl<St: Send + 'static> Runtime<St> {
 
 /// Checks that each address is free with a plain (non-SO_REUSEPORT) bind, so a port held by another
 /// process, even one using SO_REUSEPORT itself, is reported instead of silently shared. Port 0 is
-/// resolved to a concrete port here, so all shards share it.
-fn probe_addresses(listeners: &[ListenerSpec]) -> Result<Vec<SocketAddr>, EngineError> {
+/// resolved to a concrete port here, so all shards share it. A listener with inherited sockets is
+/// not probed (its predecessor holds the port): its address is theirs.
+fn probe_addresses(
+    listeners: &[ListenerSpec],
+    inherited: &[Vec<OwnedFd>],
+) -> Result<Vec<SocketAddr>, EngineError> {
     let mut out = Vec::with_capacity(listeners.len());
-    for spec in listeners {
+    for (spec, held) in listeners.iter().zip(inherited) {
+        if let Some(fd) = held.first() {
+            let err = |source| EngineError::Listen {
+                addr: spec.addr,
+                source,
+            };
+            let sock = socket2::SockRef::from(fd);
+            let addr = sock
+                .local_addr()
+                .map_err(err)?
+                .as_socket()
+                .ok_or_else(|| err(std::io::ErrorKind::InvalidInput.into()))?;
+            out.push(addr);
+            continue;
+        }
         let probe = std::net::TcpListener::bind(spec.addr).map_err(|source| {
             if source.kind() == std::io::ErrorKind::AddrInUse {
                 EngineError::AddrInUse { addr: spec.addr }

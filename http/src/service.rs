@@ -22,7 +22,7 @@ use coreplex_protocol::h1::{
 };
 use std::mem::MaybeUninit;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Most header lines a request may have (the configurable limit is capped at this).
 pub const MAX_HEADERS_CAP: usize = 256;
@@ -356,6 +356,8 @@ pub struct HttpService {
     pub(super) stats: HttpStats,
     pub(super) proxy: ProxyShard,
     pub(super) ws: super::websocket::WsShard,
+    /// A stop closes idle keep-alive connections spread over this window.
+    close_spread: Duration,
 }
 
 impl HttpService {
@@ -379,7 +381,16 @@ impl HttpService {
             stats: HttpStats::default(),
             proxy: ProxyShard::new(backends, shard, shards, Instant::now()),
             ws: super::websocket::WsShard::new(),
+            close_spread: Duration::ZERO,
         }
+    }
+
+    /// A stop closes idle keep-alive connections at points spread over `window` (each connection
+    /// its own point), not all at once; a request that comes first is answered with
+    /// `Connection: close`.
+    pub fn with_close_spread(mut self, window: Duration) -> HttpService {
+        self.close_spread = window;
+        self
     }
 
     pub(super) fn timeouts(&self, conn: &HttpConn) -> Timeouts {
@@ -837,7 +848,10 @@ impl Service for HttpService {
         }
         if conn.phase == Phase::Idle {
             if conn.draining() {
-                cx.close(CloseReason::Shutdown);
+                // With a close_spread_time the stop's timer closes it at its point.
+                if self.close_spread.is_zero() {
+                    cx.close(CloseReason::Shutdown);
+                }
             } else {
                 cx.set_timer(self.timeouts(conn).http_keep_alive);
             }
@@ -900,6 +914,14 @@ impl Service for HttpService {
 
     fn on_timer(&mut self, cx: &mut Cx<'_>, conn: &mut HttpConn) {
         match conn.phase {
+            Phase::Idle if conn.draining() => {
+                // Its point in a stop's close_spread_time.
+                if cx.pending_output() == 0 {
+                    cx.close(CloseReason::Shutdown)
+                } else {
+                    cx.close_after_flush(CloseReason::Shutdown)
+                }
+            }
             Phase::Idle if cx.pending_output() > 0 => cx.close(CloseReason::ClientTimeout),
             Phase::Idle if !conn.served() => cx.close(CloseReason::RequestTimeout),
             Phase::Idle => cx.close(CloseReason::KeepAliveTimeout),
@@ -947,7 +969,16 @@ impl Service for HttpService {
             return self.ws_proxy_shutdown(cx, conn);
         }
         if conn.phase == Phase::Idle {
-            if cx.pending_output() == 0 {
+            let window = self.close_spread.as_millis() as u64;
+            if window > 0 {
+                // Even with a response still going out (it did not say `Connection: close`):
+                // its client may send again before the close point, and is told then.
+                // Its own point in the window (Fibonacci hashing of the slot spreads neighbours).
+                let spread = (u64::from(cx.id().index + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    >> 32)
+                    % window;
+                cx.set_timer(Duration::from_millis(spread));
+            } else if cx.pending_output() == 0 {
                 cx.close(CloseReason::Shutdown);
             } else {
                 cx.close_after_flush(CloseReason::Shutdown);

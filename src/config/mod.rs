@@ -30,6 +30,7 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 use timeouts::RawTimeouts;
 
@@ -73,8 +74,12 @@ struct RawGlobal {
     ring_entries: Option<u32>,
     buffers: Option<u32>,
     buffer_size: Option<Bytes>,
+    #[serde(alias = "hard_stop_after")]
     shutdown_timeout: Option<Dur>,
+    close_spread_time: Option<Dur>,
     linger: Option<Dur>,
+    control_socket: Option<PathBuf>,
+    pid_file: Option<PathBuf>,
     tls: Option<tls::RawGlobalTls>,
 }
 
@@ -166,8 +171,16 @@ pub struct Global {
     pub buffers: u16,
     /// Bytes per provided buffer.
     pub buffer_size: u32,
-    /// Deadline of a graceful stop.
+    /// Deadline of a graceful stop, and of an old process's drain after a binary upgrade
+    /// (HAProxy's `hard-stop-after`, accepted as `hard_stop_after`).
     pub shutdown_timeout: Duration,
+    /// A stop closes idle keep-alive connections over this window rather than all at once, so
+    /// their clients do not reconnect in one burst (HAProxy's `close-spread-time`; 0: at once).
+    pub close_spread_time: Duration,
+    /// The Unix socket `coreplex upgrade` and `coreplex status` talk to (mode 0600).
+    pub control_socket: Option<PathBuf>,
+    /// A file the running process writes its pid to (a successor rewrites it).
+    pub pid_file: Option<PathBuf>,
     /// How long a closing connection drains input after its last response.
     pub linger: Duration,
     /// TLS session tickets (every TLS listener).
@@ -271,6 +284,14 @@ pub fn load_in(text: &str, base: Option<&std::path::Path>) -> Result<Config, Vec
         ));
     }
     if let Some(base) = base {
+        for p in [&mut global.control_socket, &mut global.pid_file]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
         if let Some(t) = &mut global.tls {
             t.rebase(base);
         }
@@ -512,13 +533,24 @@ fn validate_global(g: &RawGlobal, errors: &mut Vec<ConfigError>) -> Global {
             "must be between 512 bytes and 1MiB",
         ));
     }
+    let shutdown_timeout = g.shutdown_timeout.map_or(Duration::from_secs(10), |d| d.0);
+    let close_spread_time = g.close_spread_time.map_or(Duration::ZERO, |d| d.0);
+    if close_spread_time > shutdown_timeout {
+        errors.push(err(
+            "global.close_spread_time",
+            format!("{close_spread_time:?} is longer than global.shutdown_timeout ({shutdown_timeout:?}): idle connections would still be open when the stop's deadline closes them"),
+        ));
+    }
     Global {
         cpus,
         max_connections,
         ring_entries,
         buffers: buffers.min(32768) as u16,
         buffer_size: buffer_size.min(1 << 20) as u32,
-        shutdown_timeout: g.shutdown_timeout.map_or(Duration::from_secs(10), |d| d.0),
+        shutdown_timeout,
+        close_spread_time,
+        control_socket: g.control_socket.clone(),
+        pid_file: g.pid_file.clone(),
         linger: g.linger.map_or(Duration::from_secs(2), |d| d.0),
         tickets: tls::validate_global(&g.tls.clone().unwrap_or_default(), errors),
     }

@@ -57,6 +57,8 @@ pub struct Server {
     child: Child,
     pid: u32,
     status: Option<ExitStatus>,
+    /// When `status` was first seen (within 10 ms of the exit while a wait polls).
+    exited_at: Option<Instant>,
     addr: Option<SocketAddr>,
     admin: Option<SocketAddr>,
     logs: Arc<Mutex<Vec<String>>>,
@@ -89,6 +91,26 @@ impl Server {
         let mut s = Server::spawn_cmd(cmd, config_toml, &[]);
         s.wait_ready();
         s
+    }
+
+    /// Like [`Server::start`], running the binary at `bin` (a copy a test may replace, as an
+    /// operator installs a new binary before an upgrade).
+    /// `env`: extra environment variables.
+    pub fn start_binary(
+        bin: &std::path::Path,
+        config_toml: &str,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Server {
+        let mut cmd = Command::new(bin);
+        cmd.envs(env.iter().copied());
+        let mut s = Server::spawn_cmd(cmd, config_toml, &[]);
+        s.wait_ready();
+        s
+    }
+
+    /// The configuration file the process was started with.
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config_path
     }
 
     /// Spawns the process without waiting for it to be ready (for servers expected to fail).
@@ -128,6 +150,7 @@ impl Server {
             child,
             pid,
             status: None,
+            exited_at: None,
             addr: None,
             admin: None,
             logs,
@@ -200,8 +223,16 @@ impl Server {
     fn try_wait(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {
             self.status = self.child.try_wait().expect("try_wait");
+            if self.status.is_some() {
+                self.exited_at = Some(Instant::now());
+            }
         }
         self.status
+    }
+
+    /// When a wait saw the process exit.
+    pub fn exited_at(&self) -> Option<Instant> {
+        self.exited_at
     }
 
     /// Waits up to `timeout` for the process to exit.

@@ -22,5 +22,6 @@ mod timeouts;
 mod tls;
 mod tuning;
 mod tunnel;
+mod upgrade;
 mod websocket;
 mod ws_proxy;

@@ -2,7 +2,8 @@
 //! request in flight (direct or proxied) is finished with `Connection: close`; `/health` answers
 //! 503 while stopping; `shutdown_timeout` closes what is left at the deadline (seen by the client
 //! then, and logged by the shard, before the process exits 0); a second signal exits at once
-//! with status 1.
+//! with status 1. With `close_spread_time` idle keep-alive connections close at points spread
+//! over it, and one that sends a request first is answered with `Connection: close`.
 
 use crate::backend::{wait_until, Client, TestBackend};
 use crate::harness::{config, get, raw, Conn, Server};
@@ -249,4 +250,76 @@ fn a_proxied_exchange_in_flight_finishes() {
         "the backend connection outlived the proxy"
     );
     assert_eq!(b.requests(), 1);
+}
+
+#[test]
+fn close_spread_time_spreads_idle_closes_and_a_request_before_its_point_is_told_to_close() {
+    use std::io::{Read, Write};
+    let mut s = Server::start(&config(
+        "close_spread_time = \"1s\"\nshutdown_timeout = \"5s\"",
+        "",
+    ));
+    let addr = s.addr();
+    // Eight idle keep-alive connections, each served once; a thread per connection reads until
+    // the server closes it and notes when.
+    let mut writers = Vec::new();
+    let mut readers = Vec::new();
+    for _ in 0..8 {
+        let mut c = Conn::connect(addr);
+        c.send(&get("/"));
+        assert_eq!(c.response().status, 200);
+        let mut r = c.stream.try_clone().unwrap();
+        writers.push(c.stream.try_clone().unwrap());
+        readers.push(std::thread::spawn(move || {
+            r.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            (Instant::now(), got)
+        }));
+    }
+    let stop = Instant::now();
+    s.signal("TERM");
+    std::thread::sleep(Duration::from_millis(100));
+    // A request on every connection still open: answered, with `Connection: close`.
+    let mut asked = Vec::new();
+    for (i, w) in writers.iter_mut().enumerate() {
+        if !readers[i].is_finished() && w.write_all(&get("/")).is_ok() {
+            asked.push(i);
+        }
+    }
+    let ends: Vec<(Instant, Vec<u8>)> = readers.into_iter().map(|t| t.join().unwrap()).collect();
+    let closed_at: Vec<Duration> = ends.iter().map(|(t, _)| t.duration_since(stop)).collect();
+    let first = *closed_at.iter().min().unwrap();
+    let last = *closed_at.iter().max().unwrap();
+    assert!(
+        last < Duration::from_millis(1500),
+        "an idle connection was still open {last:?} after SIGTERM with close_spread_time 1s: {closed_at:?}"
+    );
+    assert!(
+        !asked.is_empty() && asked.len() < 8,
+        "expected some connections to close before 100 ms and others after: {closed_at:?}"
+    );
+    assert!(first < Duration::from_millis(100), "{closed_at:?}");
+    for &i in &asked {
+        let text = String::from_utf8_lossy(&ends[i].1).to_ascii_lowercase();
+        assert!(
+            text.starts_with("http/1.1 200") && text.contains("connection: close"),
+            "connection {i}, asked after SIGTERM, got {text:?}"
+        );
+        assert!(
+            closed_at[i] < Duration::from_millis(600),
+            "connection {i} told to close yet open {:?}",
+            closed_at[i]
+        );
+    }
+    assert_eq!(
+        s.wait_exit(Duration::from_secs(5)).and_then(|st| st.code()),
+        Some(0)
+    );
 }

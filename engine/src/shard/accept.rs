@@ -125,7 +125,15 @@ impl<S: Service> Shard<S> {
 
     pub(super) fn accepted(&mut self, fd: OwnedFd, listener: usize) {
         if self.core.stopping {
-            return; // dropped, so closed
+            // Accepted before the stop's cancel took effect: served (its response says
+            // `Connection: close`), not dropped, so a client in the accept queue during a binary
+            // upgrade loses nothing; no rate limit applies any more.
+            if self.inbound() < self.max_connections {
+                self.insert_conn(fd, listener);
+            } else {
+                self.held.push_back((fd, listener));
+            }
+            return;
         }
         let now_ms = self.core.now_ms;
         let over_rate = self.listeners[listener].rate_paused
@@ -257,9 +265,6 @@ impl<S: Service> Shard<S> {
             let Some((fd, listener)) = self.held.pop_front() else {
                 break;
             };
-            if self.core.stopping {
-                continue; // dropped, so closed
-            }
             self.insert_conn(fd, listener);
         }
         if self.accept_paused

@@ -42,8 +42,10 @@ impl<S: Service> Shard<S> {
             return;
         }
         self.core.stopping = true;
-        self.held.clear();
-        self.rate_held.clear();
+        // Connections accepted but waiting (for a free slot or the rate limit) are served as
+        // slots free up: they were accepted, so dropping them would lose their requests.
+        let rate_held: Vec<_> = self.rate_held.drain(..).collect();
+        self.held.extend(rate_held);
         self.cancel_accepts();
         for l in self.listeners.iter_mut().filter(|l| !l.armed) {
             l.fd = None;
@@ -70,5 +72,6 @@ impl<S: Service> Shard<S> {
                 self.apply(id, req);
             }
         }
+        self.maybe_resume_accepting();
     }
 }

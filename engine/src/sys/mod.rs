@@ -7,6 +7,8 @@
 //!   kernel's ownership only through a completion ([`RecvBuf`]) and goes back through `recycle`.
 //! - `fd` (crate-private): turning the descriptor an accept completion returns into an owned one;
 //!   nothing outside the engine can turn an integer into an `OwnedFd` through it.
+//! - [`fdpass`]: descriptors passed between processes (SCM_RIGHTS) for a binary upgrade, and the
+//!   one inherited socket a successor takes over.
 //! - [`CountingAlloc`]: a counting global allocator for the tests of "no allocation on the fast
 //!   path" (installed by those tests only).
 //!
@@ -15,6 +17,7 @@
 mod alloc;
 mod bufring;
 pub(crate) mod fd;
+pub mod fdpass;
 mod ring;
 
 pub use alloc::CountingAlloc;
