@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${FUZZ_SECONDS:-10}"
-targets=(h1_request h1_response chunked config tls_server tls_client tls_parts hpack h2_frames h2_conn ws_decoder ws_deflate_offer)
+targets=(h1_request h1_response chunked config tls_server tls_client tls_parts hpack h2_frames h2_conn ws_decoder ws_deflate_offer proxy_header)
 if [ "${FUZZ_SANITIZER:-}" != none ] && rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
     fuzz=(cargo +nightly fuzz)
     sanitizer=address

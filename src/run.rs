@@ -104,6 +104,7 @@ pub(crate) fn runtime_config(cfg: &Config, max_conn: usize) -> RuntimeConfig {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 },
+                preface: l.proxy_protocol.as_ref().map(|p| p.timeout),
             })
             .collect(),
         shard: ShardConfig {

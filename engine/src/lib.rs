@@ -29,7 +29,7 @@ pub use control::{Control, SendError, ShardHandle, ShardReport};
 pub use error::EngineError;
 pub use listener::ListenerSpec;
 pub use runtime::{Runtime, RuntimeConfig, RuntimeHandle};
-pub use service::{CloseReason, ConnCx, Service, ShardActions, DEADLINES};
+pub use service::{CloseReason, ConnCx, Origin, Preface, Service, ShardActions, DEADLINES};
 pub use shard::ShardConfig;
 pub use stats::EngineStats;
 pub use table::Id;

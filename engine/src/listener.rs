@@ -17,6 +17,9 @@ pub struct ListenerSpec {
     /// shard stops accepting until its rate allows, and new clients wait in the backlog
     /// (HAProxy's `rate-limit sessions`). `None`: unlimited.
     pub rate_limit: Option<u32>,
+    /// Connections open with a preface the service reads first ([`crate::Service::preface`]:
+    /// a PROXY protocol header), within this deadline. `None`: none.
+    pub preface: Option<std::time::Duration>,
 }
 
 /// Creates a non-blocking, SO_REUSEPORT listening socket.

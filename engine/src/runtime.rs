@@ -209,6 +209,8 @@ impl<St: Send + 'static> Runtime<St> {
                     })
                 })
                 .collect();
+            let prefaces: Vec<Option<Duration>> =
+                cfg.listeners.iter().map(|l| l.preface).collect();
             let t = std::thread::Builder::new()
                 .name(format!("cpx-shard-{shard}"))
                 .spawn(move || {
@@ -231,7 +233,8 @@ impl<St: Send + 'static> Runtime<St> {
                     };
                     let features = ring.features();
                     let service = factory(shard);
-                    let shard_loop = Shard::new(shard, &scfg, ring, fds, &rates, service, inbox);
+                    let shard_loop =
+                        Shard::new(shard, &scfg, ring, fds, &rates, &prefaces, service, inbox);
                     let _ = ready.send(Ok(features));
                     drop(ready);
                     shard_loop.run();

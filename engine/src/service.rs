@@ -42,11 +42,16 @@ pub enum CloseReason {
     HandshakeFailed,
     /// A secure session's handshake did not finish within its deadline.
     HandshakeTimeout,
+    /// The service rejected the connection's preface (a PROXY protocol header that is missing,
+    /// malformed or from an untrusted source).
+    PrefaceRejected,
+    /// The connection's preface did not arrive within its listener's deadline.
+    PrefaceTimeout,
 }
 
 impl CloseReason {
     /// Every reason, in discriminant order.
-    pub const ALL: [CloseReason; 12] = [
+    pub const ALL: [CloseReason; 14] = [
         CloseReason::PeerClosed,
         CloseReason::PeerReset,
         CloseReason::Done,
@@ -59,6 +64,8 @@ impl CloseReason {
         CloseReason::ConnectFailed,
         CloseReason::HandshakeFailed,
         CloseReason::HandshakeTimeout,
+        CloseReason::PrefaceRejected,
+        CloseReason::PrefaceTimeout,
     ];
 
     /// A stable snake_case label.
@@ -76,8 +83,37 @@ impl CloseReason {
             CloseReason::ConnectFailed => "connect_failed",
             CloseReason::HandshakeFailed => "handshake_failed",
             CloseReason::HandshakeTimeout => "handshake_timeout",
+            CloseReason::PrefaceRejected => "preface_rejected",
+            CloseReason::PrefaceTimeout => "preface_timeout",
         }
     }
+}
+
+/// What the bytes that open a connection on a listener with a preface ([`crate::ListenerSpec`]
+/// `preface`) are, as [`Service::preface`] sees them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preface {
+    /// Not decided yet: more bytes are needed.
+    NeedMore,
+    /// The first `consumed` bytes were the preface (0: there was none); `origin`, if any, is the
+    /// connection's true origin. The connection goes on (TLS, then the service) with the rest.
+    Done {
+        /// Bytes of the preface.
+        consumed: usize,
+        /// The addresses it declared.
+        origin: Option<Origin>,
+    },
+    /// Close the connection ([`CloseReason::PrefaceRejected`]).
+    Reject,
+}
+
+/// A connection's true endpoints as a preface (the PROXY protocol) declared them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// The client.
+    pub source: std::net::SocketAddr,
+    /// The address the client connected to.
+    pub destination: std::net::SocketAddr,
 }
 
 /// A protocol service: one instance per shard, created on the shard's thread.
@@ -184,6 +220,22 @@ pub trait Service: 'static {
 
     /// A statistics snapshot.
     fn stats(&mut self) -> Self::Stats;
+
+    /// The bytes so far (`input`, all of them) of a connection accepted on `listener`, a
+    /// listener with a preface, from `peer`: before TLS and before the service hears of the
+    /// connection (`on_accept` follows [`Preface::Done`]). The preface's deadline bounds the
+    /// wait. The default takes no preface.
+    fn preface(
+        &mut self,
+        _listener: usize,
+        _peer: Option<std::net::SocketAddr>,
+        _input: &[u8],
+    ) -> Preface {
+        Preface::Done {
+            consumed: 0,
+            origin: None,
+        }
+    }
 
     /// A message from another thread ([`crate::RuntimeHandle::broadcast`]), such as new
     /// configuration. The default ignores it.
@@ -440,6 +492,8 @@ pub struct ConnCx<'a, B> {
     pub(crate) fd: std::os::fd::BorrowedFd<'a>,
     /// The transport's session of a secure connection.
     pub(crate) session: Option<&'a dyn std::any::Any>,
+    /// Origins declared by prefaces, by slot index.
+    pub(crate) origins: &'a std::collections::HashMap<u32, Origin>,
 }
 
 impl<B> ConnCx<'_, B> {
@@ -495,6 +549,14 @@ impl<B> ConnCx<'_, B> {
     /// for a plaintext connection or another type).
     pub fn session<X: 'static>(&self) -> Option<&X> {
         self.session?.downcast_ref()
+    }
+
+    /// The origin the connection's preface declared (a PROXY protocol header), if any.
+    pub fn origin(&self) -> Option<Origin> {
+        if self.origins.is_empty() {
+            return None;
+        }
+        self.origins.get(&self.index).copied()
     }
 
     /// Sets (or replaces) the connection's single timer.

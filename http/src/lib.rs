@@ -6,6 +6,7 @@
 
 mod h2;
 pub mod proxy;
+mod proxy_header;
 mod response;
 pub mod runtime;
 mod service;

@@ -60,6 +60,17 @@ pub struct Backend {
     /// Our side of h2 connections to the servers (`[backend.NAME.http2]`): streams per
     /// connection at most, windows, frame and header limits.
     pub http2: coreplex_protocol::h2::conn::Settings,
+    /// A PROXY protocol header first on every backend connection, naming its client.
+    pub send_proxy: Option<ProxyVersion>,
+}
+
+/// `send_proxy`: which PROXY protocol header a backend connection starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyVersion {
+    /// The text line (`PROXY TCP4 ...`).
+    V1,
+    /// The binary header.
+    V2,
 }
 
 /// `protocol`: how streams of HTTP/2 clients reach the servers.
@@ -185,6 +196,31 @@ pub struct Listener {
     pub http2: Http2,
     /// What WebSocket endpoints (routes with `websocket`) accept.
     pub websocket: WebSocket,
+    /// PROXY protocol headers accepted from trusted sources.
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+/// `[listener.proxy_protocol]`: PROXY protocol v1/v2 headers, accepted from these sources only.
+#[derive(Debug, Clone)]
+pub struct ProxyProtocol {
+    /// Source networks that must send a header (anyone else is served as is, and closed if it
+    /// sends one).
+    pub trusted: Vec<ipnet::IpNet>,
+    /// How long the header may take to arrive.
+    pub timeout: Duration,
+}
+
+impl ProxyProtocol {
+    /// Whether `ip` is a trusted source (an IPv4-mapped IPv6 address counts as its IPv4 one).
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        self.trusted.iter().any(|n| n.contains(&ip))
+    }
 }
 
 impl Listener {

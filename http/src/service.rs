@@ -59,6 +59,8 @@ pub struct ListenerRuntime {
     tcp_keepalive: Option<TcpKeepalive>,
     /// WebSocket endpoints' frame and message limits and permessage-deflate.
     pub(super) websocket: super::websocket::WsListener,
+    /// PROXY protocol headers accepted (`http::proxy_header`).
+    pub(super) proxy_protocol: Option<crate::runtime::ProxyProtocol>,
 }
 
 impl ListenerRuntime {
@@ -101,6 +103,7 @@ impl ListenerRuntime {
             h2c: l.tls.is_none() && l.http2.h2c,
             h2_idle: l.http2.idle_timeout.unwrap_or(l.timeouts.http_keep_alive),
             websocket: super::websocket::WsListener::new(&l.websocket),
+            proxy_protocol: l.proxy_protocol.clone(),
         }
     }
 
@@ -657,6 +660,15 @@ impl Service for HttpService {
 
     fn transport(&mut self) -> &mut coreplex_tls::Tls {
         &mut self.transport
+    }
+
+    fn preface(
+        &mut self,
+        listener: usize,
+        peer: Option<std::net::SocketAddr>,
+        input: &[u8],
+    ) -> coreplex_engine::Preface {
+        self.proxy_preface(listener, peer, input)
     }
 
     fn on_control(&mut self, msg: Box<dyn std::any::Any + Send>) {

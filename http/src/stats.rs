@@ -32,6 +32,33 @@ pub struct HttpStats {
     pub ws: WsStats,
     /// Upgrade tunnels to backends.
     pub tunnels: TunnelStats,
+    /// PROXY protocol headers on listeners that accept them.
+    pub proxy_protocol: ProxyProtocolStats,
+}
+
+/// PROXY protocol headers (`[listener.proxy_protocol]`), by outcome.
+#[derive(Clone, Debug, Default)]
+pub struct ProxyProtocolStats {
+    /// Headers that named a client (v1 TCP4/TCP6, v2 PROXY).
+    pub accepted: u64,
+    /// Headers that named none (v1 UNKNOWN, v2 LOCAL: a balancer's health check).
+    pub local: u64,
+    /// Connections from trusted sources without a header (closed).
+    pub missing: u64,
+    /// Malformed or truncated headers, or too long (closed).
+    pub malformed: u64,
+    /// Headers from sources not in `trusted` (closed).
+    pub untrusted: u64,
+}
+
+impl ProxyProtocolStats {
+    fn merge(&mut self, o: &ProxyProtocolStats) {
+        self.accepted += o.accepted;
+        self.local += o.local;
+        self.missing += o.missing;
+        self.malformed += o.malformed;
+        self.untrusted += o.untrusted;
+    }
 }
 
 /// Upgrade tunnels (`proxy::tunnel`): HTTP/1.1 upgrades a backend accepted with 101.
@@ -258,6 +285,7 @@ impl Default for HttpStats {
             h2: H2Stats::default(),
             ws: WsStats::default(),
             tunnels: TunnelStats::default(),
+            proxy_protocol: ProxyProtocolStats::default(),
         }
     }
 }
@@ -312,5 +340,6 @@ impl HttpStats {
         self.h2.merge(&o.h2);
         self.ws.merge(&o.ws);
         self.tunnels.merge(&o.tunnels);
+        self.proxy_protocol.merge(&o.proxy_protocol);
     }
 }

@@ -1,5 +1,5 @@
-//! Sans-I/O protocol support for coreplex: HTTP/1.1 (below), HTTP/2 ([`h2`]) and the WebSocket
-//! codec ([`ws`]).
+//! Sans-I/O protocol support for coreplex: HTTP/1.1 (below), HTTP/2 ([`h2`]), the WebSocket
+//! codec ([`ws`]) and the PROXY protocol header ([`proxy`]).
 //!
 //! This crate performs no I/O, reads no clock and spawns no threads: callers
 //! hand it byte slices and get back positions, parsed views and errors. The
@@ -25,6 +25,7 @@
 
 pub mod h1;
 pub mod h2;
+pub mod proxy;
 pub mod ws;
 
 pub use h1::{

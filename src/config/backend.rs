@@ -5,7 +5,9 @@
 use super::timeouts::RawTimeouts;
 use super::{err, ConfigError};
 use crate::units::Dur;
-pub use coreplex_http::runtime::{Backend, BackendProtocol, ClientClose, Server, TcpKeepalive};
+pub use coreplex_http::runtime::{
+    Backend, BackendProtocol, ClientClose, ProxyVersion, Server, TcpKeepalive,
+};
 use coreplex_pool::{BackendPolicy, Balance, ReuseMode, ServerPolicy};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -95,6 +97,7 @@ pub(super) struct RawBackend {
     tls: Option<super::tls::RawBackendTls>,
     protocol: Option<String>,
     http2: Option<super::http2::RawHttp2>,
+    send_proxy: Option<String>,
 }
 
 impl RawBackend {
@@ -237,6 +240,40 @@ pub(super) fn validate(
             ReuseMode::Safe
         }
     };
+    let send_proxy = match raw.send_proxy.as_deref() {
+        None => None,
+        Some("v1") => Some(ProxyVersion::V1),
+        Some("v2") => Some(ProxyVersion::V2),
+        Some(other) => {
+            errors.push(err(
+                format!("{p}.send_proxy"),
+                format!("unknown PROXY protocol version {other:?}: expected \"v1\" or \"v2\""),
+            ));
+            None
+        }
+    };
+    if send_proxy.is_some() {
+        // The header names one client: a connection carries that client's requests only.
+        if raw.reuse.as_deref().is_some_and(|r| r != "never") {
+            errors.push(err(
+                format!("{p}.reuse"),
+                "with send_proxy a backend connection carries one client's requests (its PROXY header names that client): leave reuse out or set \"never\"",
+            ));
+        }
+        policy.reuse = ReuseMode::Never;
+        if protocol != BackendProtocol::H1 {
+            errors.push(err(
+                format!("{p}.send_proxy"),
+                "needs protocol = \"h1\": a multiplexed h2 connection carries many clients' streams, and a PROXY header names one",
+            ));
+        }
+        if raw.tls.is_some() {
+            errors.push(err(
+                format!("{p}.send_proxy"),
+                "is not supported with tls yet (the header goes before the TLS handshake)",
+            ));
+        }
+    }
     if raw.maxconn == Some(0) {
         errors.push(err(
             format!("{p}.maxconn"),
@@ -303,6 +340,7 @@ pub(super) fn validate(
         },
         protocol,
         http2,
+        send_proxy,
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod backend;
 mod http2;
+mod proxy_protocol;
 mod timeouts;
 mod tls;
 mod websocket;
@@ -151,6 +152,7 @@ struct RawListener {
     tls: Option<tls::RawListenerTls>,
     http2: Option<http2::RawHttp2>,
     websocket: Option<websocket::RawWebSocket>,
+    proxy_protocol: Option<proxy_protocol::RawProxyProtocol>,
     #[serde(default)]
     route: Vec<RawRoute>,
 }
@@ -446,6 +448,12 @@ fn validate(
         );
         let websocket =
             websocket::validate(raw.websocket.as_ref(), &format!("{p}.websocket"), errors);
+        let proxy_protocol = proxy_protocol::validate(
+            raw.proxy_protocol.as_ref(),
+            timeouts.http_request,
+            &format!("{p}.proxy_protocol"),
+            errors,
+        );
         let mut routes = Vec::new();
         for (j, r) in raw.route.into_iter().enumerate() {
             let rp = format!("{p}.route[{j}]");
@@ -465,6 +473,7 @@ fn validate(
             tls,
             http2,
             websocket,
+            proxy_protocol,
         });
     }
     if out.is_empty() && errors.is_empty() {
@@ -860,6 +869,72 @@ colour = "red"
         for want in ["global.max_connections", "global.ring_entries"] {
             assert!(paths.contains(&want), "missing {want} in {errs:#?}");
         }
+    }
+
+    #[test]
+    fn proxy_protocol_send_proxy_and_upgrade_keys_are_checked_with_their_paths() {
+        let text = r#"version = 1
+[global]
+shutdown_timeout = "2s"
+close_spread_time = "5s"
+[[listener]]
+bind = "127.0.0.1:1"
+proxy_protocol = { trusted = ["10.0.0.0/33", "nope"], timeout = "0s" }
+[[listener.route]]
+backend = "a"
+[[listener]]
+name = "empty"
+bind = "127.0.0.1:2"
+proxy_protocol = { trusted = [] }
+[backend.a]
+servers = [{ address = "127.0.0.1:9" }]
+send_proxy = "v3"
+[backend.b]
+servers = [{ address = "127.0.0.1:9" }]
+send_proxy = "v2"
+reuse = "always"
+protocol = "h2"
+"#;
+        let errs = load(text).unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        for want in [
+            "global.close_spread_time",
+            "listener[0].proxy_protocol.trusted[0]",
+            "listener[0].proxy_protocol.trusted[1]",
+            "listener[0].proxy_protocol.timeout",
+            "listener[1].proxy_protocol.trusted",
+            "backend.a.send_proxy",
+            "backend.b.reuse",
+            "backend.b.send_proxy",
+        ] {
+            assert!(paths.contains(&want), "missing {want} in {errs:#?}");
+        }
+        let ok = load(
+            r#"version = 1
+[global]
+hard_stop_after = "30s"
+close_spread_time = "5s"
+control_socket = "/run/coreplex/control.sock"
+[[listener]]
+bind = "127.0.0.1:1"
+proxy_protocol = { trusted = ["10.1.2.3/8", "::1", "192.168.0.7"] }
+[[listener.route]]
+backend = "a"
+[backend.a]
+servers = [{ address = "127.0.0.1:9" }]
+send_proxy = "v1"
+"#,
+        )
+        .expect("valid");
+        assert_eq!(ok.global.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(ok.global.close_spread_time, Duration::from_secs(5));
+        let pp = ok.listeners[0].proxy_protocol.as_ref().unwrap();
+        assert!(pp.trusts("10.200.0.1".parse().unwrap()));
+        assert!(pp.trusts("::ffff:192.168.0.7".parse().unwrap()));
+        assert!(pp.trusts("::1".parse().unwrap()));
+        assert!(!pp.trusts("192.168.0.8".parse().unwrap()));
+        assert_eq!(pp.timeout, Duration::from_secs(10), "the http_request timeout");
+        assert_eq!(ok.backends[0].policy.reuse, coreplex_pool::ReuseMode::Never);
     }
 
     #[test]

@@ -261,6 +261,22 @@ pub fn render(reports: &[ShardReport<HttpStats>], shards_expected: usize) -> Str
     h2::render(o, &h.h2);
     websocket::render(o, &h.ws, &h.tunnels);
     websocket::render_tunnels(o, &h.tunnels);
+    let pp = &h.proxy_protocol;
+    header(
+        o,
+        "coreplex_proxy_protocol_total",
+        "PROXY protocol headers on listeners that accept them, by outcome (missing, malformed and untrusted ones close the connection).",
+        "counter",
+    );
+    for (outcome, n) in [
+        ("accepted", pp.accepted),
+        ("local", pp.local),
+        ("missing", pp.missing),
+        ("malformed", pp.malformed),
+        ("untrusted", pp.untrusted),
+    ] {
+        let _ = writeln!(o, "coreplex_proxy_protocol_total{{outcome=\"{outcome}\"}} {n}");
+    }
     out
 }
 

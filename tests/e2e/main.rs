@@ -15,6 +15,7 @@ mod malformed;
 mod metrics;
 mod proxy;
 mod proxy_pool;
+mod proxy_protocol;
 mod runtime;
 mod shards;
 mod shutdown;

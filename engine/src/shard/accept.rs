@@ -10,6 +10,8 @@ pub(super) struct Listener {
     /// Accepting is paused until the rate limit allows another connection.
     pub(super) rate_paused: bool,
     pub(super) rate: Option<RateBucket>,
+    /// The deadline of a connection's preface, on a listener with one.
+    pub(super) preface: Option<Duration>,
 }
 
 /// A token bucket of new connections per second (burst: one second's worth).
@@ -244,6 +246,16 @@ impl<S: Service> Shard<S> {
         };
         self.core.stats.accepted += 1;
         self.ring.recv_multi(raw, token::pack(OP_RECV, id));
+        if let Some(deadline) = self.listeners[listener].preface {
+            self.await_preface(id, listener, deadline);
+            return; // the transport and the service hear of it once its preface is read
+        }
+        self.start_accepted(id, listener);
+    }
+
+    /// An accepted connection (its preface, if any, read) goes to the transport's handshake or
+    /// straight to the service.
+    pub(super) fn start_accepted(&mut self, id: Id, listener: usize) {
         if self.accept_secure(id, listener) {
             return; // the service hears of it once the handshake is done
         }

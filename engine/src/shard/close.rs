@@ -62,7 +62,13 @@ impl<S: Service> Shard<S> {
             return;
         }
         let conn = self.core.conns.remove(id).expect("checked");
-        let started = if conn.state & state::SECURE != 0 {
+        if !self.core.origins.is_empty() {
+            self.core.origins.remove(&id.index);
+        }
+        let started = if conn.state & state::PREFACE != 0 {
+            self.core.prefaces.remove(&id.index);
+            false
+        } else if conn.state & state::SECURE != 0 {
             self.core
                 .sessions
                 .remove(&id.index)

@@ -62,7 +62,12 @@ impl<S: Service> Shard<S> {
                 .conns
                 .get(id)
                 .is_some_and(|c| c.state & state::SECURE != 0);
-            if secure && !self.core.secure_started(id) {
+            let preface = self
+                .core
+                .conns
+                .get(id)
+                .is_some_and(|c| c.state & state::PREFACE != 0);
+            if preface || secure && !self.core.secure_started(id) {
                 // Still handshaking: not the service's yet.
                 self.begin_close(id, CloseReason::Shutdown);
                 self.maybe_finalize(id);

@@ -43,6 +43,7 @@ mod close;
 mod control;
 mod life;
 mod pairs;
+mod preface;
 mod recv;
 mod secure;
 mod send;
@@ -84,6 +85,9 @@ mod state {
     pub const SECURE: u8 = 1 << 5;
     /// Paired with another connection (`Core::pairs`).
     pub const PAIRED: u8 = 1 << 6;
+    /// Accepted on a listener with a preface that has not been read yet (`Core::prefaces`):
+    /// neither the transport nor the service has seen the connection.
+    pub const PREFACE: u8 = 1 << 7;
     /// Operations the kernel owns: a closing connection waits for their completions.
     pub const IN_KERNEL: u8 = RECV_ARMED | SENDING | CONNECTING;
 }
@@ -136,6 +140,16 @@ struct Core<S: Service> {
     pairs: HashMap<u32, Id>,
     /// Scratch for the application bytes a transport produces from one receive.
     plain: Vec<u8>,
+    /// Connections whose preface is being read, by slot index.
+    prefaces: HashMap<u32, PendingPreface>,
+    /// Origins their prefaces declared, by slot index, for the connection's life.
+    origins: HashMap<u32, crate::service::Origin>,
+}
+
+/// A connection's preface bytes so far.
+struct PendingPreface {
+    listener: usize,
+    input: Vec<u8>,
 }
 
 /// The transport's per-connection state for service `S`.
@@ -210,6 +224,7 @@ impl<S: Service> Core<S> {
             effects: &mut effects,
             fd: conn.fd.as_fd(),
             session,
+            origins: &self.origins,
         };
         let r = f(&mut self.service, &mut cx, &mut conn.app);
         let req = Requests {
@@ -323,6 +338,7 @@ impl<S: Service> Shard<S> {
         ring: Ring,
         listeners: Vec<OwnedFd>,
         rates: &[Option<u32>],
+        prefaces: &[Option<Duration>],
         service: S,
         inbox: ShardInbox<S::Stats>,
     ) -> Shard<S> {
@@ -349,6 +365,8 @@ impl<S: Service> Shard<S> {
                 sessions: HashMap::new(),
                 pairs: HashMap::new(),
                 plain: Vec::new(),
+                prefaces: HashMap::new(),
+                origins: HashMap::new(),
             },
             ring,
             max_connections: cfg.max_connections,
@@ -365,6 +383,7 @@ impl<S: Service> Shard<S> {
                         .copied()
                         .flatten()
                         .map(|r| RateBucket::new(r, 0)),
+                    preface: prefaces.get(i).copied().flatten(),
                 })
                 .collect(),
             inbox,

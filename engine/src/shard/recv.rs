@@ -21,7 +21,13 @@ impl<S: Service> Shard<S> {
         let (st, life) = (conn.state, conn.life);
         if c.result > 0 {
             self.core.stats.bytes_in += c.result as u64;
-            if st & state::SECURE != 0 {
+            if st & state::PREFACE != 0 {
+                if let Some(b) = buf {
+                    let data = self.ring.bufs_ref().data(&b).to_vec();
+                    self.ring.bufs().recycle(b);
+                    self.preface_input(id, &data);
+                }
+            } else if st & state::SECURE != 0 {
                 let Some(mut b) = buf else {
                     self.after_recv(id);
                     return;
@@ -86,6 +92,13 @@ impl<S: Service> Shard<S> {
         let Some(conn) = self.core.conns.get_mut(id) else {
             return;
         };
+        if conn.state & state::PREFACE != 0 {
+            // Gone before its preface: the service never saw it.
+            self.core.prefaces.remove(&id.index);
+            self.begin_close(id, CloseReason::PeerClosed);
+            self.maybe_finalize(id);
+            return;
+        }
         let was = conn.life;
         conn.life = was.peer_eof();
         match was {

@@ -55,6 +55,12 @@ impl<S: Service> Shard<S> {
                 if conn.life.is_closing() {
                     return;
                 }
+                if conn.state & state::PREFACE != 0 {
+                    self.core.prefaces.remove(&id.index);
+                    self.begin_close(id, CloseReason::PrefaceTimeout);
+                    self.maybe_finalize(id);
+                    return;
+                }
                 if conn.state & state::SECURE != 0 && !self.core.secure_started(id) {
                     // The handshake deadline: the service never saw this connection.
                     self.begin_close(id, CloseReason::HandshakeTimeout);

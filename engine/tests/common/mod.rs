@@ -14,6 +14,7 @@ pub fn one_shard() -> RuntimeConfig {
             addr: "127.0.0.1:0".parse().unwrap(),
             backlog: 128,
             rate_limit: None,
+            preface: None,
         }],
         shard: ShardConfig {
             max_connections: 64,

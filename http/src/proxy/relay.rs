@@ -160,6 +160,7 @@ impl HttpService {
             now,
         });
         ex.started = started;
+        ex.proxy_header = self.proxy_header_for(cx, b);
         ex.upgrade = tunnel.map(|t| t.websocket);
         ex.ws = ws;
         ex.accept = accept;

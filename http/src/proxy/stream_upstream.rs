@@ -192,6 +192,10 @@ impl HttpService {
         let b = ex.backend;
         ex.connected = true;
         ex.stage = Stage::Forwarding;
+        if let Some(h) = &ex.proxy_header {
+            // A new connection: its first bytes name the client (`send_proxy`).
+            cx.output().extend_from_slice(h);
+        }
         let (server, session, since) = (ex.server, ex.info.session, ex.since);
         self.proxy
             .note_connected(cx, b, server, session, since, None);

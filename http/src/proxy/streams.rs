@@ -137,6 +137,8 @@ pub(crate) struct StreamExchange {
     /// backend must answer (the key was made here); for an HTTP/1.1 client's carried over an h2
     /// backend stream, what its 101 carries.
     pub accept: Option<[u8; 28]>,
+    /// The PROXY protocol header a new backend connection starts with (`send_proxy`).
+    pub proxy_header: Option<Box<[u8]>>,
     /// An HTTP/1.1 client's WebSocket carried as an RFC 8441 extended CONNECT stream on a
     /// multiplexed h2 backend connection: its 200 goes to the client as the 101, then the
     /// client's bytes go up as DATA and the stream's DATA come down as they are.
@@ -233,6 +235,7 @@ impl StreamExchange {
             ws: None,
             h2_tunnel: false,
             accept: None,
+            proxy_header: None,
             mux_tunnel: false,
             started: n.now,
             since: n.now,
@@ -337,7 +340,7 @@ impl HttpService {
         let now = cx.now();
         let key = self.proxy.next_stream;
         self.proxy.next_stream += 1;
-        let ex = StreamExchange::new(NewExchange {
+        let mut ex = StreamExchange::new(NewExchange {
             key,
             client: cx.id(),
             stream,
@@ -351,6 +354,7 @@ impl HttpService {
             retries: cfg.retries,
             now,
         });
+        ex.proxy_header = self.proxy_header_for(cx, b);
         conn.set_used_backend();
         self.h2_exchange_begin(cx, conn, front, ex);
     }
@@ -424,6 +428,7 @@ impl HttpService {
         });
         ex.upgrade = Some(websocket);
         ex.h2_tunnel = true;
+        ex.proxy_header = self.proxy_header_for(cx, b);
         ex.accept = key.map(|k| coreplex_protocol::ws::handshake::accept_for_key(&k));
         // The stream's END_STREAM goes on as a FIN, after the bytes before it.
         ex.client_fin = true;
@@ -448,8 +453,40 @@ impl HttpService {
         }
     }
 
-    /// The client's address, looked up once per connection that uses a backend.
+    /// The PROXY protocol header for a connection to backend `b` on behalf of client `cx`, if
+    /// the backend sends one: the client's origin (its own header's, else its socket's
+    /// addresses).
+    pub(super) fn proxy_header_for(&self, cx: &Cx<'_>, b: usize) -> Option<Box<[u8]>> {
+        let version = self.proxy.backends[b].config.send_proxy?;
+        let (source, destination) = match cx.origin() {
+            Some(o) => (o.source, o.destination),
+            None => {
+                let s = cx.socket();
+                (
+                    s.peer_addr().ok()?.as_socket()?,
+                    s.local_addr().ok()?.as_socket()?,
+                )
+            }
+        };
+        let mut out = Vec::with_capacity(64);
+        match version {
+            crate::runtime::ProxyVersion::V1 => {
+                coreplex_protocol::proxy::encode_v1(source, destination, &mut out)
+            }
+            crate::runtime::ProxyVersion::V2 => {
+                coreplex_protocol::proxy::encode_v2(source, destination, &mut out)
+            }
+        }
+        Some(out.into_boxed_slice())
+    }
+
+    /// The client's address: the one its PROXY protocol header named, else its peer address
+    /// (looked up once per connection that uses a backend).
     pub(super) fn client_ip(&mut self, cx: &Cx<'_>) -> Option<std::net::IpAddr> {
+        if let Some(o) = cx.origin() {
+            // The client a PROXY protocol header named.
+            return Some(o.source.ip());
+        }
         *self.proxy.client_ips.entry(cx.id()).or_insert_with(|| {
             cx.socket()
                 .peer_addr()
