@@ -202,7 +202,7 @@ fn start(cfg: Config, signals: SigSet) -> Result<(), String> {
         ),
         None => None,
     };
-    let secure = Secure::load(&cfg)?;
+    let secure = Secure::load(&cfg, inherited.as_mut().and_then(|i| i.take_ticket_keys()))?;
     let sockets = match inherited.as_mut() {
         Some(i) => i.take_listeners(&cfg),
         None => cfg.listeners.iter().map(|_| Vec::new()).collect(),
@@ -316,7 +316,7 @@ fn start(cfg: Config, signals: SigSet) -> Result<(), String> {
             }
             return;
         }
-        let handoff = match handoff(&cfg, &handle, &admin_copy, &control_copy) {
+        let handoff = match handoff(&cfg, &handle, &admin_copy, &control_copy, &secure) {
             Ok(h) => h,
             Err(e) => {
                 tracing::warn!("upgrade refused: {e}");
@@ -427,6 +427,7 @@ fn handoff(
     handle: &coreplex_engine::RuntimeHandle<crate::http::HttpStats>,
     admin: &Option<OwnedFd>,
     control: &Option<OwnedFd>,
+    secure: &Secure,
 ) -> Result<Handoff, String> {
     let dup = |e: std::io::Error| format!("cannot copy a listening socket: {e}");
     let sockets = handle
@@ -448,5 +449,6 @@ fn handoff(
             (Some(p), Some(fd)) => Some((p.clone(), fd.try_clone().map_err(dup)?)),
             _ => None,
         },
+        ticket_keys: secure.generated_keys(),
     })
 }

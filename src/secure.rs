@@ -3,13 +3,15 @@
 //! ticket keys every shard seals with: read from the shared key file, or generated at start and
 //! rotated on a schedule by a thread that pushes each new key set to every shard over the control
 //! channel (old keys keep opening tickets for one lifetime; nothing is locked on a handshake).
+//! A binary upgrade hands the generated keys to the successor, which seals with a fresh key and
+//! keeps opening the predecessor's tickets.
 
 use crate::config::{BackendProtocol, Config};
 use coreplex_engine::RuntimeHandle;
 use coreplex_tls::settings::TicketKeys;
 use coreplex_tls::tickets::{self, TicketKey, Ticketer};
 use coreplex_tls::{client, server, ListenerTls};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The TLS of a configuration, loaded once and copied into each shard's transport.
@@ -26,13 +28,15 @@ pub struct Secure {
     pub backend_h2_profiles: Vec<Vec<Option<u32>>>,
     /// The ticketer shards start with (`None`: tickets off).
     pub ticketer: Option<Arc<Ticketer>>,
-    /// The generated keys so far (newest first), when they rotate.
-    keys: Vec<TicketKey>,
+    /// The generated keys in use (newest first), when they rotate; the rotation thread keeps
+    /// them current.
+    keys: Arc<Mutex<Vec<TicketKey>>>,
 }
 
 impl Secure {
-    /// Loads every certificate and key of `cfg` and sets up the ticket keys.
-    pub fn load(cfg: &Config) -> Result<Secure, String> {
+    /// Loads every certificate and key of `cfg` and sets up the ticket keys (generated ones
+    /// after `inherited`, a predecessor's, when given).
+    pub fn load(cfg: &Config, inherited: Option<Vec<TicketKey>>) -> Result<Secure, String> {
         let mut listeners = Vec::new();
         for l in &cfg.listeners {
             listeners.push(match &l.tls {
@@ -99,8 +103,10 @@ impl Secure {
                 let t = Ticketer::new(&keys, lifetime).map_err(|e| e.to_string())?;
                 (Vec::new(), Some(t))
             }
-            TicketKeys::Generated { .. } => {
-                let keys = vec![TicketKey::generate().map_err(|e| e.to_string())?];
+            TicketKeys::Generated { rotate } => {
+                let mut keys = vec![TicketKey::generate().map_err(|e| e.to_string())?];
+                keys.extend(inherited.unwrap_or_default());
+                keys.truncate(keys_kept(cfg.global.tickets.lifetime, *rotate));
                 let t = Ticketer::new(&keys, lifetime).map_err(|e| e.to_string())?;
                 (keys, Some(t))
             }
@@ -111,8 +117,14 @@ impl Secure {
             backend_profiles,
             backend_h2_profiles,
             ticketer,
-            keys,
+            keys: Arc::new(Mutex::new(keys)),
         })
+    }
+
+    /// The generated ticket keys in use (newest first), for a successor; empty with a key file
+    /// (the successor reads it) or no tickets.
+    pub fn generated_keys(&self) -> Vec<TicketKey> {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// A shard's transport.
@@ -129,9 +141,8 @@ impl Secure {
             return;
         }
         let lifetime = cfg.global.tickets.lifetime;
-        let mut keys = self.keys.clone();
-        // A ticket sealed just before a rotation must open for a whole lifetime after it.
-        let keep = (lifetime.as_secs_f64() / rotate.as_secs_f64()).ceil() as usize + 1;
+        let shared = self.keys.clone();
+        let keep = keys_kept(lifetime, rotate);
         let secs = lifetime.as_secs().min(u64::from(u32::MAX)) as u32;
         let spawned = std::thread::Builder::new()
             .name("coreplex-tickets".into())
@@ -141,8 +152,12 @@ impl Secure {
                     tracing::warn!("ticket key rotation: no randomness; keeping the keys");
                     continue;
                 };
-                keys.insert(0, key);
-                keys.truncate(keep);
+                let keys = {
+                    let mut keys = shared.lock().unwrap_or_else(|e| e.into_inner());
+                    keys.insert(0, key);
+                    keys.truncate(keep);
+                    keys.clone()
+                };
                 let Ok(t) = Ticketer::new(&keys, secs) else {
                     continue;
                 };
@@ -155,4 +170,10 @@ impl Secure {
             tracing::warn!("cannot start the ticket key rotation: {e}");
         }
     }
+}
+
+/// Generated keys kept: a ticket sealed just before a rotation must open for a whole lifetime
+/// after it.
+fn keys_kept(lifetime: Duration, rotate: Duration) -> usize {
+    (lifetime.as_secs_f64() / rotate.as_secs_f64().max(1.0)).ceil() as usize + 1
 }

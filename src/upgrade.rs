@@ -11,12 +11,14 @@
 //!   "L\t<bind>\t<name>" + its sockets  ------>   (one message per listener, 200 sockets at most)
 //!   "A\t<bind>" + admin socket  ------------->
 //!   "C\t<path>" + control socket  ----------->
+//!   "K\t<hex>" generated TLS ticket keys  ---->   (sealed with a fresh key; these still open)
 //!   "E"  ------------------------------------>   starts: listeners matched by name and bind
 //!                                                 address take the sockets, others bind anew
 //!   drains (stop, shutdown_timeout)  <--------   "R\t<pid>"  (or EOF: failed; keep serving)
 //! ```
 
 use crate::config::Config;
+use coreplex_tls::tickets::{self, TicketKey};
 use coreplex_engine::sys::fdpass;
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -58,7 +60,13 @@ pub struct Handoff {
     pub admin: Option<(SocketAddr, OwnedFd)>,
     /// The control socket and its path.
     pub control: Option<(PathBuf, OwnedFd)>,
+    /// The generated TLS ticket keys in use, newest first (so the successor opens the tickets
+    /// this process sealed).
+    pub ticket_keys: Vec<TicketKey>,
 }
+
+/// The most ticket keys handed over (the newest; each is 160 hex digits of a message).
+const MAX_KEYS: usize = 24;
 
 /// Why an upgrade did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +164,15 @@ fn send_handoff(sock: &OwnedFd, h: Handoff) -> Result<(), Wait> {
     if let Some((path, fd)) = &h.control {
         send(format!("C\t{}", path.display()), std::slice::from_ref(fd))?;
     }
+    if !h.ticket_keys.is_empty() {
+        let mut text = String::from("K\t");
+        for k in h.ticket_keys.iter().take(MAX_KEYS) {
+            for b in k.to_file_bytes() {
+                text.push_str(&format!("{b:02x}"));
+            }
+        }
+        send(text, &[])?;
+    }
     send("E".into(), &[])
 }
 
@@ -188,6 +205,7 @@ pub struct Inherited {
     listeners: Vec<(String, SocketAddr, Vec<OwnedFd>)>,
     admin: Option<(SocketAddr, OwnedFd)>,
     control: Option<(PathBuf, OwnedFd)>,
+    ticket_keys: Option<Vec<TicketKey>>,
     channel: OwnedFd,
 }
 
@@ -209,6 +227,7 @@ impl Inherited {
             listeners: Vec::new(),
             admin: None,
             control: None,
+            ticket_keys: None,
             channel,
         };
         loop {
@@ -241,6 +260,18 @@ impl Inherited {
                 "C" => {
                     let path = PathBuf::from(parts.next().unwrap_or(""));
                     got.control = fds.into_iter().next().map(|fd| (path, fd));
+                }
+                "K" => {
+                    let hex = parts.next().unwrap_or("").as_bytes();
+                    let bytes: Option<Vec<u8>> = hex
+                        .chunks(2)
+                        .map(|p| std::str::from_utf8(p).ok().and_then(|h| u8::from_str_radix(h, 16).ok()))
+                        .collect();
+                    got.ticket_keys = Some(
+                        bytes
+                            .and_then(|b| tickets::parse_keys(&b))
+                            .ok_or_else(|| "malformed ticket keys in the upgrade message".to_string())?,
+                    );
                 }
                 "E" => return Ok(Some(got)),
                 "" => return Err(
@@ -288,6 +319,11 @@ impl Inherited {
             Some((p, fd)) if p == path => Some(fd.into()),
             _ => None,
         }
+    }
+
+    /// The predecessor's generated TLS ticket keys, newest first.
+    pub fn take_ticket_keys(&mut self) -> Option<Vec<TicketKey>> {
+        self.ticket_keys.take()
     }
 
     /// Tells the predecessor this process is ready: it stops accepting and drains.

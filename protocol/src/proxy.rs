@@ -102,16 +102,21 @@ pub fn parse(input: &[u8]) -> Result<Parse, ProxyError> {
 
 fn parse_v1(input: &[u8]) -> Result<Parse, ProxyError> {
     let Some(end) = input.windows(2).position(|w| w == b"\r\n") else {
-        if input.len() >= V1_MAX || input.contains(&b'\n') {
-            return Err(if input.len() >= V1_MAX {
-                ProxyError::TooLong
-            } else {
-                ProxyError::MalformedV1("a bare LF")
-            });
+        // A CR may only be the last byte so far (its LF may follow).
+        let before_last = &input[..input.len() - 1];
+        if input.contains(&b'\n') || before_last.contains(&b'\r') {
+            return Err(ProxyError::MalformedV1("a bare CR or LF"));
+        }
+        if input.len() >= V1_MAX {
+            return Err(ProxyError::TooLong);
         }
         return Ok(Parse::Incomplete);
     };
     let len = end + 2;
+    if input[..end].contains(&b'\n') || input[..end].contains(&b'\r') {
+        // The same verdict as on any prefix of it.
+        return Err(ProxyError::MalformedV1("a bare CR or LF"));
+    }
     if len > V1_MAX {
         return Err(ProxyError::TooLong);
     }
@@ -347,6 +352,13 @@ mod tests {
                 parse(bad)
             );
         }
+        // Found by the fuzz target: a bare LF inside an UNKNOWN line is malformed whether or
+        // not its CRLF has arrived.
+        let lf = b"PROXY UNKNOWN NK\n\0Nx\r\n";
+        assert!(matches!(parse(lf), Err(ProxyError::MalformedV1(_))));
+        assert!(matches!(parse(&lf[..18]), Err(ProxyError::MalformedV1(_))));
+        assert!(matches!(parse(b"PROXY UNKNOWN \rx"), Err(ProxyError::MalformedV1(_))));
+        assert_eq!(parse(b"PROXY UNKNOWN \r"), Ok(Parse::Incomplete));
         let long = [b"PROXY UNKNOWN ".as_slice(), &[b'x'; 100]].concat();
         assert_eq!(parse(&long), Err(ProxyError::TooLong));
         assert_eq!(parse(b"GET / HTTP/1.1\r\n"), Err(ProxyError::Missing));

@@ -107,7 +107,7 @@ fn curl_tls_repeat(addr: SocketAddr, path: &str, n: usize) -> std::process::Outp
 
 /// One `openssl s_client` handshake: reads and writes the session file `sess`, stays 300 ms so
 /// TLS 1.3 tickets arrive. Returns its output.
-fn s_client(addr: SocketAddr, args: &[&str], sess: Option<&PathBuf>) -> String {
+pub(crate) fn s_client(addr: SocketAddr, args: &[&str], sess: Option<&PathBuf>) -> String {
     let connect = addr.to_string();
     let mut cmd = Command::new("openssl");
     cmd.args(["s_client", "-connect", &connect, "-CAfile", &cert("ca.pem")])

@@ -6,7 +6,7 @@
 //! while one runs is refused.
 
 use crate::backend::wait_until;
-use crate::harness::{config, run_cli, temp_path, Server, BIN};
+use crate::harness::{config, curl, run_cli, temp_path, Server, BIN};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -436,4 +436,57 @@ fn systemd_hears_ready_and_the_new_main_pid() {
     );
     drop(old);
     let _ = std::fs::remove_file(&notify_path);
+}
+
+#[test]
+fn tls_sessions_resume_across_an_upgrade_and_h2_goes_on() {
+    let control = temp_path("ctl.sock");
+    let pid_file = temp_path("pid");
+    let cfg = format!(
+        r#"version = 1
+[global]
+shards = 1
+shutdown_timeout = "3s"
+control_socket = "{}"
+pid_file = "{}"
+[admin]
+bind = "127.0.0.1:0"
+[[listener]]
+name = "tls"
+bind = "127.0.0.1:0"
+[listener.tls]
+{}
+[[listener.route]]
+respond = {{ status = 200, body = "over tls" }}
+"#,
+        control.display(),
+        pid_file.display(),
+        crate::tls::tls_table("")
+    );
+    let old = Server::start_binary(Path::new(BIN), &cfg, &[]);
+    let _successors = Successors {
+        pid_file,
+        first: old.pid(),
+    };
+    let addr = old.addr();
+    let sess = temp_path("tls-session.pem");
+    let first = crate::tls::s_client(addr, &["-tls1_3", "-servername", "localhost"], Some(&sess));
+    assert!(first.contains("\nNew, TLSv1.3"), "{first}");
+    let (ok, reply) = upgrade(&control);
+    assert!(ok, "{reply}");
+    assert_ne!(status_pid(&control), old.pid());
+    // The successor opens the tickets its predecessor sealed (its generated keys came along).
+    let again = crate::tls::s_client(addr, &["-tls1_3", "-servername", "localhost"], Some(&sess));
+    assert!(
+        again.contains("\nReused, TLSv1.3"),
+        "no resumption across the upgrade: {again}"
+    );
+    let out = curl(&[
+        "-sk",
+        "--http2",
+        "-w",
+        " %{http_version}",
+        &format!("https://localhost:{}/", addr.port()),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "over tls 2");
 }
