@@ -106,7 +106,7 @@ def start_nginx(port, tmp):
         f.write(text)
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     proc = subprocess.Popen([nginx, "-c", conf, "-p", tmp], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                            stderr=open(os.path.join(tmp, "stderr"), "w"), start_new_session=True)
 
     def swap():
         os.kill(proc.pid, signal.SIGHUP)
@@ -120,10 +120,17 @@ def start_nginx(port, tmp):
 
 def run(name, start, bench, args):
     port = free_port()
-    tmp = tempfile.mkdtemp(prefix=f"cpx-upgrade-{name}-")
+    tmp = tempfile.mkdtemp(prefix="cpx-upgrade-" + name.split()[0] + "-")
     swap, stop = start(port, tmp)
     try:
-        wait_port(port)
+        try:
+            wait_port(port)
+        except RuntimeError:
+            for log in ("stderr", "nginx-error.log"):
+                path = os.path.join(tmp, log)
+                if os.path.exists(path):
+                    print(f"{name} {log}:", open(path).read(), file=sys.stderr)
+            raise
         time.sleep(0.3)
         url = f"http://127.0.0.1:{port}/"
         common = ["-d", f"{args.duration}s", "--json", "--timeout", "3s"]
