@@ -1,4 +1,5 @@
-//! The admin endpoint: `/metrics` (Prometheus text) and `/health`, served by plain blocking threads
+//! The admin endpoint: `/metrics` (Prometheus text), `/stats` (the live page), `/stats.json` and
+//! `/stats.csv` (the same metric table), and `/health`, served by plain blocking threads
 //! outside the shards (an accept thread, one short-lived thread per connection, at most 64). A scrape asks every shard for a snapshot over the control channels and
 //! merges them; nothing on the shards' hot path is shared or locked.
 //!
@@ -118,18 +119,31 @@ fn serve(
     if !matches!(head.method, Method::Get | Method::Head) {
         return respond(&mut s, 405, "text/plain", "method not allowed\n", is_head);
     }
+    let table = || metrics::table(&handle.stats(Duration::from_secs(2)), handle.shards());
     match head.path {
-        "/metrics" => {
-            let reports = handle.stats(Duration::from_secs(2));
-            let body = metrics::render(&reports, handle.shards());
-            respond(
-                &mut s,
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                &body,
-                is_head,
-            )
-        }
+        "/metrics" => respond(
+            &mut s,
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            &table().prometheus(),
+            is_head,
+        ),
+        "/stats" => respond(
+            &mut s,
+            200,
+            "text/html; charset=utf-8",
+            crate::stats_page::PAGE,
+            is_head,
+        ),
+        "/stats.json" => respond(&mut s, 200, "application/json", &table().json(), is_head),
+        // `;csv` as HAProxy's stats URI takes it.
+        "/stats.csv" | "/stats;csv" => respond(
+            &mut s,
+            200,
+            "text/csv; charset=utf-8",
+            &table().csv(),
+            is_head,
+        ),
         "/health" => {
             if stopping.load(Ordering::Relaxed) {
                 respond(&mut s, 503, "text/plain", "stopping\n", is_head)
@@ -141,7 +155,7 @@ fn serve(
             &mut s,
             200,
             "text/plain",
-            "coreplex admin: /metrics (Prometheus), /health\n",
+            "coreplex admin: /metrics (Prometheus), /stats (live page), /stats.json, /stats.csv, /health\n",
             is_head,
         ),
         _ => respond(&mut s, 404, "text/plain", "not found\n", is_head),

@@ -18,6 +18,7 @@ mod metrics;
 mod notify;
 mod run;
 mod secure;
+mod stats_page;
 mod tune;
 pub mod units;
 mod upgrade;

@@ -18,8 +18,8 @@
 //! ```
 
 use crate::config::Config;
-use coreplex_tls::tickets::{self, TicketKey};
 use coreplex_engine::sys::fdpass;
+use coreplex_tls::tickets::{self, TicketKey};
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -265,13 +265,16 @@ impl Inherited {
                     let hex = parts.next().unwrap_or("").as_bytes();
                     let bytes: Option<Vec<u8>> = hex
                         .chunks(2)
-                        .map(|p| std::str::from_utf8(p).ok().and_then(|h| u8::from_str_radix(h, 16).ok()))
+                        .map(|p| {
+                            std::str::from_utf8(p)
+                                .ok()
+                                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                        })
                         .collect();
-                    got.ticket_keys = Some(
-                        bytes
-                            .and_then(|b| tickets::parse_keys(&b))
-                            .ok_or_else(|| "malformed ticket keys in the upgrade message".to_string())?,
-                    );
+                    got.ticket_keys =
+                        Some(bytes.and_then(|b| tickets::parse_keys(&b)).ok_or_else(|| {
+                            "malformed ticket keys in the upgrade message".to_string()
+                        })?);
                 }
                 "E" => return Ok(Some(got)),
                 "" => return Err(

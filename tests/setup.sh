@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the tools the end-to-end tests and benchmarks use, only where missing:
 # curl, nghttp (nghttp2-client), nginx (nginx-light), haproxy, wrk, ss (iproute2), prlimit (util-linux),
-# kill (procps), openssl (the TLS tests' s_client and certificate checks), the DejaVu font (plots), the Python modules h2, httpx and websockets,
+# kill (procps), openssl (the TLS tests' s_client and certificate checks), chromium (the stats page,
+# loaded headless), the DejaVu font (plots), the Python modules h2, httpx and websockets,
 # Node.js with the npm ws package (bench/ws-node), cargo-fuzz and httpwg-cli (the HTTP/2 conformance suite). Idempotent; runs as root (uses sudo
 # otherwise).
 set -euo pipefail
@@ -22,8 +23,9 @@ declare -A PKG=(
     [prlimit]=util-linux
     [kill]=procps
     [openssl]=openssl
+    [chromium]=chromium
 )
-TOOLS=(curl nghttp nginx haproxy wrk ss prlimit kill openssl)
+TOOLS=(curl nghttp nginx haproxy wrk ss prlimit kill openssl chromium)
 # h2load ships in nghttp2-client too.
 if ! type -P h2load >/dev/null 2>&1; then
     PKG[h2load]=nghttp2-client
@@ -112,6 +114,7 @@ version wrk --version
 version ss --version
 version prlimit --version
 version kill -V
+version chromium --version
 printf '%-10s %s\n' python3 "$(python3 -c 'import sys, h2, httpx, websockets; print(sys.version.split()[0], "h2", h2.__version__, "httpx", httpx.__version__, "websockets", websockets.__version__)')"
 printf '%-10s %s\n' cargo-fuzz "$(cargo fuzz --version 2>&1 | head -n 1)"
 printf '%-10s %s\n' httpwg "$(type -P httpwg || echo MISSING)"

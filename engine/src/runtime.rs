@@ -17,7 +17,7 @@ use crate::error::EngineError;
 use crate::limits;
 use crate::listener::{self, ListenerSpec};
 use crate::service::Service;
-use crate::shard::{Shard, ShardConfig};
+use crate::shard::{ListenerSettings, Shard, ShardConfig};
 use crate::sys::{Ring, RingFeatures};
 use crate::token::SEND_TAG;
 use std::net::SocketAddr;
@@ -199,18 +199,17 @@ impl<St: Send + 'static> Runtime<St> {
             let ready = ready_tx.clone();
             let scfg = cfg.shard.clone();
             let shards = cfg.cpus.len();
-            let rates: Vec<Option<u32>> = cfg
+            let settings: Vec<ListenerSettings> = cfg
                 .listeners
                 .iter()
-                .map(|l| {
-                    l.rate_limit.map(|r| {
+                .map(|l| ListenerSettings {
+                    rate: l.rate_limit.map(|r| {
                         let part = limits::shard_share(u64::from(r), shards, shard);
                         u32::try_from(part).unwrap_or(u32::MAX)
-                    })
+                    }),
+                    preface: l.preface,
                 })
                 .collect();
-            let prefaces: Vec<Option<Duration>> =
-                cfg.listeners.iter().map(|l| l.preface).collect();
             let t = std::thread::Builder::new()
                 .name(format!("cpx-shard-{shard}"))
                 .spawn(move || {
@@ -233,8 +232,7 @@ impl<St: Send + 'static> Runtime<St> {
                     };
                     let features = ring.features();
                     let service = factory(shard);
-                    let shard_loop =
-                        Shard::new(shard, &scfg, ring, fds, &rates, &prefaces, service, inbox);
+                    let shard_loop = Shard::new(shard, &scfg, ring, fds, &settings, service, inbox);
                     let _ = ready.send(Ok(features));
                     drop(ready);
                     shard_loop.run();

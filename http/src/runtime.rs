@@ -214,9 +214,7 @@ impl ProxyProtocol {
     /// Whether `ip` is a trusted source (an IPv4-mapped IPv6 address counts as its IPv4 one).
     pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
         let ip = match ip {
-            std::net::IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .map_or(ip, std::net::IpAddr::V4),
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
             v4 => v4,
         };
         self.trusted.iter().any(|n| n.contains(&ip))

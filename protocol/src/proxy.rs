@@ -120,12 +120,11 @@ fn parse_v1(input: &[u8]) -> Result<Parse, ProxyError> {
     if len > V1_MAX {
         return Err(ProxyError::TooLong);
     }
-    let line = std::str::from_utf8(&input[..end]).map_err(|_| ProxyError::MalformedV1("not ASCII"))?;
+    let line =
+        std::str::from_utf8(&input[..end]).map_err(|_| ProxyError::MalformedV1("not ASCII"))?;
     let mut words = line.split(' ');
     let _proxy = words.next();
-    let family = words
-        .next()
-        .ok_or(ProxyError::MalformedV1("no protocol"))?;
+    let family = words.next().ok_or(ProxyError::MalformedV1("no protocol"))?;
     if family == "UNKNOWN" {
         return Ok(Parse::Complete {
             header: Header::Local,
@@ -135,9 +134,17 @@ fn parse_v1(input: &[u8]) -> Result<Parse, ProxyError> {
     let want_v6 = match family {
         "TCP4" => false,
         "TCP6" => true,
-        _ => return Err(ProxyError::MalformedV1("protocol is not TCP4, TCP6 or UNKNOWN")),
+        _ => {
+            return Err(ProxyError::MalformedV1(
+                "protocol is not TCP4, TCP6 or UNKNOWN",
+            ))
+        }
     };
-    let mut field = || words.next().ok_or(ProxyError::MalformedV1("too few fields"));
+    let mut field = || {
+        words
+            .next()
+            .ok_or(ProxyError::MalformedV1("too few fields"))
+    };
     let (src, dst, sport, dport) = (field()?, field()?, field()?, field()?);
     if words.next().is_some() {
         return Err(ProxyError::MalformedV1("too many fields"));
@@ -154,9 +161,12 @@ fn parse_v1(input: &[u8]) -> Result<Parse, ProxyError> {
     let port = |s: &str| -> Result<u16, ProxyError> {
         let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
         if !digits || (s.len() > 1 && s.starts_with('0')) {
-            return Err(ProxyError::MalformedV1("a port is not a decimal without leading zeros"));
+            return Err(ProxyError::MalformedV1(
+                "a port is not a decimal without leading zeros",
+            ));
         }
-        s.parse().map_err(|_| ProxyError::MalformedV1("a port above 65535"))
+        s.parse()
+            .map_err(|_| ProxyError::MalformedV1("a port above 65535"))
     };
     Ok(Parse::Complete {
         header: Header::Proxied {
@@ -179,7 +189,11 @@ fn parse_v2(input: &[u8]) -> Result<Parse, ProxyError> {
     let local = match ver_cmd & 0x0f {
         0 => true,
         1 => false,
-        _ => return Err(ProxyError::MalformedV2("command is neither LOCAL nor PROXY")),
+        _ => {
+            return Err(ProxyError::MalformedV2(
+                "command is neither LOCAL nor PROXY",
+            ))
+        }
     };
     let len = 16 + body;
     if len > V2_MAX {
@@ -191,9 +205,15 @@ fn parse_v2(input: &[u8]) -> Result<Parse, ProxyError> {
         0x21 => 36,
         0x31 => 216,
         0x12 | 0x22 | 0x32 => {
-            return Err(ProxyError::MalformedV2("a datagram family on a stream connection"))
+            return Err(ProxyError::MalformedV2(
+                "a datagram family on a stream connection",
+            ))
         }
-        _ => return Err(ProxyError::MalformedV2("unknown address family or transport")),
+        _ => {
+            return Err(ProxyError::MalformedV2(
+                "unknown address family or transport",
+            ))
+        }
     };
     if body < addr_len {
         return Err(ProxyError::MalformedV2("shorter than its address block"));
@@ -208,7 +228,14 @@ fn parse_v2(input: &[u8]) -> Result<Parse, ProxyError> {
     } else {
         match fam {
             0x11 => {
-                let ip = |o: usize| IpAddr::V4(Ipv4Addr::new(block[o], block[o + 1], block[o + 2], block[o + 3]));
+                let ip = |o: usize| {
+                    IpAddr::V4(Ipv4Addr::new(
+                        block[o],
+                        block[o + 1],
+                        block[o + 2],
+                        block[o + 3],
+                    ))
+                };
                 let port = |o: usize| u16::from_be_bytes([block[o], block[o + 1]]);
                 Header::Proxied {
                     source: SocketAddr::new(ip(0), port(8)),
@@ -357,7 +384,10 @@ mod tests {
         let lf = b"PROXY UNKNOWN NK\n\0Nx\r\n";
         assert!(matches!(parse(lf), Err(ProxyError::MalformedV1(_))));
         assert!(matches!(parse(&lf[..18]), Err(ProxyError::MalformedV1(_))));
-        assert!(matches!(parse(b"PROXY UNKNOWN \rx"), Err(ProxyError::MalformedV1(_))));
+        assert!(matches!(
+            parse(b"PROXY UNKNOWN \rx"),
+            Err(ProxyError::MalformedV1(_))
+        ));
         assert_eq!(parse(b"PROXY UNKNOWN \r"), Ok(Parse::Incomplete));
         let long = [b"PROXY UNKNOWN ".as_slice(), &[b'x'; 100]].concat();
         assert_eq!(parse(&long), Err(ProxyError::TooLong));
@@ -390,7 +420,9 @@ mod tests {
             }
             let mut v1 = Vec::new();
             encode_v1(s, d, &mut v1);
-            assert!(matches!(parse(&v1), Ok(Parse::Complete { header: Header::Proxied { source, destination }, .. }) if source == s && destination == d));
+            assert!(
+                matches!(parse(&v1), Ok(Parse::Complete { header: Header::Proxied { source, destination }, .. }) if source == s && destination == d)
+            );
         }
         let mut local = V2_SIGNATURE.to_vec();
         local.extend_from_slice(&[0x20, 0x00, 0, 0]);
@@ -411,11 +443,26 @@ mod tests {
             v[i] = b;
             v
         };
-        assert!(matches!(parse(&with(12, 0x11)), Err(ProxyError::MalformedV2(_))));
-        assert!(matches!(parse(&with(12, 0x22)), Err(ProxyError::MalformedV2(_))));
-        assert!(matches!(parse(&with(13, 0x12)), Err(ProxyError::MalformedV2(_))));
-        assert!(matches!(parse(&with(13, 0x41)), Err(ProxyError::MalformedV2(_))));
-        assert!(matches!(parse(&with(15, 4)), Err(ProxyError::MalformedV2(_))));
+        assert!(matches!(
+            parse(&with(12, 0x11)),
+            Err(ProxyError::MalformedV2(_))
+        ));
+        assert!(matches!(
+            parse(&with(12, 0x22)),
+            Err(ProxyError::MalformedV2(_))
+        ));
+        assert!(matches!(
+            parse(&with(13, 0x12)),
+            Err(ProxyError::MalformedV2(_))
+        ));
+        assert!(matches!(
+            parse(&with(13, 0x41)),
+            Err(ProxyError::MalformedV2(_))
+        ));
+        assert!(matches!(
+            parse(&with(15, 4)),
+            Err(ProxyError::MalformedV2(_))
+        ));
         // A TLV that does not fit the length.
         let mut tlv = base.clone();
         tlv[15] = 12 + 4;

@@ -933,7 +933,11 @@ send_proxy = "v1"
         assert!(pp.trusts("::ffff:192.168.0.7".parse().unwrap()));
         assert!(pp.trusts("::1".parse().unwrap()));
         assert!(!pp.trusts("192.168.0.8".parse().unwrap()));
-        assert_eq!(pp.timeout, Duration::from_secs(10), "the http_request timeout");
+        assert_eq!(
+            pp.timeout,
+            Duration::from_secs(10),
+            "the http_request timeout"
+        );
         assert_eq!(ok.backends[0].policy.reuse, coreplex_pool::ReuseMode::Never);
     }
 

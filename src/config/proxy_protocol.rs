@@ -28,15 +28,16 @@ pub(super) fn validate(
     let mut trusted = Vec::with_capacity(raw.trusted.len());
     for (i, net) in raw.trusted.iter().enumerate() {
         // A bare address is a network of one.
-        let parsed = net.parse::<ipnet::IpNet>().or_else(|_| {
-            net.parse::<std::net::IpAddr>()
-                .map(ipnet::IpNet::from)
-        });
+        let parsed = net
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| net.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
         match parsed {
             Ok(n) => trusted.push(n.trunc()),
             Err(_) => errors.push(err(
                 format!("{p}.trusted[{i}]"),
-                format!("{net:?} is not a network (\"10.0.0.0/8\", \"2001:db8::/32\") or an address"),
+                format!(
+                    "{net:?} is not a network (\"10.0.0.0/8\", \"2001:db8::/32\") or an address"
+                ),
             )),
         }
     }

@@ -5,12 +5,13 @@
 //! sessions, refused streams, GOAWAYs, ALPN fallbacks per server).
 
 use super::header;
+use super::table::Table;
 use crate::http::proxy::stats::{BackendStats, ProxyError};
 use std::fmt::Write;
 
 /// One series line per backend: `name{backend="..."} value`.
 fn per_backend(
-    o: &mut String,
+    o: &mut Table,
     backends: &[BackendStats],
     name: &str,
     help: &str,
@@ -25,7 +26,7 @@ fn per_backend(
 
 /// One series line per server: `name{backend="...",server="..."} value`.
 fn per_server(
-    o: &mut String,
+    o: &mut Table,
     backends: &[BackendStats],
     name: &str,
     help: &str,
@@ -46,7 +47,7 @@ fn per_server(
 }
 
 /// Appends the backend series.
-pub fn render(o: &mut String, backends: &[BackendStats]) {
+pub fn render(o: &mut Table, backends: &[BackendStats]) {
     if backends.is_empty() {
         return;
     }

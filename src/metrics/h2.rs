@@ -1,13 +1,14 @@
 //! The HTTP/2 series: connections, streams (total, open, per connection), RST_STREAM and
 //! GOAWAY by direction and code, connections cut by each flood limit.
 
+use super::table::Table;
 use crate::http::{H2Stats, STREAMS_PER_CONNECTION_BUCKETS};
 use coreplex_protocol::h2::conn::Flood;
 use coreplex_protocol::h2::error::ErrorCode;
 use std::fmt::Write;
 
 /// Appends the HTTP/2 series.
-pub fn render(o: &mut String, h: &H2Stats) {
+pub fn render(o: &mut Table, h: &H2Stats) {
     super::header(
         o,
         "coreplex_h2_connections_total",

@@ -1,9 +1,13 @@
-//! Prometheus text rendering of the shards' aggregated statistics.
+//! The shards' aggregated statistics as a metric table ([`table::Table`]): Prometheus text for
+//! `/metrics`, JSON and CSV exports, and the stats page's data.
 
 mod backend;
 mod h2;
+pub mod table;
 mod tls;
 mod websocket;
+
+pub use table::Table;
 
 use crate::http::HttpStats;
 use coreplex_engine::{CloseReason, EngineStats, ShardReport};
@@ -11,14 +15,20 @@ use coreplex_protocol::h1::{BodyError, RequestError};
 use std::fmt::Write;
 
 /// Renders all shards' reports as Prometheus text exposition format (version 0.0.4).
+#[cfg(test)]
 pub fn render(reports: &[ShardReport<HttpStats>], shards_expected: usize) -> String {
+    table(reports, shards_expected).prometheus()
+}
+
+/// The metric table of all shards' reports.
+pub fn table(reports: &[ShardReport<HttpStats>], shards_expected: usize) -> Table {
     let mut e = EngineStats::default();
     let mut h = HttpStats::default();
     for r in reports {
         e.merge(&r.engine);
         h.merge(&r.service);
     }
-    let mut out = String::with_capacity(8 * 1024);
+    let mut out = Table::default();
     let o = &mut out;
     gauge(
         o,
@@ -51,6 +61,30 @@ pub fn render(reports: &[ShardReport<HttpStats>], shards_expected: usize) -> Str
             r.shard, r.engine.connections
         );
     }
+    per_shard(
+        o,
+        reports,
+        "coreplex_shard_connections_accepted_total",
+        "Connections accepted per shard.",
+        "counter",
+        |r| r.engine.accepted,
+    );
+    per_shard(
+        o,
+        reports,
+        "coreplex_shard_requests_total",
+        "Responses sent per shard.",
+        "counter",
+        |r| r.service.responses.iter().sum(),
+    );
+    per_shard(
+        o,
+        reports,
+        "coreplex_shard_outbound_connections",
+        "Open outbound (backend) connections per shard.",
+        "gauge",
+        |r| r.engine.outbound,
+    );
     counter(
         o,
         "coreplex_connections_accepted_total",
@@ -275,30 +309,48 @@ pub fn render(reports: &[ShardReport<HttpStats>], shards_expected: usize) -> Str
         ("malformed", pp.malformed),
         ("untrusted", pp.untrusted),
     ] {
-        let _ = writeln!(o, "coreplex_proxy_protocol_total{{outcome=\"{outcome}\"}} {n}");
+        let _ = writeln!(
+            o,
+            "coreplex_proxy_protocol_total{{outcome=\"{outcome}\"}} {n}"
+        );
     }
     out
+}
+
+/// One series line per shard: `name{shard="..."} value`.
+fn per_shard(
+    o: &mut Table,
+    reports: &[ShardReport<HttpStats>],
+    name: &str,
+    help: &str,
+    kind: &str,
+    value: impl Fn(&ShardReport<HttpStats>) -> u64,
+) {
+    header(o, name, help, kind);
+    for r in reports {
+        let _ = writeln!(o, "{name}{{shard=\"{}\"}} {}", r.shard, value(r));
+    }
 }
 
 fn secs(us: u64) -> f64 {
     us as f64 / 1e6
 }
 
-fn header(o: &mut String, name: &str, help: &str, kind: &str) {
+fn header(o: &mut Table, name: &str, help: &str, kind: &str) {
     let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-fn gauge(o: &mut String, name: &str, help: &str, v: u64) {
+fn gauge(o: &mut Table, name: &str, help: &str, v: u64) {
     header(o, name, help, "gauge");
     let _ = writeln!(o, "{name} {v}");
 }
 
-fn gauge_f(o: &mut String, name: &str, help: &str, v: f64) {
+fn gauge_f(o: &mut Table, name: &str, help: &str, v: f64) {
     header(o, name, help, "gauge");
     let _ = writeln!(o, "{name} {v}");
 }
 
-fn counter(o: &mut String, name: &str, help: &str, v: u64) {
+fn counter(o: &mut Table, name: &str, help: &str, v: u64) {
     header(o, name, help, "counter");
     let _ = writeln!(o, "{name} {v}");
 }
@@ -306,6 +358,22 @@ fn counter(o: &mut String, name: &str, help: &str, v: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_full_exposition_round_trips_through_the_table() {
+        let reports = vec![ShardReport {
+            shard: 0,
+            engine: EngineStats::default(),
+            service: HttpStats::default(),
+        }];
+        let text = render(&reports, 1);
+        let mut again = Table::default();
+        again.write_str(&text).unwrap();
+        assert_eq!(again.prometheus(), text);
+        for f in &again.families {
+            assert!(!f.help.is_empty() && !f.kind.is_empty(), "{f:?}");
+        }
+    }
 
     #[test]
     fn renders_merged_counters() {

@@ -1,11 +1,12 @@
 //! The TLS series: handshakes full and resumed by version and side, failures by reason, ALPN
 //! outcomes, listener handshake durations, ticket keys in use.
 
+use super::table::Table;
 use coreplex_tls::stats::{Failure, TlsStats};
 use std::fmt::Write;
 
 /// Appends the TLS series.
-pub fn render(o: &mut String, t: &TlsStats) {
+pub fn render(o: &mut Table, t: &TlsStats) {
     super::header(
         o,
         "coreplex_tls_handshakes_total",

@@ -2,12 +2,13 @@
 //! frames by direction, pings, permessage-deflate byte counts both ways (the compression
 //! ratio), close frames by direction and code; and the upgrade tunnels to backends.
 
+use super::table::Table;
 use crate::http::{TunnelStats, WsStats, WS_CLOSE_CODES};
 use std::fmt::Write;
 
 /// Appends the WebSocket series.
-pub fn render(o: &mut String, w: &WsStats, t: &TunnelStats) {
-    let counter = |o: &mut String, name: &str, help: &str, v: u64| {
+pub fn render(o: &mut Table, w: &WsStats, t: &TunnelStats) {
+    let counter = |o: &mut Table, name: &str, help: &str, v: u64| {
         super::header(o, name, help, "counter");
         let _ = writeln!(o, "{name} {v}");
     };
@@ -139,7 +140,7 @@ pub fn render(o: &mut String, w: &WsStats, t: &TunnelStats) {
 }
 
 /// Appends the upgrade-tunnel series.
-pub fn render_tunnels(o: &mut String, t: &TunnelStats) {
+pub fn render_tunnels(o: &mut Table, t: &TunnelStats) {
     super::header(
         o,
         "coreplex_tunnels_total",

@@ -19,6 +19,7 @@ mod proxy_protocol;
 mod runtime;
 mod shards;
 mod shutdown;
+mod stats_page;
 mod timeouts;
 mod tls;
 mod tuning;

@@ -30,7 +30,8 @@ fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     s.bind(&format!("{source}:0").parse::<SocketAddr>().unwrap().into())
         .unwrap();
-    s.connect_timeout(&to.into(), Duration::from_secs(3)).unwrap();
+    s.connect_timeout(&to.into(), Duration::from_secs(3))
+        .unwrap();
     let s: TcpStream = s.into();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s
@@ -162,7 +163,11 @@ fn bad_headers_close_the_connection_and_are_counted() {
     // An untrusted source may not claim an address...
     closed_silently(
         "127.0.0.2",
-        &[b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 80\r\n".as_slice(), ECHO].concat(),
+        &[
+            b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 80\r\n".as_slice(),
+            ECHO,
+        ]
+        .concat(),
     );
     // ...and is served as it is without one.
     let (text, _) = exchange("127.0.0.2", s.addr(), ECHO);
@@ -181,7 +186,10 @@ fn bad_headers_close_the_connection_and_are_counted() {
         rest.is_empty() && waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
         "closed after {waited:?} with {rest:?}"
     );
-    assert!(wait_until(Duration::from_secs(2), || outcome(&s, "malformed") == 5.0));
+    assert!(wait_until(Duration::from_secs(2), || outcome(
+        &s,
+        "malformed"
+    ) == 5.0));
     assert_eq!(outcome(&s, "missing"), 1.0);
     assert_eq!(outcome(&s, "untrusted"), 1.0);
     assert_eq!(outcome(&s, "accepted"), 0.0);
@@ -193,7 +201,11 @@ fn bad_headers_close_the_connection_and_are_counted() {
     };
     assert_eq!(closed("preface_rejected"), 7.0);
     assert_eq!(closed("preface_timeout"), 1.0);
-    assert_eq!(b.requests(), 1, "only the untrusted plain request reached the backend");
+    assert_eq!(
+        b.requests(),
+        1,
+        "only the untrusted plain request reached the backend"
+    );
 }
 
 #[test]
@@ -222,7 +234,10 @@ respond = {{ status = 200, body = "over tls" }}
     ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "over tls");
     let out = curl(&["-sk", &format!("https://localhost:{}/", s.addr().port())]);
-    assert!(out.stdout.is_empty(), "a trusted client without a header was served");
+    assert!(
+        out.stdout.is_empty(),
+        "a trusted client without a header was served"
+    );
     assert_eq!(outcome(&s, "accepted"), 1.0);
     assert_eq!(outcome(&s, "missing"), 1.0);
 }

@@ -146,6 +146,15 @@ struct Core<S: Service> {
     origins: HashMap<u32, crate::service::Origin>,
 }
 
+/// A listener's per-shard settings.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ListenerSettings {
+    /// This shard's share of the listener's rate limit (new connections per second).
+    pub rate: Option<u32>,
+    /// The deadline of a connection's preface, on a listener with one.
+    pub preface: Option<Duration>,
+}
+
 /// A connection's preface bytes so far.
 struct PendingPreface {
     listener: usize,
@@ -337,8 +346,7 @@ impl<S: Service> Shard<S> {
         cfg: &ShardConfig,
         ring: Ring,
         listeners: Vec<OwnedFd>,
-        rates: &[Option<u32>],
-        prefaces: &[Option<Duration>],
+        settings: &[ListenerSettings],
         service: S,
         inbox: ShardInbox<S::Stats>,
     ) -> Shard<S> {
@@ -378,12 +386,11 @@ impl<S: Service> Shard<S> {
                     fd: Some(fd),
                     armed: false,
                     rate_paused: false,
-                    rate: rates
+                    rate: settings
                         .get(i)
-                        .copied()
-                        .flatten()
+                        .and_then(|s| s.rate)
                         .map(|r| RateBucket::new(r, 0)),
-                    preface: prefaces.get(i).copied().flatten(),
+                    preface: settings.get(i).and_then(|s| s.preface),
                 })
                 .collect(),
             inbox,
