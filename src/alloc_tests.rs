@@ -88,7 +88,7 @@ fn burst(addr: SocketAddr) {
 fn whole_requests_and_accepts_do_not_allocate() {
     let cfg = config::load(CONFIG).expect("valid config");
     let secure = crate::secure::Secure::load(&cfg, None).expect("no TLS to load");
-    let make = service_factory(&cfg, &secure);
+    let make = service_factory(&cfg, &secure, Vec::new());
     let rt = Runtime::start(runtime_config(&cfg, 512), move |shard| {
         CountingAlloc::count_this_thread(true);
         make(shard)

@@ -55,6 +55,7 @@ pub fn run(path: Option<&Path>, cpus_arg: Option<&str>, shards: Option<usize>) -
     signals.add(Signal::SIGTERM);
     signals.add(Signal::SIGHUP);
     signals.add(Signal::SIGUSR2);
+    signals.add(Signal::SIGUSR1);
     if let Err(e) = signals.thread_block() {
         eprintln!("error: cannot block signals: {e}");
         return ExitCode::FAILURE;
@@ -140,6 +141,7 @@ pub(crate) fn runtime_config(cfg: &Config, max_conn: usize) -> RuntimeConfig {
 pub(crate) fn service_factory(
     cfg: &Config,
     secure: &Secure,
+    logs: Vec<Arc<OwnedFd>>,
 ) -> impl Fn(usize) -> HttpService + Send + Sync {
     let listeners: Arc<Vec<ListenerRuntime>> =
         Arc::new(cfg.listeners.iter().map(ListenerRuntime::new).collect());
@@ -167,6 +169,7 @@ pub(crate) fn service_factory(
             secure.transport(),
         )
         .with_close_spread(spread)
+        .with_access_logs(logs.clone())
     }
 }
 
@@ -203,13 +206,14 @@ fn start(cfg: Config, signals: SigSet) -> Result<(), String> {
         None => None,
     };
     let secure = Secure::load(&cfg, inherited.as_mut().and_then(|i| i.take_ticket_keys()))?;
+    let logs = open_logs(&cfg)?;
     let sockets = match inherited.as_mut() {
         Some(i) => i.take_listeners(&cfg),
         None => cfg.listeners.iter().map(|_| Vec::new()).collect(),
     };
     let runtime = Runtime::start_inherited(
         runtime_config(&cfg, max_conn),
-        service_factory(&cfg, &secure),
+        service_factory(&cfg, &secure, logs),
         sockets,
     )
     .map_err(|e| e.to_string())?;
@@ -378,6 +382,14 @@ fn start(cfg: Config, signals: SigSet) -> Result<(), String> {
             recv(sig_rx) -> sig => match sig {
                 Ok(Signal::SIGHUP) => tracing::warn!("SIGHUP: configuration reload is not supported yet; apply a new configuration with a binary upgrade (`coreplex upgrade`, or SIGUSR2), which re-reads it"),
                 Ok(Signal::SIGUSR2) => start_upgrade(None, &mut upgrading, stop_cause),
+                Ok(Signal::SIGUSR1) => match open_logs(&cfg) {
+                    Ok(logs) if !logs.is_empty() => {
+                        handle.broadcast(|| crate::http::ReopenLogs(logs.clone()));
+                        tracing::info!("SIGUSR1: access logs reopened");
+                    }
+                    Ok(_) => tracing::info!("SIGUSR1: no access log to reopen"),
+                    Err(e) => tracing::error!("SIGUSR1: {e}; the logs stay as they were"),
+                },
                 Ok(s) => {
                     match stop_cause {
                         Some(StopCause::Signal) => {
@@ -410,6 +422,31 @@ fn start(cfg: Config, signals: SigSet) -> Result<(), String> {
         }
     }
     result
+}
+
+/// Opens every access log of `cfg` (files for appending, mode 0640 when created), numbered as
+/// the listeners name them.
+fn open_logs(cfg: &Config) -> Result<Vec<Arc<OwnedFd>>, String> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    cfg.access_logs
+        .iter()
+        .map(|d| {
+            let fd = match d {
+                config::LogDestination::Stdout => std::io::stdout().as_fd().try_clone_to_owned(),
+                config::LogDestination::Stderr => std::io::stderr().as_fd().try_clone_to_owned(),
+                config::LogDestination::File(p) => std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .mode(0o640)
+                    .open(p)
+                    .map(OwnedFd::from)
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display()))),
+            };
+            fd.map(Arc::new)
+                .map_err(|e| format!("cannot open the access log {e}"))
+        })
+        .collect()
 }
 
 /// Why this process is stopping.

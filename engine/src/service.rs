@@ -256,6 +256,10 @@ pub trait Service: 'static {
 pub struct ShardActions {
     pub(crate) close: Vec<(crate::table::Id, CloseReason)>,
     pub(crate) wake: Vec<crate::table::Id>,
+    /// Bytes for each log sink, by sink number (taken, capacity kept).
+    pub(crate) logs: Vec<Vec<u8>>,
+    /// New descriptors for sinks.
+    pub(crate) sinks: Vec<(usize, std::sync::Arc<std::os::fd::OwnedFd>)>,
 }
 
 impl ShardActions {
@@ -269,9 +273,33 @@ impl ShardActions {
         self.wake.push(id);
     }
 
+    /// Appends `bytes` (whole lines) to log sink `sink`, taking them (`bytes` is left empty,
+    /// its capacity kept). The shard writes them through its ring, in order, without blocking
+    /// (see `shard/sinks.rs`); a sink without a descriptor drops them (counted).
+    pub fn log(&mut self, sink: usize, bytes: &mut Vec<u8>) {
+        if self.logs.len() <= sink {
+            self.logs.resize_with(sink + 1, Vec::new);
+        }
+        let out = &mut self.logs[sink];
+        if out.is_empty() {
+            std::mem::swap(out, bytes);
+        } else {
+            out.append(bytes);
+        }
+    }
+
+    /// Makes `fd` (a file opened for appending, or a pipe) log sink `sink`'s descriptor; the one
+    /// it replaces is let go once its write in flight completes.
+    pub fn set_sink(&mut self, sink: usize, fd: std::sync::Arc<std::os::fd::OwnedFd>) {
+        self.sinks.push((sink, fd));
+    }
+
     /// True when nothing was asked.
     pub fn is_empty(&self) -> bool {
-        self.close.is_empty() && self.wake.is_empty()
+        self.close.is_empty()
+            && self.wake.is_empty()
+            && self.sinks.is_empty()
+            && self.logs.iter().all(Vec::is_empty)
     }
 }
 

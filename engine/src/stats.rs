@@ -45,6 +45,12 @@ pub struct EngineStats {
     pub accept_rate_limited: u64,
     /// Receives that found the provided-buffer ring empty (ENOBUFS).
     pub recv_no_buffers: u64,
+    /// Bytes written to log sinks.
+    pub log_bytes: u64,
+    /// Log bytes dropped (a sink without a descriptor, or too far behind).
+    pub log_dropped_bytes: u64,
+    /// Log writes that failed (their bytes are lost).
+    pub log_write_errors: u64,
     /// Scheduled timers.
     pub timers: u64,
     /// Connection slots in use.
@@ -84,6 +90,9 @@ impl EngineStats {
         self.accept_errors.other += o.accept_errors.other;
         self.accept_paused += o.accept_paused;
         self.recv_no_buffers += o.recv_no_buffers;
+        self.log_bytes += o.log_bytes;
+        self.log_dropped_bytes += o.log_dropped_bytes;
+        self.log_write_errors += o.log_write_errors;
         self.timers += o.timers;
         self.slab_used += o.slab_used;
         self.slab_capacity += o.slab_capacity;

@@ -18,6 +18,8 @@ pub const OP_WAKE: u64 = 4;
 pub const OP_CANCEL: u64 = 5;
 /// Writability of an outbound connection whose connect is in progress.
 pub const OP_CONNECT: u64 = 6;
+/// A write to a log sink (the owner token of a file write; the index is the sink).
+pub const OP_LOG: u64 = 7;
 
 const OP_SHIFT: u32 = 60;
 

@@ -4,11 +4,13 @@
 //! enforces timeouts and limits, and keeps per-shard statistics. It takes the runtime tables
 //! ([`runtime`]) that `coreplex::config` builds; nothing here reads configuration files.
 
+mod access_log;
 mod h2;
 pub mod proxy;
 mod proxy_header;
 mod response;
 pub mod runtime;
+pub use access_log::{LogFormat, ReopenLogs};
 mod service;
 mod stats;
 mod websocket;

@@ -38,6 +38,11 @@ pub enum Persist {
 }
 
 impl Rendered {
+    /// Bytes of the body.
+    pub fn body_len(&self) -> usize {
+        self.body.len()
+    }
+
     /// Renders a configured direct response.
     pub fn new(r: &Respond) -> Rendered {
         let extra: Vec<(&str, &str)> = r

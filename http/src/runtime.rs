@@ -198,6 +198,9 @@ pub struct Listener {
     pub websocket: WebSocket,
     /// PROXY protocol headers accepted from trusted sources.
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// The access log this listener's requests go to: its number among the process's logs
+    /// (one per distinct destination) and the line format.
+    pub access_log: Option<(usize, crate::access_log::LogFormat)>,
 }
 
 /// `[listener.proxy_protocol]`: PROXY protocol v1/v2 headers, accepted from these sources only.

@@ -61,6 +61,10 @@ pub struct ListenerRuntime {
     pub(super) websocket: super::websocket::WsListener,
     /// PROXY protocol headers accepted (`http::proxy_header`).
     pub(super) proxy_protocol: Option<crate::runtime::ProxyProtocol>,
+    /// The listener's name (logs).
+    name: Box<str>,
+    /// Its access log and format.
+    access_log: Option<(usize, crate::access_log::LogFormat)>,
 }
 
 impl ListenerRuntime {
@@ -104,6 +108,8 @@ impl ListenerRuntime {
             h2_idle: l.http2.idle_timeout.unwrap_or(l.timeouts.http_keep_alive),
             websocket: super::websocket::WsListener::new(&l.websocket),
             proxy_protocol: l.proxy_protocol.clone(),
+            name: l.name.clone().into_boxed_str(),
+            access_log: l.access_log,
         }
     }
 
@@ -361,6 +367,12 @@ pub struct HttpService {
     pub(super) ws: super::websocket::WsShard,
     /// A stop closes idle keep-alive connections spread over this window.
     close_spread: Duration,
+    /// Access logs (`http::access_log`).
+    access: crate::access_log::AccessLogs,
+    /// The request line of each HTTP/1.1 request in progress on a listener with a log.
+    access_lines: std::collections::HashMap<Id, crate::access_log::RequestLine>,
+    /// The backend side of the response being completed (`access_log::Upstream`).
+    pub(super) access_upstream: Option<crate::access_log::Upstream>,
 }
 
 impl HttpService {
@@ -385,7 +397,72 @@ impl HttpService {
             proxy: ProxyShard::new(backends, shard, shards, Instant::now()),
             ws: super::websocket::WsShard::new(),
             close_spread: Duration::ZERO,
+            access: Default::default(),
+            access_lines: std::collections::HashMap::new(),
+            access_upstream: None,
         }
+    }
+
+    /// Access logs written to `fds` (by log number, as the listeners' `access_log` name them).
+    pub fn with_access_logs(
+        mut self,
+        fds: Vec<std::sync::Arc<std::os::fd::OwnedFd>>,
+    ) -> HttpService {
+        self.access = crate::access_log::AccessLogs::new(fds);
+        self
+    }
+
+    /// Logs the response of the request in progress on `cx` (HTTP/1.1), if its listener has a
+    /// log: its request line, the backend side when proxied, the timers and `termination`.
+    fn log_response(
+        &mut self,
+        cx: &Cx<'_>,
+        conn: &HttpConn,
+        status: u16,
+        started: Instant,
+        bytes: u64,
+        termination: [u8; 2],
+    ) {
+        let upstream = self.access_upstream.take();
+        let listener = &self.listeners[conn.listener as usize];
+        let Some((log, format)) = listener.access_log else {
+            return;
+        };
+        let line = self.access_lines.remove(&cx.id());
+        let client = match cx.origin() {
+            Some(o) => Some(o.source),
+            None => cx.socket().peer_addr().ok().and_then(|a| a.as_socket()),
+        };
+        let total = cx.now().saturating_duration_since(started).as_millis() as i64;
+        let (backend, timers, bytes, termination) = match upstream {
+            Some(u) => {
+                let b = &self.proxy.backends[u.backend];
+                let server = u
+                    .server
+                    .and_then(|i| b.config().servers.get(i))
+                    .map(|s| s.name.as_str());
+                let [q, c, r] = u.timers;
+                (
+                    Some((b.config().name.as_str(), server)),
+                    [q, c, r, total],
+                    u.bytes,
+                    u.error
+                        .map_or(termination, crate::access_log::termination_of),
+                )
+            }
+            None => (None, [-1, -1, -1, total], bytes, termination),
+        };
+        let entry = crate::access_log::Entry {
+            listener: &listener.name,
+            client,
+            line: line.as_ref(),
+            status,
+            bytes,
+            backend,
+            timers,
+            termination,
+        };
+        self.access.write(log, format, &entry);
     }
 
     /// A stop closes idle keep-alive connections at points spread over `window` (each connection
@@ -410,9 +487,15 @@ impl HttpService {
     ) {
         let started = cx.busy_ref().map_or(cx.now(), |r| r.started);
         let date = self.date.get(cx.now());
-        self.errors
-            .get(status)
-            .write(cx.output(), date, Persist::Close, true);
+        let page = self.errors.get(status);
+        let body = page.body_len() as u64;
+        page.write(cx.output(), date, Persist::Close, true);
+        let termination = match (status, reason) {
+            (408, _) => *b"cR",
+            (_, CloseReason::Done) => *b"--",
+            _ => *b"PR",
+        };
+        self.log_response(cx, conn, status, started, body, termination);
         self.stats.response(status);
         self.stats
             .latency_us(cx.now().duration_since(started).as_micros() as u64);
@@ -447,6 +530,8 @@ impl HttpService {
         let date = self.date.get(cx.now());
         page.write(cx.output(), date, persist, with_body);
         let status = page.status;
+        let bytes = if with_body { page.body_len() as u64 } else { 0 };
+        self.log_response(cx, conn, status, started, bytes, *b"--");
         self.response_done(cx, conn, status, started, persist == Persist::Close);
     }
 
@@ -463,6 +548,9 @@ impl HttpService {
         self.stats.response(status);
         self.stats
             .latency_us(cx.now().duration_since(started).as_micros() as u64);
+        if self.access_upstream.is_some() {
+            self.log_response(cx, conn, status, started, 0, *b"--");
+        }
         conn.set_served();
         cx.take_busy();
         let stopping = conn.draining() || cx.is_stopping();
@@ -588,6 +676,20 @@ impl HttpService {
         let listener = &listeners[li];
         let head = *head;
         let started = cx.busy_ref().map_or(cx.now(), |r| r.started);
+        if listener.access_log.is_some() {
+            self.access_lines.insert(
+                cx.id(),
+                crate::access_log::RequestLine {
+                    method: head.method_str.into(),
+                    target: head.target.into(),
+                    protocol: if head.version == coreplex_protocol::h1::Version::Http10 {
+                        "HTTP/1.0"
+                    } else {
+                        "HTTP/1.1"
+                    },
+                },
+            );
+        }
         if head.method == Method::Connect {
             // No tunnels yet: 501, then close (the bytes after a CONNECT head are not HTTP).
             self.fail(cx, conn, 501, CloseReason::ProtocolError);
@@ -672,8 +774,12 @@ impl Service for HttpService {
     }
 
     fn on_control(&mut self, msg: Box<dyn std::any::Any + Send>) {
-        if let Ok(t) = msg.downcast::<std::sync::Arc<coreplex_tls::tickets::Ticketer>>() {
-            self.transport.set_ticketer(*t);
+        let msg = match msg.downcast::<std::sync::Arc<coreplex_tls::tickets::Ticketer>>() {
+            Ok(t) => return self.transport.set_ticketer(*t),
+            Err(other) => other,
+        };
+        if let Ok(r) = msg.downcast::<crate::access_log::ReopenLogs>() {
+            self.access.reopen(r.0);
         }
     }
 
@@ -999,6 +1105,9 @@ impl Service for HttpService {
     }
 
     fn on_close(&mut self, id: Id, conn: HttpConn, _reason: CloseReason) {
+        if !self.access_lines.is_empty() {
+            self.access_lines.remove(&id);
+        }
         if conn.phase == Phase::H2 {
             self.h2_closed(id);
         }
@@ -1034,6 +1143,7 @@ impl Service for HttpService {
     }
 
     fn poll(&mut self, now: Instant, actions: &mut ShardActions) -> Option<Instant> {
+        self.access.flush(actions);
         self.proxy.poll(now, actions)
     }
 }

@@ -153,8 +153,27 @@ struct RawListener {
     http2: Option<http2::RawHttp2>,
     websocket: Option<websocket::RawWebSocket>,
     proxy_protocol: Option<proxy_protocol::RawProxyProtocol>,
+    access_log: Option<RawAccessLog>,
     #[serde(default)]
     route: Vec<RawRoute>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawAccessLog {
+    path: String,
+    format: Option<String>,
+}
+
+/// Where an access log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogDestination {
+    /// The process's standard output.
+    Stdout,
+    /// The process's standard error.
+    Stderr,
+    /// A file, opened for appending (created with mode 0640).
+    File(PathBuf),
 }
 
 // ---- the validated configuration --------------------------------------------------------------
@@ -200,6 +219,9 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     /// Backends, sorted by name.
     pub backends: Vec<Backend>,
+    /// The access logs, numbered as the listeners' `access_log` name them (one per
+    /// destination, shared by the listeners that name it).
+    pub access_logs: Vec<LogDestination>,
     /// Problems that do not stop it (a certificate about to expire), with their key paths.
     pub warnings: Vec<ConfigError>,
 }
@@ -301,6 +323,12 @@ pub fn load_in(text: &str, base: Option<&std::path::Path>) -> Result<Config, Vec
             if let Some(t) = &mut l.tls {
                 t.rebase(base);
             }
+            if let Some(a) = &mut l.access_log {
+                let relative = std::path::Path::new(&a.path).is_relative();
+                if relative && !["stdout", "stderr", ""].contains(&a.path.as_str()) {
+                    a.path = base.join(&a.path).to_string_lossy().into_owned();
+                }
+            }
         }
         for (_, b) in backends.iter_mut() {
             if let Some(b) = b {
@@ -385,6 +413,7 @@ fn validate(
         }
     });
     let mut out = Vec::new();
+    let mut access_logs: Vec<LogDestination> = Vec::new();
     let mut names = HashSet::new();
     let mut binds = HashSet::new();
     if let Some(a) = admin.filter(|a| a.port() != 0) {
@@ -454,6 +483,39 @@ fn validate(
             &format!("{p}.proxy_protocol"),
             errors,
         );
+        let access_log = raw.access_log.as_ref().map(|a| {
+            let format = match a.format.as_deref() {
+                None | Some("json") => coreplex_http::LogFormat::Json,
+                Some("haproxy") => coreplex_http::LogFormat::Haproxy,
+                Some(other) => {
+                    errors.push(err(
+                        format!("{p}.access_log.format"),
+                        format!("unknown format {other:?}: expected \"json\" or \"haproxy\""),
+                    ));
+                    coreplex_http::LogFormat::Json
+                }
+            };
+            let dest = match a.path.as_str() {
+                "stdout" => LogDestination::Stdout,
+                "stderr" => LogDestination::Stderr,
+                "" => {
+                    errors.push(err(
+                        format!("{p}.access_log.path"),
+                        "is empty: a file, \"stdout\" or \"stderr\"",
+                    ));
+                    LogDestination::Stderr
+                }
+                path => LogDestination::File(PathBuf::from(path)),
+            };
+            let n = match access_logs.iter().position(|d| *d == dest) {
+                Some(n) => n,
+                None => {
+                    access_logs.push(dest);
+                    access_logs.len() - 1
+                }
+            };
+            (n, format)
+        });
         let mut routes = Vec::new();
         for (j, r) in raw.route.into_iter().enumerate() {
             let rp = format!("{p}.route[{j}]");
@@ -474,6 +536,7 @@ fn validate(
             http2,
             websocket,
             proxy_protocol,
+            access_log,
         });
     }
     if out.is_empty() && errors.is_empty() {
@@ -490,6 +553,7 @@ fn validate(
         admin,
         listeners: out,
         backends: backends.into_values().flatten().collect(),
+        access_logs,
         warnings: Vec::new(),
     }
 }
@@ -886,6 +950,7 @@ backend = "a"
 name = "empty"
 bind = "127.0.0.1:2"
 proxy_protocol = { trusted = [] }
+access_log = { path = "", format = "xml" }
 [backend.a]
 servers = [{ address = "127.0.0.1:9" }]
 send_proxy = "v3"
@@ -903,6 +968,8 @@ protocol = "h2"
             "listener[0].proxy_protocol.trusted[1]",
             "listener[0].proxy_protocol.timeout",
             "listener[1].proxy_protocol.trusted",
+            "listener[1].access_log.path",
+            "listener[1].access_log.format",
             "backend.a.send_proxy",
             "backend.b.reuse",
             "backend.b.send_proxy",

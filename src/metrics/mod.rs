@@ -295,6 +295,24 @@ pub fn table(reports: &[ShardReport<HttpStats>], shards_expected: usize) -> Tabl
     h2::render(o, &h.h2);
     websocket::render(o, &h.ws, &h.tunnels);
     websocket::render_tunnels(o, &h.tunnels);
+    counter(
+        o,
+        "coreplex_access_log_bytes_total",
+        "Bytes written to access logs.",
+        e.log_bytes,
+    );
+    counter(
+        o,
+        "coreplex_access_log_dropped_bytes_total",
+        "Access log bytes dropped (the log was too far behind, or could not be opened).",
+        e.log_dropped_bytes,
+    );
+    counter(
+        o,
+        "coreplex_access_log_write_errors_total",
+        "Access log writes that failed.",
+        e.log_write_errors,
+    );
     let pp = &h.proxy_protocol;
     header(
         o,

@@ -2,6 +2,7 @@
 //! on `127.0.0.1:0` through [`harness::Server`] and talks to it over raw sockets, curl, the admin
 //! endpoint, `/proc` and signals. Run `tests/setup.sh` first on a fresh machine (it installs curl).
 
+mod access_log;
 mod backend;
 mod cli;
 mod forwarding;

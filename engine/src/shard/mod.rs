@@ -47,6 +47,7 @@ mod preface;
 mod recv;
 mod secure;
 mod send;
+mod sinks;
 mod timers;
 
 /// Sizing and behaviour of one shard.
@@ -338,6 +339,8 @@ pub(crate) struct Shard<S: Service> {
     woken: Vec<Id>,
     /// The other of `woken`'s two lists (empty, with its capacity).
     woken_spare: Vec<Id>,
+    /// Log sinks (`sinks.rs`), by number.
+    sinks: Vec<sinks::Sink>,
 }
 
 impl<S: Service> Shard<S> {
@@ -405,6 +408,7 @@ impl<S: Service> Shard<S> {
             service_deadline: None,
             woken: Vec::new(),
             woken_spare: Vec::new(),
+            sinks: Vec::new(),
         }
     }
 
@@ -421,6 +425,7 @@ impl<S: Service> Shard<S> {
             if self.core.stopping
                 && self.core.conns.is_empty()
                 && self.listeners.iter().all(|l| !l.armed)
+                && self.sinks_idle()
             {
                 break;
             }
@@ -514,6 +519,7 @@ impl<S: Service> Shard<S> {
                 self.actions = actions;
                 return;
             }
+            self.sink_actions(&mut actions);
             for (id, reason) in actions.close.drain(..) {
                 self.begin_close(id, reason);
                 self.maybe_finalize(id);

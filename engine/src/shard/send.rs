@@ -98,6 +98,14 @@ impl<S: Service> Shard<S> {
         let Some(outcome) = self.ring.complete_send(c.user_data, c.result) else {
             return;
         };
+        let owner = match &outcome {
+            SendOutcome::Partial { owner, .. }
+            | SendOutcome::Failed { owner, .. }
+            | SendOutcome::Done { owner, .. } => *owner,
+        };
+        if token::op(owner) == token::OP_LOG {
+            return self.sink_written(owner as u32 as usize, outcome);
+        }
         match outcome {
             SendOutcome::Partial { owner, sent } => {
                 self.core.stats.bytes_out += sent as u64;

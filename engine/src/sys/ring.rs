@@ -73,6 +73,8 @@ struct InFlightSend {
     offset: usize,
     fd: RawFd,
     owner: u64,
+    /// A write to a file (appended at its end), not a send on a socket.
+    file: bool,
 }
 
 /// What a send completion means for its owner.
@@ -193,8 +195,8 @@ impl Ring {
     fn push(&mut self, entry: squeue::Entry) {
         loop {
             // SAFETY: every entry built in this module references either no user memory (accept,
-            // recv with buffer selection, poll, cancel) or a send buffer owned by `self.sends` until
-            // its completion is consumed in `complete_send`.
+            // recv with buffer selection, poll, cancel) or a send or file-write buffer owned by
+            // `self.sends` until its completion is consumed in `complete_send`.
             if unsafe { self.uring.submission().push(&entry) }.is_ok() {
                 return;
             }
@@ -273,6 +275,29 @@ impl Ring {
             offset: 0,
             fd,
             owner,
+            file: false,
+        });
+        self.push_send(key);
+    }
+
+    /// Writes all of `buf` to the file `fd` (opened with `O_APPEND`: each write lands at its
+    /// end), like [`Ring::send`]: the buffer stays owned by the ring until the completion, which
+    /// comes back through [`Ring::complete_send`]. The kernel runs a file write off this thread
+    /// (io-wq), so a slow disk never blocks the shard.
+    pub fn write_file(&mut self, fd: RawFd, buf: Vec<u8>, owner: u64) {
+        let key = match self.free_sends.pop() {
+            Some(k) => k,
+            None => {
+                self.sends.push(None);
+                (self.sends.len() - 1) as u32
+            }
+        };
+        self.sends[key as usize] = Some(InFlightSend {
+            buf,
+            offset: 0,
+            fd,
+            owner,
+            file: true,
         });
         self.push_send(key);
     }
@@ -282,10 +307,17 @@ impl Ring {
             .as_ref()
             .expect("send slot is occupied");
         let rest = &s.buf[s.offset..];
-        let e = opcode::Send::new(types::Fd(s.fd), rest.as_ptr(), rest.len() as u32)
-            .flags(libc::MSG_NOSIGNAL)
-            .build()
-            .user_data(self.send_tag | key as u64);
+        let e = if s.file {
+            // Offset -1: the file position, which O_APPEND keeps at the end.
+            opcode::Write::new(types::Fd(s.fd), rest.as_ptr(), rest.len() as u32)
+                .offset(u64::MAX)
+                .build()
+        } else {
+            opcode::Send::new(types::Fd(s.fd), rest.as_ptr(), rest.len() as u32)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+        }
+        .user_data(self.send_tag | key as u64);
         self.push(e);
     }
 

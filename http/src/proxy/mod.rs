@@ -59,6 +59,11 @@ pub struct BackendRuntime {
 }
 
 impl BackendRuntime {
+    /// The backend's configuration.
+    pub(crate) fn config(&self) -> &Backend {
+        &self.config
+    }
+
     /// Wraps a validated backend whose servers use TLS client profiles `tls_profiles` (one per
     /// server, `None` for plaintext) for HTTP/1.1 and `h2_profiles` for HTTP/2 connections.
     pub fn new(

@@ -466,6 +466,7 @@ impl HttpService {
         }
         self.stream_let_go(&mut ex);
         let close = relay.persist == Persist::Close || !ex.up_end;
+        self.access_upstream = Some(ex.upstream(relay.delivered, None));
         self.response_done(cx, conn, ex.status, ex.started, close);
         if conn.phase == Phase::Idle {
             cx.set_timer(self.timeouts(conn).client);

@@ -107,6 +107,7 @@ impl ResponseSink for StreamSink<'_> {
             return Ok(Some(Resp::Done));
         }
         ex.status = head.status;
+        ex.head_at = Some(std::time::Instant::now());
         ex.private = rewrite::is_connection_auth(head.status, head.headers);
         ex.backend_keep = head.keep_alive;
         ex.fields = Some(ResponseFields::from_h1_in(head.headers, self.spare.take()));
@@ -191,6 +192,8 @@ impl HttpService {
         }
         let b = ex.backend;
         ex.connected = true;
+        ex.conn_at = Some(cx.now());
+        ex.connect_ms = cx.now().saturating_duration_since(ex.since).as_millis() as i64;
         ex.stage = Stage::Forwarding;
         if let Some(h) = &ex.proxy_header {
             // A new connection: its first bytes name the client (`send_proxy`).

@@ -145,6 +145,12 @@ pub(crate) struct StreamExchange {
     pub mux_tunnel: bool,
     pub started: Instant,
     pub since: Instant,
+    /// When it got a connection (new and connected, or reused), and how long the connect took
+    /// (0 when reused): the access log's queue and connect timers.
+    pub conn_at: Option<Instant>,
+    pub connect_ms: i64,
+    /// When the response head arrived (the log's response timer).
+    pub head_at: Option<Instant>,
 }
 
 /// What a new exchange starts from.
@@ -239,6 +245,37 @@ impl StreamExchange {
             mux_tunnel: false,
             started: n.now,
             since: n.now,
+            conn_at: None,
+            connect_ms: -1,
+            head_at: None,
+        }
+    }
+
+    /// The access log's side of the exchange: queue, connect and response timers (ms, -1 where
+    /// not reached), `bytes` relayed, and the error if it failed.
+    pub(crate) fn upstream(
+        &self,
+        bytes: u64,
+        error: Option<super::stats::ProxyError>,
+    ) -> crate::access_log::Upstream {
+        let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_millis() as i64;
+        let (queue, connect) = match self.conn_at {
+            Some(at) => (
+                (ms(self.started, at) - self.connect_ms.max(0)).max(0),
+                self.connect_ms,
+            ),
+            None => (-1, -1),
+        };
+        let response = match (self.conn_at, self.head_at) {
+            (Some(c), Some(h)) => ms(c, h),
+            _ => -1,
+        };
+        crate::access_log::Upstream {
+            backend: self.backend,
+            server: self.conn_at.map(|_| self.server.0 as usize),
+            timers: [queue, connect, response],
+            bytes,
+            error,
         }
     }
 }
@@ -544,6 +581,8 @@ impl HttpService {
                 ex.server = server;
                 ex.reused = true;
                 ex.connected = true;
+                ex.conn_at = Some(now);
+                ex.connect_ms = 0;
                 ex.head_sent = false;
                 ex.stage = Stage::Forwarding;
                 ex.conn = Some(c);
@@ -694,6 +733,9 @@ impl HttpService {
             let s = &mut self.proxy.stats[ex.backend];
             s.error(e);
             s.response(status);
+            if matches!(end, End::H1) {
+                self.access_upstream = Some(ex.upstream(0, Some(e)));
+            }
             match end {
                 End::H2(front) => {
                     self.h2_answer(cx, conn, front, ex.stream, Source::Error(status));
