@@ -7,7 +7,7 @@ measured in turn (ABAB...) for several rounds. Server CPU time comes from /proc/
 stime of the whole process) over each run; CPU per request = that time / requests wrk completed.
 
 Usage: python3 bench/compare_direct.py [--coreplex target/release/coreplex] [--duration 10]
-       [--rounds 3] [--conns 100,1000] [--pipeline 1,16]
+       [--rounds 3] [--conns 100,1000] [--pipeline 1,16] [--access-log]
 """
 import argparse, os, re, shutil, signal, statistics, subprocess, sys, tempfile, time
 
@@ -100,6 +100,9 @@ def main():
     ap.add_argument("--conns", default="100,1000")
     ap.add_argument("--pipeline", default="1,16")
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--access-log", action="store_true",
+                    help="nginx writes its access log (combined format) and coreplex is measured with and without "
+                         "an access log (haproxy format), all to files in a temporary directory")
     ap.add_argument("--variant", action="append", default=[],
                     help="NAME=CONFIG: also measure coreplex with another config (same port 8090)")
     a = ap.parse_args()
@@ -109,6 +112,13 @@ def main():
     tmp = tempfile.mkdtemp(prefix="cpbench-")
     conf = open(os.path.join(HERE, "peers", "nginx-direct.conf")).read()
     conf = conf.replace("@PORT@", "8091").replace("@DIR@", tmp)
+    if a.access_log:
+        conf = conf.replace("access_log off;", f"access_log {tmp}/nginx-access.log;")
+        logged = open(os.path.join(HERE, "configs", "direct.toml")).read().replace(
+            'bind = "127.0.0.1:8090"',
+            f'bind = "127.0.0.1:8090"\naccess_log = {{ path = "{tmp}/coreplex-access.log", format = "haproxy" }}')
+        open(os.path.join(tmp, "logged.toml"), "w").write(logged)
+        a.variant.append(f"coreplex+log={tmp}/logged.toml")
     nconf = os.path.join(tmp, "nginx.conf")
     open(nconf, "w").write(conf)
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
