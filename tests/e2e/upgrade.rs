@@ -2,7 +2,8 @@
 //! now at its path, hands it the listening, admin and control sockets, and drains once the new
 //! process serves. Under keep-alive and new-connection load no connection is refused and no
 //! request fails; the old process is gone within `shutdown_timeout`. A successor that fails (it
-//! exits, or reads an invalid configuration) leaves the old process serving, and a second upgrade
+//! exits, reads an invalid configuration, cannot bind a new listener's port, misses a
+//! certificate) leaves the old process serving, and a second upgrade
 //! while one runs is refused.
 
 use crate::backend::wait_until;
@@ -371,6 +372,32 @@ fn a_failed_upgrade_keeps_the_old_process_serving_and_a_second_one_is_refused() 
     );
     assert!(get_ok(addr));
     assert_eq!(status_pid(&control), old.pid());
+    // A new listener on a port another process holds, and a certificate that is not there: the
+    // successor cannot start, the old process serves on.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = squatter.local_addr().unwrap();
+    for (extra, why) in [
+        (
+            format!("\n[[listener]]\nname = \"more\"\nbind = \"{taken}\"\n[[listener.route]]\nrespond = {{ status = 200 }}\n"),
+            "address already in use",
+        ),
+        (
+            "\n[[listener]]\nname = \"tls\"\nbind = \"127.0.0.1:0\"\n[listener.tls]\ncertificates = [{ cert = \"/nonexistent/c.pem\", key = \"/nonexistent/c.key\" }]\n[[listener.route]]\nrespond = { status = 200 }\n".to_string(),
+            "/nonexistent/c.pem",
+        ),
+    ] {
+        std::fs::write(old.config_path(), format!("{good}{extra}")).unwrap();
+        let (ok, reply) = upgrade(&control);
+        assert!(!ok, "an upgrade that cannot start succeeded: {reply}");
+        assert!(
+            wait_until(Duration::from_secs(2), || old.log_text().contains(why)),
+            "the successor's error ({why}) is not in the log:\n{}",
+            old.log_text()
+        );
+        assert!(get_ok(addr));
+        assert_eq!(status_pid(&control), old.pid());
+    }
+    drop(squatter);
     std::fs::write(old.config_path(), good).unwrap();
 
     // A slow new binary: a second upgrade while the first runs is refused.
