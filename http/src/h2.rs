@@ -187,6 +187,7 @@ impl HttpService {
                 cx.clear_timer(); // a request: the idle time restarts after it
                 let first = !conn.served();
                 conn.set_served();
+                self.h2_note_request(cx, conn, &front.conn, stream);
                 let source = self.h2_route(conn, &front.conn);
                 if let Source::Backend(b) = source {
                     let b = usize::from(b);
@@ -273,6 +274,9 @@ impl HttpService {
                 }
                 front.pending.retain(|p| p.stream != stream);
                 front.waiting.retain(|w| w.stream != stream);
+                if !self.access_h2_lines.is_empty() {
+                    self.access_h2_lines.remove(&(cx.id(), stream));
+                }
                 self.h2_proxy_reset(front, stream);
             }
             Event::Writable => self.h2_flush(cx, conn, front),
@@ -356,6 +360,7 @@ impl HttpService {
         let status = page.status;
         let body = page.body();
         let no_body = head_only || body.is_empty();
+        let bytes = if head_only { 0 } else { body.len() as u64 };
         let out = cx.output();
         front.conn.send_headers(stream, no_body, out, |w| {
             w.field(b":status", page.status_digits(), Indexing::Index);
@@ -381,6 +386,44 @@ impl HttpService {
         }
         self.stats.response(status);
         self.stats.latency_us(1);
+        self.h2_log(cx, conn, stream, status, bytes, None);
+    }
+
+    /// Keeps the request line of `stream` for the access log (listeners with one only).
+    fn h2_note_request(&mut self, cx: &Cx<'_>, conn: &HttpConn, h2: &Connection, stream: u32) {
+        if self.listeners[conn.listener as usize].access_log.is_none() {
+            return;
+        }
+        let list = h2.head();
+        let c = h2.checked();
+        let get = |i: Option<u16>| {
+            i.map(|i| String::from_utf8_lossy(list.get(usize::from(i)).1).into_owned())
+        };
+        let line = crate::access_log::RequestLine {
+            method: get(c.pseudo.method).unwrap_or_default().into(),
+            target: get(c.pseudo.path).unwrap_or_else(|| "*".into()).into(),
+            protocol: "HTTP/2.0",
+        };
+        self.access_h2_lines
+            .insert((cx.id(), stream), (line, cx.now()));
+    }
+
+    /// Logs the response of `stream` (its request line noted at its HEADERS), with the backend
+    /// side when proxied.
+    pub(crate) fn h2_log(
+        &mut self,
+        cx: &Cx<'_>,
+        conn: &HttpConn,
+        stream: u32,
+        status: u16,
+        bytes: u64,
+        upstream: Option<crate::access_log::Upstream>,
+    ) {
+        let Some((line, started)) = self.access_h2_lines.remove(&(cx.id(), stream)) else {
+            return;
+        };
+        self.access_upstream = upstream;
+        self.log_line(cx, conn, Some(&line), status, started, bytes, *b"--");
     }
 
     /// A response complete while the request is still being sent: RST_STREAM(NO_ERROR)

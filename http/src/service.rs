@@ -64,7 +64,7 @@ pub struct ListenerRuntime {
     /// The listener's name (logs).
     name: Box<str>,
     /// Its access log and format.
-    access_log: Option<(usize, crate::access_log::LogFormat)>,
+    pub(super) access_log: Option<(usize, crate::access_log::LogFormat)>,
 }
 
 impl ListenerRuntime {
@@ -373,6 +373,9 @@ pub struct HttpService {
     access_lines: std::collections::HashMap<Id, crate::access_log::RequestLine>,
     /// The backend side of the response being completed (`access_log::Upstream`).
     pub(super) access_upstream: Option<crate::access_log::Upstream>,
+    /// The request line and start of each h2 stream in progress on a listener with a log.
+    pub(super) access_h2_lines:
+        std::collections::HashMap<(Id, u32), (crate::access_log::RequestLine, Instant)>,
 }
 
 impl HttpService {
@@ -400,6 +403,7 @@ impl HttpService {
             access: Default::default(),
             access_lines: std::collections::HashMap::new(),
             access_upstream: None,
+            access_h2_lines: std::collections::HashMap::new(),
         }
     }
 
@@ -423,12 +427,27 @@ impl HttpService {
         bytes: u64,
         termination: [u8; 2],
     ) {
+        let line = self.access_lines.remove(&cx.id());
+        self.log_line(cx, conn, line.as_ref(), status, started, bytes, termination);
+    }
+
+    /// Writes one access log line (the backend side from `access_upstream`, taken).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn log_line(
+        &mut self,
+        cx: &Cx<'_>,
+        conn: &HttpConn,
+        line: Option<&crate::access_log::RequestLine>,
+        status: u16,
+        started: Instant,
+        bytes: u64,
+        termination: [u8; 2],
+    ) {
         let upstream = self.access_upstream.take();
         let listener = &self.listeners[conn.listener as usize];
         let Some((log, format)) = listener.access_log else {
             return;
         };
-        let line = self.access_lines.remove(&cx.id());
         let client = match cx.origin() {
             Some(o) => Some(o.source),
             None => cx.socket().peer_addr().ok().and_then(|a| a.as_socket()),
@@ -455,7 +474,7 @@ impl HttpService {
         let entry = crate::access_log::Entry {
             listener: &listener.name,
             client,
-            line: line.as_ref(),
+            line,
             status,
             bytes,
             backend,
@@ -1107,6 +1126,9 @@ impl Service for HttpService {
     fn on_close(&mut self, id: Id, conn: HttpConn, _reason: CloseReason) {
         if !self.access_lines.is_empty() {
             self.access_lines.remove(&id);
+        }
+        if !self.access_h2_lines.is_empty() && conn.phase == Phase::H2 {
+            self.access_h2_lines.retain(|(c, _), _| *c != id);
         }
         if conn.phase == Phase::H2 {
             self.h2_closed(id);

@@ -1,5 +1,5 @@
-//! Access logs: every HTTP/1.1 request (direct, proxied, answered by the backend with an error,
-//! failed for lack of a server, malformed) gets one line, JSON (checked with Python's `json`)
+//! Access logs: every request (HTTP/1.1 and HTTP/2; direct, proxied, answered by the backend
+//! with an error, failed for lack of a server, malformed) gets one line, JSON (checked with Python's `json`)
 //! or HAProxy-like, with the client (a PROXY header's when one came), the request line, the
 //! backend and server, the timers and the termination state; SIGUSR1 reopens the log after a
 //! rotation, and a stop writes what is left before the process exits.
@@ -23,6 +23,7 @@ name = "web"
 bind = "127.0.0.1:0"
 access_log = {{ path = "{}", format = "{format}" }}
 proxy_protocol = {{ trusted = ["127.0.0.9"] }}
+http2 = {{ h2c = true }}
 [[listener.route]]
 path = "/direct"
 respond = {{ status = 200, body = "hi" }}
@@ -108,8 +109,23 @@ fn json_lines_carry_every_field_and_rotate_on_sigusr1() {
             .as_bytes(),
     );
     assert!(proxied.starts_with("HTTP/1.1 200"), "{proxied}");
-    let got = lines(&log, 6);
-    assert_eq!(got.len(), 6, "{got:#?}");
+    // HTTP/2 (h2c with prior knowledge, nghttp): a direct and a proxied stream on one
+    // connection. (curl 7.88 cannot reuse a prior-knowledge connection, with nginx either.)
+    let out = Command::new("nghttp")
+        .args([
+            "-n",
+            &format!("http://{}/direct", s.addr()),
+            &format!("http://{}/echo", s.addr()),
+        ])
+        .output()
+        .expect("nghttp runs (tests/setup.sh installs nghttp2-client)");
+    assert!(
+        out.status.success(),
+        "nghttp: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = lines(&log, 8);
+    assert_eq!(got.len(), 8, "{got:#?}");
     // Every line is one JSON object (Python's parser, not ours).
     let check = Command::new("python3")
         .args([
@@ -135,6 +151,8 @@ fn json_lines_carry_every_field_and_rotate_on_sigusr1() {
             "503 GET /gone gone None SC 127.0.0.1 HTTP/1.1",
             "400 None None None None PR 127.0.0.1 None",
             "200 GET /direct None None -- 198.51.100.4 HTTP/1.0",
+            "200 GET /direct None None -- 127.0.0.1 HTTP/2.0",
+            "200 GET /echo app s1 -- 127.0.0.1 HTTP/2.0",
         ],
         "{}",
         got.join("\n")
@@ -160,7 +178,7 @@ fn json_lines_carry_every_field_and_rotate_on_sigusr1() {
     );
     send(&s, format!("GET /direct HTTP/1.1\r\n{close}").as_bytes());
     assert_eq!(lines(&log, 1).len(), 1);
-    assert_eq!(lines(&rotated, 6).len(), 6);
+    assert_eq!(lines(&rotated, 8).len(), 8);
     // A stop writes what is left.
     send(&s, format!("GET /echo HTTP/1.1\r\n{close}").as_bytes());
     s.signal("TERM");

@@ -151,6 +151,8 @@ pub(crate) struct StreamExchange {
     pub connect_ms: i64,
     /// When the response head arrived (the log's response timer).
     pub head_at: Option<Instant>,
+    /// Response body bytes sent to an h2 client (the log's bytes).
+    pub down_sent: u64,
 }
 
 /// What a new exchange starts from.
@@ -248,6 +250,7 @@ impl StreamExchange {
             conn_at: None,
             connect_ms: -1,
             head_at: None,
+            down_sent: 0,
         }
     }
 
@@ -733,8 +736,10 @@ impl HttpService {
             let s = &mut self.proxy.stats[ex.backend];
             s.error(e);
             s.response(status);
-            if matches!(end, End::H1) {
-                self.access_upstream = Some(ex.upstream(0, Some(e)));
+            let upstream = ex.upstream(0, Some(e));
+            match end {
+                End::H1 => self.access_upstream = Some(upstream),
+                End::H2(_) => self.h2_log(cx, conn, ex.stream, status, 0, Some(upstream)),
             }
             match end {
                 End::H2(front) => {
@@ -1041,6 +1046,7 @@ impl HttpService {
                 .conn
                 .send_data(stream, &ex.down[..n], ex.down_end && all, out);
             ex.down.drain(..sent);
+            ex.down_sent += sent as u64;
             if ex.mux && sent > 0 {
                 // The backend stream's window reopens as the client takes the bytes.
                 ex.down_unacked += sent;
@@ -1067,6 +1073,8 @@ impl HttpService {
         let s = &mut self.proxy.stats[ex.backend];
         s.response(ex.status);
         self.stats.response(ex.status);
+        let upstream = ex.upstream(ex.down_sent, None);
+        self.h2_log(cx, conn, stream, ex.status, upstream.bytes, Some(upstream));
         self.stats
             .latency_us(now.saturating_duration_since(ex.started).as_micros() as u64);
         // The backend still had the request to read: an HTTP/1.1 connection cannot be reused.
