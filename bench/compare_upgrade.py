@@ -22,6 +22,8 @@ Usage: python3 bench/compare_upgrade.py [--coreplex target/release/coreplex]
 import argparse, json, os, shutil, signal, socket, subprocess, sys, tempfile, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from compare_direct import wait_port  # noqa: E402
 
 
 def free_port():
@@ -30,17 +32,6 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
-
-
-def wait_port(port, timeout=10):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"port {port} did not open")
 
 
 def start_coreplex(exe, port, tmp):

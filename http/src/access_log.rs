@@ -221,7 +221,8 @@ fn haproxy(o: &mut String, e: &Entry<'_>) {
     o.push('"');
 }
 
-fn json_str(o: &mut String, s: &str) {
+/// Appends `s` as a JSON string (quoted, escaped). Shared with the metric table's JSON export.
+pub fn json_str(o: &mut String, s: &str) {
     o.push('"');
     for c in s.chars() {
         match c {

@@ -10,7 +10,7 @@ pub mod proxy;
 mod proxy_header;
 mod response;
 pub mod runtime;
-pub use access_log::{LogFormat, ReopenLogs};
+pub use access_log::{json_str, LogFormat, ReopenLogs};
 mod service;
 mod stats;
 mod websocket;

@@ -6,22 +6,23 @@
 
 use crate::backend::{wait_until, TestBackend};
 use crate::harness::{metric, raw, temp_path, Server};
+use crate::proxy::{proxy_config, srv};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+/// The proxy configuration (listener `front`, backend `app` on `live`) with the access log, a
+/// direct route, and a route to a backend `gone` whose one server is down.
 fn config(log: &Path, format: &str, live: SocketAddr, dead: SocketAddr) -> String {
-    format!(
-        r#"version = 1
-[global]
-shards = 1
-[admin]
-bind = "127.0.0.1:0"
-[[listener]]
-name = "web"
-bind = "127.0.0.1:0"
-access_log = {{ path = "{}", format = "{format}" }}
+    proxy_config(
+        &[srv(live, "name = \"s1\"")],
+        &format!(
+            "\n[backend.gone]\nservers = [{}]\nretries = 0",
+            srv(dead, "name = \"d1\"")
+        ),
+        &format!(
+            r#"access_log = {{ path = "{}", format = "{format}" }}
 proxy_protocol = {{ trusted = ["127.0.0.9"] }}
 http2 = {{ h2c = true }}
 [[listener.route]]
@@ -29,17 +30,9 @@ path = "/direct"
 respond = {{ status = 200, body = "hi" }}
 [[listener.route]]
 path_prefix = "/gone"
-backend = "gone"
-[[listener.route]]
-path_prefix = "/"
-backend = "app"
-[backend.app]
-servers = [{{ address = "{live}", name = "s1" }}]
-[backend.gone]
-servers = [{{ address = "{dead}", name = "d1" }}]
-retries = 0
-"#,
-        log.display()
+backend = "gone""#,
+            log.display()
+        ),
     )
 }
 
@@ -63,12 +56,7 @@ fn send(s: &Server, bytes: &[u8]) -> String {
 
 fn send_from(source: &str, s: &Server, bytes: &[u8]) -> String {
     use std::io::{Read, Write};
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.bind(&format!("{source}:0").parse::<SocketAddr>().unwrap().into())
-        .unwrap();
-    sock.connect(&s.addr().into()).unwrap();
-    let mut c: std::net::TcpStream = sock.into();
-    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut c = crate::proxy_protocol::connect_from(source, s.addr());
     c.write_all(bytes).unwrap();
     let mut out = String::new();
     let _ = c.read_to_string(&mut out);
@@ -207,7 +195,7 @@ fn haproxy_lines_have_the_timers_and_the_termination_state() {
         "{}",
         got[0]
     );
-    assert_eq!((fields[2], fields[3]), ("web", "app/s1"), "{}", got[0]);
+    assert_eq!((fields[2], fields[3]), ("front", "app/s1"), "{}", got[0]);
     let timers: Vec<i64> = fields[4].split('/').map(|t| t.parse().unwrap()).collect();
     assert!(timers[0] >= 0 && timers[1] >= 0, "{}", got[0]);
     assert!(

@@ -26,7 +26,7 @@ fn start(b: &TestBackend, trusted: &str, pp_extra: &str) -> Server {
 }
 
 /// Connects from `source` (an address of 127.0.0.0/8) to `to`.
-fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
+pub(crate) fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     s.bind(&format!("{source}:0").parse::<SocketAddr>().unwrap().into())
         .unwrap();

@@ -263,21 +263,7 @@ impl Ring {
     /// Sends all of `buf` on `fd`; the buffer stays owned by the ring until the completion arrives.
     /// The completion's user_data is `send_tag | key`; pass it to [`Ring::complete_send`].
     pub fn send(&mut self, fd: RawFd, buf: Vec<u8>, owner: u64) {
-        let key = match self.free_sends.pop() {
-            Some(k) => k,
-            None => {
-                self.sends.push(None);
-                (self.sends.len() - 1) as u32
-            }
-        };
-        self.sends[key as usize] = Some(InFlightSend {
-            buf,
-            offset: 0,
-            fd,
-            owner,
-            file: false,
-        });
-        self.push_send(key);
+        self.start_write(fd, buf, owner, false);
     }
 
     /// Writes all of `buf` to the file `fd` (opened with `O_APPEND`: each write lands at its
@@ -285,6 +271,10 @@ impl Ring {
     /// comes back through [`Ring::complete_send`]. The kernel runs a file write off this thread
     /// (io-wq), so a slow disk never blocks the shard.
     pub fn write_file(&mut self, fd: RawFd, buf: Vec<u8>, owner: u64) {
+        self.start_write(fd, buf, owner, true);
+    }
+
+    fn start_write(&mut self, fd: RawFd, buf: Vec<u8>, owner: u64, file: bool) {
         let key = match self.free_sends.pop() {
             Some(k) => k,
             None => {
@@ -297,7 +287,7 @@ impl Ring {
             offset: 0,
             fd,
             owner,
-            file: true,
+            file,
         });
         self.push_send(key);
     }
