@@ -17,7 +17,8 @@
 //! response head), total (`Tt`, from the first byte of the request to the end of the response).
 //! The termination state is HAProxy's two characters: who ended it (`-` nobody, `C` the client,
 //! `S` the server, `P` the proxy, `c`/`s` a client or server timeout) and in which phase (`R`
-//! request, `Q` queue, `C` connect, `H` response headers, `D` data, `-` completed).
+//! request, `Q` queue, `C` connect, `H` response headers, `D` data, `-` completed). A request
+//! its client abandoned before the response was complete is logged with status 0 (`CR`, `CD`).
 
 use std::fmt::Write;
 use std::net::SocketAddr;
@@ -43,6 +44,10 @@ pub(crate) struct RequestLine {
     pub method: Box<str>,
     pub target: Box<str>,
     pub protocol: &'static str,
+    /// The client (its PROXY header's, else its socket's peer).
+    pub client: Option<SocketAddr>,
+    /// The request's first byte.
+    pub started: std::time::Instant,
 }
 
 /// The backend side of the response being completed (set by the proxy just before it
@@ -307,6 +312,8 @@ mod tests {
             method: "GET".into(),
             target: "/a\"b".into(),
             protocol: "HTTP/1.1",
+            client: None,
+            started: std::time::Instant::now(),
         };
         let e = Entry {
             listener: "web",

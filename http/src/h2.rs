@@ -403,9 +403,10 @@ impl HttpService {
             method: get(c.pseudo.method).unwrap_or_default().into(),
             target: get(c.pseudo.path).unwrap_or_else(|| "*".into()).into(),
             protocol: "HTTP/2.0",
+            client: Self::client_addr(cx),
+            started: cx.now(),
         };
-        self.access_h2_lines
-            .insert((cx.id(), stream), (line, cx.now()));
+        self.access_h2_lines.insert((cx.id(), stream), line);
     }
 
     /// Logs the response of `stream` (its request line noted at its HEADERS), with the backend
@@ -419,10 +420,11 @@ impl HttpService {
         bytes: u64,
         upstream: Option<crate::access_log::Upstream>,
     ) {
-        let Some((line, started)) = self.access_h2_lines.remove(&(cx.id(), stream)) else {
+        let Some(line) = self.access_h2_lines.remove(&(cx.id(), stream)) else {
             return;
         };
         self.access_upstream = upstream;
+        let started = line.started;
         self.log_line(cx, conn, Some(&line), status, started, bytes, *b"--");
     }
 

@@ -375,7 +375,7 @@ pub struct HttpService {
     pub(super) access_upstream: Option<crate::access_log::Upstream>,
     /// The request line and start of each h2 stream in progress on a listener with a log.
     pub(super) access_h2_lines:
-        std::collections::HashMap<(Id, u32), (crate::access_log::RequestLine, Instant)>,
+        std::collections::HashMap<(Id, u32), crate::access_log::RequestLine>,
 }
 
 impl HttpService {
@@ -416,9 +416,17 @@ impl HttpService {
         self
     }
 
+    /// The client's address for the log: its PROXY header's, else its socket's peer.
+    pub(super) fn client_addr(cx: &Cx<'_>) -> Option<std::net::SocketAddr> {
+        match cx.origin() {
+            Some(o) => Some(o.source),
+            None => cx.socket().peer_addr().ok().and_then(|a| a.as_socket()),
+        }
+    }
+
     /// Logs the response of the request in progress on `cx` (HTTP/1.1), if its listener has a
     /// log: its request line, the backend side when proxied, the timers and `termination`.
-    fn log_response(
+    pub(super) fn log_response(
         &mut self,
         cx: &Cx<'_>,
         conn: &HttpConn,
@@ -429,6 +437,32 @@ impl HttpService {
     ) {
         let line = self.access_lines.remove(&cx.id());
         self.log_line(cx, conn, line.as_ref(), status, started, bytes, termination);
+    }
+
+    /// Logs a request whose connection closed before its response was complete (status 0):
+    /// `CR` while the request was still coming in, `CD` once it had gone to a backend.
+    fn log_abandoned(&mut self, conn: &HttpConn, line: &crate::access_log::RequestLine) {
+        let listener = &self.listeners[conn.listener as usize];
+        let Some((log, format)) = listener.access_log else {
+            return;
+        };
+        let termination = if conn.phase == Phase::Proxy {
+            *b"CD"
+        } else {
+            *b"CR"
+        };
+        let total = line.started.elapsed().as_millis() as i64;
+        let entry = crate::access_log::Entry {
+            listener: &listener.name,
+            client: line.client,
+            line: Some(line),
+            status: 0,
+            bytes: 0,
+            backend: None,
+            timers: [-1, -1, -1, total],
+            termination,
+        };
+        self.access.write(log, format, &entry);
     }
 
     /// Writes one access log line (the backend side from `access_upstream`, taken).
@@ -448,10 +482,9 @@ impl HttpService {
         let Some((log, format)) = listener.access_log else {
             return;
         };
-        let client = match cx.origin() {
-            Some(o) => Some(o.source),
-            None => cx.socket().peer_addr().ok().and_then(|a| a.as_socket()),
-        };
+        let client = line
+            .and_then(|l| l.client)
+            .or_else(|| Self::client_addr(cx));
         let total = cx.now().saturating_duration_since(started).as_millis() as i64;
         let (backend, timers, bytes, termination) = match upstream {
             Some(u) => {
@@ -706,6 +739,8 @@ impl HttpService {
                     } else {
                         "HTTP/1.1"
                     },
+                    client: Self::client_addr(cx),
+                    started,
                 },
             );
         }
@@ -1125,7 +1160,9 @@ impl Service for HttpService {
 
     fn on_close(&mut self, id: Id, conn: HttpConn, _reason: CloseReason) {
         if !self.access_lines.is_empty() {
-            self.access_lines.remove(&id);
+            if let Some(line) = self.access_lines.remove(&id) {
+                self.log_abandoned(&conn, &line);
+            }
         }
         if !self.access_h2_lines.is_empty() && conn.phase == Phase::H2 {
             self.access_h2_lines.retain(|(c, _), _| *c != id);

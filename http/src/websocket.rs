@@ -227,6 +227,8 @@ impl HttpService {
                 }
                 out.extend_from_slice(b"\r\n");
                 self.stats.response(101);
+                let started = cx.busy_ref().map_or(cx.now(), |r| r.started);
+                self.log_response(cx, conn, 101, started, 0, *b"--");
                 self.stats.ws.upgrades += 1;
                 self.stats.ws.current += 1;
                 self.stats.ws.deflate += u64::from(agreed.is_some());

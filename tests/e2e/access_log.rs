@@ -1,6 +1,7 @@
 //! Access logs: every request (HTTP/1.1 and HTTP/2; direct, proxied, answered by the backend
 //! with an error, failed for lack of a server, malformed) gets one line, JSON (checked with Python's `json`)
-//! or HAProxy-like, with the client (a PROXY header's when one came), the request line, the
+//! or HAProxy-like (a WebSocket upgrade at its 101; a request abandoned half way with status 0),
+//! with the client (a PROXY header's when one came), the request line, the
 //! backend and server, the timers and the termination state; SIGUSR1 reopens the log after a
 //! rotation, and a stop writes what is left before the process exits.
 
@@ -28,6 +29,9 @@ http2 = {{ h2c = true }}
 [[listener.route]]
 path = "/direct"
 respond = {{ status = 200, body = "hi" }}
+[[listener.route]]
+path = "/ws"
+websocket = "echo"
 [[listener.route]]
 path_prefix = "/gone"
 backend = "gone""#,
@@ -112,8 +116,17 @@ fn json_lines_carry_every_field_and_rotate_on_sigusr1() {
         "nghttp: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let got = lines(&log, 8);
-    assert_eq!(got.len(), 8, "{got:#?}");
+    // A request the client abandons half way (its head never completes... then the body
+    // stops): logged with status 0 and `CR` when the connection goes.
+    {
+        use std::io::Write;
+        let mut c = std::net::TcpStream::connect(s.addr()).unwrap();
+        c.write_all(b"POST /direct HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nab")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let got = lines(&log, 9);
+    assert_eq!(got.len(), 9, "{got:#?}");
     // Every line is one JSON object (Python's parser, not ours).
     let check = Command::new("python3")
         .args([
@@ -141,6 +154,7 @@ fn json_lines_carry_every_field_and_rotate_on_sigusr1() {
             "200 GET /direct None None -- 198.51.100.4 HTTP/1.0",
             "200 GET /direct None None -- 127.0.0.1 HTTP/2.0",
             "200 GET /echo app s1 -- 127.0.0.1 HTTP/2.0",
+            "0 POST /direct None None CR 127.0.0.1 HTTP/1.1",
         ],
         "{}",
         got.join("\n")
@@ -166,7 +180,7 @@ fn json_lines_carry_every_field_and_rotate_on_sigusr1() {
     );
     send(&s, format!("GET /direct HTTP/1.1\r\n{close}").as_bytes());
     assert_eq!(lines(&log, 1).len(), 1);
-    assert_eq!(lines(&rotated, 8).len(), 8);
+    assert_eq!(lines(&rotated, 9).len(), 9);
     // A stop writes what is left.
     send(&s, format!("GET /echo HTTP/1.1\r\n{close}").as_bytes());
     s.signal("TERM");
@@ -185,7 +199,19 @@ fn haproxy_lines_have_the_timers_and_the_termination_state() {
     let close = "Host: a\r\nConnection: close\r\n\r\n";
     send(&s, format!("GET /delay/120 HTTP/1.1\r\n{close}").as_bytes());
     send(&s, format!("GET /gone HTTP/1.1\r\n{close}").as_bytes());
-    let got = lines(&log, 2);
+    // A WebSocket upgrade is logged at its 101.
+    let (ws, _) = raw(
+        s.addr(),
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        Duration::from_millis(300),
+    );
+    assert!(String::from_utf8_lossy(&ws).starts_with("HTTP/1.1 101"));
+    let got = lines(&log, 3);
+    assert!(
+        got[2].contains(" 101 0 -- \"GET /ws HTTP/1.1\""),
+        "{}",
+        got[2]
+    );
     // 127.0.0.1:PORT [08/Dec/2026:01:02:03.456] web app/s1 Tw/Tc/Tr/Tt 200 BYTES -- "GET ..."
     let fields: Vec<&str> = got[0].split(' ').collect();
     assert!(

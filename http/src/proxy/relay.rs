@@ -450,6 +450,8 @@ impl HttpService {
                 self.stats.response(ex.status);
                 self.stats
                     .latency_us(now.duration_since(ex.started).as_micros() as u64);
+                self.access_upstream = Some(ex.upstream(0, None));
+                self.log_response(cx, conn, ex.status, ex.started, 0, *b"--");
                 let websocket = ex.upgrade == Some(true);
                 let ws = ex.ws;
                 self.stream_let_go(&mut ex);
