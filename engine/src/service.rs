@@ -318,6 +318,17 @@ pub(crate) mod flags {
     pub const RESUME: u16 = 1 << 10;
 }
 
+/// An unpaired outbound connection asked for ([`ConnCx::open`]).
+pub(crate) struct OpenRequest {
+    pub fd: std::os::fd::OwnedFd,
+    /// The transport's client profile, for a secure connection.
+    pub profile: Option<u32>,
+    /// What `on_opened` is told.
+    pub tag: u64,
+    /// The first bytes on the wire ([`ConnCx::open_with_preamble`]).
+    pub preamble: Option<Box<[u8]>>,
+}
+
 /// What a callback asked of the shard beyond its own connection (rare; boxed-free but not Copy).
 #[derive(Default)]
 pub(crate) struct Effects {
@@ -333,7 +344,7 @@ pub(crate) struct Effects {
     pub wake: Vec<crate::table::Id>,
     /// Unpaired outbound connections to add: socket, client profile, the asker's tag
     /// ([`ConnCx::open`]).
-    pub opens: Vec<(std::os::fd::OwnedFd, Option<u32>, u64)>,
+    pub opens: Vec<OpenRequest>,
 }
 
 /// Named deadlines a busy connection may hold at once ([`ConnCx::set_deadline`]).
@@ -733,7 +744,32 @@ impl<B> ConnCx<'_, B> {
         tag: u64,
     ) -> std::io::Result<()> {
         let fd = start_connect(addr)?;
-        self.effects.opens.push((fd, profile, tag));
+        self.effects.opens.push(OpenRequest {
+            fd,
+            profile,
+            tag,
+            preamble: None,
+        });
+        Ok(())
+    }
+
+    /// Like [`ConnCx::open`], with `preamble` as the connection's first bytes on the wire, sent
+    /// as they are once it connects: before the TLS handshake of a secure one, before anything
+    /// the service writes on a plaintext one (a PROXY protocol header).
+    pub fn open_with_preamble(
+        &mut self,
+        addr: std::net::SocketAddr,
+        profile: Option<u32>,
+        tag: u64,
+        preamble: Box<[u8]>,
+    ) -> std::io::Result<()> {
+        let fd = start_connect(addr)?;
+        self.effects.opens.push(OpenRequest {
+            fd,
+            profile,
+            tag,
+            preamble: Some(preamble),
+        });
         Ok(())
     }
 

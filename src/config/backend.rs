@@ -267,12 +267,6 @@ pub(super) fn validate(
                 "needs protocol = \"h1\": a multiplexed h2 connection carries many clients' streams, and a PROXY header names one",
             ));
         }
-        if raw.tls.is_some() {
-            errors.push(err(
-                format!("{p}.send_proxy"),
-                "is not supported with tls yet (the header goes before the TLS handshake)",
-            ));
-        }
     }
     if raw.maxconn == Some(0) {
         errors.push(err(

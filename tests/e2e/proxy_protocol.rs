@@ -3,7 +3,7 @@
 //! source without a header, a malformed or truncated header, a header from an untrusted source,
 //! and a header that does not arrive in time close the connection and are counted; an untrusted
 //! source without a header is served as it is. Sent (`send_proxy`): nginx with `listen ...
-//! proxy_protocol` reads the client coreplex names. Real senders: curl `--haproxy-protocol` and
+//! proxy_protocol` reads the client coreplex names, over plaintext and before TLS. Real senders: curl `--haproxy-protocol` and
 //! HAProxy `send-proxy-v2`.
 
 use crate::backend::{wait_until, TestBackend};
@@ -310,4 +310,36 @@ fn haproxy_to_coreplex_to_nginx_carries_the_client_address_both_ways() {
         );
         assert!(outcome(&s, "accepted") >= 1.0, "{version}");
     }
+}
+
+#[test]
+fn send_proxy_goes_before_the_tls_handshake_to_a_tls_backend() {
+    use crate::tls::cert;
+    // nginx: TLS after a PROXY header (`listen ... ssl proxy_protocol`).
+    let nginx = Nginx::start_with(
+        "ssl proxy_protocol",
+        &format!(
+            "ssl_certificate {};\n        ssl_certificate_key {};\n        ssl_protocols TLSv1.2 TLSv1.3;\n        location / {{ default_type text/plain; return 200 \"client=$proxy_protocol_addr $ssl_protocol\"; }}",
+            cert("ecdsa.pem"),
+            cert("ecdsa.key")
+        ),
+    );
+    let s = Server::start(&proxy_config(
+        &[srv(nginx.addr, "")],
+        &format!(
+            "send_proxy = \"v2\"\ntls = {{ ca = \"{}\", sni = \"localhost\" }}",
+            cert("ca.pem")
+        ),
+        "",
+    ));
+    let out = curl(&[
+        "-s",
+        "--interface",
+        "127.0.0.4",
+        &format!("http://{}/", s.addr()),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "client=127.0.0.4 TLSv1.3"
+    );
 }

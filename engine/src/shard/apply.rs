@@ -27,8 +27,8 @@ impl<S: Service> Shard<S> {
         if bits & PEER_BITS != 0 || effects.connect.is_some() || effects.pair.is_some() {
             self.apply_peer(id, bits, effects);
         }
-        for (fd, profile, tag) in opens {
-            self.open_detached(id, fd, profile, tag);
+        for o in opens {
+            self.open_detached(id, o.fd, o.profile, o.tag, o.preamble);
         }
         // Woken connections are called after the current batch (`Shard::run_woken`).
         self.woken.extend(wake);

@@ -65,6 +65,9 @@ impl<S: Service> Shard<S> {
         if !self.core.origins.is_empty() {
             self.core.origins.remove(&id.index);
         }
+        if !self.core.preambles.is_empty() {
+            self.core.preambles.remove(&id.index);
+        }
         let started = if conn.state & state::PREFACE != 0 {
             self.core.prefaces.remove(&id.index);
             false

@@ -145,6 +145,9 @@ struct Core<S: Service> {
     prefaces: HashMap<u32, PendingPreface>,
     /// Origins their prefaces declared, by slot index, for the connection's life.
     origins: HashMap<u32, crate::service::Origin>,
+    /// The first bytes of outbound connections still connecting, by slot index
+    /// ([`ConnCx::open_with_preamble`]).
+    preambles: HashMap<u32, Box<[u8]>>,
 }
 
 /// A listener's per-shard settings.
@@ -378,6 +381,7 @@ impl<S: Service> Shard<S> {
                 plain: Vec::new(),
                 prefaces: HashMap::new(),
                 origins: HashMap::new(),
+                preambles: HashMap::new(),
             },
             ring,
             max_connections: cfg.max_connections,

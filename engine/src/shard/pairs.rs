@@ -86,7 +86,7 @@ impl<S: Service> Shard<S> {
     /// Adds connecting socket `fd` as an outbound connection paired with `from` (secure with
     /// the transport's client profile `profile`, if given).
     pub(super) fn open_outbound(&mut self, from: Id, fd: OwnedFd, profile: Option<u32>) {
-        match self.add_outbound(fd, profile) {
+        match self.add_outbound(fd, profile, None) {
             Some(nid) => self.link(from, nid),
             None => self.refuse_outbound(from),
         }
@@ -94,8 +94,15 @@ impl<S: Service> Shard<S> {
 
     /// Adds connecting socket `fd` as an unpaired outbound connection ([`ConnCx::open`]): it
     /// hears `on_opened` with `tag`, or `from` hears `on_open_failed`.
-    pub(super) fn open_detached(&mut self, from: Id, fd: OwnedFd, profile: Option<u32>, tag: u64) {
-        match self.add_outbound(fd, profile) {
+    pub(super) fn open_detached(
+        &mut self,
+        from: Id,
+        fd: OwnedFd,
+        profile: Option<u32>,
+        tag: u64,
+        preamble: Option<Box<[u8]>>,
+    ) {
+        match self.add_outbound(fd, profile, preamble) {
             Some(nid) => {
                 if let Some(((), req)) = self
                     .core
@@ -118,7 +125,12 @@ impl<S: Service> Shard<S> {
 
     /// Inserts a connecting socket as an outbound connection and arms its connect; `None`
     /// (the socket closed) without a slot or when the transport refuses the profile.
-    fn add_outbound(&mut self, fd: OwnedFd, profile: Option<u32>) -> Option<Id> {
+    fn add_outbound(
+        &mut self,
+        fd: OwnedFd,
+        profile: Option<u32>,
+        preamble: Option<Box<[u8]>>,
+    ) -> Option<Id> {
         let session = match profile.map(|p| self.core.service.transport().connect(p)) {
             Some(Ok(s)) => Some(s),
             Some(Err(e)) => {
@@ -141,6 +153,9 @@ impl<S: Service> Shard<S> {
             Ok(nid) => {
                 self.core.outbound += 1;
                 self.core.stats.outbound_opened += 1;
+                if let Some(p) = preamble {
+                    self.core.preambles.insert(nid.index, p);
+                }
                 if let Some(session) = session {
                     self.core.sessions.insert(
                         nid.index,
@@ -202,6 +217,22 @@ impl<S: Service> Shard<S> {
             conn.state |= state::RECV_ARMED;
             let fd = conn.fd.as_raw_fd();
             self.ring.recv_multi(fd, token::pack(OP_RECV, id));
+            if let Some(p) = (!self.core.preambles.is_empty())
+                .then(|| self.core.preambles.remove(&id.index))
+                .flatten()
+            {
+                // The first bytes on the wire, as they are: before the TLS handshake's records,
+                // or before what the service writes.
+                let secure = conn.state & state::SECURE != 0;
+                let io = conn
+                    .io
+                    .get_or_insert_with(|| self.core.io_pool.pop().unwrap_or_default());
+                if secure {
+                    io.wire_out.extend_from_slice(&p);
+                } else {
+                    io.out.extend_from_slice(&p);
+                }
+            }
             if conn.state & state::SECURE != 0 {
                 // `on_connected` comes once the handshake is done.
                 self.start_handshake(id);

@@ -195,10 +195,6 @@ impl HttpService {
         ex.conn_at = Some(cx.now());
         ex.connect_ms = cx.now().saturating_duration_since(ex.since).as_millis() as i64;
         ex.stage = Stage::Forwarding;
-        if let Some(h) = &ex.proxy_header {
-            // A new connection: its first bytes name the client (`send_proxy`).
-            cx.output().extend_from_slice(h);
-        }
         let (server, session, since) = (ex.server, ex.info.session, ex.since);
         self.proxy
             .note_connected(cx, b, server, session, since, None);

@@ -647,7 +647,12 @@ impl HttpService {
                     &rt.tls_profiles
                 };
                 let profile = profiles.get(server.0 as usize).copied().flatten();
-                match cx.open(addr, profile, key) {
+                // `send_proxy`: the header goes first on the wire (before TLS, if any).
+                let opened = match &ex.proxy_header {
+                    Some(h) => cx.open_with_preamble(addr, profile, key, h.clone()),
+                    None => cx.open(addr, profile, key),
+                };
+                match opened {
                     Ok(()) => {
                         ex.opening = true;
                         if mux {
