@@ -3,8 +3,8 @@
 //! `?refresh=` seconds (2 by default) and lays it out as HAProxy's stats page does: the process,
 //! then one row per shard, per backend and per server, each metric a column, counters with their
 //! rate per second since the previous refresh. Every cell carries `data-row` (`shard/backend/
-//! server`) and `data-col` (the series and its other labels), the same keys as the CSV export,
-//! so a test reads the page as the table. No external resources: it works on an isolated admin
+//! server`), `data-col` (the series and its other labels; the same keys as the CSV export) and
+//! `data-value` (the exact value; the text is rounded), so a test reads the page as the table. No external resources: it works on an isolated admin
 //! network.
 
 /// The page.
@@ -74,6 +74,7 @@ function cell(key, c, cur, old, secs) {
   const td = document.createElement("td");
   td.dataset.row = key; td.dataset.col = c;
   if (!cur) return td;
+  td.dataset.value = String(cur.value);
   td.textContent = fmt(cur.value);
   td.title = cur.help;
   if (cur.counter && old && secs > 0 && typeof cur.value === "number" && typeof old.value === "number") {

@@ -1,4 +1,5 @@
-//! Per-backend and per-server series: connections new and reused (the reuse ratio), idle, safe
+//! Per-backend and per-server series: the servers' response time (quantiles), connections new and
+//! reused (the reuse ratio), idle, safe
 //! and private pool lists, requests in flight, queues (current, max, time), connect time,
 //! responses by class, failures by kind, retries, passive health, TLS handshakes to the
 //! backend (full, resumed, the resumption ratio), and HTTP/2 to the backend (streams in use,
@@ -52,6 +53,43 @@ pub fn render(o: &mut Table, backends: &[BackendStats]) {
         return;
     }
     let now = std::time::Instant::now();
+    header(
+        o,
+        "coreplex_backend_response_seconds",
+        "Servers' response time: from the request sent on a connection to the response head.",
+        "summary",
+    );
+    for b in backends {
+        let h = b.response_time.as_deref();
+        for q in [0.5, 0.9, 0.99, 0.999] {
+            let v = h
+                .filter(|h| !h.is_empty())
+                .map_or(0, |h| h.value_at_quantile(q));
+            let _ = writeln!(
+                o,
+                "coreplex_backend_response_seconds{{backend=\"{}\",quantile=\"{q}\"}} {}",
+                b.name,
+                v as f64 / 1e6
+            );
+        }
+        let (sum, count) = h.map_or((0.0, 0), |h| {
+            let sum: f64 = h
+                .iter_recorded()
+                .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
+                .sum();
+            (sum / 1e6, h.len())
+        });
+        let _ = writeln!(
+            o,
+            "coreplex_backend_response_seconds_sum{{backend=\"{}\"}} {sum}",
+            b.name
+        );
+        let _ = writeln!(
+            o,
+            "coreplex_backend_response_seconds_count{{backend=\"{}\"}} {count}",
+            b.name
+        );
+    }
     per_server(
         o,
         backends,

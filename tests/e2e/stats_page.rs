@@ -24,14 +24,20 @@ fn rendered(url: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The number in the page's cell for row `row` (`shard/backend/server`) and column `col`.
+/// The value of the page's cell for row `row` (`shard/backend/server`) and column `col` (its
+/// `data-value`; the text it shows is rounded, and checked to be the same number roughly).
 fn cell(dom: &str, row: &str, col: &str) -> Option<f64> {
-    let marker = format!("data-row=\"{row}\" data-col=\"{col}\"");
+    let marker = format!("data-row=\"{row}\" data-col=\"{col}\" data-value=\"");
     let at = dom.find(&marker)? + marker.len();
     let rest = &dom[at..];
+    let exact: f64 = rest[..rest.find('"')?].parse().ok()?;
     let text = &rest[rest.find('>')? + 1..];
-    let end = text.find('<')?;
-    text[..end].trim().parse().ok()
+    let shown: f64 = text[..text.find('<')?].trim().parse().ok()?;
+    assert!(
+        (shown - exact).abs() <= exact.abs() * 1e-3,
+        "{row} {col}: shows {shown}, is {exact}"
+    );
+    Some(exact)
 }
 
 #[test]
@@ -39,6 +45,12 @@ fn the_page_and_the_csv_show_what_metrics_shows() {
     let b = TestBackend::start();
     let s = Server::start(&proxy_config(&[srv(b.addr(), "name = \"s1\"")], "", ""));
     on_separate_connections(&s, 12);
+    // Two slow answers: the backend's response-time quantiles show them.
+    for _ in 0..2 {
+        let mut c = crate::backend::Client::connect(s.addr());
+        c.send(b"GET /delay/150 HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(c.response(false, true).map(|r| r.status), Some(200));
+    }
     let admin = s.admin();
     let dom = rendered(&format!("http://{admin}/stats"));
     assert!(
@@ -80,6 +92,16 @@ fn the_page_and_the_csv_show_what_metrics_shows() {
             "coreplex_backend_connections_idle{list=safe}",
             "coreplex_backend_connections_idle{backend=\"app\",server=\"s1\",list=\"safe\"}",
         ),
+        (
+            "/app/",
+            "coreplex_backend_response_seconds{quantile=0.999}",
+            "coreplex_backend_response_seconds{backend=\"app\",quantile=\"0.999\"}",
+        ),
+        (
+            "/app/",
+            "coreplex_backend_response_seconds_count",
+            "coreplex_backend_response_seconds_count{backend=\"app\"}",
+        ),
     ] {
         assert_eq!(
             cell(&dom, row, col),
@@ -87,7 +109,17 @@ fn the_page_and_the_csv_show_what_metrics_shows() {
             "page cell {row} {col} against {key}"
         );
     }
-    assert_eq!(want("coreplex_requests_total{class=\"2xx\"}"), 12.0);
+    assert_eq!(want("coreplex_requests_total{class=\"2xx\"}"), 14.0);
+    assert_eq!(
+        want("coreplex_backend_response_seconds_count{backend=\"app\"}"),
+        14.0
+    );
+    let p999 = want("coreplex_backend_response_seconds{backend=\"app\",quantile=\"0.999\"}");
+    let p50 = want("coreplex_backend_response_seconds{backend=\"app\",quantile=\"0.5\"}");
+    assert!(
+        p999 >= 0.15 && p50 < 0.15,
+        "response-time quantiles: p50 {p50}, p99.9 {p999}"
+    );
 
     let csv = crate::harness::curl(&["-s", &format!("http://{admin}/stats;csv")]);
     let csv = String::from_utf8_lossy(&csv.stdout).into_owned();
@@ -114,7 +146,7 @@ fn the_page_and_the_csv_show_what_metrics_shows() {
     let json = String::from_utf8_lossy(&json.stdout);
     assert!(
         json.contains(
-            "{\"name\":\"coreplex_requests_total\",\"labels\":{\"class\":\"2xx\"},\"value\":12}"
+            "{\"name\":\"coreplex_requests_total\",\"labels\":{\"class\":\"2xx\"},\"value\":14}"
         ),
         "{json}"
     );

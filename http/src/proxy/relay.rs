@@ -468,6 +468,9 @@ impl HttpService {
         }
         self.stream_let_go(&mut ex);
         let close = relay.persist == Persist::Close || !ex.up_end;
+        if let (Some(c), Some(h)) = (ex.conn_at, ex.head_at) {
+            super::streams::record_response_time(&mut self.proxy.stats[ex.backend], c, h);
+        }
         self.access_upstream = Some(ex.upstream(relay.delivered, None));
         self.response_done(cx, conn, ex.status, ex.started, close);
         if conn.phase == Phase::Idle {

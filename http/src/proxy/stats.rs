@@ -98,9 +98,26 @@ pub struct BackendStats {
     pub h2_goaway_sent: u64,
     /// Per server: times an `auto` server was found to speak HTTP/1.1 instead of h2.
     pub alpn_fallbacks: Vec<u64>,
+    /// The servers' response times in microseconds (request sent on a connection to response
+    /// head), made on the first one.
+    pub response_time: Option<Box<hdrhistogram::Histogram<u64>>>,
 }
 
+/// The longest response time recorded exactly (longer ones count as this).
+const RESPONSE_TIME_MAX_US: u64 = 3_600_000_000;
+
 impl BackendStats {
+    /// Records a server's response time.
+    pub fn response_time_us(&mut self, us: u64) {
+        let h = self.response_time.get_or_insert_with(|| {
+            Box::new(
+                hdrhistogram::Histogram::new_with_bounds(1, RESPONSE_TIME_MAX_US, 2)
+                    .expect("valid histogram bounds"),
+            )
+        });
+        h.saturating_record(us.clamp(1, RESPONSE_TIME_MAX_US));
+    }
+
     /// Counts a failure.
     pub fn error(&mut self, e: ProxyError) {
         self.errors[e as usize] += 1;
@@ -141,6 +158,13 @@ impl BackendStats {
         }
         for (a, b) in self.alpn_fallbacks.iter_mut().zip(&o.alpn_fallbacks) {
             *a += b;
+        }
+        match (&mut self.response_time, &o.response_time) {
+            (Some(a), Some(b)) => {
+                let _ = a.add(&**b);
+            }
+            (None, Some(b)) => self.response_time = Some(b.clone()),
+            _ => {}
         }
     }
 }

@@ -1079,6 +1079,11 @@ impl HttpService {
         s.response(ex.status);
         self.stats.response(ex.status);
         let upstream = ex.upstream(ex.down_sent, None);
+        if upstream.timers[2] >= 0 {
+            if let (Some(c), Some(h)) = (ex.conn_at, ex.head_at) {
+                record_response_time(&mut self.proxy.stats[ex.backend], c, h);
+            }
+        }
         self.h2_log(cx, conn, stream, ex.status, upstream.bytes, Some(upstream));
         self.stats
             .latency_us(now.saturating_duration_since(ex.started).as_micros() as u64);
@@ -1208,4 +1213,10 @@ fn indexing_for(name: &[u8]) -> Indexing {
         b"set-cookie" | b"authorization" => Indexing::Never,
         _ => Indexing::Index,
     }
+}
+
+/// Records the server's response time of an exchange that got its head (`c`: the connection
+/// was there, `h`: the head arrived).
+pub(crate) fn record_response_time(stats: &mut super::stats::BackendStats, c: Instant, h: Instant) {
+    stats.response_time_us(h.saturating_duration_since(c).as_micros() as u64);
 }
