@@ -70,43 +70,38 @@ respond = {{ status = 200, headers = {{ "Content-Type" = "text/plain" }}, body =
     return swap, stop
 
 
-def start_haproxy(port, tmp):
-    cfg = os.path.join(tmp, "haproxy.cfg")
-    with open(os.path.join(HERE, "peers", "haproxy-direct.cfg")) as f:
-        text = f.read().replace("@PORT@", str(port)).replace("maxconn 9900", "maxconn 4096")
+def start_peer(template, port, tmp, argv, swap_signal, extra=()):
+    """Writes peers/TEMPLATE with the port (and the temporary directory) substituted, starts
+    ARGV + [the config file] in a session of its own; a swap sends SWAP_SIGNAL to it."""
+    cfg = os.path.join(tmp, template)
+    with open(os.path.join(HERE, "peers", template)) as f:
+        text = f.read().replace("@PORT@", str(port)).replace("@DIR@", tmp)
+    for a, b in extra:
+        text = text.replace(a, b)
     with open(cfg, "w") as f:
         f.write(text)
-    proc = subprocess.Popen(["haproxy", "-W", "-db", "-f", cfg], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-
-    def swap():
-        os.kill(proc.pid, signal.SIGUSR2)
-
-    def stop():
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-    return swap, stop
-
-
-def start_nginx(port, tmp):
-    conf = os.path.join(tmp, "nginx.conf")
-    with open(os.path.join(HERE, "peers", "nginx-direct.conf")) as f:
-        text = f.read().replace("@PORT@", str(port)).replace("@DIR@", tmp)
-    with open(conf, "w") as f:
-        f.write(text)
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    proc = subprocess.Popen([nginx, "-c", conf, "-p", tmp], stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(argv(cfg), stdout=subprocess.DEVNULL,
                             stderr=open(os.path.join(tmp, "stderr"), "w"), start_new_session=True)
 
     def swap():
-        os.kill(proc.pid, signal.SIGHUP)
+        os.kill(proc.pid, swap_signal)
 
     def stop():
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
     return swap, stop
+
+
+def start_haproxy(port, tmp):
+    return start_peer("haproxy-direct.cfg", port, tmp, lambda cfg: ["haproxy", "-W", "-db", "-f", cfg],
+                      signal.SIGUSR2, extra=[("maxconn 9900", "maxconn 4096")])
+
+
+def start_nginx(port, tmp):
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    return start_peer("nginx-direct.conf", port, tmp, lambda cfg: [nginx, "-c", cfg, "-p", tmp],
+                      signal.SIGHUP)
 
 
 def run(name, start, bench, args):

@@ -743,14 +743,7 @@ impl<B> ConnCx<'_, B> {
         profile: Option<u32>,
         tag: u64,
     ) -> std::io::Result<()> {
-        let fd = start_connect(addr)?;
-        self.effects.opens.push(OpenRequest {
-            fd,
-            profile,
-            tag,
-            preamble: None,
-        });
-        Ok(())
+        self.open_request(addr, profile, tag, None)
     }
 
     /// Like [`ConnCx::open`], with `preamble` as the connection's first bytes on the wire, sent
@@ -763,12 +756,22 @@ impl<B> ConnCx<'_, B> {
         tag: u64,
         preamble: Box<[u8]>,
     ) -> std::io::Result<()> {
+        self.open_request(addr, profile, tag, Some(preamble))
+    }
+
+    fn open_request(
+        &mut self,
+        addr: std::net::SocketAddr,
+        profile: Option<u32>,
+        tag: u64,
+        preamble: Option<Box<[u8]>>,
+    ) -> std::io::Result<()> {
         let fd = start_connect(addr)?;
         self.effects.opens.push(OpenRequest {
             fd,
             profile,
             tag,
-            preamble: Some(preamble),
+            preamble,
         });
         Ok(())
     }
